@@ -1,0 +1,128 @@
+//! Getting a fresh server to a usable state: the first platform key, and the demo data.
+//!
+//! A fresh database has no keys, and every RPC needs one. So the server issues the first
+//! platform key itself, writes it to a file readable only by its owner (mode 0600), and logs
+//! the file's path (never the key). Later keys are made with `AdminService.CreateApiKey`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::auth::issue_key;
+use crate::domain::{
+    AssignRequest, AssignmentType, Capability, Carrier, ConsentGrant, ConsentStatus, Contact,
+    NumberUpload, Role, now_micros,
+};
+use crate::store::Store;
+
+/// File name of the bootstrap platform key inside the data directory.
+pub const PLATFORM_KEY_FILE: &str = "platform.key";
+/// File name of the demo carrier's key inside the data directory.
+pub const DEMO_CARRIER_KEY_FILE: &str = "demo-carrier.key";
+/// The demo carrier's id.
+pub const DEMO_CARRIER: &str = "demo-carrier";
+/// The demo tenants (Entra tenant GUIDs).
+pub const DEMO_TENANTS: [&str; 2] = [
+    "72f988bf-86f1-41af-91ab-2d7cd011db47",
+    "0b6c4b3e-5a4e-4f4e-9d7c-2f1c3a9b8e11",
+];
+
+/// Writes `token` to `path`, readable and writable by the owner only.
+pub fn write_key_file(path: &Path, token: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Issues a platform key if the store has no active one; returns the token if it did.
+pub async fn ensure_platform_key(store: &dyn Store) -> anyhow::Result<Option<String>> {
+    let active = store.active_api_keys().await?;
+    if active.iter().any(|k| k.role == Role::Platform) {
+        return Ok(None);
+    }
+    let issued = issue_key(Role::Platform, None, "bootstrap".into());
+    store.insert_api_key(issued.record).await?;
+    Ok(Some(issued.token))
+}
+
+/// [`ensure_platform_key`], writing a new key to `<data_dir>/platform.key`. Returns the file's
+/// path if a key was written.
+pub async fn bootstrap_platform_key(
+    store: &dyn Store,
+    data_dir: &Path,
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some(token) = ensure_platform_key(store).await? else {
+        return Ok(None);
+    };
+    let path = data_dir.join(PLATFORM_KEY_FILE);
+    write_key_file(&path, &token)?;
+    Ok(Some(path))
+}
+
+/// Seeds a demo carrier with two consenting tenants and twenty numbers, five of them assigned,
+/// and writes the carrier's key to `<data_dir>/demo-carrier.key`. Does nothing if the demo
+/// carrier exists and its key file is there.
+pub async fn seed_demo(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()> {
+    let key_path = data_dir.join(DEMO_CARRIER_KEY_FILE);
+    if store.get_carrier(DEMO_CARRIER).await?.is_none() {
+        store
+            .create_carrier(Carrier {
+                carrier_id: DEMO_CARRIER.into(),
+                display_name: "Contoso Telecom (demo)".into(),
+                create_time: now_micros(),
+            })
+            .await?;
+        for (i, tenant) in DEMO_TENANTS.iter().enumerate() {
+            store
+                .grant_consent(ConsentGrant {
+                    carrier_id: DEMO_CARRIER.into(),
+                    tenant_id: (*tenant).into(),
+                    status: ConsentStatus::Active,
+                    countries: vec!["GB".into(), "US".into()],
+                    contact: Contact {
+                        full_name: format!("Demo Admin {}", i + 1),
+                        email: format!("admin{}@tenant{}.example", i + 1, i + 1),
+                        ..Contact::default()
+                    },
+                })
+                .await?;
+        }
+        let uploads = (0..20)
+            .map(|i| NumberUpload {
+                number: format!("+4420790{:05}", i),
+                tenant_id: DEMO_TENANTS[i % 2].into(),
+                capabilities: Capability::DEFAULTS.to_vec(),
+                civic_address_id: String::new(),
+                location_id: String::new(),
+                country_code: "GB".into(),
+            })
+            .collect();
+        store.upload_numbers(DEMO_CARRIER, uploads).await?;
+        for (i, user) in ["alice", "bob", "carol", "dave", "erin"].iter().enumerate() {
+            store
+                .assign_number(AssignRequest {
+                    number: format!("+4420790{:05}", i),
+                    tenant_id: DEMO_TENANTS[i % 2].into(),
+                    assignment_type: AssignmentType::User,
+                    sip_uri: format!("sip:{user}@contoso.example"),
+                    user_id: String::new(),
+                })
+                .await?;
+        }
+        tracing::info!(carrier = DEMO_CARRIER, "demo data seeded");
+    }
+    if !key_path.exists() {
+        let issued = issue_key(Role::Carrier, Some(DEMO_CARRIER.into()), "demo".into());
+        store.insert_api_key(issued.record).await?;
+        write_key_file(&key_path, &issued.token)?;
+        tracing::info!(path = %key_path.display(), "demo carrier key written");
+    }
+    Ok(())
+}

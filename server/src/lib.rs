@@ -1,0 +1,145 @@
+//! # ocx-server
+//!
+//! The OCX gRPC server: carriers, the platform, their numbers, consents and keys, stored in
+//! an embedded SQLite file.
+//!
+//! ## Layout
+//! - [`run`]: serves every service on a listener the caller bound, until `shutdown` resolves.
+//! - [`service`]: one module per gRPC service; thin handlers.
+//! - [`auth`]: API keys, the authentication interceptor, the [`auth::Principal`].
+//! - [`store`]: the storage interface ([`store::Store`]) and its SQLite backend.
+//! - [`domain`]: the types the store speaks; [`convert`]: wire ↔ domain at the edge.
+//! - [`error`]: store errors → gRPC statuses; field violations.
+//! - [`paging`]: page sizes and page tokens.
+//! - [`bootstrap`]: the first platform key, and the demo data.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod convert;
+pub mod domain;
+pub mod error;
+pub mod paging;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ocx_api::pb::admin_service_server::AdminServiceServer;
+use ocx_api::pb::consent_service_server::ConsentServiceServer;
+use ocx_api::pb::number_service_server::NumberServiceServer;
+use ocx_api::pb::platform_service_server::PlatformServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+
+use crate::auth::KeyCache;
+use crate::service::Ctx;
+use crate::store::Store;
+
+/// How often in-memory key last-use times are written to the store.
+const KEY_USE_FLUSH: Duration = Duration::from_secs(60);
+
+/// Serves OCX on `listener` until `shutdown` resolves, then stops accepting calls, ends open
+/// streams with UNAVAILABLE, lets in-flight unary calls finish, and returns.
+pub async fn run(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let keys = Arc::new(KeyCache::load(store.as_ref()).await?);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let ctx = Ctx {
+        store: Arc::clone(&store),
+        keys: Arc::clone(&keys),
+        shutdown: shutdown_rx,
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in [
+        <AdminServiceServer<service::admin::Admin> as NamedService>::NAME,
+        <ConsentServiceServer<service::consent::Consents> as NamedService>::NAME,
+        <NumberServiceServer<service::numbers::Numbers> as NamedService>::NAME,
+        <PlatformServiceServer<service::platform::Platform> as NamedService>::NAME,
+        "",
+    ] {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ocx_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let authn = auth::interceptor(Arc::clone(&keys));
+    let flusher = tokio::spawn(flush_key_uses(
+        Arc::clone(&keys),
+        Arc::clone(&store),
+        ctx.shutdown.clone(),
+    ));
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving");
+
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        for name in ["", "ocx.v1.AdminService"] {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        let _ = shutdown_tx.send(true);
+    };
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AdminServiceServer::with_interceptor(
+            service::admin::Admin { ctx: ctx.clone() },
+            authn.clone(),
+        ))
+        .add_service(ConsentServiceServer::with_interceptor(
+            service::consent::Consents { ctx: ctx.clone() },
+            authn.clone(),
+        ))
+        .add_service(NumberServiceServer::with_interceptor(
+            service::numbers::Numbers { ctx: ctx.clone() },
+            authn.clone(),
+        ))
+        .add_service(PlatformServiceServer::with_interceptor(
+            service::platform::Platform { ctx },
+            authn,
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .await?;
+    flusher.await?;
+    Ok(())
+}
+
+/// Writes key last-use times periodically and once more at shutdown.
+async fn flush_key_uses(
+    keys: Arc<KeyCache>,
+    store: Arc<dyn Store>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(KEY_USE_FLUSH);
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            () = service::numbers::stopping(&mut shutdown) => true,
+        };
+        if let Err(e) = keys.flush_uses(store.as_ref()).await {
+            tracing::warn!(error = %e, "could not record API key use");
+        }
+        if stopping {
+            return;
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! `NumberService`: a carrier's numbers and the stream of their events.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use ocx_api::pb;
+use ocx_api::pb::number_service_server::NumberService;
+use ocx_api::validate;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::Ctx;
+use crate::auth;
+use crate::convert;
+use crate::domain::{ItemOutcome, NumberFilter};
+use crate::error::{Violations, invalid, store_status};
+use crate::paging;
+
+/// Events read from the store per query while replaying.
+const EVENT_BATCH: usize = 500;
+/// Events buffered per watcher before the watcher waits for its client (backpressure).
+const WATCH_BUFFER: usize = 256;
+
+/// The number service.
+pub struct Numbers {
+    /// Shared state.
+    pub ctx: Ctx,
+}
+
+/// Checks the item count of a batch write.
+fn batch_len(len: usize, field: &str) -> Result<(), Status> {
+    if len == 0 {
+        return Err(invalid(
+            field,
+            format!(
+                "{field} is empty: send 1 to {} items",
+                ocx_api::MAX_BATCH_ITEMS
+            ),
+        ));
+    }
+    if len > ocx_api::MAX_BATCH_ITEMS {
+        return Err(invalid(
+            field,
+            format!(
+                "{len} items exceed the limit of {} per call; split the batch",
+                ocx_api::MAX_BATCH_ITEMS
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A result line for a batch item.
+fn result(index: usize, number: String, outcome: ItemOutcome) -> pb::NumberResult {
+    let (status, reason, phone_number) = match outcome {
+        ItemOutcome::Created(n) => (pb::ItemStatus::Created, String::new(), Some(n)),
+        ItemOutcome::Unchanged(n) => (pb::ItemStatus::Unchanged, String::new(), Some(n)),
+        ItemOutcome::Updated(n) => (pb::ItemStatus::Updated, String::new(), Some(n)),
+        ItemOutcome::Rejected(reason) => (pb::ItemStatus::Rejected, reason, None),
+    };
+    pb::NumberResult {
+        index: index as i32,
+        number,
+        status: status as i32,
+        reason,
+        violations: Vec::new(),
+        phone_number: phone_number.map(convert::phone_number),
+    }
+}
+
+/// A rejected result carrying field violations.
+fn rejected(index: usize, number: String, violations: Violations) -> pb::NumberResult {
+    let violations: Vec<pb::FieldViolation> = violations
+        .into_pairs()
+        .into_iter()
+        .map(|(field, description)| pb::FieldViolation { field, description })
+        .collect();
+    let reason = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    pb::NumberResult {
+        index: index as i32,
+        number,
+        status: pb::ItemStatus::Rejected as i32,
+        reason,
+        violations,
+        phone_number: None,
+    }
+}
+
+#[tonic::async_trait]
+impl NumberService for Numbers {
+    #[tracing::instrument(skip_all, fields(rpc = "UploadNumbers", carrier))]
+    async fn upload_numbers(
+        &self,
+        request: Request<pb::UploadNumbersRequest>,
+    ) -> Result<Response<pb::UploadNumbersResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
+        tracing::Span::current().record("carrier", carrier.as_str());
+        batch_len(req.numbers.len(), "numbers")?;
+
+        // Invalid items are answered here; valid ones go to the store together.
+        let mut results: Vec<Option<pb::NumberResult>> = vec![None; req.numbers.len()];
+        let mut valid = Vec::new();
+        let mut valid_index = Vec::new();
+        for (i, item) in req.numbers.into_iter().enumerate() {
+            let number = item.number.clone();
+            match convert::number_upload(item, &format!("numbers[{i}]")) {
+                Ok(upload) => {
+                    valid.push(upload);
+                    valid_index.push((i, number));
+                }
+                Err(violations) => results[i] = Some(rejected(i, number, violations)),
+            }
+        }
+        if !valid.is_empty() {
+            let outcomes = self
+                .ctx
+                .store
+                .upload_numbers(&carrier, valid)
+                .await
+                .map_err(store_status)?;
+            for ((i, number), outcome) in valid_index.into_iter().zip(outcomes) {
+                results[i] = Some(result(i, number, outcome));
+            }
+        }
+        let results: Vec<pb::NumberResult> = results.into_iter().flatten().collect();
+        let count =
+            |s: pb::ItemStatus| results.iter().filter(|r| r.status == s as i32).count() as i32;
+        let response = pb::UploadNumbersResponse {
+            created_count: count(pb::ItemStatus::Created),
+            unchanged_count: count(pb::ItemStatus::Unchanged),
+            updated_count: count(pb::ItemStatus::Updated),
+            rejected_count: count(pb::ItemStatus::Rejected),
+            results,
+        };
+        tracing::info!(
+            created = response.created_count,
+            unchanged = response.unchanged_count,
+            updated = response.updated_count,
+            rejected = response.rejected_count,
+            "numbers uploaded"
+        );
+        Ok(Response::new(response))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ReleaseNumbers", carrier))]
+    async fn release_numbers(
+        &self,
+        request: Request<pb::ReleaseNumbersRequest>,
+    ) -> Result<Response<pb::ReleaseNumbersResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
+        tracing::Span::current().record("carrier", carrier.as_str());
+        batch_len(req.numbers.len(), "numbers")?;
+        let mut results: Vec<Option<pb::NumberResult>> = vec![None; req.numbers.len()];
+        let mut valid = Vec::new();
+        let mut valid_index = Vec::new();
+        for (i, number) in req.numbers.into_iter().enumerate() {
+            let mut v = Violations::new();
+            v.check(format!("numbers[{i}]"), validate::e164(&number));
+            if v.is_empty() {
+                valid.push(number.clone());
+                valid_index.push((i, number));
+            } else {
+                results[i] = Some(rejected(i, number, v));
+            }
+        }
+        if !valid.is_empty() {
+            let outcomes = self
+                .ctx
+                .store
+                .release_numbers(&carrier, valid)
+                .await
+                .map_err(store_status)?;
+            for ((i, number), outcome) in valid_index.into_iter().zip(outcomes) {
+                results[i] = Some(result(i, number, outcome));
+            }
+        }
+        Ok(Response::new(pb::ReleaseNumbersResponse {
+            results: results.into_iter().flatten().collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetNumber"))]
+    async fn get_number(
+        &self,
+        request: Request<pb::GetNumberRequest>,
+    ) -> Result<Response<pb::GetNumberResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
+        let mut v = Violations::new();
+        v.check("number", validate::e164(&req.number));
+        v.into_result()?;
+        // Another carrier's number and a missing number give the same answer.
+        let number = self
+            .ctx
+            .store
+            .get_number(&carrier, &req.number)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("number {} not found", req.number)))?;
+        Ok(Response::new(pb::GetNumberResponse {
+            phone_number: Some(convert::phone_number(number)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ListNumbers"))]
+    async fn list_numbers(
+        &self,
+        request: Request<pb::ListNumbersRequest>,
+    ) -> Result<Response<pb::ListNumbersResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
+        let mut v = Violations::new();
+        let tenant_id = (!req.tenant_id.is_empty())
+            .then(|| convert::tenant_id(&req.tenant_id, "tenant_id", &mut v));
+        let state = convert::number_state_filter(req.state, "state", &mut v);
+        let updated_since = req
+            .updated_since
+            .as_ref()
+            .and_then(|ts| convert::micros(ts, "updated_since", &mut v));
+        let size = paging::page_size(req.page_size, &mut v);
+        v.into_result()?;
+        let filters = format!("numbers|{carrier}|{tenant_id:?}|{state:?}|{updated_since:?}");
+        let after = paging::decode(&filters, &req.page_token)?;
+        let filter = NumberFilter {
+            tenant_id,
+            state,
+            updated_since,
+        };
+        let page = self
+            .ctx
+            .store
+            .list_numbers(&carrier, filter, after, size)
+            .await
+            .map_err(store_status)?;
+        let next_page_token = paging::next_token(&page, &filters, |n| &n.number);
+        Ok(Response::new(pb::ListNumbersResponse {
+            phone_numbers: page.items.into_iter().map(convert::phone_number).collect(),
+            next_page_token,
+            total_size: page.total,
+        }))
+    }
+
+    type WatchNumberEventsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchNumberEventsResponse, Status>> + Send>>;
+
+    #[tracing::instrument(skip_all, fields(rpc = "WatchNumberEvents", carrier))]
+    async fn watch_number_events(
+        &self,
+        request: Request<pb::WatchNumberEventsRequest>,
+    ) -> Result<Response<Self::WatchNumberEventsStream>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
+        tracing::Span::current().record("carrier", carrier.as_str());
+        if req.after_sequence < 0 {
+            return Err(invalid(
+                "after_sequence",
+                "after_sequence must be 0 (from the start) or a sequence you received",
+            ));
+        }
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let ctx = self.ctx.clone();
+        tokio::spawn(watch_loop(ctx, carrier, req.after_sequence, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Resolves once the server starts shutting down (or its signal is gone).
+pub(crate) async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|down| *down).await;
+}
+
+/// Feeds one watcher: replay from the store, then wait for the commit signal and read again.
+/// The signal is marked seen *before* each read, so a commit that lands during the read wakes
+/// the next wait: nothing committed is ever left unsent.
+async fn watch_loop(
+    ctx: Ctx,
+    carrier: String,
+    mut after: i64,
+    tx: mpsc::Sender<Result<pb::WatchNumberEventsResponse, Status>>,
+) {
+    let mut signal = ctx.store.number_event_signal();
+    let mut shutdown = ctx.shutdown.clone();
+    tracing::debug!(carrier = %carrier, after, "watch started");
+    loop {
+        signal.borrow_and_update();
+        let events = match ctx
+            .store
+            .number_events_after(&carrier, after, EVENT_BATCH)
+            .await
+        {
+            Ok(events) => events,
+            Err(e) => {
+                let _ = tx.send(Err(store_status(e))).await;
+                return;
+            }
+        };
+        let caught_up = events.len() < EVENT_BATCH;
+        for event in events {
+            after = event.sequence;
+            let message = pb::WatchNumberEventsResponse {
+                event: Some(convert::number_event(event)),
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                return; // the client went away
+            }
+        }
+        if !caught_up {
+            continue;
+        }
+        tokio::select! {
+            changed = signal.changed() => if changed.is_err() { return },
+            () = stopping(&mut shutdown) => {
+                let _ = tx.send(Err(Status::unavailable("the server is shutting down; reconnect with your last sequence"))).await;
+                return;
+            }
+            () = tx.closed() => return,
+        }
+    }
+}

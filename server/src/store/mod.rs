@@ -1,0 +1,135 @@
+//! The storage interface: what the services need from a database, in domain types.
+//!
+//! One trait, [`Store`], so that a second backend (a networked SQL engine) can be added without
+//! touching the services. [`sqlite`] is the embedded default.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::domain::{
+    ApiKey, AssignRequest, Carrier, Consent, ConsentGrant, ConsentStatus, ItemOutcome, Micros,
+    NumberEvent, NumberFilter, NumberUpload, Page, PhoneNumber,
+};
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named thing does not exist (or is not visible to the caller).
+    #[error("{0}")]
+    NotFound(String),
+    /// A thing with that id already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is valid but the current state forbids it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The store cannot serve now (writer stopped, disk full, read-only); retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected database error; logged, never shown to clients.
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull | ErrorCode::ReadOnly | ErrorCode::CannotOpen) => {
+                StoreError::Unavailable(format!("the database cannot be written: {e}"))
+            }
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the services persist or read. Implementations must make every acknowledged write
+/// durable before returning, and must keep per-carrier number-event sequences gapless.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Registers a carrier; `AlreadyExists` if the id is taken.
+    async fn create_carrier(&self, carrier: Carrier) -> StoreResult<Carrier>;
+    /// One carrier, if it exists.
+    async fn get_carrier(&self, carrier_id: &str) -> StoreResult<Option<Carrier>>;
+    /// Carriers ordered by id, after `after`.
+    async fn list_carriers(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Page<Carrier>>;
+
+    /// Stores a new key; `NotFound` if its carrier does not exist.
+    async fn insert_api_key(&self, key: ApiKey) -> StoreResult<ApiKey>;
+    /// Marks a key revoked (idempotent); `NotFound` if no such key.
+    async fn revoke_api_key(&self, key_id: &str) -> StoreResult<ApiKey>;
+    /// Keys ordered by id, optionally of one carrier.
+    async fn list_api_keys(
+        &self,
+        carrier_id: Option<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Page<ApiKey>>;
+    /// Every key that is not revoked (to fill the authentication cache).
+    async fn active_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    /// Persists last-use times (key id, time); a time never moves backwards.
+    async fn record_key_use(&self, uses: Vec<(String, Micros)>) -> StoreResult<()>;
+
+    /// Creates or changes a consent; `NotFound` if the carrier does not exist.
+    async fn grant_consent(&self, grant: ConsentGrant) -> StoreResult<Consent>;
+    /// Marks a consent removed; `NotFound` if there never was one.
+    async fn revoke_consent(&self, carrier_id: &str, tenant_id: &str) -> StoreResult<Consent>;
+    /// A carrier's consents ordered by tenant id.
+    async fn list_consents(
+        &self,
+        carrier_id: &str,
+        status: Option<ConsentStatus>,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Page<Consent>>;
+
+    /// Provisions numbers for a carrier, each item independently, in one durable commit.
+    /// Returns one outcome per item, in order.
+    async fn upload_numbers(
+        &self,
+        carrier_id: &str,
+        items: Vec<NumberUpload>,
+    ) -> StoreResult<Vec<ItemOutcome>>;
+    /// Releases a carrier's numbers, each item independently. `Updated` = released now,
+    /// `Unchanged` = was already released.
+    async fn release_numbers(
+        &self,
+        carrier_id: &str,
+        numbers: Vec<String>,
+    ) -> StoreResult<Vec<ItemOutcome>>;
+    /// A carrier's number; `None` if it does not exist or belongs to another carrier.
+    async fn get_number(&self, carrier_id: &str, number: &str) -> StoreResult<Option<PhoneNumber>>;
+    /// A carrier's numbers ordered by number, after `after`.
+    async fn list_numbers(
+        &self,
+        carrier_id: &str,
+        filter: NumberFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Page<PhoneNumber>>;
+    /// Assigns a number (platform); `NotFound`/`FailedPrecondition` as the proto says.
+    async fn assign_number(&self, request: AssignRequest) -> StoreResult<PhoneNumber>;
+    /// Unassigns a number (platform).
+    async fn unassign_number(&self, number: &str, tenant_id: &str) -> StoreResult<PhoneNumber>;
+
+    /// A carrier's events with `sequence > after`, in order, at most `limit`.
+    async fn number_events_after(
+        &self,
+        carrier_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<NumberEvent>>;
+    /// A receiver whose value changes after every commit that appended number events. Watchers
+    /// mark it seen, read what is new from the store, then wait for the next change: the store
+    /// stays the source of truth, the channel is only a wake-up.
+    fn number_event_signal(&self) -> watch::Receiver<u64>;
+}

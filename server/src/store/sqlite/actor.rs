@@ -1,0 +1,269 @@
+//! The threads that own the SQLite connections.
+//!
+//! - One **writer thread** owns the only write connection. Jobs arrive over a bounded channel;
+//!   the writer drains whatever is queued (up to [`MAX_GROUP`] jobs), runs them in one
+//!   `BEGIN IMMEDIATE` transaction, each inside its own savepoint so that one failing job rolls
+//!   back alone, commits once (one fsync for the group: "group commit"), and only then replies
+//!   to each job. A reply therefore always means "durably committed".
+//! - **Readers** are a small pool of read-only connections used from `spawn_blocking`, bounded
+//!   by a semaphore. WAL mode lets them read while the writer writes.
+//!
+//! rusqlite is blocking, so none of this runs on the async executor threads: the writer is a
+//! plain OS thread and readers run on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+
+use crate::store::{StoreError, StoreResult};
+
+/// Most jobs committed together in one transaction.
+pub const MAX_GROUP: usize = 512;
+/// Jobs that may wait for the writer before senders are slowed down (backpressure).
+const QUEUE_DEPTH: usize = 1024;
+/// Read connections kept open at most.
+const MAX_READERS: usize = 8;
+
+/// What a write job touched, so the writer can wake the right watchers after the commit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Touched {
+    /// Number events were appended.
+    pub number_events: bool,
+}
+
+/// One unit of work for the writer; type-erased so jobs of any result type share a queue.
+trait Job: Send {
+    /// Runs inside the group transaction (the writer wraps it in a savepoint).
+    fn run(&mut self, conn: &Connection) -> Result<Touched, ()>;
+    /// Delivers the result once the group's commit is known.
+    fn finish(self: Box<Self>, commit: Result<(), String>);
+}
+
+/// A job built from a closure; keeps the closure's result until the commit is known.
+struct ClosureJob<T, F> {
+    /// The work; taken when it runs.
+    work: Option<F>,
+    /// The work's result, held until commit.
+    result: Option<StoreResult<(T, Touched)>>,
+    /// Where the caller waits.
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> Job for ClosureJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> StoreResult<(T, Touched)> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> Result<Touched, ()> {
+        let result = match self.work.take() {
+            Some(work) => work(conn),
+            None => Err(StoreError::Internal("job ran twice".into())),
+        };
+        let outcome = match &result {
+            Ok((_, touched)) => Ok(*touched),
+            Err(_) => Err(()),
+        };
+        self.result = Some(result);
+        outcome
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        let result = match (self.result, commit) {
+            (Some(Ok((value, _))), Ok(())) => Ok(value),
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(_)), Err(e)) => Err(StoreError::Unavailable(format!(
+                "the write was not committed: {e}"
+            ))),
+            (None, _) => Err(StoreError::Internal("job never ran".into())),
+        };
+        // The caller may have gone away (cancelled request); the write stands regardless.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Opens a connection with the pragmas every connection needs.
+fn open(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+/// Opens the write connection: WAL, `synchronous=FULL` (an acknowledged write survives a crash
+/// of the process or of the machine), foreign keys on.
+pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = open(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+    )?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
+    Ok(conn)
+}
+
+/// Handle to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    /// Queue to the writer thread; bounded for backpressure.
+    tx: mpsc::Sender<Box<dyn Job>>,
+    /// Bumped after each commit that appended number events.
+    number_events: Arc<watch::Sender<u64>>,
+}
+
+impl Writer {
+    /// Starts the writer thread on an open connection.
+    pub fn start(conn: Connection) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (events_tx, _) = watch::channel(0u64);
+        let number_events = Arc::new(events_tx);
+        let signal = Arc::clone(&number_events);
+        std::thread::Builder::new()
+            .name("ocx-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, &signal))?;
+        Ok(Writer { tx, number_events })
+    }
+
+    /// Runs `work` in the next group transaction and returns its result after the commit.
+    pub async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<(T, Touched)> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(ClosureJob {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
+        rx.await.map_err(|_| {
+            StoreError::Unavailable("the database writer stopped before committing".into())
+        })?
+    }
+
+    /// A receiver that changes after each commit that appended number events.
+    pub fn number_event_signal(&self) -> watch::Receiver<u64> {
+        self.number_events.subscribe()
+    }
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    signal: &watch::Sender<u64>,
+) {
+    let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let commit = run_group(&conn, &mut group);
+        let touched_events = matches!(&commit, Ok(t) if t.number_events);
+        let commit = commit.map(|_| ());
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, jobs = group.len(), "group commit failed");
+        }
+        if touched_events {
+            signal.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        for job in group.drain(..) {
+            job.finish(commit.clone());
+        }
+    }
+    tracing::debug!("database writer stopped");
+}
+
+/// Runs a group in one transaction; returns what the committed jobs touched.
+fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<Touched, String> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| e.to_string())?;
+    let mut touched = Touched::default();
+    for job in group.iter_mut() {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e.to_string());
+        }
+        let end = match job.run(conn) {
+            Ok(t) => {
+                touched.number_events |= t.number_events;
+                "RELEASE job"
+            }
+            Err(()) => "ROLLBACK TO job; RELEASE job",
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e.to_string());
+        }
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => Ok(touched),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// A pool of read-only connections, used from tokio's blocking threads.
+#[derive(Clone)]
+pub struct Readers {
+    /// Database file.
+    path: PathBuf,
+    /// Idle connections. A std `Mutex`: it is held only to push or pop, never across `.await`.
+    idle: Arc<Mutex<Vec<Connection>>>,
+    /// Bounds concurrent readers (and so open connections).
+    permits: Arc<Semaphore>,
+}
+
+impl Readers {
+    /// A pool for the database at `path` (which the writer has already created).
+    pub fn new(path: &Path) -> Readers {
+        Readers {
+            path: path.to_path_buf(),
+            idle: Arc::new(Mutex::new(Vec::new())),
+            permits: Arc::new(Semaphore::new(MAX_READERS)),
+        }
+    }
+
+    /// Runs `query` on a read connection off the executor threads.
+    pub async fn read<T, F>(&self, query: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the reader pool is closed".into()))?;
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = match pool
+                .idle
+                .lock()
+                .map_err(|_| ())
+                .and_then(|mut v| v.pop().ok_or(()))
+            {
+                Ok(conn) => conn,
+                Err(()) => open(&pool.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+            };
+            let result = query(&conn);
+            if let Ok(mut idle) = pool.idle.lock() {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
+    }
+}

@@ -1,0 +1,78 @@
+//! Schema migrations (rusqlite_migration keeps the version in `PRAGMA user_version`).
+//!
+//! Append new migrations; never edit one that has shipped.
+
+use rusqlite_migration::{M, Migrations};
+
+/// Every migration, in order.
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        r#"
+CREATE TABLE carriers (
+    carrier_id   TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    create_time  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE api_keys (
+    key_id        TEXT PRIMARY KEY,
+    role          INTEGER NOT NULL,
+    carrier_id    TEXT REFERENCES carriers(carrier_id),
+    display_name  TEXT NOT NULL,
+    secret_hash   BLOB NOT NULL,
+    create_time   INTEGER NOT NULL,
+    last_use_time INTEGER,
+    revoke_time   INTEGER
+) WITHOUT ROWID;
+CREATE INDEX api_keys_by_carrier ON api_keys(carrier_id, key_id);
+
+CREATE TABLE consents (
+    carrier_id      TEXT NOT NULL REFERENCES carriers(carrier_id),
+    tenant_id       TEXT NOT NULL,
+    status          INTEGER NOT NULL,
+    countries       TEXT NOT NULL,
+    contact         TEXT NOT NULL,
+    consent_time    INTEGER NOT NULL,
+    update_time     INTEGER NOT NULL,
+    PRIMARY KEY (carrier_id, tenant_id)
+) WITHOUT ROWID;
+
+CREATE TABLE numbers (
+    number           TEXT PRIMARY KEY,
+    carrier_id       TEXT NOT NULL REFERENCES carriers(carrier_id),
+    tenant_id        TEXT NOT NULL,
+    state            INTEGER NOT NULL,
+    assignment_type  INTEGER,
+    sip_uri          TEXT,
+    user_id          TEXT,
+    assign_time      INTEGER,
+    capabilities     INTEGER NOT NULL,
+    civic_address_id TEXT NOT NULL,
+    location_id      TEXT NOT NULL,
+    country_code     TEXT NOT NULL,
+    provision_time   INTEGER NOT NULL,
+    update_time      INTEGER NOT NULL,
+    version          INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX numbers_by_carrier ON numbers(carrier_id, number);
+
+-- The number as it became is kept as JSON: events are immutable history, read back whole.
+CREATE TABLE number_events (
+    carrier_id  TEXT NOT NULL,
+    sequence    INTEGER NOT NULL,
+    event_type  INTEGER NOT NULL,
+    snapshot    TEXT NOT NULL,
+    event_time  INTEGER NOT NULL,
+    PRIMARY KEY (carrier_id, sequence)
+) WITHOUT ROWID;
+"#,
+    )])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        assert!(super::migrations().validate().is_ok());
+    }
+}

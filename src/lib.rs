@@ -1,0 +1,36 @@
+//! # ocx-api
+//!
+//! The OCX contract (`proto/ocx/v1/*.proto`, package `ocx.v1`) compiled to Rust, shared by the
+//! server, the client SDK and the `ocx` command-line tool.
+//!
+//! ## Layout
+//! - [`pb`]: the generated messages, clients and servers (tonic + prost), untouched.
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, served by gRPC reflection.
+//! - [`validate`]: the format checks every side agrees on (E.164, SIP URI, tenant id, ...).
+//! - [`metadata`]: wire constants (header names).
+
+pub mod validate;
+
+/// Generated code for package `ocx.v1`. Kept in its own module so lints stay off it.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("ocx.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every `.proto` in `proto/`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ocx_descriptor");
+
+/// Names that appear on the wire, written once.
+pub mod metadata {
+    /// The metadata key that carries `Bearer <key>`.
+    pub const AUTHORIZATION: &str = "authorization";
+    /// The scheme prefix of the authorization value.
+    pub const BEARER_PREFIX: &str = "Bearer ";
+}
+
+/// Largest number of items one batch write (`UploadNumbers`, `ReleaseNumbers`) may carry.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+/// Page size used when a list request leaves `page_size` at 0.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Largest `page_size` a list request may ask for.
+pub const MAX_PAGE_SIZE: usize = 1000;
