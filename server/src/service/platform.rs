@@ -29,22 +29,18 @@ impl PlatformService for Platform {
         let mut v = Violations::new();
         v.check("carrier_id", validate::carrier_id(&req.carrier_id));
         let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);
-        let status = match convert::filter_enum(
-            req.status,
-            "status",
-            ConsentStatus::from_code,
-            &mut v,
-        ) {
-            None => ConsentStatus::Active,
-            Some(ConsentStatus::Removed) => {
-                v.add(
+        let status =
+            match convert::filter_enum(req.status, "status", ConsentStatus::from_code, &mut v) {
+                None => ConsentStatus::Active,
+                Some(ConsentStatus::Removed) => {
+                    v.add(
                     "status",
                     "use RevokeConsent to remove a consent; GrantConsent sets ACTIVE or SUSPENDED",
                 );
-                ConsentStatus::Removed
-            }
-            Some(s) => s,
-        };
+                    ConsentStatus::Removed
+                }
+                Some(s) => s,
+            };
         let mut countries = Vec::new();
         for (i, c) in req.consented_countries.iter().enumerate() {
             v.check(

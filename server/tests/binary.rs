@@ -1,0 +1,137 @@
+//! The real `ocx-server` binary: first start writes the platform key (mode 0600), `--demo`
+//! seeds data a newcomer can call at once, and a second start on the same directory keeps
+//! everything and issues no new platform key.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use ocx_client::{Client, pb};
+
+/// A server process, killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary on an ephemeral loopback port; returns it and its address, read from the
+/// "serving" log line (the binary logs the address it actually bound).
+fn start(data_dir: &Path, demo: bool) -> (Proc, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocx-server"));
+    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir);
+    if demo {
+        cmd.arg("--demo");
+    }
+    let mut child = cmd
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ocx-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let proc = Proc(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before serving")
+            .expect("read log");
+        if let Some(rest) = line
+            .split("addr=")
+            .nth(1)
+            .filter(|_| line.contains("serving"))
+        {
+            break rest.split_whitespace().next().expect("address").to_owned();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (proc, format!("http://{addr}"))
+}
+
+fn key(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .expect("key file")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn demo_start_writes_private_keys_and_serves_the_demo_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, endpoint) = start(dir.path(), true);
+    let platform_key = dir.path().join("platform.key");
+    let carrier_key = dir.path().join("demo-carrier.key");
+    #[cfg(unix)]
+    for file in [&platform_key, &carrier_key] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file)
+            .expect("key file")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{} must be private", file.display());
+    }
+
+    let carrier = Client::connect(endpoint.clone(), key(&carrier_key))
+        .await
+        .expect("connect");
+    let numbers = carrier
+        .list_numbers(pb::ListNumbersRequest::default())
+        .await
+        .expect("list");
+    assert_eq!(numbers.total_size, 20);
+    let assigned: Vec<_> = numbers
+        .phone_numbers
+        .iter()
+        .filter(|n| !n.sip_uri.is_empty())
+        .collect();
+    assert_eq!(assigned.len(), 5);
+    assert_eq!(
+        carrier
+            .list_consents(Default::default())
+            .await
+            .expect("consents")
+            .consents
+            .len(),
+        2
+    );
+    let platform = Client::connect(endpoint, key(&platform_key))
+        .await
+        .expect("connect");
+    let carriers = platform
+        .list_carriers(Default::default())
+        .await
+        .expect("carriers");
+    assert_eq!(carriers.carriers[0].carrier_id, "demo-carrier");
+    drop(server);
+
+    // Second start: same keys work, no new platform key, demo not seeded twice.
+    let first_platform_key = key(&platform_key);
+    let (_server, endpoint) = start(dir.path(), true);
+    assert_eq!(key(&platform_key), first_platform_key);
+    let platform = Client::connect(endpoint, first_platform_key)
+        .await
+        .expect("connect");
+    let keys = platform
+        .list_api_keys(Default::default())
+        .await
+        .expect("keys");
+    assert_eq!(
+        keys.total_size, 2,
+        "one platform key and one demo carrier key"
+    );
+    let numbers = platform
+        .list_numbers(pb::ListNumbersRequest {
+            carrier_id: "demo-carrier".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(numbers.total_size, 20);
+}
