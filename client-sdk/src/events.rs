@@ -1,0 +1,380 @@
+//! Number events: one `WatchNumberEvents` call as a stream, and a follower that reconnects and
+//! resumes after the last sequence it yielded, so a caller sees every event once, in order.
+
+use std::time::Duration;
+
+use futures_util::stream;
+use futures_util::{Stream, StreamExt};
+use tonic::Code;
+use tonic::codec::Streaming;
+
+use crate::{Client, Error, Result, pb};
+
+/// First reconnect delay, and the delay again after any event arrives.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest reconnect delay: short enough that a restarted server is picked up promptly.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Client {
+    /// One `WatchNumberEvents` call, no reconnect: yields the events with a sequence greater
+    /// than `after_sequence`, then new ones as they are committed, until the server ends the
+    /// stream. A failure mid-stream is the last item.
+    ///
+    /// `carrier_id`: empty (or its own id) for a carrier key; required for a platform key.
+    pub async fn watch_number_events(
+        &self,
+        carrier_id: &str,
+        after_sequence: i64,
+    ) -> Result<impl Stream<Item = Result<pb::NumberEvent>> + Send + 'static> {
+        let messages = self.open_watch(carrier_id, after_sequence).await?;
+        Ok(messages.map(|message| message?.event.ok_or_else(|| Error::missing("event"))))
+    }
+
+    /// Follows the events forever. On a retryable failure (transport error, status
+    /// `UNAVAILABLE`, `UNKNOWN`, `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`,
+    /// `RESOURCE_EXHAUSTED`, `INTERNAL` raised by the transport rather than sent by the server, or
+    /// the stream ending cleanly) it reconnects with exponential backoff (100 ms doubling to 5 s,
+    /// reset after each event) and resumes after the last sequence it yielded, so the caller sees
+    /// every event exactly once and in order. Any other status (`UNAUTHENTICATED`,
+    /// `PERMISSION_DENIED`, `INVALID_ARGUMENT`, `NOT_FOUND`, ...) is yielded as the last item.
+    ///
+    /// Reconnects are logged at `warn` through `tracing`.
+    pub fn follow_number_events(
+        &self,
+        carrier_id: &str,
+        after_sequence: i64,
+    ) -> impl Stream<Item = Result<pb::NumberEvent>> + Send + 'static {
+        let follower = Follower {
+            client: self.clone(),
+            carrier_id: carrier_id.to_owned(),
+            last_sequence: after_sequence,
+            messages: None,
+            backoff: INITIAL_BACKOFF,
+            delay: None,
+            finished: false,
+        };
+        stream::unfold(follower, |mut follower| async move {
+            let item = follower.next_event().await?;
+            Some((item, follower))
+        })
+    }
+
+    /// Starts one `WatchNumberEvents` call, keeping the raw status so that the follower can tell
+    /// transport failures from answers.
+    async fn open_watch(
+        &self,
+        carrier_id: &str,
+        after_sequence: i64,
+    ) -> Result<Streaming<pb::WatchNumberEventsResponse>, tonic::Status> {
+        let request = self.request(pb::WatchNumberEventsRequest {
+            carrier_id: carrier_id.to_owned(),
+            after_sequence,
+        });
+        Ok(self
+            .number_service()
+            .watch_number_events(request)
+            .await?
+            .into_inner())
+    }
+}
+
+/// The state of [`Client::follow_number_events`] between items.
+struct Follower {
+    /// The connection and key to (re)open the watch with.
+    client: Client,
+    /// The carrier whose events are followed.
+    carrier_id: String,
+    /// The last sequence yielded (or the caller's starting point): the resume point, and the
+    /// filter that drops anything a reconnect replays twice.
+    last_sequence: i64,
+    /// The open watch, if any.
+    messages: Option<Streaming<pb::WatchNumberEventsResponse>>,
+    /// The delay before the next reconnect after this one.
+    backoff: Duration,
+    /// A wait owed before the next (re)open, set by a failure.
+    delay: Option<Duration>,
+    /// Set once a non-retryable error has been yielded.
+    finished: bool,
+}
+
+impl Follower {
+    /// The next event, or the error that ends the stream; `None` after that error.
+    async fn next_event(&mut self) -> Option<Result<pb::NumberEvent>> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            if self.messages.is_none() {
+                if let Some(delay) = self.delay.take() {
+                    tokio::time::sleep(delay).await;
+                }
+                match self
+                    .client
+                    .open_watch(&self.carrier_id, self.last_sequence)
+                    .await
+                {
+                    Ok(messages) => self.messages = Some(messages),
+                    Err(status) => match self.retry_or_end(status) {
+                        Some(error) => return Some(Err(error)),
+                        None => continue,
+                    },
+                }
+            }
+            let Some(messages) = self.messages.as_mut() else {
+                continue;
+            };
+            match messages.message().await {
+                Ok(Some(message)) => {
+                    self.backoff = INITIAL_BACKOFF;
+                    let Some(event) = message.event else {
+                        self.finished = true;
+                        return Some(Err(Error::missing("event")));
+                    };
+                    if event.sequence <= self.last_sequence {
+                        // Already yielded before a reconnect; the contract says sequences only
+                        // grow, so this is a replay, not news.
+                        continue;
+                    }
+                    self.last_sequence = event.sequence;
+                    return Some(Ok(event));
+                }
+                Ok(None) => {
+                    self.messages = None;
+                    let delay = self.next_backoff();
+                    tracing::warn!(
+                        carrier = %self.carrier_id,
+                        after_sequence = self.last_sequence,
+                        ?delay,
+                        "number event stream ended; reconnecting",
+                    );
+                    self.delay = Some(delay);
+                }
+                Err(status) => {
+                    self.messages = None;
+                    if let Some(error) = self.retry_or_end(status) {
+                        return Some(Err(error));
+                    }
+                }
+            }
+        }
+    }
+
+    /// For a retryable status, schedules a reconnect and returns `None`; otherwise marks the
+    /// stream finished and returns the error to yield last.
+    fn retry_or_end(&mut self, status: tonic::Status) -> Option<Error> {
+        if is_retryable(&status) {
+            let delay = self.next_backoff();
+            tracing::warn!(
+                carrier = %self.carrier_id,
+                after_sequence = self.last_sequence,
+                code = ?status.code(),
+                error = status.message(),
+                ?delay,
+                "number event stream failed; reconnecting",
+            );
+            self.delay = Some(delay);
+            None
+        } else {
+            self.finished = true;
+            Some(Error::from(status))
+        }
+    }
+
+    /// The delay to wait now, doubling the one after it up to [`MAX_BACKOFF`].
+    fn next_backoff(&mut self) -> Duration {
+        let delay = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        delay
+    }
+}
+
+/// Whether a failed or broken watch is worth reopening.
+///
+/// tonic reports a broken connection as `UNAVAILABLE`, `UNKNOWN`, `CANCELLED` or `INTERNAL`
+/// (an HTTP/2 reset); only the transport's `INTERNAL` carries an error source, while one sent by
+/// the server in trailers never does, and that one is not retried (it would fail again).
+fn is_retryable(status: &tonic::Status) -> bool {
+    match status.code() {
+        Code::Unavailable
+        | Code::Unknown
+        | Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::ResourceExhausted => true,
+        Code::Internal => std::error::Error::source(status).is_some(),
+        Code::Ok
+        | Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::DataLoss
+        | Code::Unauthenticated => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+
+    use pb::number_service_server::{NumberService, NumberServiceServer};
+    use tonic::{Request, Response, Status};
+
+    type Reply = Result<pb::WatchNumberEventsResponse, Status>;
+
+    /// A NumberService whose only working RPC replays a script: call `n` of WatchNumberEvents
+    /// returns `script[n]` (the last entry for any later call), and records `after_sequence`.
+    struct Scripted {
+        /// The replies of each call, in call order.
+        script: Vec<Vec<Reply>>,
+        /// `after_sequence` of each call, for the test to check the resume points.
+        calls: Arc<Mutex<Vec<i64>>>,
+    }
+
+    fn event(sequence: i64) -> Reply {
+        Ok(pb::WatchNumberEventsResponse {
+            event: Some(pb::NumberEvent {
+                sequence,
+                ..Default::default()
+            }),
+        })
+    }
+
+    #[tonic::async_trait]
+    impl NumberService for Scripted {
+        async fn upload_numbers(
+            &self,
+            _: Request<pb::UploadNumbersRequest>,
+        ) -> Result<Response<pb::UploadNumbersResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn release_numbers(
+            &self,
+            _: Request<pb::ReleaseNumbersRequest>,
+        ) -> Result<Response<pb::ReleaseNumbersResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn get_number(
+            &self,
+            _: Request<pb::GetNumberRequest>,
+        ) -> Result<Response<pb::GetNumberResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn list_numbers(
+            &self,
+            _: Request<pb::ListNumbersRequest>,
+        ) -> Result<Response<pb::ListNumbersResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+
+        type WatchNumberEventsStream = Pin<Box<dyn Stream<Item = Reply> + Send>>;
+
+        async fn watch_number_events(
+            &self,
+            request: Request<pb::WatchNumberEventsRequest>,
+        ) -> Result<Response<Self::WatchNumberEventsStream>, Status> {
+            let auth = request.metadata().get(ocx_api::metadata::AUTHORIZATION);
+            if auth.and_then(|v| v.to_str().ok()) != Some("Bearer k") {
+                return Err(Status::unauthenticated("wrong key"));
+            }
+            let mut calls = self.calls.lock().expect("not poisoned");
+            calls.push(request.get_ref().after_sequence);
+            let n = (calls.len() - 1).min(self.script.len() - 1);
+            Ok(Response::new(Box::pin(stream::iter(
+                self.script[n].clone(),
+            ))))
+        }
+    }
+
+    /// Serves `script` on a loopback port; returns a client with key `k` and the call log.
+    async fn serve(script: Vec<Vec<Reply>>) -> (Client, Arc<Mutex<Vec<i64>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("bound address");
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let service = Scripted {
+            script,
+            calls: calls.clone(),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(NumberServiceServer::new(service))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let client = Client::connect(format!("http://{addr}"), "k")
+            .await
+            .expect("connect");
+        (client, calls)
+    }
+
+    #[tokio::test]
+    async fn follow_resumes_after_the_last_event_and_skips_replays() {
+        let (client, calls) = serve(vec![
+            // Ends cleanly: reconnect.
+            vec![event(1), event(2)],
+            // Replays 2 (must not be seen twice), then a retryable failure.
+            vec![event(2), event(3), Err(Status::unavailable("restarting"))],
+            // Then a failure that must end the stream.
+            vec![event(4), Err(Status::permission_denied("key revoked"))],
+        ])
+        .await;
+
+        let items: Vec<_> = client.follow_number_events("c", 0).collect().await;
+        let sequences: Vec<i64> = items
+            .iter()
+            .filter_map(|item| item.as_ref().ok().map(|e| e.sequence))
+            .collect();
+        assert_eq!(sequences, [1, 2, 3, 4]);
+        assert_eq!(items.len(), 5, "one error after the events: {items:?}");
+        assert_eq!(
+            items
+                .last()
+                .and_then(|i| i.as_ref().err())
+                .and_then(Error::code),
+            Some(Code::PermissionDenied)
+        );
+        assert_eq!(*calls.lock().expect("not poisoned"), [0, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn follow_ends_at_once_when_unauthenticated() {
+        let (client, calls) = serve(vec![vec![event(1)]]).await;
+        let client = client.with_key("wrong").expect("valid header");
+        let items: Vec<_> = client.follow_number_events("c", 7).collect().await;
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            items[0].as_ref().err().and_then(Error::code),
+            Some(Code::Unauthenticated)
+        );
+        assert!(calls.lock().expect("not poisoned").is_empty());
+    }
+
+    #[tokio::test]
+    async fn watch_ends_with_the_server() {
+        let (client, _) = serve(vec![vec![event(5), event(6)]]).await;
+        let events: Vec<_> = client
+            .watch_number_events("c", 4)
+            .await
+            .expect("watch opens")
+            .collect()
+            .await;
+        let sequences: Vec<i64> = events
+            .into_iter()
+            .map(|e| e.expect("no error").sequence)
+            .collect();
+        assert_eq!(sequences, [5, 6]);
+    }
+
+    #[test]
+    fn internal_is_retried_only_from_the_transport() {
+        assert!(!is_retryable(&Status::internal("sent by the server")));
+        let mut internal = Status::internal("h2 protocol error");
+        internal.set_source(Arc::new(std::io::Error::other("reset")));
+        assert!(is_retryable(&internal));
+    }
+}

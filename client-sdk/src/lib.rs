@@ -1,0 +1,441 @@
+//! # ocx-client
+//!
+//! The Rust SDK for OCX, for carriers and for the calling platform: one [`Client`] holding a
+//! gRPC channel and an API key, with a method per RPC that returns the resource itself rather
+//! than its response wrapper, streams that follow list pages, and an event follower that
+//! survives reconnects. The `ocx` command-line tool (`src/bin/ocx.rs`) is built on it.
+//!
+//! ```no_run
+//! # async fn demo() -> ocx_client::Result<()> {
+//! use futures_util::StreamExt;
+//! let client = ocx_client::Client::connect("http://127.0.0.1:50051", "key-secret").await?;
+//! let mut numbers = std::pin::pin!(client.numbers(Default::default()));
+//! while let Some(number) = numbers.next().await {
+//!     println!("{}", number?.number);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Layout
+//! - this module: [`Client`] (connection, key, and the unary calls of every service).
+//! - `error`: [`Error`], [`FieldViolation`] and [`Result`]; a `tonic::Status` becomes an
+//!   [`Error::Status`] carrying the server's `google.rpc.BadRequest` field violations.
+//! - `paging`: the one generic page follower behind [`Client::carriers`], [`Client::api_keys`],
+//!   [`Client::consents`] and [`Client::numbers`].
+//! - `events`: [`Client::watch_number_events`] (one call) and
+//!   [`Client::follow_number_events`] (reconnects and resumes).
+//! - [`pb`]: the generated types, re-exported from `ocx-api` so callers need no other crate.
+
+mod error;
+mod events;
+mod paging;
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+pub use error::{Error, FieldViolation, Result};
+pub use ocx_api::pb;
+
+use ocx_api::metadata::{AUTHORIZATION, BEARER_PREFIX};
+use pb::admin_service_client::AdminServiceClient;
+use pb::consent_service_client::ConsentServiceClient;
+use pb::number_service_client::NumberServiceClient;
+use pb::platform_service_client::PlatformServiceClient;
+
+/// How long [`Client::connect`] waits for a TCP connection before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 ping interval: lets a long `WatchNumberEvents` notice a dead peer it would otherwise
+/// wait on forever (a silent stream is normal, so only pings can tell).
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long an unanswered ping may take before the connection is declared dead.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to an OCX server and the API key every call is made with.
+///
+/// Cheap to clone: clones share the connection (tonic multiplexes calls over it).
+#[derive(Clone)]
+pub struct Client {
+    /// The gRPC channel; it reconnects by itself when the connection drops.
+    channel: Channel,
+    /// `Bearer <key>`, parsed once so a bad key fails at construction and not on every call;
+    /// `None` for an empty key, which sends no header (the server answers `UNAUTHENTICATED`).
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key is a secret: say only whether there is one.
+        f.debug_struct("Client")
+            .field("channel", &self.channel)
+            .field("has_key", &self.authorization.is_some())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects to `endpoint` (e.g. `"http://127.0.0.1:50051"`) now, and makes every call with
+    /// `key`, the secret returned by `CreateApiKey`.
+    ///
+    /// Fails with [`Error::Config`] for a malformed endpoint or a key that cannot be sent as a
+    /// header, and [`Error::Transport`] if the server cannot be reached.
+    pub async fn connect(endpoint: impl Into<String>, key: impl Into<String>) -> Result<Client> {
+        let authorization = parse_key(key.into())?;
+        let endpoint = endpoint.into();
+        let channel = Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| Error::Config(format!("endpoint {endpoint:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .connect()
+            .await?;
+        Ok(Client {
+            channel,
+            authorization,
+        })
+    }
+
+    /// Builds a client on an existing channel (a lazy one is fine: it connects on first use).
+    pub fn from_channel(channel: Channel, key: impl Into<String>) -> Result<Client> {
+        Ok(Client {
+            channel,
+            authorization: parse_key(key.into())?,
+        })
+    }
+
+    /// The same connection, calling with another key.
+    pub fn with_key(&self, key: impl Into<String>) -> Result<Client> {
+        Client::from_channel(self.channel.clone(), key)
+    }
+
+    // ----- AdminService (platform key) -----
+
+    /// Registers a carrier. `ALREADY_EXISTS` if the id is taken.
+    pub async fn create_carrier(
+        &self,
+        carrier_id: &str,
+        display_name: &str,
+    ) -> Result<pb::Carrier> {
+        let request = self.request(pb::CreateCarrierRequest {
+            carrier_id: carrier_id.to_owned(),
+            display_name: display_name.to_owned(),
+        });
+        let response = self.admin().create_carrier(request).await?.into_inner();
+        response.carrier.ok_or_else(|| Error::missing("carrier"))
+    }
+
+    /// One page of carriers, ordered by id. See [`Client::carriers`] for all of them.
+    pub async fn list_carriers(
+        &self,
+        req: pb::ListCarriersRequest,
+    ) -> Result<pb::ListCarriersResponse> {
+        Ok(self
+            .admin()
+            .list_carriers(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    /// Issues an API key. The response's `secret` is shown only this once.
+    pub async fn create_api_key(
+        &self,
+        req: pb::CreateApiKeyRequest,
+    ) -> Result<pb::CreateApiKeyResponse> {
+        Ok(self
+            .admin()
+            .create_api_key(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    /// Revokes a key at once; revoking a revoked key returns it unchanged.
+    pub async fn revoke_api_key(&self, key_id: &str) -> Result<pb::ApiKey> {
+        let request = self.request(pb::RevokeApiKeyRequest {
+            key_id: key_id.to_owned(),
+        });
+        let response = self.admin().revoke_api_key(request).await?.into_inner();
+        response.api_key.ok_or_else(|| Error::missing("api_key"))
+    }
+
+    /// One page of API keys (never their secrets). See [`Client::api_keys`] for all of them.
+    pub async fn list_api_keys(
+        &self,
+        req: pb::ListApiKeysRequest,
+    ) -> Result<pb::ListApiKeysResponse> {
+        Ok(self
+            .admin()
+            .list_api_keys(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    // ----- consents: ConsentService (carrier view) and PlatformService (changes) -----
+
+    /// One page of consents. See [`Client::consents`] for all of them.
+    pub async fn list_consents(
+        &self,
+        req: pb::ListConsentsRequest,
+    ) -> Result<pb::ListConsentsResponse> {
+        Ok(self
+            .consent()
+            .list_consents(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    /// Records or changes a tenant's consent to a carrier (platform key).
+    pub async fn grant_consent(&self, req: pb::GrantConsentRequest) -> Result<pb::Consent> {
+        let response = self
+            .platform()
+            .grant_consent(self.request(req))
+            .await?
+            .into_inner();
+        response.consent.ok_or_else(|| Error::missing("consent"))
+    }
+
+    /// Marks a tenant's consent to a carrier REMOVED (platform key).
+    pub async fn revoke_consent(&self, carrier_id: &str, tenant_id: &str) -> Result<pb::Consent> {
+        let request = self.request(pb::RevokeConsentRequest {
+            carrier_id: carrier_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+        });
+        let response = self.platform().revoke_consent(request).await?.into_inner();
+        response.consent.ok_or_else(|| Error::missing("consent"))
+    }
+
+    // ----- NumberService -----
+
+    /// Uploads up to [`ocx_api::MAX_BATCH_ITEMS`] numbers. Bad items are rejected one by one in
+    /// the results, not as an error; the call fails only as a whole (e.g. too many items).
+    pub async fn upload_numbers(
+        &self,
+        req: pb::UploadNumbersRequest,
+    ) -> Result<pb::UploadNumbersResponse> {
+        Ok(self
+            .number_service()
+            .upload_numbers(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    /// Releases up to [`ocx_api::MAX_BATCH_ITEMS`] numbers, with one result per number.
+    pub async fn release_numbers(
+        &self,
+        req: pb::ReleaseNumbersRequest,
+    ) -> Result<pb::ReleaseNumbersResponse> {
+        Ok(self
+            .number_service()
+            .release_numbers(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    /// Reads one number. `carrier_id`: empty for a carrier key, required for a platform key.
+    pub async fn get_number(&self, carrier_id: &str, number: &str) -> Result<pb::PhoneNumber> {
+        let request = self.request(pb::GetNumberRequest {
+            carrier_id: carrier_id.to_owned(),
+            number: number.to_owned(),
+        });
+        let response = self
+            .number_service()
+            .get_number(request)
+            .await?
+            .into_inner();
+        response
+            .phone_number
+            .ok_or_else(|| Error::missing("phone_number"))
+    }
+
+    /// One page of numbers. See [`Client::numbers`] for all of them.
+    pub async fn list_numbers(
+        &self,
+        req: pb::ListNumbersRequest,
+    ) -> Result<pb::ListNumbersResponse> {
+        Ok(self
+            .number_service()
+            .list_numbers(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    // ----- PlatformService numbers (platform key) -----
+
+    /// Records that a number was assigned in its tenant; the carrier gets an ASSIGNED event.
+    pub async fn assign_number(&self, req: pb::AssignNumberRequest) -> Result<pb::PhoneNumber> {
+        let response = self
+            .platform()
+            .assign_number(self.request(req))
+            .await?
+            .into_inner();
+        response
+            .phone_number
+            .ok_or_else(|| Error::missing("phone_number"))
+    }
+
+    /// Records that a number was unassigned; a no-op if it is not assigned.
+    pub async fn unassign_number(&self, number: &str, tenant_id: &str) -> Result<pb::PhoneNumber> {
+        let request = self.request(pb::UnassignNumberRequest {
+            number: number.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+        });
+        let response = self.platform().unassign_number(request).await?.into_inner();
+        response
+            .phone_number
+            .ok_or_else(|| Error::missing("phone_number"))
+    }
+
+    // ----- every page of a listing -----
+
+    /// Every carrier, page after page, starting at `req.page_token` (normally empty). An error
+    /// is the last item.
+    pub fn carriers(
+        &self,
+        req: pb::ListCarriersRequest,
+    ) -> impl Stream<Item = Result<pb::Carrier>> + Send + 'static {
+        let client = self.clone();
+        paging::pages(req.page_token.clone(), move |page_token| {
+            let (client, req) = (
+                client.clone(),
+                pb::ListCarriersRequest {
+                    page_token,
+                    ..req.clone()
+                },
+            );
+            async move {
+                let page = client.list_carriers(req).await?;
+                Ok((page.carriers, page.next_page_token))
+            }
+        })
+    }
+
+    /// Every API key matching `req`'s filter, page after page. An error is the last item.
+    pub fn api_keys(
+        &self,
+        req: pb::ListApiKeysRequest,
+    ) -> impl Stream<Item = Result<pb::ApiKey>> + Send + 'static {
+        let client = self.clone();
+        paging::pages(req.page_token.clone(), move |page_token| {
+            let (client, req) = (
+                client.clone(),
+                pb::ListApiKeysRequest {
+                    page_token,
+                    ..req.clone()
+                },
+            );
+            async move {
+                let page = client.list_api_keys(req).await?;
+                Ok((page.api_keys, page.next_page_token))
+            }
+        })
+    }
+
+    /// Every consent matching `req`'s filters, page after page. An error is the last item.
+    pub fn consents(
+        &self,
+        req: pb::ListConsentsRequest,
+    ) -> impl Stream<Item = Result<pb::Consent>> + Send + 'static {
+        let client = self.clone();
+        paging::pages(req.page_token.clone(), move |page_token| {
+            let (client, req) = (
+                client.clone(),
+                pb::ListConsentsRequest {
+                    page_token,
+                    ..req.clone()
+                },
+            );
+            async move {
+                let page = client.list_consents(req).await?;
+                Ok((page.consents, page.next_page_token))
+            }
+        })
+    }
+
+    /// Every number matching `req`'s filters, in number order, page after page. An error is the
+    /// last item.
+    pub fn numbers(
+        &self,
+        req: pb::ListNumbersRequest,
+    ) -> impl Stream<Item = Result<pb::PhoneNumber>> + Send + 'static {
+        let client = self.clone();
+        paging::pages(req.page_token.clone(), move |page_token| {
+            let (client, req) = (
+                client.clone(),
+                pb::ListNumbersRequest {
+                    page_token,
+                    ..req.clone()
+                },
+            );
+            async move {
+                let page = client.list_numbers(req).await?;
+                Ok((page.phone_numbers, page.next_page_token))
+            }
+        })
+    }
+
+    // ----- plumbing -----
+
+    /// Wraps a message in a request carrying the `authorization` header.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert(AUTHORIZATION, value.clone());
+        }
+        request
+    }
+
+    /// A stub for AdminService on the shared channel (cheap: it clones a handle).
+    fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel.clone())
+    }
+
+    /// A stub for ConsentService on the shared channel.
+    fn consent(&self) -> ConsentServiceClient<Channel> {
+        ConsentServiceClient::new(self.channel.clone())
+    }
+
+    /// A stub for NumberService on the shared channel.
+    fn number_service(&self) -> NumberServiceClient<Channel> {
+        NumberServiceClient::new(self.channel.clone())
+    }
+
+    /// A stub for PlatformService on the shared channel.
+    fn platform(&self) -> PlatformServiceClient<Channel> {
+        PlatformServiceClient::new(self.channel.clone())
+    }
+}
+
+/// `Bearer <key>` as a sensitive header value (kept out of logs), or `None` for an empty key.
+fn parse_key(key: String) -> Result<Option<MetadataValue<Ascii>>> {
+    if key.is_empty() {
+        return Ok(None);
+    }
+    let mut value = MetadataValue::try_from(format!("{BEARER_PREFIX}{key}")).map_err(|_| {
+        // Not echoing the key: it is a secret.
+        Error::Config("the key contains characters that cannot be sent in a header".into())
+    })?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_become_bearer_headers() {
+        let value = parse_key("abc.def".into())
+            .expect("valid")
+            .expect("present");
+        assert_eq!(value.to_str().ok(), Some("Bearer abc.def"));
+        assert!(value.is_sensitive());
+        assert!(parse_key(String::new()).expect("valid").is_none());
+        assert!(matches!(
+            parse_key("line\nbreak".into()),
+            Err(Error::Config(_))
+        ));
+    }
+}
