@@ -1,19 +1,12 @@
 //! Number events: one `WatchNumberEvents` call as a stream, and a follower that reconnects and
-//! resumes after the last sequence it yielded, so a caller sees every event once, in order.
+//! resumes after the last sequence it yielded, so a caller sees every event once, in order (the
+//! follower itself is the generic one in `follow`).
 
-use std::time::Duration;
-
-use futures_util::stream;
 use futures_util::{Stream, StreamExt};
-use tonic::Code;
 use tonic::codec::Streaming;
 
+use crate::follow::{self, Feed};
 use crate::{Client, Error, Result, pb};
-
-/// First reconnect delay, and the delay again after any event arrives.
-const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest reconnect delay: short enough that a restarted server is picked up promptly.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Client {
     /// One `WatchNumberEvents` call, no reconnect: yields the events with a sequence greater
@@ -44,19 +37,21 @@ impl Client {
         carrier_id: &str,
         after_sequence: i64,
     ) -> impl Stream<Item = Result<pb::NumberEvent>> + Send + 'static {
-        let follower = Follower {
-            client: self.clone(),
+        let client = self.clone();
+        let carrier = carrier_id.to_owned();
+        let feed = Feed {
+            name: "number events",
             carrier_id: carrier_id.to_owned(),
-            last_sequence: after_sequence,
-            messages: None,
-            backoff: INITIAL_BACKOFF,
-            delay: None,
-            finished: false,
+            connect: move |after_sequence| {
+                let (client, carrier) = (client.clone(), carrier.clone());
+                async move { client.open_watch(&carrier, after_sequence).await }
+            },
+            unpack: |message: pb::WatchNumberEventsResponse| {
+                Ok(vec![message.event.ok_or_else(|| Error::missing("event"))?])
+            },
+            sequence: |event: &pb::NumberEvent| event.sequence,
         };
-        stream::unfold(follower, |mut follower| async move {
-            let item = follower.next_event().await?;
-            Some((item, follower))
-        })
+        follow::follow(feed, after_sequence)
     }
 
     /// Starts one `WatchNumberEvents` call, keeping the raw status so that the follower can tell
@@ -78,148 +73,13 @@ impl Client {
     }
 }
 
-/// The state of [`Client::follow_number_events`] between items.
-struct Follower {
-    /// The connection and key to (re)open the watch with.
-    client: Client,
-    /// The carrier whose events are followed.
-    carrier_id: String,
-    /// The last sequence yielded (or the caller's starting point): the resume point, and the
-    /// filter that drops anything a reconnect replays twice.
-    last_sequence: i64,
-    /// The open watch, if any.
-    messages: Option<Streaming<pb::WatchNumberEventsResponse>>,
-    /// The delay before the next reconnect after this one.
-    backoff: Duration,
-    /// A wait owed before the next (re)open, set by a failure.
-    delay: Option<Duration>,
-    /// Set once a non-retryable error has been yielded.
-    finished: bool,
-}
-
-impl Follower {
-    /// The next event, or the error that ends the stream; `None` after that error.
-    async fn next_event(&mut self) -> Option<Result<pb::NumberEvent>> {
-        loop {
-            if self.finished {
-                return None;
-            }
-            if self.messages.is_none() {
-                if let Some(delay) = self.delay.take() {
-                    tokio::time::sleep(delay).await;
-                }
-                match self
-                    .client
-                    .open_watch(&self.carrier_id, self.last_sequence)
-                    .await
-                {
-                    Ok(messages) => self.messages = Some(messages),
-                    Err(status) => match self.retry_or_end(status) {
-                        Some(error) => return Some(Err(error)),
-                        None => continue,
-                    },
-                }
-            }
-            let Some(messages) = self.messages.as_mut() else {
-                continue;
-            };
-            match messages.message().await {
-                Ok(Some(message)) => {
-                    self.backoff = INITIAL_BACKOFF;
-                    let Some(event) = message.event else {
-                        self.finished = true;
-                        return Some(Err(Error::missing("event")));
-                    };
-                    if event.sequence <= self.last_sequence {
-                        // Already yielded before a reconnect; the contract says sequences only
-                        // grow, so this is a replay, not news.
-                        continue;
-                    }
-                    self.last_sequence = event.sequence;
-                    return Some(Ok(event));
-                }
-                Ok(None) => {
-                    self.messages = None;
-                    let delay = self.next_backoff();
-                    tracing::warn!(
-                        carrier = %self.carrier_id,
-                        after_sequence = self.last_sequence,
-                        ?delay,
-                        "number event stream ended; reconnecting",
-                    );
-                    self.delay = Some(delay);
-                }
-                Err(status) => {
-                    self.messages = None;
-                    if let Some(error) = self.retry_or_end(status) {
-                        return Some(Err(error));
-                    }
-                }
-            }
-        }
-    }
-
-    /// For a retryable status, schedules a reconnect and returns `None`; otherwise marks the
-    /// stream finished and returns the error to yield last.
-    fn retry_or_end(&mut self, status: tonic::Status) -> Option<Error> {
-        if is_retryable(&status) {
-            let delay = self.next_backoff();
-            tracing::warn!(
-                carrier = %self.carrier_id,
-                after_sequence = self.last_sequence,
-                code = ?status.code(),
-                error = status.message(),
-                ?delay,
-                "number event stream failed; reconnecting",
-            );
-            self.delay = Some(delay);
-            None
-        } else {
-            self.finished = true;
-            Some(Error::from(status))
-        }
-    }
-
-    /// The delay to wait now, doubling the one after it up to [`MAX_BACKOFF`].
-    fn next_backoff(&mut self) -> Duration {
-        let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        delay
-    }
-}
-
-/// Whether a failed or broken watch is worth reopening.
-///
-/// tonic reports a broken connection as `UNAVAILABLE`, `UNKNOWN`, `CANCELLED` or `INTERNAL`
-/// (an HTTP/2 reset); only the transport's `INTERNAL` carries an error source, while one sent by
-/// the server in trailers never does, and that one is not retried (it would fail again).
-fn is_retryable(status: &tonic::Status) -> bool {
-    match status.code() {
-        Code::Unavailable
-        | Code::Unknown
-        | Code::Cancelled
-        | Code::DeadlineExceeded
-        | Code::Aborted
-        | Code::ResourceExhausted => true,
-        Code::Internal => std::error::Error::source(status).is_some(),
-        Code::Ok
-        | Code::InvalidArgument
-        | Code::NotFound
-        | Code::AlreadyExists
-        | Code::PermissionDenied
-        | Code::FailedPrecondition
-        | Code::OutOfRange
-        | Code::Unimplemented
-        | Code::DataLoss
-        | Code::Unauthenticated => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::stream;
     use std::pin::Pin;
     use std::sync::{Arc, Mutex};
+    use tonic::Code;
 
     use pb::number_service_server::{NumberService, NumberServiceServer};
     use tonic::{Request, Response, Status};
@@ -368,13 +228,5 @@ mod tests {
             .map(|e| e.expect("no error").sequence)
             .collect();
         assert_eq!(sequences, [5, 6]);
-    }
-
-    #[test]
-    fn internal_is_retried_only_from_the_transport() {
-        assert!(!is_retryable(&Status::internal("sent by the server")));
-        let mut internal = Status::internal("h2 protocol error");
-        internal.set_source(Arc::new(std::io::Error::other("reset")));
-        assert!(is_retryable(&internal));
     }
 }

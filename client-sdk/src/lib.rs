@@ -22,13 +22,20 @@
 //! - `error`: [`Error`], [`FieldViolation`] and [`Result`]; a `tonic::Status` becomes an
 //!   [`Error::Status`] carrying the server's `google.rpc.BadRequest` field violations.
 //! - `paging`: the one generic page follower behind [`Client::carriers`], [`Client::api_keys`],
-//!   [`Client::consents`] and [`Client::numbers`].
+//!   [`Client::consents`], [`Client::numbers`] and [`Client::call_records`].
 //! - `events`: [`Client::watch_number_events`] (one call) and
 //!   [`Client::follow_number_events`] (reconnects and resumes).
+//! - `calls`: call records: [`Client::get_call_record`], [`Client::list_call_records`],
+//!   [`Client::call_records`] (every page), [`Client::stream_call_records`] (one feed call),
+//!   [`Client::follow_call_records`] (reconnects and resumes), and
+//!   [`Client::ingest_call_records`] (the platform's streaming ingest, with backpressure).
+//! - `follow`: the one generic resuming follower behind both `follow_*` methods.
 //! - [`pb`]: the generated types, re-exported from `ocx-api` so callers need no other crate.
 
+mod calls;
 mod error;
 mod events;
+mod follow;
 mod paging;
 
 use std::fmt;
@@ -49,8 +56,8 @@ use pb::platform_service_client::PlatformServiceClient;
 
 /// How long [`Client::connect`] waits for a TCP connection before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/2 ping interval: lets a long `WatchNumberEvents` notice a dead peer it would otherwise
-/// wait on forever (a silent stream is normal, so only pings can tell).
+/// HTTP/2 ping interval: lets a long `WatchNumberEvents` or `StreamCallRecords` notice a dead
+/// peer it would otherwise wait on forever (a silent stream is normal, so only pings can tell).
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long an unanswered ping may take before the connection is declared dead.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use ocx_api::sample::{CallRecordGenerator, Line};
+
 use crate::auth::issue_key;
+use crate::convert_calls;
 use crate::domain::{
     AssignRequest, AssignmentType, Capability, Carrier, ConsentGrant, ConsentStatus, Contact,
     NumberUpload, Role, now_micros,
@@ -66,9 +69,40 @@ pub async fn bootstrap_platform_key(
     Ok(Some(path))
 }
 
-/// Seeds a demo carrier with two consenting tenants and twenty numbers, five of them assigned,
-/// and writes the carrier's key to `<data_dir>/demo-carrier.key`. Does nothing if the demo
-/// carrier exists and its key file is there.
+/// Call records for the demo numbers: 200 calls over the last two days (both directions,
+/// several call types, good, poor and unclassified quality), 20 of them revised with later
+/// quality data.
+async fn seed_demo_calls(store: &dyn Store) -> anyhow::Result<()> {
+    let lines = (0..20)
+        .map(|i| Line {
+            tenant_id: DEMO_TENANTS[i % 2].into(),
+            number: format!("+4420790{i:05}"),
+        })
+        .collect();
+    let start = now_micros() / 1_000_000 - 2 * 24 * 3600;
+    let mut generator = CallRecordGenerator::new(2026, lines, start).with_mean_gap_secs(800.0);
+    let mut records: Vec<_> = generator.by_ref().take(200).collect();
+    let revisions: Vec<_> = records
+        .iter()
+        .step_by(10)
+        .map(|r| generator.revise(r))
+        .collect();
+    records.extend(revisions);
+    for (i, chunk) in records.chunks(100).enumerate() {
+        let domain = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, r)| convert_calls::call_record_in(r, &format!("demo[{}]", i * 100 + j)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|v| anyhow::anyhow!("demo call records are invalid: {:?}", v.into_pairs()))?;
+        store.ingest_call_records(domain).await?;
+    }
+    Ok(())
+}
+
+/// Seeds a demo carrier with two consenting tenants, twenty numbers (five of them assigned) and
+/// their call records, and writes the carrier's key to `<data_dir>/demo-carrier.key`. Does
+/// nothing if the demo carrier exists and its key file is there.
 pub async fn seed_demo(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()> {
     let key_path = data_dir.join(DEMO_CARRIER_KEY_FILE);
     if store.get_carrier(DEMO_CARRIER).await?.is_none() {
@@ -116,6 +150,7 @@ pub async fn seed_demo(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()>
                 })
                 .await?;
         }
+        seed_demo_calls(store).await?;
         tracing::info!(carrier = DEMO_CARRIER, "demo data seeded");
     }
     if !key_path.exists() {

@@ -292,3 +292,207 @@ pub struct Page<T> {
     /// How many items match the filters in all pages.
     pub total: i64,
 }
+
+coded_enum!(
+    /// Direction of a call from the tenant's side.
+    CallDirection { Inbound = 1, Outbound = 2 }
+);
+
+coded_enum!(
+    /// Kind of PSTN call.
+    CallType {
+        UserIn = 1,
+        UserOut = 2,
+        ConferenceIn = 3,
+        ConferenceOut = 4,
+        Transfer = 5,
+        Forwarding = 6,
+        EmergencyOut = 7,
+        VoiceAppIn = 8,
+        VoiceAppOut = 9,
+    }
+);
+
+coded_enum!(
+    /// Same country or not.
+    DestinationContext { Domestic = 1, International = 2 }
+);
+
+coded_enum!(
+    /// The Call Quality Dashboard verdict.
+    QualityVerdict { Good = 1, Poor = 2, Unclassified = 3 }
+);
+
+coded_enum!(
+    /// A metric that can make a stream poor.
+    QualityMetric {
+        AudioDegradation = 1,
+        RoundTripTime = 2,
+        PacketLossRate = 3,
+        Jitter = 4,
+        ConcealedSamples = 5,
+    }
+);
+
+impl QualityMetric {
+    /// A set of metrics as a bit mask (bit = code), as the store keeps it.
+    pub fn to_mask(metrics: &[QualityMetric]) -> i64 {
+        metrics.iter().fold(0, |m, q| m | (1 << q.code()))
+    }
+
+    /// The bit mask back to a list in code order.
+    pub fn from_mask(mask: i64) -> Vec<QualityMetric> {
+        (1..=5)
+            .filter(|c| mask & (1 << c) != 0)
+            .filter_map(QualityMetric::from_code)
+            .collect()
+    }
+}
+
+coded_enum!(
+    /// Which way a media stream flowed.
+    StreamDirection { CallerToCallee = 1, CalleeToCaller = 2 }
+);
+
+/// Quality metrics of one media stream; `None` = not measured. Durations in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MediaStream {
+    /// Which way it flowed, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<StreamDirection>,
+    /// Codec name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub codec: String,
+    /// Average jitter (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_jitter_us: Option<i64>,
+    /// Maximum jitter (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_jitter_us: Option<i64>,
+    /// Average packet loss rate (0..1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_packet_loss_rate: Option<f64>,
+    /// Maximum packet loss rate (0..1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_packet_loss_rate: Option<f64>,
+    /// Average round trip (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_round_trip_us: Option<i64>,
+    /// Maximum round trip (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_round_trip_us: Option<i64>,
+    /// Average audio degradation (MOS points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_audio_degradation: Option<f64>,
+    /// Average ratio of concealed samples (0..1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_ratio_of_concealed_samples: Option<f64>,
+    /// MOS, measured or estimated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mos: Option<f64>,
+    /// Whether `mos` is OCX's E-model estimate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mos_estimated: bool,
+}
+
+/// A call detail record as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    /// The platform's unique call id.
+    pub call_id: String,
+    /// SIP Call-ID seen by the carrier's SBC.
+    pub correlation_id: String,
+    /// Revision, from 1.
+    pub version: i64,
+    /// Owner; on ingest, empty unless the platform named one.
+    pub carrier_id: String,
+    /// Lower-case tenant GUID.
+    pub tenant_id: String,
+    /// Kind of call.
+    pub call_type: CallType,
+    /// Inbound or outbound.
+    pub direction: CallDirection,
+    /// Caller, E.164.
+    pub caller_number: String,
+    /// Callee, E.164.
+    pub callee_number: String,
+    /// The Teams user's SIP URI, if any.
+    pub user_sip_uri: String,
+    /// INVITE time.
+    pub invite_time: Option<Micros>,
+    /// Answer (or failure) time.
+    pub start_time: Micros,
+    /// End time.
+    pub end_time: Micros,
+    /// Connected duration (µs).
+    pub duration_us: i64,
+    /// Final SIP code, 0 if unknown.
+    pub final_sip_code: i32,
+    /// Final SIP phrase.
+    pub final_sip_phrase: String,
+    /// Q.850 cause, 0 if unknown.
+    pub q850_cause: i32,
+    /// Whether it connected.
+    pub successful: bool,
+    /// Domestic or international, if known.
+    pub destination_context: Option<DestinationContext>,
+    /// Usage country.
+    pub usage_country_code: String,
+    /// Carrier trunk FQDN.
+    pub trunk_fqdn: String,
+    /// Media streams.
+    pub media_streams: Vec<MediaStream>,
+    /// Derived verdict.
+    pub quality: QualityVerdict,
+    /// Metrics that made it poor.
+    pub poor_due_to: Vec<QualityMetric>,
+    /// Fingerprint of the content as sent (everything but `version` and derived fields): tells
+    /// a duplicate from a stale conflicting record.
+    pub content_hash: i64,
+    /// Position in the carrier's feed (0 until stored).
+    pub feed_sequence: i64,
+    /// When this version was stored (0 until stored).
+    pub update_time: Micros,
+}
+
+impl CallRecord {
+    /// The tenant-side number: the one whose owner the record belongs to by default.
+    pub fn tenant_number(&self) -> &str {
+        match self.direction {
+            CallDirection::Inbound => &self.callee_number,
+            CallDirection::Outbound => &self.caller_number,
+        }
+    }
+}
+
+/// The outcome of one ingested record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestOutcome {
+    /// Stored as new, for this carrier.
+    Created(String),
+    /// Replaced a lower version, for this carrier.
+    Revised(String),
+    /// The same version and content is stored already.
+    Unchanged(String),
+    /// Not stored, with the reason.
+    Rejected(String),
+}
+
+/// Filters of a call-record listing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallRecordFilter {
+    /// start_time >= from.
+    pub from: Option<Micros>,
+    /// start_time < to.
+    pub to: Option<Micros>,
+    /// Only this tenant.
+    pub tenant_id: Option<String>,
+    /// Caller or callee.
+    pub number: Option<String>,
+    /// Only this direction.
+    pub direction: Option<CallDirection>,
+    /// Only this type.
+    pub call_type: Option<CallType>,
+    /// Only this verdict.
+    pub quality: Option<QualityVerdict>,
+}

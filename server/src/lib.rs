@@ -8,7 +8,9 @@
 //! - [`service`]: one module per gRPC service; thin handlers.
 //! - [`auth`]: API keys, the authentication interceptor, the [`auth::Principal`].
 //! - [`store`]: the storage interface ([`store::Store`]) and its SQLite backend.
-//! - [`domain`]: the types the store speaks; [`convert`]: wire ↔ domain at the edge.
+//! - [`domain`]: the types the store speaks; [`convert`] and [`convert_calls`]: wire ↔ domain
+//!   at the edge.
+//! - [`quality`]: the Call Quality Dashboard verdict and the E-model MOS estimate.
 //! - [`error`]: store errors → gRPC statuses; field violations.
 //! - [`paging`]: page sizes and page tokens.
 //! - [`bootstrap`]: the first platform key, and the demo data.
@@ -16,9 +18,11 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod convert;
+pub mod convert_calls;
 pub mod domain;
 pub mod error;
 pub mod paging;
+pub mod quality;
 pub mod service;
 pub mod store;
 
@@ -27,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ocx_api::pb::admin_service_server::AdminServiceServer;
+use ocx_api::pb::call_record_service_server::CallRecordServiceServer;
 use ocx_api::pb::consent_service_server::ConsentServiceServer;
 use ocx_api::pb::number_service_server::NumberServiceServer;
 use ocx_api::pb::platform_service_server::PlatformServiceServer;
@@ -62,6 +67,7 @@ pub async fn run(
     for name in [
         <AdminServiceServer<service::admin::Admin> as NamedService>::NAME,
         <ConsentServiceServer<service::consent::Consents> as NamedService>::NAME,
+        <CallRecordServiceServer<service::call_records::CallRecords> as NamedService>::NAME,
         <NumberServiceServer<service::numbers::Numbers> as NamedService>::NAME,
         <PlatformServiceServer<service::platform::Platform> as NamedService>::NAME,
         "",
@@ -111,6 +117,10 @@ pub async fn run(
         ))
         .add_service(NumberServiceServer::with_interceptor(
             service::numbers::Numbers { ctx: ctx.clone() },
+            authn.clone(),
+        ))
+        .add_service(CallRecordServiceServer::with_interceptor(
+            service::call_records::CallRecords { ctx: ctx.clone() },
             authn.clone(),
         ))
         .add_service(PlatformServiceServer::with_interceptor(

@@ -2,64 +2,10 @@
 //! seeds data a newcomer can call at once, and a second start on the same directory keeps
 //! everything and issues no new platform key.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use common::{key, start};
 use ocx_client::{Client, pb};
-
-/// A server process, killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary on an ephemeral loopback port; returns it and its address, read from the
-/// "serving" log line (the binary logs the address it actually bound).
-fn start(data_dir: &Path, demo: bool) -> (Proc, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocx-server"));
-    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir);
-    if demo {
-        cmd.arg("--demo");
-    }
-    let mut child = cmd
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ocx-server");
-    let stdout = child.stdout.take().expect("stdout");
-    let proc = Proc(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before serving")
-            .expect("read log");
-        if let Some(rest) = line
-            .split("addr=")
-            .nth(1)
-            .filter(|_| line.contains("serving"))
-        {
-            break rest.split_whitespace().next().expect("address").to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (proc, format!("http://{addr}"))
-}
-
-fn key(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .expect("key file")
-        .trim()
-        .to_owned()
-}
 
 #[tokio::test]
 async fn demo_start_writes_private_keys_and_serves_the_demo_data() {

@@ -208,3 +208,64 @@ pub fn numbers(prefix: &str, start: u32, count: u32) -> Vec<String> {
         .map(|i| format!("{prefix}{i:06}"))
         .collect()
 }
+
+/// A valid call record: `direction` decides which of `tenant_number` / `far_end` is the caller.
+pub fn call(
+    call_id: &str,
+    direction: pb::CallDirection,
+    tenant_number: &str,
+    far_end: &str,
+    tenant: &str,
+    start_secs: i64,
+) -> pb::CallRecord {
+    let (caller, callee, call_type) = match direction {
+        pb::CallDirection::Inbound => (far_end, tenant_number, pb::CallType::UserIn),
+        _ => (tenant_number, far_end, pb::CallType::UserOut),
+    };
+    pb::CallRecord {
+        call_id: call_id.into(),
+        correlation_id: format!("{call_id}@sbc.example"),
+        version: 1,
+        tenant_id: tenant.into(),
+        call_type: call_type as i32,
+        direction: direction as i32,
+        caller_number: caller.into(),
+        callee_number: callee.into(),
+        start_time: Some(prost_types::Timestamp {
+            seconds: start_secs,
+            nanos: 0,
+        }),
+        end_time: Some(prost_types::Timestamp {
+            seconds: start_secs + 60,
+            nanos: 0,
+        }),
+        final_sip_code: 200,
+        final_sip_phrase: "OK".into(),
+        q850_cause: 16,
+        successful: true,
+        ..Default::default()
+    }
+}
+
+/// Ingests `records` as one batch and returns its acknowledgement.
+pub async fn ingest(
+    platform: &Client,
+    records: Vec<pb::CallRecord>,
+) -> pb::IngestCallRecordsResponse {
+    use futures_util::StreamExt;
+    let acks = platform
+        .ingest_call_records(futures_util::stream::iter([records]))
+        .await
+        .expect("open ingest");
+    let mut acks = Box::pin(acks);
+    let ack = acks
+        .next()
+        .await
+        .expect("one acknowledgement")
+        .expect("acknowledged");
+    assert!(
+        acks.next().await.is_none(),
+        "exactly one acknowledgement per batch"
+    );
+    ack
+}

@@ -7,11 +7,20 @@
 //!
 //! ## Layout
 //! - this file: the flags (clap derive), key loading, dispatch and error printing.
-//! - `output`: tables and JSON lines.
+//! - `output`: tables, JSON lines, the flat CSV form of a call record, progress on stderr.
 //! - `upload`: the CSV format of `numbers upload`, batching, and the per-row report.
+//! - `calls`: the flags of `calls ...`, and `calls list`, `get` and `follow`.
+//! - `export`: `calls export` (CSV or JSON lines, to a file or stdout).
+//! - `generate`: `calls generate` (sample records through the streaming ingest).
 
 // A crate root looks for modules beside itself; these live in `src/bin/ocx/` so that cargo
 // does not mistake them for binaries of their own.
+#[path = "ocx/calls.rs"]
+mod calls;
+#[path = "ocx/export.rs"]
+mod export;
+#[path = "ocx/generate.rs"]
+mod generate;
 #[path = "ocx/output.rs"]
 mod output;
 #[path = "ocx/upload.rs"]
@@ -30,7 +39,7 @@ use ocx_client::{Client, pb};
 
 use output::{Format, print_all, print_one};
 
-/// Command-line client for OCX: carriers, API keys, consents and phone numbers.
+/// Command-line client for OCX: carriers, API keys, consents, phone numbers and call records.
 #[derive(Debug, Parser)]
 #[command(name = "ocx", version)]
 struct Cli {
@@ -71,6 +80,9 @@ enum Command {
     /// A carrier's phone numbers.
     #[command(subcommand)]
     Numbers(NumberCommand),
+    /// Call records: list, show, export, follow the feed, generate sample data.
+    #[command(subcommand)]
+    Calls(calls::CallCommand),
     /// Record that a number was assigned in its tenant (platform key).
     Assign(AssignArgs),
     /// Record that a number was unassigned (platform key).
@@ -355,6 +367,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(command) => keys(&client, format, command).await?,
         Command::Consents(command) => consents(&client, format, command).await?,
         Command::Numbers(command) => return numbers(&client, format, command).await,
+        Command::Calls(command) => return calls::run(&client, format, command).await,
         Command::Assign(args) => {
             let request = pb::AssignNumberRequest {
                 number: args.number,
@@ -635,5 +648,70 @@ mod tests {
         .expect("valid flags");
         assert_eq!(cli.output, Format::Json);
         assert!(Cli::try_parse_from(["ocx", "numbers", "get", "0800"]).is_err());
+    }
+
+    #[test]
+    fn call_flags_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["ocx", "calls"].iter().chain(args));
+        parse(&[
+            "list",
+            "--type",
+            "voice-app-in",
+            "--quality",
+            "poor",
+            "--limit",
+            "5",
+        ])
+        .expect("list flags");
+        parse(&[
+            "list",
+            "--from",
+            "2024-05-01T00:00:00Z",
+            "--direction",
+            "inbound",
+        ])
+        .expect("time and direction");
+        assert!(parse(&["list", "--limit", "0"]).is_err());
+        assert!(parse(&["list", "--type", "user"]).is_err());
+        parse(&[
+            "export",
+            "--since",
+            "2024-05-01T00:00:00Z",
+            "--until",
+            "2024-06-01T00:00:00Z",
+            "--format",
+            "jsonl",
+        ])
+        .expect("export flags");
+        assert!(
+            parse(&[
+                "export",
+                "--since",
+                "2024-05-01T00:00:00Z",
+                "--format",
+                "csv"
+            ])
+            .is_err()
+        );
+        let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+        let generate = [
+            "generate",
+            "--count",
+            "10",
+            "--tenant",
+            tenant,
+            "--number",
+            "+442079460001",
+        ];
+        parse(&generate).expect("generate flags");
+        assert!(parse(&[&generate[..], &["--batch", "1001"]].concat()).is_err());
+        assert!(parse(&[&generate[..], &["--revise-percent", "101"]].concat()).is_err());
+        assert!(parse(&["generate", "--count", "10", "--tenant", tenant]).is_err());
+        assert!(
+            parse(&[
+                "generate", "--count", "10", "--tenant", tenant, "--number", "0800"
+            ])
+            .is_err()
+        );
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! ## Layout
 //! - [`admin`]: `AdminService` (carriers, API keys).
+//! - [`call_records`]: `CallRecordService` (get, list, feed).
 //! - [`consent`]: `ConsentService` (a carrier's consents).
 //! - [`numbers`]: `NumberService` (upload, release, get, list, watch).
-//! - [`platform`]: `PlatformService` (consents, assignments).
+//! - [`platform`]: `PlatformService` (consents, assignments, call-record ingestion).
 
 pub mod admin;
+pub mod call_records;
 pub mod consent;
 pub mod numbers;
 pub mod platform;

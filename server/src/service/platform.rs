@@ -5,11 +5,147 @@ use ocx_api::pb::platform_service_server::PlatformService;
 use ocx_api::validate;
 use tonic::{Request, Response, Status};
 
+use std::pin::Pin;
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
 use super::Ctx;
+use super::numbers::stopping;
 use crate::auth;
 use crate::convert;
+use crate::convert_calls;
+use crate::domain::IngestOutcome;
 use crate::domain::{AssignRequest, ConsentGrant, ConsentStatus};
-use crate::error::{Violations, store_status};
+use crate::error::{Violations, invalid, store_status};
+
+/// Batches of one ingest stream that may be committing at once. While this many wait for
+/// their commit the server stops reading the stream, so HTTP/2 flow control slows the sender.
+const INGEST_IN_FLIGHT: usize = 8;
+
+/// Validates a batch, stores its valid records, and builds the acknowledgement. Runs after the
+/// store's reply, i.e. after the durable commit.
+async fn ingest_batch(
+    ctx: Ctx,
+    batch: pb::IngestCallRecordsRequest,
+) -> Result<pb::IngestCallRecordsResponse, Status> {
+    let n = batch.call_records.len();
+    if n > ocx_api::MAX_BATCH_ITEMS {
+        return Err(invalid(
+            "call_records",
+            format!(
+                "batch {} has {n} records; the limit is {} per batch",
+                batch.batch_id,
+                ocx_api::MAX_BATCH_ITEMS
+            ),
+        ));
+    }
+    let mut results: Vec<pb::CallRecordResult> = Vec::with_capacity(n);
+    let mut valid = Vec::with_capacity(n);
+    let mut valid_index = Vec::with_capacity(n);
+    for (i, record) in batch.call_records.iter().enumerate() {
+        let mut result = pb::CallRecordResult {
+            index: i as i32,
+            call_id: record.call_id.clone(),
+            ..Default::default()
+        };
+        match convert_calls::call_record_in(record, &format!("call_records[{i}]")) {
+            Ok(r) => {
+                valid.push(r);
+                valid_index.push(i);
+            }
+            Err(violations) => {
+                result.status = pb::ItemStatus::Rejected as i32;
+                result.violations = violations
+                    .into_pairs()
+                    .into_iter()
+                    .map(|(field, description)| pb::FieldViolation { field, description })
+                    .collect();
+                result.reason = result
+                    .violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+            }
+        }
+        results.push(result);
+    }
+    if !valid.is_empty() {
+        let outcomes = ctx
+            .store
+            .ingest_call_records(valid)
+            .await
+            .map_err(store_status)?;
+        for (i, outcome) in valid_index.into_iter().zip(outcomes) {
+            let r = &mut results[i];
+            let (status, carrier) = match outcome {
+                IngestOutcome::Created(c) => (pb::ItemStatus::Created, c),
+                IngestOutcome::Revised(c) => (pb::ItemStatus::Revised, c),
+                IngestOutcome::Unchanged(c) => (pb::ItemStatus::Unchanged, c),
+                IngestOutcome::Rejected(reason) => {
+                    r.reason = reason;
+                    (pb::ItemStatus::Rejected, String::new())
+                }
+            };
+            r.status = status as i32;
+            r.carrier_id = carrier;
+        }
+    }
+    let count = |s: pb::ItemStatus| results.iter().filter(|r| r.status == s as i32).count() as i32;
+    Ok(pb::IngestCallRecordsResponse {
+        batch_id: batch.batch_id,
+        created_count: count(pb::ItemStatus::Created),
+        revised_count: count(pb::ItemStatus::Revised),
+        unchanged_count: count(pb::ItemStatus::Unchanged),
+        rejected_count: count(pb::ItemStatus::Rejected),
+        results,
+    })
+}
+
+/// Drives one ingest stream: reads batches while fewer than [`INGEST_IN_FLIGHT`] are
+/// committing, and sends acknowledgements strictly in batch order as commits finish.
+async fn ingest_loop(
+    ctx: Ctx,
+    mut inbound: Streaming<pb::IngestCallRecordsRequest>,
+    tx: mpsc::Sender<Result<pb::IngestCallRecordsResponse, Status>>,
+) {
+    let mut in_flight = FuturesOrdered::new();
+    let mut shutdown = ctx.shutdown.clone();
+    let mut reading = true;
+    let mut ending: Option<Status> = None;
+    loop {
+        tokio::select! {
+            biased;
+            Some(ack) = in_flight.next(), if !in_flight.is_empty() => {
+                let ack: Result<pb::IngestCallRecordsResponse, Status> = ack;
+                let stop = ack.is_err();
+                if tx.send(ack).await.is_err() || stop {
+                    return;
+                }
+            }
+            message = inbound.message(), if reading && in_flight.len() < INGEST_IN_FLIGHT => match message {
+                Ok(Some(batch)) => in_flight.push_back(ingest_batch(ctx.clone(), batch)),
+                Ok(None) => reading = false,
+                Err(status) => {
+                    tracing::debug!(error = %status, "ingest stream broke");
+                    reading = false;
+                }
+            },
+            () = stopping(&mut shutdown), if reading => {
+                reading = false;
+                ending = Some(Status::unavailable("the server is shutting down; send unacknowledged batches again"));
+            }
+            else => break,
+        }
+    }
+    if let Some(status) = ending {
+        let _ = tx.send(Err(status)).await;
+    }
+}
 
 /// The platform service.
 pub struct Platform {
@@ -133,6 +269,20 @@ impl PlatformService for Platform {
         Ok(Response::new(pb::AssignNumberResponse {
             phone_number: Some(convert::phone_number(number)),
         }))
+    }
+
+    type IngestCallRecordsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::IngestCallRecordsResponse, Status>> + Send>>;
+
+    #[tracing::instrument(skip_all, fields(rpc = "IngestCallRecords"))]
+    async fn ingest_call_records(
+        &self,
+        request: Request<Streaming<pb::IngestCallRecordsRequest>>,
+    ) -> Result<Response<Self::IngestCallRecordsStream>, Status> {
+        auth::principal(&request)?.require_platform()?;
+        let (tx, rx) = mpsc::channel(INGEST_IN_FLIGHT);
+        tokio::spawn(ingest_loop(self.ctx.clone(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "UnassignNumber"))]

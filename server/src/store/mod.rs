@@ -9,9 +9,14 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::domain::{
-    ApiKey, AssignRequest, Carrier, Consent, ConsentGrant, ConsentStatus, ItemOutcome, Micros,
-    NumberEvent, NumberFilter, NumberUpload, Page, PhoneNumber,
+    ApiKey, AssignRequest, CallRecord, CallRecordFilter, Carrier, Consent, ConsentGrant,
+    ConsentStatus, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberFilter, NumberUpload,
+    Page, PhoneNumber,
 };
+
+/// Where a call-record listing resumes: the sort key (start time, insertion id) of the last
+/// record served.
+pub type CallRecordCursor = (Micros, i64);
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -132,4 +137,37 @@ pub trait Store: Send + Sync + 'static {
     /// mark it seen, read what is new from the store, then wait for the next change: the store
     /// stays the source of truth, the channel is only a wake-up.
     fn number_event_signal(&self) -> watch::Receiver<u64>;
+
+    /// Ingests validated records in one durable commit, each independently: ownership (the
+    /// named carrier, else the owner of the tenant-side number), then create / revise /
+    /// unchanged / stale by `call_id` and `version`. One outcome per record, in order.
+    async fn ingest_call_records(
+        &self,
+        records: Vec<CallRecord>,
+    ) -> StoreResult<Vec<IngestOutcome>>;
+    /// A carrier's record; `None` if missing or another carrier's.
+    async fn get_call_record(
+        &self,
+        carrier_id: &str,
+        call_id: &str,
+    ) -> StoreResult<Option<CallRecord>>;
+    /// A carrier's records ordered by (start time, insertion), after `after`, at most `limit`;
+    /// `more` says whether records follow. Each record comes with its cursor.
+    async fn list_call_records(
+        &self,
+        carrier_id: &str,
+        filter: CallRecordFilter,
+        after: Option<CallRecordCursor>,
+        limit: usize,
+    ) -> StoreResult<(Vec<(CallRecord, CallRecordCursor)>, bool)>;
+    /// A carrier's feed after `after` (by `feed_sequence`), at most `limit`.
+    async fn call_records_after(
+        &self,
+        carrier_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<CallRecord>>;
+    /// Changes after every commit that created or revised call records (a wake-up, as for
+    /// number events).
+    fn call_record_signal(&self) -> watch::Receiver<u64>;
 }

@@ -1,13 +1,15 @@
 //! How resources are printed: aligned text tables for people, JSON lines for programs.
 //!
 //! Enum values print as their proto names without the type prefix, lower case (`assigned`),
-//! and `null` in JSON when unspecified; times as RFC 3339 UTC.
+//! and `null` in JSON when unspecified; times as RFC 3339 UTC. Call records also have a flat
+//! CSV form (`calls export`), and commands that run long get a progress spinner on stderr.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::pin::pin;
 use std::time::SystemTime;
 
 use futures_util::{Stream, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
 use ocx_client::pb;
 use serde_json::{Value, json};
 
@@ -135,10 +137,18 @@ fn enum_cell(proto_name: &str, prefix: &str) -> String {
     }
 }
 
-/// A timestamp as RFC 3339 with the precision the server gave, or `None` if unset.
+/// A timestamp as RFC 3339 with the precision it has (seconds, milli-, micro- or nanoseconds:
+/// `…:14.363Z`, not `…:14.363000000Z`), or `None` if unset.
 fn rfc3339(ts: &Option<prost_types::Timestamp>) -> Option<String> {
-    let time = SystemTime::try_from((*ts)?).ok()?;
-    Some(humantime::format_rfc3339(time).to_string())
+    let ts = (*ts)?;
+    let time = SystemTime::try_from(ts).ok()?;
+    let text = match ts.nanos {
+        0 => humantime::format_rfc3339_seconds(time).to_string(),
+        n if n % 1_000_000 == 0 => humantime::format_rfc3339_millis(time).to_string(),
+        n if n % 1_000 == 0 => humantime::format_rfc3339_micros(time).to_string(),
+        _ => humantime::format_rfc3339_nanos(time).to_string(),
+    };
+    Some(text)
 }
 
 /// A timestamp for JSON: RFC 3339 or `null`.
@@ -376,6 +386,310 @@ pub fn print_event(format: Format, event: &pb::NumberEvent) -> io::Result<()> {
     }
 }
 
+// ----- call records -----
+
+/// The flat columns of a call record, as `calls export` writes them (CSV header, and the keys
+/// of the JSON form, which adds `media_streams` and `update_time`).
+pub const CALL_RECORD_COLUMNS: &[&str] = &[
+    "call_id",
+    "correlation_id",
+    "version",
+    "carrier_id",
+    "tenant_id",
+    "call_type",
+    "direction",
+    "caller_number",
+    "callee_number",
+    "user_sip_uri",
+    "invite_time",
+    "start_time",
+    "end_time",
+    "duration_seconds",
+    "final_sip_code",
+    "final_sip_phrase",
+    "q850_cause",
+    "successful",
+    "destination_context",
+    "usage_country_code",
+    "trunk_fqdn",
+    "quality",
+    "poor_due_to",
+    "feed_sequence",
+];
+
+/// A duration in seconds (fractional), or `None` if unset.
+fn seconds(d: &Option<prost_types::Duration>) -> Option<f64> {
+    d.as_ref()
+        .map(|d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
+}
+
+/// A duration in milliseconds, or `None` if unset (media metrics read best in ms).
+fn millis(d: &Option<prost_types::Duration>) -> Option<f64> {
+    seconds(d).map(|s| s * 1000.0)
+}
+
+/// An enum name for a CSV cell: empty when unspecified.
+fn enum_csv(proto_name: &str, prefix: &str) -> String {
+    match enum_name(proto_name, prefix).as_str() {
+        "unspecified" => String::new(),
+        name => name.to_owned(),
+    }
+}
+
+/// The metrics that made a call poor, e.g. `["jitter", "round_trip_time"]`.
+fn poor_due_to(record: &pb::CallRecord) -> Vec<String> {
+    record
+        .poor_due_to()
+        .map(|m| enum_name(m.as_str_name(), "QUALITY_METRIC_"))
+        .collect()
+}
+
+/// The verdict for a table: `good`, `unclassified`, or `poor (jitter,round_trip_time)`.
+fn quality_cell(record: &pb::CallRecord) -> String {
+    let verdict = enum_cell(record.quality().as_str_name(), "QUALITY_VERDICT_");
+    let due = poor_due_to(record);
+    if due.is_empty() {
+        verdict
+    } else {
+        format!("{verdict} ({})", due.join(","))
+    }
+}
+
+/// One CSV row of a call record, in [`CALL_RECORD_COLUMNS`] order: enums by name (empty when
+/// unspecified), times RFC 3339 (empty when unset), `poor_due_to` joined with `;`.
+pub fn call_record_csv_row(r: &pb::CallRecord) -> Vec<String> {
+    vec![
+        r.call_id.clone(),
+        r.correlation_id.clone(),
+        r.version.to_string(),
+        r.carrier_id.clone(),
+        r.tenant_id.clone(),
+        enum_csv(r.call_type().as_str_name(), "CALL_TYPE_"),
+        enum_csv(r.direction().as_str_name(), "CALL_DIRECTION_"),
+        r.caller_number.clone(),
+        r.callee_number.clone(),
+        r.user_sip_uri.clone(),
+        rfc3339(&r.invite_time).unwrap_or_default(),
+        rfc3339(&r.start_time).unwrap_or_default(),
+        rfc3339(&r.end_time).unwrap_or_default(),
+        seconds(&r.duration).map_or_else(String::new, |s| s.to_string()),
+        r.final_sip_code.to_string(),
+        r.final_sip_phrase.clone(),
+        r.q850_cause.to_string(),
+        r.successful.to_string(),
+        enum_csv(
+            r.destination_context().as_str_name(),
+            "DESTINATION_CONTEXT_",
+        ),
+        r.usage_country_code.clone(),
+        r.trunk_fqdn.clone(),
+        enum_csv(r.quality().as_str_name(), "QUALITY_VERDICT_"),
+        poor_due_to(r).join(";"),
+        r.feed_sequence.to_string(),
+    ]
+}
+
+/// The JSON form of a media stream: durations as `*_ms` numbers, unset metrics `null`.
+fn media_stream_json(s: &pb::MediaStream) -> Value {
+    json!({
+        "direction": enum_json(s.direction().as_str_name(), "STREAM_DIRECTION_"),
+        "codec": s.codec,
+        "average_jitter_ms": millis(&s.average_jitter),
+        "max_jitter_ms": millis(&s.max_jitter),
+        "average_packet_loss_rate": s.average_packet_loss_rate,
+        "max_packet_loss_rate": s.max_packet_loss_rate,
+        "average_round_trip_time_ms": millis(&s.average_round_trip_time),
+        "max_round_trip_time_ms": millis(&s.max_round_trip_time),
+        "average_audio_degradation": s.average_audio_degradation,
+        "average_ratio_of_concealed_samples": s.average_ratio_of_concealed_samples,
+        "mos": s.mos,
+        "mos_estimated": s.mos_estimated,
+    })
+}
+
+impl Render for pb::CallRecord {
+    const COLUMNS: &'static [&'static str] = &[
+        "START",
+        "CALL_ID",
+        "DIRECTION",
+        "TYPE",
+        "CALLER",
+        "CALLEE",
+        "DURATION_S",
+        "QUALITY",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            time_cell(&self.start_time),
+            self.call_id.clone(),
+            enum_cell(self.direction().as_str_name(), "CALL_DIRECTION_"),
+            enum_cell(self.call_type().as_str_name(), "CALL_TYPE_"),
+            text_cell(&self.caller_number),
+            text_cell(&self.callee_number),
+            seconds(&self.duration).map_or_else(|| "-".to_owned(), |s| format!("{s:.0}")),
+            quality_cell(self),
+        ]
+    }
+
+    /// Every field: the [`CALL_RECORD_COLUMNS`] (enums by name or `null`, times RFC 3339 or
+    /// `null`, `poor_due_to` an array), then `update_time` and `media_streams`.
+    fn json(&self) -> Value {
+        let r = self;
+        json!({
+            "call_id": r.call_id,
+            "correlation_id": r.correlation_id,
+            "version": r.version,
+            "carrier_id": r.carrier_id,
+            "tenant_id": r.tenant_id,
+            "call_type": enum_json(r.call_type().as_str_name(), "CALL_TYPE_"),
+            "direction": enum_json(r.direction().as_str_name(), "CALL_DIRECTION_"),
+            "caller_number": r.caller_number,
+            "callee_number": r.callee_number,
+            "user_sip_uri": r.user_sip_uri,
+            "invite_time": time_json(&r.invite_time),
+            "start_time": time_json(&r.start_time),
+            "end_time": time_json(&r.end_time),
+            "duration_seconds": seconds(&r.duration),
+            "final_sip_code": r.final_sip_code,
+            "final_sip_phrase": r.final_sip_phrase,
+            "q850_cause": r.q850_cause,
+            "successful": r.successful,
+            "destination_context":
+                enum_json(r.destination_context().as_str_name(), "DESTINATION_CONTEXT_"),
+            "usage_country_code": r.usage_country_code,
+            "trunk_fqdn": r.trunk_fqdn,
+            "quality": enum_json(r.quality().as_str_name(), "QUALITY_VERDICT_"),
+            "poor_due_to": poor_due_to(r),
+            "feed_sequence": r.feed_sequence,
+            "update_time": time_json(&r.update_time),
+            "media_streams": r.media_streams.iter().map(media_stream_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Prints one call record in full: a JSON line, or `field  value` lines for every field
+/// followed by a table of its media streams.
+pub fn print_call_record(format: Format, record: &pb::CallRecord) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    if format == Format::Json {
+        return writeln!(out, "{}", record.json());
+    }
+    let mut rows: Vec<Vec<String>> = CALL_RECORD_COLUMNS
+        .iter()
+        .zip(call_record_csv_row(record))
+        .map(|(column, cell)| {
+            let cell = if cell.is_empty() {
+                "-".to_owned()
+            } else {
+                cell
+            };
+            vec![(*column).to_owned(), cell]
+        })
+        .collect();
+    rows.push(vec![
+        "update_time".to_owned(),
+        time_cell(&record.update_time),
+    ]);
+    write_table(&mut out, None, &rows)?;
+    writeln!(out)?;
+    if record.media_streams.is_empty() {
+        return writeln!(out, "no media streams");
+    }
+    let streams: Vec<Vec<String>> = record
+        .media_streams
+        .iter()
+        .map(media_stream_cells)
+        .collect();
+    write_table(&mut out, Some(MEDIA_STREAM_COLUMNS), &streams)
+}
+
+/// Columns of the media stream table of `calls get`; `avg/max` pairs share a column.
+const MEDIA_STREAM_COLUMNS: &[&str] = &[
+    "STREAM",
+    "CODEC",
+    "JITTER_MS",
+    "LOSS",
+    "RTT_MS",
+    "DEGRADATION",
+    "CONCEALED",
+    "MOS",
+];
+
+/// One row of the media stream table.
+fn media_stream_cells(s: &pb::MediaStream) -> Vec<String> {
+    let number = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x}"));
+    let pair = |avg: Option<f64>, max: Option<f64>| match (avg, max) {
+        (None, None) => "-".to_owned(),
+        (avg, max) => format!("{}/{}", number(avg), number(max)),
+    };
+    let mos = match (s.mos, s.mos_estimated) {
+        (None, _) => "-".to_owned(),
+        (Some(mos), false) => format!("{mos:.2}"),
+        (Some(mos), true) => format!("{mos:.2} (estimated)"),
+    };
+    vec![
+        enum_cell(s.direction().as_str_name(), "STREAM_DIRECTION_"),
+        text_cell(&s.codec),
+        pair(millis(&s.average_jitter), millis(&s.max_jitter)),
+        pair(s.average_packet_loss_rate, s.max_packet_loss_rate),
+        pair(
+            millis(&s.average_round_trip_time),
+            millis(&s.max_round_trip_time),
+        ),
+        number(s.average_audio_degradation),
+        number(s.average_ratio_of_concealed_samples),
+        mos,
+    ]
+}
+
+/// Prints one record of the feed as it arrives: `feed_sequence call_id version direction caller
+/// callee quality` on one line, or a JSON line.
+pub fn print_call_feed(format: Format, record: &pb::CallRecord) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", record.json()),
+        Format::Table => writeln!(
+            out,
+            "{:>8}  {:<36}  v{:<3}  {:<8}  {:<16}  {:<16}  {}",
+            record.feed_sequence,
+            record.call_id,
+            record.version,
+            enum_cell(record.direction().as_str_name(), "CALL_DIRECTION_"),
+            text_cell(&record.caller_number),
+            text_cell(&record.callee_number),
+            quality_cell(record),
+        ),
+    }
+}
+
+/// A progress bar (`total` known) or spinner on stderr, or a hidden one: shown only when stderr
+/// is a terminal and nothing else is being written to that terminal (`stdout_is_output`: the
+/// command streams its results to stdout, which then must not be a terminal too). Never any
+/// progress text otherwise, so logs and pipes stay clean.
+pub fn progress(what: &str, total: Option<u64>, stdout_is_output: bool) -> ProgressBar {
+    let show = io::stderr().is_terminal() && !(stdout_is_output && io::stdout().is_terminal());
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match total {
+        Some(total) => (
+            ProgressBar::new(total),
+            format!("{{wide_bar}} {{human_pos}}/{{human_len}} {what} ({{per_sec:0}}, ETA {{eta}})"),
+        ),
+        None => (
+            ProgressBar::new_spinner(),
+            format!("{{spinner}} {{human_pos}} {what} ({{per_sec:0}}, {{elapsed}})"),
+        ),
+    };
+    // The templates are constants in all but `what`; a bad one falls back to the default look.
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +712,24 @@ mod tests {
              +441632960001  assigned     x\n\
              +44            provisioned  -\n"
         );
+    }
+
+    #[test]
+    fn times_keep_only_the_precision_they_have() {
+        let at = |nanos| {
+            rfc3339(&Some(prost_types::Timestamp {
+                seconds: 1_714_521_600,
+                nanos,
+            }))
+        };
+        assert_eq!(at(0).as_deref(), Some("2024-05-01T00:00:00Z"));
+        assert_eq!(at(363_000_000).as_deref(), Some("2024-05-01T00:00:00.363Z"));
+        assert_eq!(
+            at(363_001_000).as_deref(),
+            Some("2024-05-01T00:00:00.363001Z")
+        );
+        assert_eq!(at(1).as_deref(), Some("2024-05-01T00:00:00.000000001Z"));
+        assert_eq!(rfc3339(&None), None);
     }
 
     #[test]

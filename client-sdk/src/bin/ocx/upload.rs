@@ -201,7 +201,8 @@ impl Tally {
             match result.status() {
                 pb::ItemStatus::Created => self.created += 1,
                 pb::ItemStatus::Unchanged => self.unchanged += 1,
-                pb::ItemStatus::Updated => self.updated += 1,
+                // Numbers have no versions to revise; a server that says so changed the number.
+                pb::ItemStatus::Updated | pb::ItemStatus::Revised => self.updated += 1,
                 pb::ItemStatus::Rejected | pb::ItemStatus::Unspecified => {
                     let prefix = format!("numbers[{}]", result.index);
                     let violations = result
@@ -319,7 +320,7 @@ pub async fn release(
         let response = client.release_numbers(request).await?;
         for result in response.results {
             match result.status() {
-                pb::ItemStatus::Updated | pb::ItemStatus::Created => {
+                pb::ItemStatus::Updated | pb::ItemStatus::Created | pb::ItemStatus::Revised => {
                     writeln!(out, "{}: released", result.number)?;
                 }
                 pb::ItemStatus::Unchanged => writeln!(out, "{}: already released", result.number)?,

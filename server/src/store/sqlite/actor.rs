@@ -31,6 +31,8 @@ const MAX_READERS: usize = 8;
 pub struct Touched {
     /// Number events were appended.
     pub number_events: bool,
+    /// Call records were created or revised.
+    pub call_records: bool,
 }
 
 /// One unit of work for the writer; type-erased so jobs of any result type share a queue.
@@ -111,19 +113,28 @@ pub struct Writer {
     tx: mpsc::Sender<Box<dyn Job>>,
     /// Bumped after each commit that appended number events.
     number_events: Arc<watch::Sender<u64>>,
+    /// Bumped after each commit that created or revised call records.
+    call_records: Arc<watch::Sender<u64>>,
 }
 
 impl Writer {
     /// Starts the writer thread on an open connection.
     pub fn start(conn: Connection) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let (events_tx, _) = watch::channel(0u64);
-        let number_events = Arc::new(events_tx);
-        let signal = Arc::clone(&number_events);
+        let number_events = Arc::new(watch::channel(0u64).0);
+        let call_records = Arc::new(watch::channel(0u64).0);
+        let signals = Signals {
+            number_events: Arc::clone(&number_events),
+            call_records: Arc::clone(&call_records),
+        };
         std::thread::Builder::new()
             .name("ocx-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, &signal))?;
-        Ok(Writer { tx, number_events })
+            .spawn(move || writer_loop(conn, rx, &signals))?;
+        Ok(Writer {
+            tx,
+            number_events,
+            call_records,
+        })
     }
 
     /// Runs `work` in the next group transaction and returns its result after the commit.
@@ -151,13 +162,22 @@ impl Writer {
     pub fn number_event_signal(&self) -> watch::Receiver<u64> {
         self.number_events.subscribe()
     }
+
+    /// A receiver that changes after each commit that created or revised call records.
+    pub fn call_record_signal(&self) -> watch::Receiver<u64> {
+        self.call_records.subscribe()
+    }
 }
 
-fn writer_loop(
-    conn: Connection,
-    mut rx: mpsc::Receiver<Box<dyn Job>>,
-    signal: &watch::Sender<u64>,
-) {
+/// The wake-up channels the writer bumps after commits.
+struct Signals {
+    /// Number events appended.
+    number_events: Arc<watch::Sender<u64>>,
+    /// Call records created or revised.
+    call_records: Arc<watch::Sender<u64>>,
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, signals: &Signals) {
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -168,13 +188,18 @@ fn writer_loop(
             }
         }
         let commit = run_group(&conn, &mut group);
-        let touched_events = matches!(&commit, Ok(t) if t.number_events);
+        let touched = commit.as_ref().ok().copied().unwrap_or_default();
         let commit = commit.map(|_| ());
         if let Err(e) = &commit {
             tracing::error!(error = %e, jobs = group.len(), "group commit failed");
         }
-        if touched_events {
-            signal.send_modify(|v| *v = v.wrapping_add(1));
+        if touched.number_events {
+            signals
+                .number_events
+                .send_modify(|v| *v = v.wrapping_add(1));
+        }
+        if touched.call_records {
+            signals.call_records.send_modify(|v| *v = v.wrapping_add(1));
         }
         for job in group.drain(..) {
             job.finish(commit.clone());
@@ -196,6 +221,7 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<Touched, S
         let end = match job.run(conn) {
             Ok(t) => {
                 touched.number_events |= t.number_events;
+                touched.call_records |= t.call_records;
                 "RELEASE job"
             }
             Err(()) => "ROLLBACK TO job; RELEASE job",

@@ -3,10 +3,12 @@
 //! ## Layout
 //! - `actor`: the writer thread (group commit) and the reader pool.
 //! - `schema`: migrations.
+//! - `calls`: call records (ingest, list, feed).
 //! - `numbers`: the number and number-event statements (the busiest part).
 //! - this module: [`SqliteStore`], the [`Store`] implementation.
 
 mod actor;
+mod calls;
 mod numbers;
 mod schema;
 
@@ -18,10 +20,11 @@ use tokio::sync::watch;
 
 use self::actor::{Readers, Touched, Writer};
 use crate::domain::{
-    ApiKey, AssignRequest, Carrier, Consent, ConsentGrant, ConsentStatus, Contact, ItemOutcome,
-    Micros, NumberEvent, NumberFilter, NumberUpload, Page, PhoneNumber, Role, now_micros,
+    ApiKey, AssignRequest, CallRecord, CallRecordFilter, Carrier, Consent, ConsentGrant,
+    ConsentStatus, Contact, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberFilter,
+    NumberUpload, Page, PhoneNumber, Role, now_micros,
 };
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{CallRecordCursor, Store, StoreError, StoreResult};
 
 /// The SQLite store. Cheap to clone: clones share the writer and the readers.
 #[derive(Clone)]
@@ -392,6 +395,7 @@ impl Store for SqliteStore {
                     outcomes,
                     Touched {
                         number_events: changed,
+                        ..Touched::default()
                     },
                 ))
             })
@@ -414,6 +418,7 @@ impl Store for SqliteStore {
                     outcomes,
                     Touched {
                         number_events: changed,
+                        ..Touched::default()
                     },
                 ))
             })
@@ -454,6 +459,7 @@ impl Store for SqliteStore {
                     number,
                     Touched {
                         number_events: changed,
+                        ..Touched::default()
                     },
                 ))
             })
@@ -469,6 +475,7 @@ impl Store for SqliteStore {
                     number,
                     Touched {
                         number_events: changed,
+                        ..Touched::default()
                     },
                 ))
             })
@@ -489,5 +496,66 @@ impl Store for SqliteStore {
 
     fn number_event_signal(&self) -> watch::Receiver<u64> {
         self.writer.number_event_signal()
+    }
+
+    async fn ingest_call_records(
+        &self,
+        records: Vec<CallRecord>,
+    ) -> StoreResult<Vec<IngestOutcome>> {
+        self.writer
+            .write(move |conn| {
+                let outcomes = calls::ingest(conn, records)?;
+                let changed = outcomes
+                    .iter()
+                    .any(|o| matches!(o, IngestOutcome::Created(_) | IngestOutcome::Revised(_)));
+                Ok((
+                    outcomes,
+                    Touched {
+                        call_records: changed,
+                        ..Touched::default()
+                    },
+                ))
+            })
+            .await
+    }
+
+    async fn get_call_record(
+        &self,
+        carrier_id: &str,
+        call_id: &str,
+    ) -> StoreResult<Option<CallRecord>> {
+        let (carrier_id, call_id) = (carrier_id.to_owned(), call_id.to_owned());
+        self.readers
+            .read(move |conn| calls::get(conn, &carrier_id, &call_id))
+            .await
+    }
+
+    async fn list_call_records(
+        &self,
+        carrier_id: &str,
+        filter: CallRecordFilter,
+        after: Option<CallRecordCursor>,
+        limit: usize,
+    ) -> StoreResult<(Vec<(CallRecord, CallRecordCursor)>, bool)> {
+        let carrier_id = carrier_id.to_owned();
+        self.readers
+            .read(move |conn| calls::list(conn, &carrier_id, &filter, after, limit))
+            .await
+    }
+
+    async fn call_records_after(
+        &self,
+        carrier_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<CallRecord>> {
+        let carrier_id = carrier_id.to_owned();
+        self.readers
+            .read(move |conn| calls::feed(conn, &carrier_id, after, limit))
+            .await
+    }
+
+    fn call_record_signal(&self) -> watch::Receiver<u64> {
+        self.writer.call_record_signal()
     }
 }

@@ -6,8 +6,9 @@ use rusqlite_migration::{M, Migrations};
 
 /// Every migration, in order.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
 CREATE TABLE carriers (
     carrier_id   TEXT PRIMARY KEY,
     display_name TEXT NOT NULL,
@@ -66,7 +67,48 @@ CREATE TABLE number_events (
     PRIMARY KEY (carrier_id, sequence)
 ) WITHOUT ROWID;
 "#,
-    )])
+        ),
+        // Call records. A rowid table (not WITHOUT ROWID on the random `call_id`): inserts append
+        // to the table b-tree, and only the `call_id` index takes random writes.
+        M::up(
+            r#"
+CREATE TABLE call_records (
+    id                  INTEGER PRIMARY KEY,
+    call_id             TEXT NOT NULL UNIQUE,
+    carrier_id          TEXT NOT NULL,
+    feed_sequence       INTEGER NOT NULL,
+    version             INTEGER NOT NULL,
+    content_hash        INTEGER NOT NULL,
+    correlation_id      TEXT NOT NULL,
+    tenant_id           TEXT NOT NULL,
+    call_type           INTEGER NOT NULL,
+    direction           INTEGER NOT NULL,
+    caller_number       TEXT NOT NULL,
+    callee_number       TEXT NOT NULL,
+    user_sip_uri        TEXT NOT NULL,
+    invite_time         INTEGER,
+    start_time          INTEGER NOT NULL,
+    end_time            INTEGER NOT NULL,
+    duration_us         INTEGER NOT NULL,
+    final_sip_code      INTEGER NOT NULL,
+    final_sip_phrase    TEXT NOT NULL,
+    q850_cause          INTEGER NOT NULL,
+    successful          INTEGER NOT NULL,
+    destination_context INTEGER,
+    usage_country_code  TEXT NOT NULL,
+    trunk_fqdn          TEXT NOT NULL,
+    media_streams       TEXT NOT NULL,
+    quality             INTEGER NOT NULL,
+    poor_due_to         INTEGER NOT NULL,
+    update_time         INTEGER NOT NULL
+);
+-- The feed: a carrier's records in commit order.
+CREATE UNIQUE INDEX call_records_feed ON call_records(carrier_id, feed_sequence);
+-- Listings: a carrier's records by start time (the rowid breaks ties, in every index).
+CREATE INDEX call_records_by_start ON call_records(carrier_id, start_time);
+"#,
+        ),
+    ])
 }
 
 #[cfg(test)]

@@ -1,0 +1,260 @@
+//! `ocx calls ...`: the flags of the call record commands, and `list`, `get` and `follow`
+//! (`export` and `generate` have modules of their own).
+
+use std::path::PathBuf;
+use std::pin::pin;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use futures_util::StreamExt;
+use ocx_client::{Client, pb};
+
+use crate::output::{self, Format, print_all};
+use crate::{export, generate};
+
+/// `ocx calls ...`
+#[derive(Debug, Subcommand)]
+pub enum CallCommand {
+    /// List call records (every page), ordered by start time.
+    List(ListArgs),
+    /// Show one call record in full, with its media streams.
+    Get {
+        /// The platform's call id.
+        call_id: String,
+        /// The carrier (required with a platform key).
+        #[arg(long, value_parser = crate::carrier_id)]
+        carrier: Option<String>,
+    },
+    /// Export the records that started in a time window, as CSV or JSON lines.
+    ///
+    /// One row (line) per record with the columns call_id, correlation_id, version, carrier_id,
+    /// tenant_id, call_type, direction, caller_number, callee_number, user_sip_uri, invite_time,
+    /// start_time, end_time, duration_seconds, final_sip_code, final_sip_phrase, q850_cause,
+    /// successful, destination_context, usage_country_code, trunk_fqdn, quality, poor_due_to
+    /// (';'-separated in CSV), feed_sequence; JSON lines also carry update_time and
+    /// media_streams. A progress spinner shows on stderr when it is a terminal.
+    Export(ExportArgs),
+    /// Follow the call record feed: every record created or revised, in commit order
+    /// (reconnects by itself; stop with Ctrl-C).
+    Follow {
+        /// The carrier (required with a platform key).
+        #[arg(long, value_parser = crate::carrier_id)]
+        carrier: Option<String>,
+        /// Start after this feed sequence (0: from the beginning).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
+    /// Generate realistic call records on tenant numbers and ingest them (platform key).
+    ///
+    /// The numbers must be held by a carrier (uploaded to OCX), which then owns the records;
+    /// records on other numbers are rejected. Prints created/revised/unchanged/rejected counts and the rate; exit code 1 if any record
+    /// was rejected.
+    Generate(GenerateArgs),
+}
+
+/// `ocx calls list` flags.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The carrier (required with a platform key).
+    #[arg(long, value_parser = crate::carrier_id)]
+    carrier: Option<String>,
+    /// Only calls that started at or after this time (RFC 3339 UTC, e.g. 2024-05-01T00:00:00Z).
+    #[arg(long, value_parser = crate::rfc3339)]
+    from: Option<prost_types::Timestamp>,
+    /// Only calls that started before this time (RFC 3339 UTC).
+    #[arg(long, value_parser = crate::rfc3339)]
+    to: Option<prost_types::Timestamp>,
+    /// Only this tenant's calls.
+    #[arg(long, value_parser = crate::tenant_id)]
+    tenant: Option<String>,
+    /// Only calls with this number as caller or callee (E.164).
+    #[arg(long, value_parser = crate::e164)]
+    number: Option<String>,
+    /// Only calls in this direction.
+    #[arg(long, value_enum)]
+    direction: Option<Direction>,
+    /// Only calls of this type.
+    #[arg(long = "type", value_enum)]
+    call_type: Option<CallType>,
+    /// Only calls with this quality verdict.
+    #[arg(long, value_enum)]
+    quality: Option<Quality>,
+    /// Stop after this many records.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    limit: Option<u32>,
+}
+
+/// `ocx calls export` flags.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Records that started at or after this time (RFC 3339 UTC).
+    #[arg(long, value_parser = crate::rfc3339)]
+    pub since: prost_types::Timestamp,
+    /// Records that started before this time (RFC 3339 UTC).
+    #[arg(long, value_parser = crate::rfc3339)]
+    pub until: prost_types::Timestamp,
+    /// The carrier (required with a platform key).
+    #[arg(long, value_parser = crate::carrier_id)]
+    pub carrier: Option<String>,
+    /// The file format.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Write to this file (replaced only once the export is complete) instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `--format` of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// `ocx calls generate` flags.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// How many records to generate (revisions come on top).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Seed of the generator: the same seed, numbers and --start give the same records, so a
+    /// rerun stores nothing new (records come back unchanged, or stale where a revision was
+    /// stored). Default: taken from the clock, and printed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The tenant of the numbers.
+    #[arg(long, value_parser = crate::tenant_id)]
+    pub tenant: String,
+    /// A number of the tenant, E.164; repeat for several. Each record has one of them as its
+    /// tenant side (the caller of outbound calls, the callee of inbound ones).
+    #[arg(long = "number", required = true, value_parser = crate::e164)]
+    pub numbers: Vec<String>,
+    /// Records per batch, 1 to 1000.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch: u16,
+    /// Also send a revision (version 2, with changed quality data) of this percentage of the
+    /// records, each in a batch after its original.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub revise_percent: u8,
+    /// Start of the time range (RFC 3339 UTC). Default: count × 30 s before now rounded down
+    /// to the hour, so that the calls (30 s apart on average) end within the last hour, and a
+    /// rerun with the same --seed in the same hour sends the same records.
+    #[arg(long, value_parser = crate::rfc3339)]
+    pub start: Option<prost_types::Timestamp>,
+}
+
+/// `--direction`
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Direction {
+    /// From the PSTN into the tenant.
+    Inbound,
+    /// From the tenant to the PSTN.
+    Outbound,
+}
+
+/// `--type` of a call.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CallType {
+    /// A user received a PSTN call.
+    UserIn,
+    /// A user placed a PSTN call.
+    UserOut,
+    /// A conference was dialled into.
+    ConferenceIn,
+    /// A conference dialled out.
+    ConferenceOut,
+    /// A call transferred to the PSTN.
+    Transfer,
+    /// A call forwarded to the PSTN.
+    Forwarding,
+    /// An emergency call.
+    EmergencyOut,
+    /// A voice application received a call.
+    VoiceAppIn,
+    /// A voice application placed a call.
+    VoiceAppOut,
+}
+
+/// `--quality`
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Quality {
+    /// Every stream with metrics within every threshold.
+    Good,
+    /// At least one metric of one stream over its threshold.
+    Poor,
+    /// No stream with any classifying metric.
+    Unclassified,
+}
+
+/// Runs `ocx calls ...`; exit code 1 when `generate` had rejected records.
+pub async fn run(
+    client: &Client,
+    format: Format,
+    command: CallCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        CallCommand::List(args) => list(client, format, args).await?,
+        CallCommand::Get { call_id, carrier } => {
+            let record = client
+                .get_call_record(&carrier.unwrap_or_default(), &call_id)
+                .await?;
+            output::print_call_record(format, &record)?;
+        }
+        CallCommand::Export(args) => export::export(client, args).await?,
+        CallCommand::Follow { carrier, after } => {
+            let mut records = pin!(client.follow_call_records(&carrier.unwrap_or_default(), after));
+            while let Some(record) = records.next().await {
+                output::print_call_feed(format, &record?)?;
+            }
+        }
+        CallCommand::Generate(args) => return generate::generate(client, format, args).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ocx calls list`
+async fn list(client: &Client, format: Format, args: ListArgs) -> anyhow::Result<()> {
+    let direction = match args.direction {
+        None => pb::CallDirection::Unspecified,
+        Some(Direction::Inbound) => pb::CallDirection::Inbound,
+        Some(Direction::Outbound) => pb::CallDirection::Outbound,
+    };
+    let call_type = match args.call_type {
+        None => pb::CallType::Unspecified,
+        Some(CallType::UserIn) => pb::CallType::UserIn,
+        Some(CallType::UserOut) => pb::CallType::UserOut,
+        Some(CallType::ConferenceIn) => pb::CallType::ConferenceIn,
+        Some(CallType::ConferenceOut) => pb::CallType::ConferenceOut,
+        Some(CallType::Transfer) => pb::CallType::Transfer,
+        Some(CallType::Forwarding) => pb::CallType::Forwarding,
+        Some(CallType::EmergencyOut) => pb::CallType::EmergencyOut,
+        Some(CallType::VoiceAppIn) => pb::CallType::VoiceAppIn,
+        Some(CallType::VoiceAppOut) => pb::CallType::VoiceAppOut,
+    };
+    let quality = match args.quality {
+        None => pb::QualityVerdict::Unspecified,
+        Some(Quality::Good) => pb::QualityVerdict::Good,
+        Some(Quality::Poor) => pb::QualityVerdict::Poor,
+        Some(Quality::Unclassified) => pb::QualityVerdict::Unclassified,
+    };
+    // With a small limit, do not fetch a whole default page for nothing.
+    let limit = args.limit.map_or(usize::MAX, |n| n as usize);
+    let page_size = args
+        .limit
+        .map_or(0, |n| n.min(ocx_api::MAX_PAGE_SIZE as u32) as i32);
+    let request = pb::ListCallRecordsRequest {
+        carrier_id: args.carrier.unwrap_or_default(),
+        start_time_from: args.from,
+        start_time_to: args.to,
+        tenant_id: args.tenant.unwrap_or_default(),
+        number: args.number.unwrap_or_default(),
+        direction: direction.into(),
+        call_type: call_type.into(),
+        quality: quality.into(),
+        page_size,
+        page_token: String::new(),
+    };
+    print_all(format, client.call_records(request).take(limit)).await
+}

@@ -1,0 +1,200 @@
+//! `CallRecordService`: a carrier's call records, one by one, page by page, or as a feed.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use ocx_api::pb;
+use ocx_api::pb::call_record_service_server::CallRecordService;
+use ocx_api::validate;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::Ctx;
+use super::numbers::stopping;
+use crate::auth;
+use crate::convert::{self, filter_enum};
+use crate::convert_calls;
+use crate::domain::{CallDirection, CallRecordFilter, CallType};
+use crate::error::{Violations, invalid, store_status};
+use crate::paging;
+
+/// Records read from the store per feed query (and at most per feed message).
+const FEED_BATCH: usize = 256;
+/// Feed messages buffered per subscriber before it waits for its client.
+const FEED_BUFFER: usize = 16;
+
+/// The call record service.
+pub struct CallRecords {
+    /// Shared state.
+    pub ctx: Ctx,
+}
+
+#[tonic::async_trait]
+impl CallRecordService for CallRecords {
+    #[tracing::instrument(skip_all, fields(rpc = "GetCallRecord"))]
+    async fn get_call_record(
+        &self,
+        request: Request<pb::GetCallRecordRequest>,
+    ) -> Result<Response<pb::GetCallRecordResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
+        if req.call_id.is_empty() {
+            return Err(invalid("call_id", "call_id is required"));
+        }
+        // Another carrier's record and a missing record give the same answer.
+        let record = self
+            .ctx
+            .store
+            .get_call_record(&carrier, &req.call_id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("call record {:?} not found", req.call_id)))?;
+        Ok(Response::new(pb::GetCallRecordResponse {
+            call_record: Some(convert_calls::call_record(record)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ListCallRecords"))]
+    async fn list_call_records(
+        &self,
+        request: Request<pb::ListCallRecordsRequest>,
+    ) -> Result<Response<pb::ListCallRecordsResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
+        let mut v = Violations::new();
+        let from = req
+            .start_time_from
+            .as_ref()
+            .and_then(|t| convert::micros(t, "start_time_from", &mut v));
+        let to = req
+            .start_time_to
+            .as_ref()
+            .and_then(|t| convert::micros(t, "start_time_to", &mut v));
+        if let (Some(from), Some(to)) = (from, to)
+            && to < from
+        {
+            v.add("start_time_to", "start_time_to is before start_time_from");
+        }
+        let tenant_id = (!req.tenant_id.is_empty())
+            .then(|| convert::tenant_id(&req.tenant_id, "tenant_id", &mut v));
+        if !req.number.is_empty() {
+            v.check("number", validate::e164(&req.number));
+        }
+        let filter = CallRecordFilter {
+            from,
+            to,
+            tenant_id,
+            number: (!req.number.is_empty()).then(|| req.number.clone()),
+            direction: filter_enum(req.direction, "direction", CallDirection::from_code, &mut v),
+            call_type: filter_enum(req.call_type, "call_type", CallType::from_code, &mut v),
+            quality: convert_calls::quality_filter(req.quality, "quality", &mut v),
+        };
+        let size = paging::page_size(req.page_size, &mut v);
+        v.into_result()?;
+        let filters = format!("calls|{carrier}|{filter:?}");
+        let after = match paging::decode(&filters, &req.page_token)? {
+            None => None,
+            Some(key) => Some(parse_cursor(&key)?),
+        };
+        let (rows, more) = self
+            .ctx
+            .store
+            .list_call_records(&carrier, filter, after, size)
+            .await
+            .map_err(store_status)?;
+        let next_page_token = match rows.last() {
+            Some((_, (start, id))) if more => paging::encode(&filters, &format!("{start}:{id}")),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListCallRecordsResponse {
+            call_records: rows
+                .into_iter()
+                .map(|(r, _)| convert_calls::call_record(r))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    type StreamCallRecordsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::StreamCallRecordsResponse, Status>> + Send>>;
+
+    #[tracing::instrument(skip_all, fields(rpc = "StreamCallRecords", carrier))]
+    async fn stream_call_records(
+        &self,
+        request: Request<pb::StreamCallRecordsRequest>,
+    ) -> Result<Response<Self::StreamCallRecordsStream>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
+        tracing::Span::current().record("carrier", carrier.as_str());
+        if req.after_sequence < 0 {
+            return Err(invalid(
+                "after_sequence",
+                "after_sequence must be 0 (from the start) or a feed_sequence you received",
+            ));
+        }
+        let (tx, rx) = mpsc::channel(FEED_BUFFER);
+        tokio::spawn(feed_loop(self.ctx.clone(), carrier, req.after_sequence, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// The cursor inside a call-record page token: `start_micros:id`.
+fn parse_cursor(key: &str) -> Result<(i64, i64), Status> {
+    key.split_once(':')
+        .and_then(|(s, i)| Some((s.parse().ok()?, i.parse().ok()?)))
+        .ok_or_else(|| invalid("page_token", "page_token is not a token this list returned"))
+}
+
+/// Feeds one subscriber, as the number-event watcher does: mark the signal seen, read what is
+/// new, send it, wait for the next commit (or shutdown, or the client leaving).
+async fn feed_loop(
+    ctx: Ctx,
+    carrier: String,
+    mut after: i64,
+    tx: mpsc::Sender<Result<pb::StreamCallRecordsResponse, Status>>,
+) {
+    let mut signal = ctx.store.call_record_signal();
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        signal.borrow_and_update();
+        let records = match ctx
+            .store
+            .call_records_after(&carrier, after, FEED_BATCH)
+            .await
+        {
+            Ok(records) => records,
+            Err(e) => {
+                let _ = tx.send(Err(store_status(e))).await;
+                return;
+            }
+        };
+        let caught_up = records.len() < FEED_BATCH;
+        if let Some(last) = records.last() {
+            after = last.feed_sequence;
+            let message = pb::StreamCallRecordsResponse {
+                call_records: records
+                    .into_iter()
+                    .map(convert_calls::call_record)
+                    .collect(),
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                return;
+            }
+        }
+        if !caught_up {
+            continue;
+        }
+        tokio::select! {
+            changed = signal.changed() => if changed.is_err() { return },
+            () = stopping(&mut shutdown) => {
+                let _ = tx.send(Err(Status::unavailable("the server is shutting down; reconnect with your last feed_sequence"))).await;
+                return;
+            }
+            () = tx.closed() => return,
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Call records: ingestion (ownership, create / revise / duplicate / stale), reads, the feed.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+
+use crate::domain::{
+    CallDirection, CallRecord, CallRecordFilter, CallType, DestinationContext, IngestOutcome,
+    QualityMetric, QualityVerdict, now_micros,
+};
+use crate::store::{CallRecordCursor, StoreError, StoreResult};
+
+const COLUMNS: &str = "call_id, carrier_id, feed_sequence, version, content_hash, correlation_id, \
+    tenant_id, call_type, direction, caller_number, callee_number, user_sip_uri, invite_time, \
+    start_time, end_time, duration_us, final_sip_code, final_sip_phrase, q850_cause, successful, \
+    destination_context, usage_country_code, trunk_fqdn, media_streams, quality, poor_due_to, \
+    update_time";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
+    let streams: String = row.get(23)?;
+    let code = |i: usize| row.get::<_, i32>(i);
+    Ok(CallRecord {
+        call_id: row.get(0)?,
+        carrier_id: row.get(1)?,
+        feed_sequence: row.get(2)?,
+        version: row.get(3)?,
+        content_hash: row.get(4)?,
+        correlation_id: row.get(5)?,
+        tenant_id: row.get(6)?,
+        call_type: CallType::from_code(code(7)?).unwrap_or(CallType::UserOut),
+        direction: CallDirection::from_code(code(8)?).unwrap_or(CallDirection::Outbound),
+        caller_number: row.get(9)?,
+        callee_number: row.get(10)?,
+        user_sip_uri: row.get(11)?,
+        invite_time: row.get(12)?,
+        start_time: row.get(13)?,
+        end_time: row.get(14)?,
+        duration_us: row.get(15)?,
+        final_sip_code: row.get(16)?,
+        final_sip_phrase: row.get(17)?,
+        q850_cause: row.get(18)?,
+        successful: row.get(19)?,
+        destination_context: row
+            .get::<_, Option<i32>>(20)?
+            .and_then(DestinationContext::from_code),
+        usage_country_code: row.get(21)?,
+        trunk_fqdn: row.get(22)?,
+        media_streams: serde_json::from_str(&streams).unwrap_or_default(),
+        quality: QualityVerdict::from_code(code(24)?).unwrap_or(QualityVerdict::Unclassified),
+        poor_due_to: QualityMetric::from_mask(row.get(25)?),
+        update_time: row.get(26)?,
+    })
+}
+
+/// Writes `r` as row `id` (a new row when `id` is `None`).
+fn put(conn: &Connection, id: Option<i64>, r: &CallRecord) -> StoreResult<()> {
+    let streams =
+        serde_json::to_string(&r.media_streams).map_err(|e| StoreError::Internal(e.to_string()))?;
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO call_records (id, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+         ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"
+    ))?
+    .execute(params![
+        id,
+        r.call_id,
+        r.carrier_id,
+        r.feed_sequence,
+        r.version,
+        r.content_hash,
+        r.correlation_id,
+        r.tenant_id,
+        r.call_type.code(),
+        r.direction.code(),
+        r.caller_number,
+        r.callee_number,
+        r.user_sip_uri,
+        r.invite_time,
+        r.start_time,
+        r.end_time,
+        r.duration_us,
+        r.final_sip_code,
+        r.final_sip_phrase,
+        r.q850_cause,
+        r.successful,
+        r.destination_context.map(DestinationContext::code),
+        r.usage_country_code,
+        r.trunk_fqdn,
+        streams,
+        r.quality.code(),
+        QualityMetric::to_mask(&r.poor_due_to),
+        r.update_time
+    ])?;
+    Ok(())
+}
+
+/// Per-job memo of carrier checks and next feed sequences.
+#[derive(Default)]
+struct Ingest {
+    /// Carrier id → exists.
+    carriers: HashMap<String, bool>,
+    /// Carrier id → the last feed sequence used.
+    sequences: HashMap<String, i64>,
+}
+
+impl Ingest {
+    fn carrier_exists(&mut self, conn: &Connection, carrier_id: &str) -> StoreResult<bool> {
+        if let Some(known) = self.carriers.get(carrier_id) {
+            return Ok(*known);
+        }
+        let exists = conn
+            .prepare_cached("SELECT 1 FROM carriers WHERE carrier_id = ?1")?
+            .exists([carrier_id])?;
+        self.carriers.insert(carrier_id.to_owned(), exists);
+        Ok(exists)
+    }
+
+    fn next_sequence(&mut self, conn: &Connection, carrier_id: &str) -> StoreResult<i64> {
+        let last = match self.sequences.get(carrier_id) {
+            Some(last) => *last,
+            None => conn
+                .prepare_cached("SELECT coalesce(max(feed_sequence), 0) FROM call_records WHERE carrier_id = ?1")?
+                .query_row([carrier_id], |r| r.get(0))?,
+        };
+        self.sequences.insert(carrier_id.to_owned(), last + 1);
+        Ok(last + 1)
+    }
+
+    /// The owner of a record, or why it has none.
+    fn owner(&mut self, conn: &Connection, r: &CallRecord) -> StoreResult<Result<String, String>> {
+        if !r.carrier_id.is_empty() {
+            return Ok(if self.carrier_exists(conn, &r.carrier_id)? {
+                Ok(r.carrier_id.clone())
+            } else {
+                Err(format!("carrier {:?} does not exist", r.carrier_id))
+            });
+        }
+        let number = r.tenant_number();
+        let owner: Option<String> = conn
+            .prepare_cached("SELECT carrier_id FROM numbers WHERE number = ?1")?
+            .query_row([number], |row| row.get(0))
+            .optional()?;
+        Ok(owner.ok_or_else(|| {
+            let side = match r.direction {
+                CallDirection::Inbound => "callee",
+                CallDirection::Outbound => "caller",
+            };
+            format!(
+                "the tenant's number on this call ({side} {number}) belongs to no carrier; provision it or set carrier_id"
+            )
+        }))
+    }
+}
+
+/// Ingests each record independently.
+pub fn ingest(conn: &Connection, records: Vec<CallRecord>) -> StoreResult<Vec<IngestOutcome>> {
+    let mut memo = Ingest::default();
+    let mut outcomes = Vec::with_capacity(records.len());
+    let now = now_micros();
+    for mut r in records {
+        let carrier_id = match memo.owner(conn, &r)? {
+            Ok(carrier_id) => carrier_id,
+            Err(reason) => {
+                outcomes.push(IngestOutcome::Rejected(reason));
+                continue;
+            }
+        };
+        let stored: Option<(i64, i64, i64, String)> = conn
+            .prepare_cached(
+                "SELECT id, version, content_hash, carrier_id FROM call_records WHERE call_id = ?1",
+            )?
+            .query_row([&r.call_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .optional()?;
+        let outcome = match stored {
+            Some((_, version, hash, owner)) if version == r.version && hash == r.content_hash => {
+                IngestOutcome::Unchanged(owner)
+            }
+            Some((_, version, _, _)) if version > r.version => IngestOutcome::Rejected(format!(
+                "stale: version {} is older than the stored version {version}",
+                r.version
+            )),
+            Some((_, version, _, _)) if version == r.version => IngestOutcome::Rejected(format!(
+                "stale: version {version} is stored with other content; send a higher version to revise it"
+            )),
+            stored => {
+                r.carrier_id = carrier_id.clone();
+                r.feed_sequence = memo.next_sequence(conn, &carrier_id)?;
+                r.update_time = now;
+                let id = stored.as_ref().map(|s| s.0);
+                put(conn, id, &r)?;
+                if id.is_some() {
+                    IngestOutcome::Revised(carrier_id)
+                } else {
+                    IngestOutcome::Created(carrier_id)
+                }
+            }
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// One record of a carrier.
+pub fn get(conn: &Connection, carrier_id: &str, call_id: &str) -> StoreResult<Option<CallRecord>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM call_records WHERE call_id = ?1 AND carrier_id = ?2"
+        ))?
+        .query_row([call_id, carrier_id], from_row)
+        .optional()?)
+}
+
+/// A page of a carrier's records by (start time, id). Only the filters that are set become SQL
+/// conditions, so the planner can use the (carrier_id, start_time) index for the time window.
+pub fn list(
+    conn: &Connection,
+    carrier_id: &str,
+    f: &CallRecordFilter,
+    after: Option<CallRecordCursor>,
+    limit: usize,
+) -> StoreResult<(Vec<(CallRecord, CallRecordCursor)>, bool)> {
+    let mut sql = format!("SELECT {COLUMNS}, id FROM call_records WHERE carrier_id = ?");
+    let mut args: Vec<Box<dyn ToSql>> = vec![Box::new(carrier_id.to_owned())];
+    let mut cond = |clause: &str, values: Vec<Box<dyn ToSql>>| {
+        sql.push_str(" AND ");
+        sql.push_str(clause);
+        args.extend(values);
+    };
+    if let Some(from) = f.from {
+        cond("start_time >= ?", vec![Box::new(from)]);
+    }
+    if let Some(to) = f.to {
+        cond("start_time < ?", vec![Box::new(to)]);
+    }
+    if let Some(t) = &f.tenant_id {
+        cond("tenant_id = ?", vec![Box::new(t.clone())]);
+    }
+    if let Some(n) = &f.number {
+        cond(
+            "(caller_number = ? OR callee_number = ?)",
+            vec![Box::new(n.clone()), Box::new(n.clone())],
+        );
+    }
+    if let Some(d) = f.direction {
+        cond("direction = ?", vec![Box::new(d.code())]);
+    }
+    if let Some(t) = f.call_type {
+        cond("call_type = ?", vec![Box::new(t.code())]);
+    }
+    if let Some(q) = f.quality {
+        cond("quality = ?", vec![Box::new(q.code())]);
+    }
+    if let Some((start, id)) = after {
+        cond(
+            "(start_time, id) > (?, ?)",
+            vec![Box::new(start), Box::new(id)],
+        );
+    }
+    sql.push_str(" ORDER BY start_time, id LIMIT ?");
+    args.push(Box::new(limit as i64 + 1));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows: Vec<(CallRecord, CallRecordCursor)> = stmt
+        .query_map(rusqlite::params_from_iter(args.iter()), |row| {
+            let record = from_row(row)?;
+            let id: i64 = row.get(27)?;
+            let start = record.start_time;
+            Ok((record, (start, id)))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    Ok((rows, more))
+}
+
+/// A carrier's feed after `after`.
+pub fn feed(
+    conn: &Connection,
+    carrier_id: &str,
+    after: i64,
+    limit: usize,
+) -> StoreResult<Vec<CallRecord>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM call_records WHERE carrier_id = ?1 AND feed_sequence > ?2
+             ORDER BY feed_sequence LIMIT ?3"
+        ))?
+        .query_map(params![carrier_id, after, limit as i64], from_row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
