@@ -139,6 +139,104 @@ async fn carriers_keys_consents_numbers_and_assignments_through_the_cli() {
     assert_eq!(code, 2);
     assert!(err.contains("Unauthenticated"), "{err}");
 
+    // Call records: generate (platform), then list, get, export and follow (carrier).
+    let generate = format!(
+        "--output json calls generate --count 300 --seed 11 --tenant {TENANT} --number +442079460001 --number +442079460002 --revise-percent 10 --start 2026-01-01T00:00:00Z"
+    );
+    let (code, out, err) = run(platform.clone(), args(&generate)).await.expect("join");
+    assert_eq!(code, 0, "{out}{err}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("json summary");
+    assert_eq!(summary["created"], 300, "{summary}");
+    assert_eq!(summary["revised"], 30, "{summary}");
+    assert_eq!(summary["rejected"], 0, "{summary}");
+
+    let (code, out, err) = run(
+        carrier_key.clone(),
+        args("--output json calls list --number +442079460002 --direction outbound"),
+    )
+    .await
+    .expect("join");
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert!(!listed.is_empty());
+    assert!(
+        listed
+            .iter()
+            .all(|r| r["direction"] == "outbound" && r["caller_number"] == "+442079460002"),
+        "{out}"
+    );
+    let call_id = listed[0]["call_id"].as_str().expect("call id").to_owned();
+    let (code, out, _) = run(
+        carrier_key.clone(),
+        args(&format!("--output json calls get {call_id}")),
+    )
+    .await
+    .expect("join");
+    assert_eq!(code, 0);
+    let got: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(got["call_id"], call_id.as_str());
+
+    let csv_out = dir.path().join("calls.csv");
+    let export = format!(
+        "calls export --since 2025-12-01T00:00:00Z --until 2026-12-01T00:00:00Z --format csv --out {}",
+        csv_out.display()
+    );
+    let (code, _, err) = run(carrier_key.clone(), args(&export)).await.expect("join");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.is_empty(),
+        "no progress output when stderr is not a terminal: {err}"
+    );
+    let mut reader = csv::Reader::from_path(&csv_out).expect("csv");
+    let headers = reader.headers().expect("headers").clone();
+    assert_eq!(&headers[0], "call_id");
+    let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("rows");
+    assert_eq!(rows.len(), 300, "each call once, at its latest version");
+    let (code, out, _) = run(
+        carrier_key.clone(),
+        args(
+            "calls export --since 2025-12-01T00:00:00Z --until 2026-12-01T00:00:00Z --format jsonl",
+        ),
+    )
+    .await
+    .expect("join");
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 300);
+
+    // follow runs until stopped; read its first lines from a child process and kill it.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ocx"))
+        .args(["--output", "json", "calls", "follow", "--after", "325"])
+        .env("OCX_ENDPOINT", &endpoint)
+        .env("OCX_KEY", &carrier_key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn follow");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(5)
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .expect("join")
+    .expect("lines");
+    let _ = child.kill();
+    let _ = child.wait();
+    let seqs: Vec<i64> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["feed_sequence"]
+                .as_i64()
+                .expect("seq")
+        })
+        .collect();
+    assert_eq!(seqs, [326, 327, 328, 329, 330]);
+
     let _ = stop.send(());
     server.await.expect("join").expect("server");
 }
