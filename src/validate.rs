@@ -9,10 +9,25 @@ pub const MAX_SIP_URI_LEN: usize = 512;
 /// Longest free-text field (names, labels, address ids).
 pub const MAX_TEXT_LEN: usize = 200;
 
+/// Longest part of a rejected value quoted back in an error message: long enough to recognise,
+/// short enough that a huge value cannot swell the response (gRPC trailers are size-limited).
+pub const MAX_QUOTED: usize = 40;
+
+/// `value` Debug-quoted for an error message, cut to [`MAX_QUOTED`] characters.
+pub fn quote(value: &str) -> String {
+    if value.chars().count() <= MAX_QUOTED {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(MAX_QUOTED).collect();
+        format!("{head:?}… ({} characters)", value.chars().count())
+    }
+}
+
 /// E.164: `+`, then 2 to 15 digits, the first not `0` (`^\+[1-9]\d{1,14}$`).
 pub fn e164(number: &str) -> Result<(), String> {
+    let shown = quote(number);
     let digits = number.strip_prefix('+').ok_or_else(|| {
-        format!("{number:?} is not an E.164 number: it must start with '+' then the country code")
+        format!("{shown} is not an E.164 number: it must start with '+' then the country code")
     })?;
     let ok = (2..=15).contains(&digits.len())
         && digits.bytes().all(|b| b.is_ascii_digit())
@@ -21,13 +36,14 @@ pub fn e164(number: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{number:?} is not an E.164 number: expected '+' and 2 to 15 digits, the first not 0"
+            "{shown} is not an E.164 number: expected '+' and 2 to 15 digits, the first not 0"
         ))
     }
 }
 
 /// A Microsoft Entra tenant id: a GUID written `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (hex).
 pub fn tenant_id(id: &str) -> Result<(), String> {
+    let shown = quote(id);
     if id.is_empty() {
         return Err(
             "tenant id is required (a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)".into(),
@@ -44,7 +60,7 @@ pub fn tenant_id(id: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{id:?} is not a tenant id: expected a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47"
+            "{shown} is not a tenant id: expected a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47"
         ))
     }
 }
@@ -56,9 +72,10 @@ pub fn normalize_tenant_id(id: &str) -> String {
 
 /// A `sip:` or `sips:` URI with a user part and a host: `sip:alice@contoso.com[:port][;params]`.
 pub fn sip_uri(uri: &str) -> Result<(), String> {
+    let shown = quote(uri);
     let fail = |why: &str| {
         Err(format!(
-            "{uri:?} is not a SIP URI: {why} (e.g. sip:alice@contoso.com)"
+            "{shown} is not a SIP URI: {why} (e.g. sip:alice@contoso.com)"
         ))
     };
     if uri.is_empty() {
@@ -114,17 +131,19 @@ pub fn sip_uri(uri: &str) -> Result<(), String> {
 
 /// ISO 3166-1 alpha-2 format: two upper-case letters.
 pub fn country_code(code: &str) -> Result<(), String> {
+    let shown = quote(code);
     if code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()) {
         Ok(())
     } else {
         Err(format!(
-            "{code:?} is not an ISO 3166-1 alpha-2 country code: expected two upper-case letters such as GB"
+            "{shown} is not an ISO 3166-1 alpha-2 country code: expected two upper-case letters such as GB"
         ))
     }
 }
 
 /// A carrier id: 3 to 63 of `a-z`, `0-9`, `-`, starting with a letter, not ending with `-`.
 pub fn carrier_id(id: &str) -> Result<(), String> {
+    let shown = quote(id);
     let ok = (3..=63).contains(&id.len())
         && id.starts_with(|c: char| c.is_ascii_lowercase())
         && !id.ends_with('-')
@@ -135,7 +154,7 @@ pub fn carrier_id(id: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{id:?} is not a carrier id: use 3 to 63 characters of a-z, 0-9 and '-', starting with a letter"
+            "{shown} is not a carrier id: use 3 to 63 characters of a-z, 0-9 and '-', starting with a letter"
         ))
     }
 }

@@ -28,7 +28,7 @@ fn ocx(endpoint: &str, key: &str, args: &[&str]) -> (i32, String, String) {
 async fn carriers_keys_consents_numbers_and_assignments_through_the_cli() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(&dir.path().join("ocx.db")).expect("store");
-    let platform = ocx_server::bootstrap::ensure_platform_key(&store)
+    let platform = ocx_server::bootstrap::ensure_platform_key(&store, None)
         .await
         .expect("bootstrap")
         .expect("key");

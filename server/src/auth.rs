@@ -121,14 +121,19 @@ impl KeyCache {
 
     /// Adds (or replaces) an active key.
     pub fn insert(&self, key: &ApiKey) {
-        let principal = match (&key.role, &key.carrier_id) {
+        // Only the two consistent shapes grant anything; anything else is refused, loudly.
+        let principal = match (key.role, &key.carrier_id) {
             (Role::Carrier, Some(carrier_id)) => Principal::Carrier {
                 key_id: key.key_id.clone(),
                 carrier_id: carrier_id.clone(),
             },
-            _ => Principal::Platform {
+            (Role::Platform, None) => Principal::Platform {
                 key_id: key.key_id.clone(),
             },
+            (role, carrier) => {
+                tracing::error!(key_id = %key.key_id, ?role, ?carrier, "inconsistent API key ignored");
+                return;
+            }
         };
         let last = key.last_use_time.unwrap_or(0);
         let cached = CachedKey {
@@ -192,7 +197,7 @@ impl KeyCache {
                 .iter()
                 .filter_map(|(id, k)| {
                     let t = k.last_use.load(Ordering::Relaxed);
-                    (t > k.flushed.swap(t, Ordering::Relaxed)).then(|| (id.clone(), t))
+                    (t > k.flushed.load(Ordering::Relaxed)).then(|| (id.clone(), t))
                 })
                 .collect(),
             Err(_) => Vec::new(),
@@ -200,7 +205,22 @@ impl KeyCache {
         if dirty.is_empty() {
             return Ok(());
         }
-        store.record_key_use(dirty).await
+        store.record_key_use(dirty.clone()).await?;
+        // Marked flushed only once stored, so a failed write is retried on the next flush.
+        if let Ok(keys) = self.keys.read() {
+            for (id, t) in dirty {
+                if let Some(k) = keys.get(&id) {
+                    k.flushed.fetch_max(t, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a key is still active (not revoked). Long-lived streams check it on every
+    /// wake-up, so revoking a key also ends the streams it opened.
+    pub fn is_active(&self, key_id: &str) -> bool {
+        self.keys.read().is_ok_and(|keys| keys.contains_key(key_id))
     }
 }
 

@@ -31,42 +31,58 @@ pub const DEMO_TENANTS: [&str; 2] = [
     "0b6c4b3e-5a4e-4f4e-9d7c-2f1c3a9b8e11",
 ];
 
-/// Writes `token` to `path`, readable and writable by the owner only.
+/// Writes `token` to `path` durably, readable and writable by the owner only: a temp file
+/// created with mode 0600, synced, renamed over `path`, and the directory synced.
 pub fn write_key_file(path: &Path, token: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("key.tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(file, "{token}").with_context(|| format!("writing {}", path.display()))?;
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    writeln!(file, "{token}").with_context(|| format!("writing {}", tmp.display()))?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+    }
     Ok(())
 }
 
-/// Issues a platform key if the store has no active one; returns the token if it did.
-pub async fn ensure_platform_key(store: &dyn Store) -> anyhow::Result<Option<String>> {
+/// Issues a platform key if the store has no active one, and returns its token. With
+/// `key_file`, the token is written there durably *before* the key is stored: a crash in
+/// between leaves an unusable file (replaced on the next start), never a stored key that nobody
+/// holds.
+pub async fn ensure_platform_key(
+    store: &dyn Store,
+    key_file: Option<&Path>,
+) -> anyhow::Result<Option<String>> {
     let active = store.active_api_keys().await?;
     if active.iter().any(|k| k.role == Role::Platform) {
         return Ok(None);
     }
     let issued = issue_key(Role::Platform, None, "bootstrap".into());
+    if let Some(path) = key_file {
+        write_key_file(path, &issued.token)?;
+    }
     store.insert_api_key(issued.record).await?;
     Ok(Some(issued.token))
 }
 
-/// [`ensure_platform_key`], writing a new key to `<data_dir>/platform.key`. Returns the file's
-/// path if a key was written.
+/// [`ensure_platform_key`] writing to `<data_dir>/platform.key`; returns the file's path if a
+/// key was issued.
 pub async fn bootstrap_platform_key(
     store: &dyn Store,
     data_dir: &Path,
 ) -> anyhow::Result<Option<PathBuf>> {
-    let Some(token) = ensure_platform_key(store).await? else {
-        return Ok(None);
-    };
     let path = data_dir.join(PLATFORM_KEY_FILE);
-    write_key_file(&path, &token)?;
-    Ok(Some(path))
+    Ok(ensure_platform_key(store, Some(&path)).await?.map(|_| path))
 }
 
 /// Call records for the demo numbers: 200 calls over the last two days (both directions,
@@ -155,8 +171,8 @@ pub async fn seed_demo(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()>
     }
     if !key_path.exists() {
         let issued = issue_key(Role::Carrier, Some(DEMO_CARRIER.into()), "demo".into());
-        store.insert_api_key(issued.record).await?;
         write_key_file(&key_path, &issued.token)?;
+        store.insert_api_key(issued.record).await?;
         tracing::info!(path = %key_path.display(), "demo carrier key written");
     }
     Ok(())

@@ -64,14 +64,15 @@ pub async fn run(
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in [
+    let services = [
+        "",
         <AdminServiceServer<service::admin::Admin> as NamedService>::NAME,
         <ConsentServiceServer<service::consent::Consents> as NamedService>::NAME,
         <CallRecordServiceServer<service::call_records::CallRecords> as NamedService>::NAME,
         <NumberServiceServer<service::numbers::Numbers> as NamedService>::NAME,
         <PlatformServiceServer<service::platform::Platform> as NamedService>::NAME,
-        "",
-    ] {
+    ];
+    for name in services {
         health
             .set_service_status(name, ServingStatus::Serving)
             .await;
@@ -96,7 +97,7 @@ pub async fn run(
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down");
-        for name in ["", "ocx.v1.AdminService"] {
+        for name in services {
             health
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
@@ -104,6 +105,10 @@ pub async fn run(
         let _ = shutdown_tx.send(true);
     };
     tonic::transport::Server::builder()
+        // Keepalives find half-dead peers, so their streams (and tasks) end.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -58,7 +58,7 @@ impl TestServer {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let db_path = dir.path().join("ocx.db");
         let store = SqliteStore::open(&db_path).expect("open store");
-        let platform_key = ocx_server::bootstrap::ensure_platform_key(&store)
+        let platform_key = ocx_server::bootstrap::ensure_platform_key(&store, None)
             .await
             .expect("bootstrap")
             .expect("a fresh database has no platform key");

@@ -479,3 +479,69 @@ async fn health_and_reflection_need_no_key() {
         .into_inner();
     assert!(stream.message().await.expect("message").is_some());
 }
+
+#[tokio::test]
+async fn revoking_a_key_ends_the_streams_it_opened() {
+    let server = TestServer::start().await;
+    let platform = server.platform().await;
+    let a = carrier(&platform, "acme-tel").await;
+    consent(&platform, "acme-tel", &tenant(1)).await;
+    ocx_e2e::provision(&a.client, &tenant(1), &["+442079460001".into()]).await;
+    let mut watch = Box::pin(a.client.watch_number_events("", 0).await.expect("watch"));
+    let mut feed = Box::pin(a.client.stream_call_records("", 0).await.expect("feed"));
+    use futures_util::StreamExt;
+    assert_eq!(watch.next().await.expect("event").expect("ok").sequence, 1);
+
+    platform.revoke_api_key(&a.key_id).await.expect("revoke");
+    // The next commit wakes both streams; they must end instead of delivering.
+    platform
+        .upload_numbers(pb::UploadNumbersRequest {
+            carrier_id: "acme-tel".into(),
+            numbers: vec![ocx_e2e::item("+442079460002", &tenant(1))],
+        })
+        .await
+        .expect("platform upload");
+    ocx_e2e::ingest(
+        &platform,
+        vec![ocx_e2e::call(
+            "c1",
+            pb::CallDirection::Inbound,
+            "+442079460001",
+            "+33142685300",
+            &tenant(1),
+            10,
+        )],
+    )
+    .await;
+    let err = watch.next().await.expect("an item").expect_err("revoked");
+    assert_eq!(err.code(), Some(Code::Unauthenticated));
+    let err = feed.next().await.expect("an item").expect_err("revoked");
+    assert_eq!(err.code(), Some(Code::Unauthenticated));
+}
+
+#[tokio::test]
+async fn oversized_input_is_invalid_argument_with_a_short_message() {
+    let server = TestServer::start().await;
+    let platform = server.platform().await;
+    let a = carrier(&platform, "acme-tel").await;
+    let huge = format!("+{}", "9".repeat(20_000));
+    let err = a.client.get_number("", &huge).await.expect_err("invalid");
+    assert_eq!(err.code(), Some(Code::InvalidArgument));
+    assert!(
+        err.to_string().len() < 400,
+        "the message quotes a bounded part of the value: {} bytes",
+        err.to_string().len()
+    );
+    let err = platform
+        .revoke_api_key(&"x".repeat(10_000))
+        .await
+        .expect_err("invalid");
+    assert_eq!(err.code(), Some(Code::InvalidArgument));
+    let err = a
+        .client
+        .get_call_record("", &"c".repeat(20_000))
+        .await
+        .expect_err("missing");
+    assert_eq!(err.code(), Some(Code::NotFound));
+    assert!(err.to_string().len() < 400);
+}

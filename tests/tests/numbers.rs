@@ -640,3 +640,68 @@ async fn pagination_loses_and_repeats_nothing_while_writes_happen() {
         .expect_err("filters changed");
     assert_eq!(err.violations()[0].field, "page_token");
 }
+
+#[tokio::test]
+async fn removed_consent_and_unlisted_countries_block_uploads() {
+    let server = TestServer::start().await;
+    let platform = server.platform().await;
+    let a = carrier(&platform, "acme-tel").await;
+    consent(&platform, "acme-tel", &tenant(1)).await;
+    provision(&a.client, &tenant(1), &["+442079460001".into()]).await;
+    platform
+        .revoke_consent("acme-tel", &tenant(1))
+        .await
+        .expect("revoke");
+    let r = a
+        .client
+        .upload_numbers(pb::UploadNumbersRequest {
+            carrier_id: String::new(),
+            numbers: vec![item("+442079460002", &tenant(1))],
+        })
+        .await
+        .expect("upload");
+    assert_eq!(status_of(&r.results[0]), pb::ItemStatus::Rejected);
+    assert!(
+        r.results[0].reason.contains("not active"),
+        "{}",
+        r.results[0].reason
+    );
+    // Numbers already provisioned stay.
+    assert_eq!(
+        a.client
+            .get_number("", "+442079460001")
+            .await
+            .expect("stays")
+            .state,
+        pb::NumberState::Provisioned as i32
+    );
+
+    platform
+        .grant_consent(pb::GrantConsentRequest {
+            carrier_id: "acme-tel".into(),
+            tenant_id: tenant(2),
+            consented_countries: vec!["GB".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("GB only");
+    let mut gb = item("+442079460003", &tenant(2));
+    gb.country_code = "GB".into();
+    let r = a
+        .client
+        .upload_numbers(pb::UploadNumbersRequest {
+            carrier_id: String::new(),
+            numbers: vec![item("+442079460004", &tenant(2)), gb],
+        })
+        .await
+        .expect("upload");
+    assert_eq!(
+        r.results.iter().map(status_of).collect::<Vec<_>>(),
+        [pb::ItemStatus::Rejected, pb::ItemStatus::Created]
+    );
+    assert!(
+        r.results[0].reason.contains("country_code"),
+        "{}",
+        r.results[0].reason
+    );
+}

@@ -195,3 +195,34 @@ async fn the_sdk_follower_resumes_across_a_server_restart() {
         .collect();
     assert_eq!(got, ns[5..]);
 }
+
+#[tokio::test]
+async fn a_cursor_beyond_the_last_sequence_is_out_of_range() {
+    let server = TestServer::start().await;
+    let platform = server.platform().await;
+    let a = carrier(&platform, "acme-tel").await;
+    consent(&platform, "acme-tel", &tenant(1)).await;
+    provision(&a.client, &tenant(1), &numbers("+4420794", 0, 3)).await;
+    let err = a
+        .client
+        .watch_number_events("", 4)
+        .await
+        .map(|_| ())
+        .expect_err("beyond");
+    assert_eq!(err.code(), Some(tonic::Code::OutOfRange));
+    assert!(err.to_string().contains("last sequence 3"), "{err}");
+    // At the head is fine: the stream waits for the next event.
+    let mut at_head = Box::pin(a.client.watch_number_events("", 3).await.expect("at head"));
+    provision(&a.client, &tenant(1), &numbers("+4420794", 3, 1)).await;
+    assert_eq!(
+        at_head.next().await.expect("event").expect("ok").sequence,
+        4
+    );
+    let err = a
+        .client
+        .stream_call_records("", 1)
+        .await
+        .map(|_| ())
+        .expect_err("empty feed");
+    assert_eq!(err.code(), Some(tonic::Code::OutOfRange));
+}

@@ -130,8 +130,11 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
         auth::principal(&request)?.require_platform()?;
         let req = request.into_inner();
-        if req.key_id.is_empty() {
-            return Err(crate::error::invalid("key_id", "key_id is required"));
+        if req.key_id.len() != 16 || !req.key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(crate::error::invalid(
+                "key_id",
+                "key_id must be the 16 hex characters shown by CreateApiKey or ListApiKeys",
+            ));
         }
         let key = self
             .ctx

@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Ctx;
-use super::numbers::stopping;
+use super::numbers::{check_cursor, send_or_stop, still_authorised, stopping};
 use crate::auth;
 use crate::convert::{self, filter_enum};
 use crate::convert_calls;
@@ -50,7 +50,12 @@ impl CallRecordService for CallRecords {
             .get_call_record(&carrier, &req.call_id)
             .await
             .map_err(store_status)?
-            .ok_or_else(|| Status::not_found(format!("call record {:?} not found", req.call_id)))?;
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "call record {} not found",
+                    validate::quote(&req.call_id)
+                ))
+            })?;
         Ok(Response::new(pb::GetCallRecordResponse {
             call_record: Some(convert_calls::call_record(record)),
         }))
@@ -136,8 +141,21 @@ impl CallRecordService for CallRecords {
                 "after_sequence must be 0 (from the start) or a feed_sequence you received",
             ));
         }
+        let head = self
+            .ctx
+            .store
+            .call_record_head(&carrier)
+            .await
+            .map_err(store_status)?;
+        check_cursor(req.after_sequence, head)?;
         let (tx, rx) = mpsc::channel(FEED_BUFFER);
-        tokio::spawn(feed_loop(self.ctx.clone(), carrier, req.after_sequence, tx));
+        tokio::spawn(feed_loop(
+            self.ctx.clone(),
+            principal.key_id().to_owned(),
+            carrier,
+            req.after_sequence,
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -153,6 +171,7 @@ fn parse_cursor(key: &str) -> Result<(i64, i64), Status> {
 /// new, send it, wait for the next commit (or shutdown, or the client leaving).
 async fn feed_loop(
     ctx: Ctx,
+    key_id: String,
     carrier: String,
     mut after: i64,
     tx: mpsc::Sender<Result<pb::StreamCallRecordsResponse, Status>>,
@@ -161,6 +180,9 @@ async fn feed_loop(
     let mut shutdown = ctx.shutdown.clone();
     loop {
         signal.borrow_and_update();
+        if !still_authorised(&ctx, &key_id, &tx).await {
+            return;
+        }
         let records = match ctx
             .store
             .call_records_after(&carrier, after, FEED_BATCH)
@@ -181,7 +203,7 @@ async fn feed_loop(
                     .map(convert_calls::call_record)
                     .collect(),
             };
-            if tx.send(Ok(message)).await.is_err() {
+            if !send_or_stop(&tx, message, &mut shutdown).await {
                 return;
             }
         }

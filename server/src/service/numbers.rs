@@ -83,7 +83,7 @@ fn rejected(index: usize, number: String, violations: Violations) -> pb::NumberR
         .join("; ");
     pb::NumberResult {
         index: index as i32,
-        number,
+        number: number.chars().take(validate::MAX_QUOTED).collect(),
         status: pb::ItemStatus::Rejected as i32,
         reason,
         violations,
@@ -269,11 +269,66 @@ impl NumberService for Numbers {
                 "after_sequence must be 0 (from the start) or a sequence you received",
             ));
         }
+        let head = self
+            .ctx
+            .store
+            .number_event_head(&carrier)
+            .await
+            .map_err(store_status)?;
+        check_cursor(req.after_sequence, head)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let ctx = self.ctx.clone();
-        tokio::spawn(watch_loop(ctx, carrier, req.after_sequence, tx));
+        tokio::spawn(watch_loop(
+            ctx,
+            principal.key_id().to_owned(),
+            carrier,
+            req.after_sequence,
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// A cursor past the last sequence would silently skip whatever gets those sequences later
+/// (for example after a restore from backup), so it is refused.
+pub(crate) fn check_cursor(after: i64, head: i64) -> Result<(), Status> {
+    if after > head {
+        return Err(Status::out_of_range(format!(
+            "after_sequence {after} is beyond the last sequence {head}; resume from a sequence you received, or 0"
+        )));
+    }
+    Ok(())
+}
+
+/// Sends one message unless the server starts shutting down first (a client that stops
+/// reading must not hold shutdown up). Returns whether the stream should go on.
+pub(crate) async fn send_or_stop<T>(
+    tx: &mpsc::Sender<Result<T, Status>>,
+    message: T,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(Ok(message)) => sent.is_ok(),
+        () = stopping(shutdown) => false,
+    }
+}
+
+/// Whether the key that opened a stream is still active; if not, ends the stream with
+/// UNAUTHENTICATED (revoking a key also cuts off the streams it opened).
+pub(crate) async fn still_authorised<T>(
+    ctx: &Ctx,
+    key_id: &str,
+    tx: &mpsc::Sender<Result<T, Status>>,
+) -> bool {
+    if ctx.keys.is_active(key_id) {
+        return true;
+    }
+    let _ = tx
+        .send(Err(Status::unauthenticated(
+            "the API key of this stream has been revoked",
+        )))
+        .await;
+    false
 }
 
 /// Resolves once the server starts shutting down (or its signal is gone).
@@ -286,6 +341,7 @@ pub(crate) async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) 
 /// the next wait: nothing committed is ever left unsent.
 async fn watch_loop(
     ctx: Ctx,
+    key_id: String,
     carrier: String,
     mut after: i64,
     tx: mpsc::Sender<Result<pb::WatchNumberEventsResponse, Status>>,
@@ -295,6 +351,9 @@ async fn watch_loop(
     tracing::debug!(carrier = %carrier, after, "watch started");
     loop {
         signal.borrow_and_update();
+        if !still_authorised(&ctx, &key_id, &tx).await {
+            return;
+        }
         let events = match ctx
             .store
             .number_events_after(&carrier, after, EVENT_BATCH)
@@ -312,8 +371,8 @@ async fn watch_loop(
             let message = pb::WatchNumberEventsResponse {
                 event: Some(convert::number_event(event)),
             };
-            if tx.send(Ok(message)).await.is_err() {
-                return; // the client went away
+            if !send_or_stop(&tx, message, &mut shutdown).await {
+                return; // the client went away, or the server is stopping
             }
         }
         if !caught_up {

@@ -49,7 +49,7 @@ async fn ingest_batch(
     for (i, record) in batch.call_records.iter().enumerate() {
         let mut result = pb::CallRecordResult {
             index: i as i32,
-            call_id: record.call_id.clone(),
+            call_id: record.call_id.chars().take(128).collect(),
             ..Default::default()
         };
         match convert_calls::call_record_in(record, &format!("call_records[{i}]")) {

@@ -45,6 +45,9 @@ impl From<rusqlite::Error> for StoreError {
             Some(ErrorCode::DiskFull | ErrorCode::ReadOnly | ErrorCode::CannotOpen) => {
                 StoreError::Unavailable(format!("the database cannot be written: {e}"))
             }
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable(format!("the database is busy: {e}"))
+            }
             _ => StoreError::Internal(e.to_string()),
         }
     }
@@ -126,6 +129,10 @@ pub trait Store: Send + Sync + 'static {
     /// Unassigns a number (platform).
     async fn unassign_number(&self, number: &str, tenant_id: &str) -> StoreResult<PhoneNumber>;
 
+    /// The carrier's last number-event sequence (0 if none).
+    async fn number_event_head(&self, carrier_id: &str) -> StoreResult<i64>;
+    /// The carrier's last call-record feed sequence (0 if none).
+    async fn call_record_head(&self, carrier_id: &str) -> StoreResult<i64>;
     /// A carrier's events with `sequence > after`, in order, at most `limit`.
     async fn number_events_after(
         &self,

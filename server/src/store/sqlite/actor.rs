@@ -208,17 +208,41 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, signals: 
     tracing::debug!("database writer stopped");
 }
 
+/// Ends a failed transaction. If the connection cannot get back to autocommit, it is in a
+/// state nobody can reason about, so the process stops rather than acknowledge on top of it
+/// (a supervisor restarts it; SQLite recovers from the WAL on open).
+fn abandon(conn: &Connection) {
+    let _ = conn.execute_batch("ROLLBACK");
+    if !conn.is_autocommit() {
+        tracing::error!("the write connection is stuck inside a transaction; stopping the process");
+        std::process::abort();
+    }
+}
+
+/// Runs one job inside its savepoint. A panicking job is rolled back like a failing one and its
+/// caller gets an error; the writer thread and the other jobs carry on.
+fn run_job(conn: &Connection, job: &mut Box<dyn Job>) -> Result<Touched, ()> {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn)));
+    run.unwrap_or_else(|_| {
+        tracing::error!("a write job panicked; it was rolled back");
+        Err(())
+    })
+}
+
 /// Runs a group in one transaction; returns what the committed jobs touched.
 fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<Touched, String> {
+    if !conn.is_autocommit() {
+        abandon(conn);
+    }
     conn.execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| e.to_string())?;
     let mut touched = Touched::default();
     for job in group.iter_mut() {
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            let _ = conn.execute_batch("ROLLBACK");
+            abandon(conn);
             return Err(e.to_string());
         }
-        let end = match job.run(conn) {
+        let end = match run_job(conn, job) {
             Ok(t) => {
                 touched.number_events |= t.number_events;
                 touched.call_records |= t.call_records;
@@ -227,14 +251,21 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<Touched, S
             Err(()) => "ROLLBACK TO job; RELEASE job",
         };
         if let Err(e) = conn.execute_batch(end) {
-            let _ = conn.execute_batch("ROLLBACK");
+            abandon(conn);
             return Err(e.to_string());
         }
     }
     match conn.execute_batch("COMMIT") {
         Ok(()) => Ok(touched),
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            // An I/O error while committing (a failed fsync) leaves the file in a state that
+            // retrying on the same connection cannot be trusted with: stop, and let recovery
+            // on the next open decide what was committed. Anything else (disk full) rolls back.
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure) {
+                tracing::error!(error = %e, "I/O error during commit; stopping the process");
+                std::process::abort();
+            }
+            abandon(conn);
             Err(e.to_string())
         }
     }
@@ -283,7 +314,10 @@ impl Readers {
                 Ok(conn) => conn,
                 Err(()) => open(&pool.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
             };
+            // One read transaction per query closure: a page and its total see one snapshot.
+            conn.execute_batch("BEGIN DEFERRED")?;
             let result = query(&conn);
+            let _ = conn.execute_batch("COMMIT");
             if let Ok(mut idle) = pool.idle.lock() {
                 idle.push(conn);
             }
@@ -291,5 +325,25 @@ impl Readers {
         })
         .await
         .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_writer_is_durable_wal_with_full_sync() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = super::open_writer(&dir.path().join("t.db")).expect("open");
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .expect("journal_mode");
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .expect("synchronous");
+        assert_eq!(
+            (mode.as_str(), sync),
+            ("wal", 2),
+            "WAL with synchronous=FULL"
+        );
     }
 }

@@ -77,12 +77,23 @@ const KEY_COLUMNS: &str =
 fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
     let role: i32 = row.get(1)?;
     let hash: Vec<u8> = row.get(4)?;
+    // A row that cannot be decoded is an error, never a guess: guessing could grant access.
+    let role = Role::from_code(role)
+        .ok_or(rusqlite::Error::IntegralValueOutOfRange(1, i64::from(role)))?;
+    let hash_len = hash.len();
+    let secret_hash: [u8; 32] = hash.try_into().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(
+            4,
+            format!("secret_hash of {hash_len} bytes"),
+            rusqlite::types::Type::Blob,
+        )
+    })?;
     Ok(ApiKey {
         key_id: row.get(0)?,
-        role: Role::from_code(role).unwrap_or(Role::Carrier),
+        role,
         carrier_id: row.get(2)?,
         display_name: row.get(3)?,
-        secret_hash: hash.try_into().unwrap_or([0; 32]),
+        secret_hash,
         create_time: row.get(5)?,
         last_use_time: row.get(6)?,
         revoke_time: row.get(7)?,
@@ -478,6 +489,28 @@ impl Store for SqliteStore {
                         ..Touched::default()
                     },
                 ))
+            })
+            .await
+    }
+
+    async fn number_event_head(&self, carrier_id: &str) -> StoreResult<i64> {
+        let carrier_id = carrier_id.to_owned();
+        self.readers
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT coalesce(max(sequence), 0) FROM number_events WHERE carrier_id = ?1")?
+                    .query_row([carrier_id], |r| r.get(0))?)
+            })
+            .await
+    }
+
+    async fn call_record_head(&self, carrier_id: &str) -> StoreResult<i64> {
+        let carrier_id = carrier_id.to_owned();
+        self.readers
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT coalesce(max(feed_sequence), 0) FROM call_records WHERE carrier_id = ?1")?
+                    .query_row([carrier_id], |r| r.get(0))?)
             })
             .await
     }

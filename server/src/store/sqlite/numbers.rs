@@ -129,10 +129,14 @@ fn consent_problem(
             "the consent of tenant {} is not active; numbers can be uploaded only to tenants with an active consent",
             item.tenant_id
         )),
+        Some((_, countries)) if !countries.is_empty() && item.country_code.is_empty() => {
+            Some(format!(
+                "tenant {} consented only to numbers from {countries}: set country_code",
+                item.tenant_id
+            ))
+        }
         Some((_, countries))
-            if !item.country_code.is_empty()
-                && !countries.is_empty()
-                && !countries.split(',').any(|c| c == item.country_code) =>
+            if !countries.is_empty() && !countries.split(',').any(|c| c == item.country_code) =>
         {
             Some(format!(
                 "tenant {} has not consented to numbers from {} (consented: {countries})",
