@@ -1,8 +1,10 @@
 //! The storage interface: what the services need from a database, in domain types.
 //!
 //! One trait, [`Store`], so that a second backend (a networked SQL engine) can be added without
-//! touching the services. [`sqlite`] is the embedded default.
+//! touching the services. [`sqlite`] is the embedded default; [`conformance`] is the test
+//! suite every backend passes.
 
+pub mod conformance;
 pub mod sqlite;
 
 use async_trait::async_trait;
