@@ -496,3 +496,139 @@ pub struct CallRecordFilter {
     /// Only this verdict.
     pub quality: Option<QualityVerdict>,
 }
+
+/// A duration a carrier reports (validated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DurationReport {
+    /// The carrier's own id: the idempotency key.
+    pub record_id: String,
+    /// The platform's call id, or empty.
+    pub call_id: String,
+    /// The SBC's SIP Call-ID, or empty (not both empty).
+    pub correlation_id: String,
+    /// Caller, E.164.
+    pub caller_number: String,
+    /// Callee, E.164.
+    pub callee_number: String,
+    /// Start as the carrier measured it.
+    pub start_time: Micros,
+    /// Duration (µs).
+    pub duration_us: i64,
+}
+
+/// A stored report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallDuration {
+    /// The latest content.
+    pub report: DurationReport,
+    /// Who reported it.
+    pub carrier_id: String,
+    /// How many corrections replaced earlier content.
+    pub corrections: i32,
+    /// First received.
+    pub create_time: Micros,
+    /// Last changed.
+    pub update_time: Micros,
+}
+
+/// The outcome of one report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DurationOutcome {
+    /// New.
+    Created,
+    /// Same record id and content as stored.
+    Unchanged,
+    /// Same record id, other content: replaced, the old content kept in history.
+    Corrected,
+}
+
+/// Counts and sums of one reconciliation period.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReconciliationSummary {
+    /// Platform records in the period.
+    pub platform_count: i64,
+    /// Their summed durations (µs).
+    pub platform_duration_us: i64,
+    /// Carrier reports counted in the period.
+    pub carrier_count: i64,
+    /// Their summed durations (µs).
+    pub carrier_duration_us: i64,
+    /// Pairs within the tolerance.
+    pub matched: i64,
+    /// Pairs beyond the tolerance.
+    pub mismatched: i64,
+    /// Platform records without a report.
+    pub missing_on_carrier: i64,
+    /// Reports without a platform record.
+    pub missing_on_platform: i64,
+}
+
+coded_enum!(
+    /// Kinds of discrepancy.
+    DiscrepancyKind { Mismatched = 1, MissingOnCarrier = 2, MissingOnPlatform = 3 }
+);
+
+/// One call the two sides disagree on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discrepancy {
+    /// What kind.
+    pub kind: DiscrepancyKind,
+    /// Platform call id (or the report's).
+    pub call_id: String,
+    /// Correlation id.
+    pub correlation_id: String,
+    /// Carrier record id, if any.
+    pub record_id: String,
+    /// The start time that places it in the period.
+    pub start_time: Micros,
+    /// Caller.
+    pub caller_number: String,
+    /// Callee.
+    pub callee_number: String,
+    /// Platform duration, if the platform has the call.
+    pub platform_duration_us: Option<i64>,
+    /// Carrier duration, if the carrier reported it.
+    pub carrier_duration_us: Option<i64>,
+}
+
+/// One carrier's reconciliation period and tolerance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconciliationPeriod {
+    /// The carrier.
+    pub carrier_id: String,
+    /// Start (inclusive).
+    pub start: Micros,
+    /// End (exclusive).
+    pub end: Micros,
+    /// Largest difference that still matches (µs).
+    pub tolerance_us: i64,
+}
+
+/// Where a discrepancy listing resumes: (start time, kind code, row id).
+pub type DiscrepancyCursor = (Micros, i32, i64);
+
+/// How usage is grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGrouping {
+    /// By UTC day.
+    Day,
+    /// By tenant-side number and direction.
+    NumberAndDirection,
+}
+
+/// One usage row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    /// `YYYY-MM-DD` for day grouping.
+    pub day: String,
+    /// The tenant-side number for number grouping.
+    pub number: String,
+    /// The direction for number grouping.
+    pub direction: Option<CallDirection>,
+    /// Calls.
+    pub calls: i64,
+    /// Summed durations (µs).
+    pub duration_us: i64,
+    /// Calls whose duration is the carrier's report.
+    pub operator_count: i64,
+}

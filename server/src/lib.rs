@@ -19,6 +19,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod convert;
 pub mod convert_calls;
+pub mod convert_durations;
 pub mod domain;
 pub mod error;
 pub mod paging;
@@ -31,10 +32,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ocx_api::pb::admin_service_server::AdminServiceServer;
+use ocx_api::pb::call_duration_service_server::CallDurationServiceServer;
 use ocx_api::pb::call_record_service_server::CallRecordServiceServer;
 use ocx_api::pb::consent_service_server::ConsentServiceServer;
 use ocx_api::pb::number_service_server::NumberServiceServer;
 use ocx_api::pb::platform_service_server::PlatformServiceServer;
+use ocx_api::pb::reconciliation_service_server::ReconciliationServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -71,6 +74,8 @@ pub async fn run(
         <CallRecordServiceServer<service::call_records::CallRecords> as NamedService>::NAME,
         <NumberServiceServer<service::numbers::Numbers> as NamedService>::NAME,
         <PlatformServiceServer<service::platform::Platform> as NamedService>::NAME,
+        <CallDurationServiceServer<service::durations::Durations> as NamedService>::NAME,
+        <ReconciliationServiceServer<service::reconciliation::Reconciliation> as NamedService>::NAME,
     ];
     for name in services {
         health
@@ -126,6 +131,14 @@ pub async fn run(
         ))
         .add_service(CallRecordServiceServer::with_interceptor(
             service::call_records::CallRecords { ctx: ctx.clone() },
+            authn.clone(),
+        ))
+        .add_service(CallDurationServiceServer::with_interceptor(
+            service::durations::Durations { ctx: ctx.clone() },
+            authn.clone(),
+        ))
+        .add_service(ReconciliationServiceServer::with_interceptor(
+            service::reconciliation::Reconciliation { ctx: ctx.clone() },
             authn.clone(),
         ))
         .add_service(PlatformServiceServer::with_interceptor(

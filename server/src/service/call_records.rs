@@ -161,7 +161,7 @@ impl CallRecordService for CallRecords {
 }
 
 /// The cursor inside a call-record page token: `start_micros:id`.
-fn parse_cursor(key: &str) -> Result<(i64, i64), Status> {
+pub(crate) fn parse_cursor(key: &str) -> Result<(i64, i64), Status> {
     key.split_once(':')
         .and_then(|(s, i)| Some((s.parse().ok()?, i.parse().ok()?)))
         .ok_or_else(|| invalid("page_token", "page_token is not a token this list returned"))

@@ -7,24 +7,19 @@ use tonic::{Request, Response, Status};
 
 use std::pin::Pin;
 
-use futures_util::stream::FuturesOrdered;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use super::Ctx;
-use super::numbers::stopping;
 use crate::auth;
 use crate::convert;
 use crate::convert_calls;
-use crate::domain::IngestOutcome;
+use crate::convert_durations;
 use crate::domain::{AssignRequest, ConsentGrant, ConsentStatus};
+use crate::domain::{IngestOutcome, UsageGrouping};
 use crate::error::{Violations, invalid, store_status};
-
-/// Batches of one ingest stream that may be committing at once. While this many wait for
-/// their commit the server stops reading the stream, so HTTP/2 flow control slows the sender.
-const INGEST_IN_FLIGHT: usize = 8;
 
 /// Validates a batch, stores its valid records, and builds the acknowledgement. Runs after the
 /// store's reply, i.e. after the durable commit.
@@ -104,47 +99,6 @@ async fn ingest_batch(
         rejected_count: count(pb::ItemStatus::Rejected),
         results,
     })
-}
-
-/// Drives one ingest stream: reads batches while fewer than [`INGEST_IN_FLIGHT`] are
-/// committing, and sends acknowledgements strictly in batch order as commits finish.
-async fn ingest_loop(
-    ctx: Ctx,
-    mut inbound: Streaming<pb::IngestCallRecordsRequest>,
-    tx: mpsc::Sender<Result<pb::IngestCallRecordsResponse, Status>>,
-) {
-    let mut in_flight = FuturesOrdered::new();
-    let mut shutdown = ctx.shutdown.clone();
-    let mut reading = true;
-    let mut ending: Option<Status> = None;
-    loop {
-        tokio::select! {
-            biased;
-            Some(ack) = in_flight.next(), if !in_flight.is_empty() => {
-                let ack: Result<pb::IngestCallRecordsResponse, Status> = ack;
-                let stop = ack.is_err();
-                if tx.send(ack).await.is_err() || stop {
-                    return;
-                }
-            }
-            message = inbound.message(), if reading && in_flight.len() < INGEST_IN_FLIGHT => match message {
-                Ok(Some(batch)) => in_flight.push_back(ingest_batch(ctx.clone(), batch)),
-                Ok(None) => reading = false,
-                Err(status) => {
-                    tracing::debug!(error = %status, "ingest stream broke");
-                    reading = false;
-                }
-            },
-            () = stopping(&mut shutdown), if reading => {
-                reading = false;
-                ending = Some(Status::unavailable("the server is shutting down; send unacknowledged batches again"));
-            }
-            else => break,
-        }
-    }
-    if let Some(status) = ending {
-        let _ = tx.send(Err(status)).await;
-    }
 }
 
 /// The platform service.
@@ -280,9 +234,52 @@ impl PlatformService for Platform {
         request: Request<Streaming<pb::IngestCallRecordsRequest>>,
     ) -> Result<Response<Self::IngestCallRecordsStream>, Status> {
         auth::principal(&request)?.require_platform()?;
-        let (tx, rx) = mpsc::channel(INGEST_IN_FLIGHT);
-        tokio::spawn(ingest_loop(self.ctx.clone(), request.into_inner(), tx));
+        let (tx, rx) = mpsc::channel(super::STREAM_IN_FLIGHT);
+        let ctx = self.ctx.clone();
+        let shutdown = ctx.shutdown.clone();
+        let handle = move |batch| ingest_batch(ctx.clone(), batch);
+        tokio::spawn(super::pipeline(request.into_inner(), tx, shutdown, handle));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetTenantUsage"))]
+    async fn get_tenant_usage(
+        &self,
+        request: Request<pb::GetTenantUsageRequest>,
+    ) -> Result<Response<pb::GetTenantUsageResponse>, Status> {
+        auth::principal(&request)?.require_platform()?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);
+        let window = convert_durations::period(&req.start_time, &req.end_time, &mut v);
+        let grouping = match pb::UsageGrouping::try_from(req.grouping) {
+            Ok(pb::UsageGrouping::Day) => Some(UsageGrouping::Day),
+            Ok(pb::UsageGrouping::NumberAndDirection) => Some(UsageGrouping::NumberAndDirection),
+            _ => {
+                v.add(
+                    "grouping",
+                    "grouping must be USAGE_GROUPING_DAY or USAGE_GROUPING_NUMBER_AND_DIRECTION",
+                );
+                None
+            }
+        };
+        v.into_result()?;
+        let (Some(window), Some(grouping)) = (window, grouping) else {
+            return Err(Status::internal("usage request vanished after validation"));
+        };
+        let rows = self
+            .ctx
+            .store
+            .tenant_usage(&tenant_id, window, grouping)
+            .await
+            .map_err(store_status)?;
+        let call_count = rows.iter().map(|r| r.calls).sum();
+        let total_us = rows.iter().map(|r| r.duration_us).sum();
+        Ok(Response::new(pb::GetTenantUsageResponse {
+            rows: rows.into_iter().map(convert_durations::usage_row).collect(),
+            call_count,
+            total_duration: Some(convert_durations::duration(total_us)),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "UnassignNumber"))]

@@ -15,6 +15,13 @@ use crate::domain::{
     ConsentStatus, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberFilter, NumberUpload,
     Page, PhoneNumber,
 };
+use crate::domain::{
+    CallDuration, Discrepancy, DiscrepancyCursor, DiscrepancyKind, DurationOutcome, DurationReport,
+    ReconciliationPeriod, ReconciliationSummary, UsageGrouping, UsageRow,
+};
+
+/// A page of items each with the key that a listing resumes after, and whether more follow.
+pub type KeyedPage<T, K> = (Vec<(T, K)>, bool);
 
 /// Where a call-record listing resumes: the sort key (start time, insertion id) of the last
 /// record served.
@@ -168,7 +175,7 @@ pub trait Store: Send + Sync + 'static {
         filter: CallRecordFilter,
         after: Option<CallRecordCursor>,
         limit: usize,
-    ) -> StoreResult<(Vec<(CallRecord, CallRecordCursor)>, bool)>;
+    ) -> StoreResult<KeyedPage<CallRecord, CallRecordCursor>>;
     /// A carrier's feed after `after` (by `feed_sequence`), at most `limit`.
     async fn call_records_after(
         &self,
@@ -179,4 +186,40 @@ pub trait Store: Send + Sync + 'static {
     /// Changes after every commit that created or revised call records (a wake-up, as for
     /// number events).
     fn call_record_signal(&self) -> watch::Receiver<u64>;
+
+    /// Stores a carrier's validated duration reports in one durable commit, each independently
+    /// (new, duplicate, or correction with the old content kept in history).
+    async fn report_call_durations(
+        &self,
+        carrier_id: &str,
+        reports: Vec<DurationReport>,
+    ) -> StoreResult<Vec<DurationOutcome>>;
+    /// A carrier's reports by (start time, arrival) in [from, to), after `after`.
+    async fn list_call_durations(
+        &self,
+        carrier_id: &str,
+        window: (Option<Micros>, Option<Micros>),
+        after: Option<(Micros, i64)>,
+        limit: usize,
+    ) -> StoreResult<KeyedPage<CallDuration, (Micros, i64)>>;
+    /// The reconciliation summary of a period, computed in the database.
+    async fn reconciliation_summary(
+        &self,
+        period: ReconciliationPeriod,
+    ) -> StoreResult<ReconciliationSummary>;
+    /// A page of a period's discrepancies by (start time, kind, row).
+    async fn list_discrepancies(
+        &self,
+        period: ReconciliationPeriod,
+        kind: Option<DiscrepancyKind>,
+        after: Option<DiscrepancyCursor>,
+        limit: usize,
+    ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>>;
+    /// A tenant's usage in [start, end), grouped.
+    async fn tenant_usage(
+        &self,
+        tenant_id: &str,
+        window: (Micros, Micros),
+        grouping: UsageGrouping,
+    ) -> StoreResult<Vec<UsageRow>>;
 }

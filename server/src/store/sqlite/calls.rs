@@ -8,7 +8,7 @@ use crate::domain::{
     CallDirection, CallRecord, CallRecordFilter, CallType, DestinationContext, IngestOutcome,
     QualityMetric, QualityVerdict, now_micros,
 };
-use crate::store::{CallRecordCursor, StoreError, StoreResult};
+use crate::store::{CallRecordCursor, KeyedPage, StoreError, StoreResult};
 
 const COLUMNS: &str = "call_id, carrier_id, feed_sequence, version, content_hash, correlation_id, \
     tenant_id, call_type, direction, caller_number, callee_number, user_sip_uri, invite_time, \
@@ -219,7 +219,7 @@ pub fn list(
     f: &CallRecordFilter,
     after: Option<CallRecordCursor>,
     limit: usize,
-) -> StoreResult<(Vec<(CallRecord, CallRecordCursor)>, bool)> {
+) -> StoreResult<KeyedPage<CallRecord, CallRecordCursor>> {
     let mut sql = format!("SELECT {COLUMNS}, id FROM call_records WHERE carrier_id = ?");
     let mut args: Vec<Box<dyn ToSql>> = vec![Box::new(carrier_id.to_owned())];
     let mut cond = |clause: &str, values: Vec<Box<dyn ToSql>>| {

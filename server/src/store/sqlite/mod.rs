@@ -4,11 +4,13 @@
 //! - `actor`: the writer thread (group commit) and the reader pool.
 //! - `schema`: migrations.
 //! - `calls`: call records (ingest, list, feed).
+//! - `durations`: duration reports, reconciliation and usage (set-based SQL).
 //! - `numbers`: the number and number-event statements (the busiest part).
 //! - this module: [`SqliteStore`], the [`Store`] implementation.
 
 mod actor;
 mod calls;
+mod durations;
 mod numbers;
 mod schema;
 
@@ -20,11 +22,13 @@ use tokio::sync::watch;
 
 use self::actor::{Readers, Touched, Writer};
 use crate::domain::{
-    ApiKey, AssignRequest, CallRecord, CallRecordFilter, Carrier, Consent, ConsentGrant,
-    ConsentStatus, Contact, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberFilter,
-    NumberUpload, Page, PhoneNumber, Role, now_micros,
+    ApiKey, AssignRequest, CallDuration, CallRecord, CallRecordFilter, Carrier, Consent,
+    ConsentGrant, ConsentStatus, Contact, Discrepancy, DiscrepancyCursor, DiscrepancyKind,
+    DurationOutcome, DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberFilter,
+    NumberUpload, Page, PhoneNumber, ReconciliationPeriod, ReconciliationSummary, Role,
+    UsageGrouping, UsageRow, now_micros,
 };
-use crate::store::{CallRecordCursor, Store, StoreError, StoreResult};
+use crate::store::{CallRecordCursor, KeyedPage, Store, StoreError, StoreResult};
 
 /// The SQLite store. Cheap to clone: clones share the writer and the readers.
 #[derive(Clone)]
@@ -569,7 +573,7 @@ impl Store for SqliteStore {
         filter: CallRecordFilter,
         after: Option<CallRecordCursor>,
         limit: usize,
-    ) -> StoreResult<(Vec<(CallRecord, CallRecordCursor)>, bool)> {
+    ) -> StoreResult<KeyedPage<CallRecord, CallRecordCursor>> {
         let carrier_id = carrier_id.to_owned();
         self.readers
             .read(move |conn| calls::list(conn, &carrier_id, &filter, after, limit))
@@ -590,5 +594,75 @@ impl Store for SqliteStore {
 
     fn call_record_signal(&self) -> watch::Receiver<u64> {
         self.writer.call_record_signal()
+    }
+
+    async fn report_call_durations(
+        &self,
+        carrier_id: &str,
+        reports: Vec<DurationReport>,
+    ) -> StoreResult<Vec<DurationOutcome>> {
+        let carrier_id = carrier_id.to_owned();
+        self.writer
+            .write(move |conn| quiet(durations::report(conn, &carrier_id, &reports)?))
+            .await
+    }
+
+    async fn list_call_durations(
+        &self,
+        carrier_id: &str,
+        window: (Option<Micros>, Option<Micros>),
+        after: Option<(Micros, i64)>,
+        limit: usize,
+    ) -> StoreResult<KeyedPage<CallDuration, (Micros, i64)>> {
+        let carrier_id = carrier_id.to_owned();
+        self.readers
+            .read(move |conn| durations::list(conn, &carrier_id, window.0, window.1, after, limit))
+            .await
+    }
+
+    async fn reconciliation_summary(
+        &self,
+        p: ReconciliationPeriod,
+    ) -> StoreResult<ReconciliationSummary> {
+        self.readers
+            .read(move |conn| {
+                durations::summary(conn, &p.carrier_id, p.start, p.end, p.tolerance_us)
+            })
+            .await
+    }
+
+    async fn list_discrepancies(
+        &self,
+        p: ReconciliationPeriod,
+        kind: Option<DiscrepancyKind>,
+        after: Option<DiscrepancyCursor>,
+        limit: usize,
+    ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
+        self.readers
+            .read(move |conn| {
+                durations::discrepancies(
+                    conn,
+                    &p.carrier_id,
+                    p.start,
+                    p.end,
+                    p.tolerance_us,
+                    kind,
+                    after,
+                    limit,
+                )
+            })
+            .await
+    }
+
+    async fn tenant_usage(
+        &self,
+        tenant_id: &str,
+        window: (Micros, Micros),
+        grouping: UsageGrouping,
+    ) -> StoreResult<Vec<UsageRow>> {
+        let tenant_id = tenant_id.to_owned();
+        self.readers
+            .read(move |conn| durations::usage(conn, &tenant_id, window.0, window.1, grouping))
+            .await
     }
 }

@@ -108,6 +108,47 @@ CREATE UNIQUE INDEX call_records_feed ON call_records(carrier_id, feed_sequence)
 CREATE INDEX call_records_by_start ON call_records(carrier_id, start_time);
 "#,
         ),
+        // Carriers' duration reports, their correction history, and the indexes reconciliation
+        // and usage join on.
+        M::up(
+            r#"
+CREATE TABLE call_durations (
+    id             INTEGER PRIMARY KEY,
+    carrier_id     TEXT NOT NULL,
+    record_id      TEXT NOT NULL,
+    call_id        TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    caller_number  TEXT NOT NULL,
+    callee_number  TEXT NOT NULL,
+    start_time     INTEGER NOT NULL,
+    duration_us    INTEGER NOT NULL,
+    corrections    INTEGER NOT NULL,
+    create_time    INTEGER NOT NULL,
+    update_time    INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX call_durations_record ON call_durations(carrier_id, record_id);
+CREATE INDEX call_durations_by_start ON call_durations(carrier_id, start_time);
+CREATE INDEX call_durations_by_call ON call_durations(carrier_id, call_id);
+CREATE INDEX call_durations_by_correlation ON call_durations(carrier_id, correlation_id);
+
+-- Earlier content of corrected reports: one row per replaced version.
+CREATE TABLE call_duration_history (
+    duration_id    INTEGER NOT NULL,
+    correction     INTEGER NOT NULL,
+    call_id        TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    caller_number  TEXT NOT NULL,
+    callee_number  TEXT NOT NULL,
+    start_time     INTEGER NOT NULL,
+    duration_us    INTEGER NOT NULL,
+    replaced_time  INTEGER NOT NULL,
+    PRIMARY KEY (duration_id, correction)
+) WITHOUT ROWID;
+
+CREATE INDEX call_records_by_correlation ON call_records(carrier_id, correlation_id);
+CREATE INDEX call_records_by_tenant ON call_records(tenant_id, start_time);
+"#,
+        ),
     ])
 }
 

@@ -1,0 +1,208 @@
+//! `CallDurationService`: carriers report the durations they measured.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use ocx_api::pb;
+use ocx_api::pb::call_duration_service_server::CallDurationService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Ctx;
+use crate::auth::{self, Principal};
+use crate::convert;
+use crate::convert_durations;
+use crate::domain::DurationOutcome;
+use crate::error::{Violations, invalid, store_status};
+use crate::paging;
+
+/// The call duration service.
+pub struct Durations {
+    /// Shared state.
+    pub ctx: Ctx,
+}
+
+/// Counts of a batch's results: (created, unchanged, corrected, rejected).
+fn counts(results: &[pb::CallDurationResult]) -> [i32; 4] {
+    let count = |s: pb::ItemStatus| results.iter().filter(|r| r.status == s as i32).count() as i32;
+    [
+        count(pb::ItemStatus::Created),
+        count(pb::ItemStatus::Unchanged),
+        count(pb::ItemStatus::Corrected),
+        count(pb::ItemStatus::Rejected),
+    ]
+}
+
+/// Validates and stores one batch for `principal` (scope from the key), returning a result per
+/// report after the durable commit.
+async fn report_batch(
+    ctx: &Ctx,
+    principal: &Principal,
+    carrier_id: &str,
+    batch: Vec<pb::CallDurationReport>,
+) -> Result<Vec<pb::CallDurationResult>, Status> {
+    let carrier = ctx.carrier_scope(principal, carrier_id).await?;
+    let n = batch.len();
+    if n == 0 || n > ocx_api::MAX_BATCH_ITEMS {
+        return Err(invalid(
+            "durations",
+            format!(
+                "{n} reports: send 1 to {} per call or batch",
+                ocx_api::MAX_BATCH_ITEMS
+            ),
+        ));
+    }
+    let mut results = Vec::with_capacity(n);
+    let mut valid = Vec::with_capacity(n);
+    let mut valid_index = Vec::with_capacity(n);
+    for (i, r) in batch.iter().enumerate() {
+        let mut result = pb::CallDurationResult {
+            index: i as i32,
+            record_id: r.record_id.chars().take(128).collect(),
+            ..Default::default()
+        };
+        match convert_durations::report_in(r, &format!("durations[{i}]")) {
+            Ok(report) => {
+                valid.push(report);
+                valid_index.push(i);
+            }
+            Err(violations) => {
+                result.status = pb::ItemStatus::Rejected as i32;
+                result.violations = violations
+                    .into_pairs()
+                    .into_iter()
+                    .map(|(field, description)| pb::FieldViolation { field, description })
+                    .collect();
+                result.reason = result
+                    .violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+            }
+        }
+        results.push(result);
+    }
+    if !valid.is_empty() {
+        let outcomes = ctx
+            .store
+            .report_call_durations(&carrier, valid)
+            .await
+            .map_err(store_status)?;
+        for (i, outcome) in valid_index.into_iter().zip(outcomes) {
+            results[i].status = match outcome {
+                DurationOutcome::Created => pb::ItemStatus::Created,
+                DurationOutcome::Unchanged => pb::ItemStatus::Unchanged,
+                DurationOutcome::Corrected => pb::ItemStatus::Corrected,
+            } as i32;
+        }
+    }
+    Ok(results)
+}
+
+#[tonic::async_trait]
+impl CallDurationService for Durations {
+    #[tracing::instrument(skip_all, fields(rpc = "ReportCallDurations"))]
+    async fn report_call_durations(
+        &self,
+        request: Request<pb::ReportCallDurationsRequest>,
+    ) -> Result<Response<pb::ReportCallDurationsResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        let results = report_batch(&self.ctx, &principal, &req.carrier_id, req.durations).await?;
+        let [
+            created_count,
+            unchanged_count,
+            corrected_count,
+            rejected_count,
+        ] = counts(&results);
+        Ok(Response::new(pb::ReportCallDurationsResponse {
+            results,
+            created_count,
+            unchanged_count,
+            corrected_count,
+            rejected_count,
+        }))
+    }
+
+    type UploadCallDurationsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::UploadCallDurationsResponse, Status>> + Send>>;
+
+    #[tracing::instrument(skip_all, fields(rpc = "UploadCallDurations"))]
+    async fn upload_call_durations(
+        &self,
+        request: Request<Streaming<pb::UploadCallDurationsRequest>>,
+    ) -> Result<Response<Self::UploadCallDurationsStream>, Status> {
+        let principal = auth::principal(&request)?;
+        let (tx, rx) = mpsc::channel(super::STREAM_IN_FLIGHT);
+        let ctx = self.ctx.clone();
+        let shutdown = ctx.shutdown.clone();
+        let handle = move |batch: pb::UploadCallDurationsRequest| {
+            let (ctx, principal) = (ctx.clone(), principal.clone());
+            async move {
+                let results =
+                    report_batch(&ctx, &principal, &batch.carrier_id, batch.durations).await?;
+                let [
+                    created_count,
+                    unchanged_count,
+                    corrected_count,
+                    rejected_count,
+                ] = counts(&results);
+                Ok(pb::UploadCallDurationsResponse {
+                    batch_id: batch.batch_id,
+                    results,
+                    created_count,
+                    unchanged_count,
+                    corrected_count,
+                    rejected_count,
+                })
+            }
+        };
+        tokio::spawn(super::pipeline(request.into_inner(), tx, shutdown, handle));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ListCallDurations"))]
+    async fn list_call_durations(
+        &self,
+        request: Request<pb::ListCallDurationsRequest>,
+    ) -> Result<Response<pb::ListCallDurationsResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
+        let mut v = Violations::new();
+        let from = req
+            .start_time_from
+            .as_ref()
+            .and_then(|t| convert::micros(t, "start_time_from", &mut v));
+        let to = req
+            .start_time_to
+            .as_ref()
+            .and_then(|t| convert::micros(t, "start_time_to", &mut v));
+        let size = paging::page_size(req.page_size, &mut v);
+        v.into_result()?;
+        let filters = format!("durations|{carrier}|{from:?}|{to:?}");
+        let after = match paging::decode(&filters, &req.page_token)? {
+            None => None,
+            Some(key) => Some(super::call_records::parse_cursor(&key)?),
+        };
+        let (rows, more) = self
+            .ctx
+            .store
+            .list_call_durations(&carrier, (from, to), after, size)
+            .await
+            .map_err(store_status)?;
+        let next_page_token = match rows.last() {
+            Some((_, (start, id))) if more => paging::encode(&filters, &format!("{start}:{id}")),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListCallDurationsResponse {
+            call_durations: rows
+                .into_iter()
+                .map(|(d, _)| convert_durations::call_duration(d))
+                .collect(),
+            next_page_token,
+        }))
+    }
+}
