@@ -146,12 +146,7 @@ impl Client {
             .ingest_call_records(self.request(requests))
             .await?
             .into_inner();
-        // After an error nothing more is coming: end there rather than rely on the decoder.
-        Ok(acks.scan(false, |failed, ack| {
-            let item = (!*failed).then(|| ack.map_err(Error::from));
-            *failed = item.as_ref().is_some_and(Result::is_err);
-            std::future::ready(item)
-        }))
+        Ok(crate::durations::until_error(acks))
     }
 
     /// Starts one `StreamCallRecords` call, keeping the raw status so that the follower can
@@ -301,6 +296,12 @@ mod tests {
             &self,
             _: Request<pb::UnassignNumberRequest>,
         ) -> Result<Response<pb::UnassignNumberResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn get_tenant_usage(
+            &self,
+            _: Request<pb::GetTenantUsageRequest>,
+        ) -> Result<Response<pb::GetTenantUsageResponse>, Status> {
             Err(Status::unimplemented("test"))
         }
 

@@ -29,10 +29,16 @@
 //!   [`Client::call_records`] (every page), [`Client::stream_call_records`] (one feed call),
 //!   [`Client::follow_call_records`] (reconnects and resumes), and
 //!   [`Client::ingest_call_records`] (the platform's streaming ingest, with backpressure).
+//! - `durations`: call durations ([`Client::report_call_durations`],
+//!   [`Client::upload_call_durations`], [`Client::call_durations`]), the [`DurationUploader`]
+//!   (any number of reports, batches in flight, retries), reconciliation
+//!   ([`Client::get_reconciliation_summary`], [`Client::discrepancies`]) and
+//!   [`Client::get_tenant_usage`].
 //! - `follow`: the one generic resuming follower behind both `follow_*` methods.
 //! - [`pb`]: the generated types, re-exported from `ocx-api` so callers need no other crate.
 
 mod calls;
+mod durations;
 mod error;
 mod events;
 mod follow;
@@ -45,6 +51,7 @@ use futures_util::Stream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
+pub use durations::{DurationUploader, UploadTotals};
 pub use error::{Error, FieldViolation, Result};
 pub use ocx_api::pb;
 

@@ -15,7 +15,7 @@ use crate::auth::issue_key;
 use crate::convert_calls;
 use crate::domain::{
     AssignRequest, AssignmentType, Capability, Carrier, ConsentGrant, ConsentStatus, Contact,
-    NumberUpload, Role, now_micros,
+    DurationReport, NumberUpload, Role, now_micros,
 };
 use crate::store::Store;
 
@@ -87,7 +87,7 @@ pub async fn bootstrap_platform_key(
 
 /// Call records for the demo numbers: 200 calls over the last two days (both directions,
 /// several call types, good, poor and unclassified quality), 20 of them revised with later
-/// quality data.
+/// quality data; and the carrier's duration reports for most of them.
 async fn seed_demo_calls(store: &dyn Store) -> anyhow::Result<()> {
     let lines = (0..20)
         .map(|i| Line {
@@ -113,6 +113,43 @@ async fn seed_demo_calls(store: &dyn Store) -> anyhow::Result<()> {
             .map_err(|v| anyhow::anyhow!("demo call records are invalid: {:?}", v.into_pairs()))?;
         store.ingest_call_records(domain).await?;
     }
+    // The carrier's own durations: most calls reported (by call id, or by correlation id only),
+    // some a few seconds off, some not reported, and a few the platform has no record of.
+    let mut reports = Vec::new();
+    for (i, r) in records.iter().take(200).enumerate() {
+        let (Some(start), Some(duration)) = (&r.start_time, &r.duration) else {
+            continue;
+        };
+        if i % 7 == 3 {
+            continue;
+        }
+        let skew = if i % 11 == 5 { 4_000_000 } else { 0 };
+        reports.push(DurationReport {
+            record_id: format!("demo-{i:04}"),
+            call_id: if i % 5 == 0 {
+                String::new()
+            } else {
+                r.call_id.clone()
+            },
+            correlation_id: r.correlation_id.clone(),
+            caller_number: r.caller_number.clone(),
+            callee_number: r.callee_number.clone(),
+            start_time: start.seconds * 1_000_000 + i64::from(start.nanos) / 1000,
+            duration_us: duration.seconds * 1_000_000 + i64::from(duration.nanos) / 1000 + skew,
+        });
+    }
+    for i in 0..3 {
+        reports.push(DurationReport {
+            record_id: format!("demo-orphan-{i}"),
+            call_id: String::new(),
+            correlation_id: format!("orphan-{i}@sbc1.carrier.example"),
+            caller_number: "+442079000001".into(),
+            callee_number: "+14255550100".into(),
+            start_time: (start + 3600 * (i + 1)) * 1_000_000,
+            duration_us: 42_000_000,
+        });
+    }
+    store.report_call_durations(DEMO_CARRIER, reports).await?;
     Ok(())
 }
 

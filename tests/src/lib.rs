@@ -269,3 +269,36 @@ pub async fn ingest(
     );
     ack
 }
+
+/// A duration report for `call_id` (may be empty) / `correlation_id`, starting at `start_secs`.
+pub fn report(
+    record_id: &str,
+    call_id: &str,
+    correlation_id: &str,
+    start_secs: i64,
+    duration_micros: i64,
+) -> pb::CallDurationReport {
+    pb::CallDurationReport {
+        record_id: record_id.into(),
+        call_id: call_id.into(),
+        correlation_id: correlation_id.into(),
+        caller_number: "+442079460001".into(),
+        callee_number: "+33142685300".into(),
+        start_time: Some(prost_types::Timestamp {
+            seconds: start_secs,
+            nanos: 0,
+        }),
+        duration: Some(prost_types::Duration {
+            seconds: duration_micros.div_euclid(1_000_000),
+            nanos: (duration_micros.rem_euclid(1_000_000) * 1000) as i32,
+        }),
+    }
+}
+
+/// A timestamp at `secs`.
+pub fn at(secs: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    })
+}

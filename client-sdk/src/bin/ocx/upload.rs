@@ -202,7 +202,9 @@ impl Tally {
                 pb::ItemStatus::Created => self.created += 1,
                 pb::ItemStatus::Unchanged => self.unchanged += 1,
                 // Numbers have no versions to revise; a server that says so changed the number.
-                pb::ItemStatus::Updated | pb::ItemStatus::Revised => self.updated += 1,
+                pb::ItemStatus::Updated | pb::ItemStatus::Revised | pb::ItemStatus::Corrected => {
+                    self.updated += 1
+                }
                 pb::ItemStatus::Rejected | pb::ItemStatus::Unspecified => {
                     let prefix = format!("numbers[{}]", result.index);
                     let violations = result
@@ -320,7 +322,10 @@ pub async fn release(
         let response = client.release_numbers(request).await?;
         for result in response.results {
             match result.status() {
-                pb::ItemStatus::Updated | pb::ItemStatus::Created | pb::ItemStatus::Revised => {
+                pb::ItemStatus::Updated
+                | pb::ItemStatus::Created
+                | pb::ItemStatus::Revised
+                | pb::ItemStatus::Corrected => {
                     writeln!(out, "{}: released", result.number)?;
                 }
                 pb::ItemStatus::Unchanged => writeln!(out, "{}: already released", result.number)?,
