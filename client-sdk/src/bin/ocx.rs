@@ -12,11 +12,18 @@
 //! - `calls`: the flags of `calls ...`, and `calls list`, `get` and `follow`.
 //! - `export`: `calls export` (CSV or JSON lines, to a file or stdout).
 //! - `generate`: `calls generate` (sample records through the streaming ingest).
+//! - `durations`: the flags of `durations ...`, `reconcile ...` and `usage`, and those commands.
+//! - `duration_upload`: the CSV format of `durations upload`, streaming it through the SDK's
+//!   uploader, and the rejects file.
 
 // A crate root looks for modules beside itself; these live in `src/bin/ocx/` so that cargo
 // does not mistake them for binaries of their own.
 #[path = "ocx/calls.rs"]
 mod calls;
+#[path = "ocx/duration_upload.rs"]
+mod duration_upload;
+#[path = "ocx/durations.rs"]
+mod durations;
 #[path = "ocx/export.rs"]
 mod export;
 #[path = "ocx/generate.rs"]
@@ -39,7 +46,8 @@ use ocx_client::{Client, pb};
 
 use output::{Format, print_all, print_one};
 
-/// Command-line client for OCX: carriers, API keys, consents, phone numbers and call records.
+/// Command-line client for OCX: carriers, API keys, consents, phone numbers, call records, call
+/// durations, reconciliation and tenant usage.
 #[derive(Debug, Parser)]
 #[command(name = "ocx", version)]
 struct Cli {
@@ -83,6 +91,14 @@ enum Command {
     /// Call records: list, show, export, follow the feed, generate sample data.
     #[command(subcommand)]
     Calls(calls::CallCommand),
+    /// The call durations the carrier measured: upload from CSV, list.
+    #[command(subcommand)]
+    Durations(durations::DurationCommand),
+    /// Compare the platform's call records with the carrier's durations over a period.
+    #[command(subcommand)]
+    Reconcile(durations::ReconcileCommand),
+    /// A tenant's calls and summed durations over a period (platform key).
+    Usage(durations::UsageArgs),
     /// Record that a number was assigned in its tenant (platform key).
     Assign(AssignArgs),
     /// Record that a number was unassigned (platform key).
@@ -368,6 +384,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Consents(command) => consents(&client, format, command).await?,
         Command::Numbers(command) => return numbers(&client, format, command).await,
         Command::Calls(command) => return calls::run(&client, format, command).await,
+        Command::Durations(command) => {
+            return durations::durations(&client, format, command).await;
+        }
+        Command::Reconcile(command) => durations::reconcile(&client, format, command).await?,
+        Command::Usage(args) => durations::usage(&client, format, args).await?,
         Command::Assign(args) => {
             let request = pb::AssignNumberRequest {
                 number: args.number,
@@ -713,5 +734,63 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn duration_flags_parse() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(std::iter::once("ocx").chain(args.iter().copied()));
+        let period = [
+            "--from",
+            "2024-05-01T00:00:00Z",
+            "--to",
+            "2024-06-01T00:00:00Z",
+        ];
+        parse(
+            &[
+                &["reconcile", "summary"][..],
+                &period,
+                &["--tolerance", "500ms"],
+            ]
+            .concat(),
+        )
+        .expect("summary flags");
+        assert!(
+            parse(
+                &[
+                    &["reconcile", "summary"][..],
+                    &period,
+                    &["--tolerance", "soon"]
+                ]
+                .concat()
+            )
+            .is_err()
+        );
+        assert!(
+            parse(&["reconcile", "summary", "--from", "2024-05-01T00:00:00Z"]).is_err(),
+            "--to is required"
+        );
+        parse(
+            &[
+                &["reconcile", "discrepancies"][..],
+                &period,
+                &["--kind", "missing-on-carrier"],
+            ]
+            .concat(),
+        )
+        .expect("discrepancy flags");
+        let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+        parse(
+            &[
+                &["usage", "--tenant", tenant][..],
+                &period,
+                &["--by", "number"],
+            ]
+            .concat(),
+        )
+        .expect("usage flags");
+        assert!(parse(&[&["usage", "--tenant", "acme"][..], &period].concat()).is_err());
+        parse(&["durations", "upload", "may.csv", "--rejects", "out.csv"]).expect("upload flags");
+        parse(&["durations", "list", "--limit", "5"]).expect("list flags");
     }
 }

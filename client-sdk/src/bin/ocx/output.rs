@@ -663,6 +663,230 @@ pub fn print_call_feed(format: Format, record: &pb::CallRecord) -> io::Result<()
     }
 }
 
+/// A duration in seconds for a table: `61.25`, `-` when unset.
+fn seconds_cell(d: &Option<prost_types::Duration>) -> String {
+    seconds(d).map_or_else(|| "-".to_owned(), |s| format!("{s:.3}"))
+}
+
+impl Render for pb::CallDuration {
+    const COLUMNS: &'static [&'static str] = &[
+        "START",
+        "RECORD_ID",
+        "CALL_ID",
+        "CORRELATION_ID",
+        "CALLER",
+        "CALLEE",
+        "DURATION_S",
+        "CORRECTIONS",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            time_cell(&self.start_time),
+            self.record_id.clone(),
+            text_cell(&self.call_id),
+            text_cell(&self.correlation_id),
+            text_cell(&self.caller_number),
+            text_cell(&self.callee_number),
+            seconds_cell(&self.duration),
+            self.corrections.to_string(),
+        ]
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "record_id": self.record_id,
+            "carrier_id": self.carrier_id,
+            "call_id": self.call_id,
+            "correlation_id": self.correlation_id,
+            "caller_number": self.caller_number,
+            "callee_number": self.callee_number,
+            "start_time": time_json(&self.start_time),
+            "duration_seconds": seconds(&self.duration),
+            "corrections": self.corrections,
+            "create_time": time_json(&self.create_time),
+            "update_time": time_json(&self.update_time),
+        })
+    }
+}
+
+impl Render for pb::ReconciliationSummary {
+    const COLUMNS: &'static [&'static str] = &[
+        "START",
+        "END",
+        "TOLERANCE_S",
+        "PLATFORM_CALLS",
+        "PLATFORM_DURATION_S",
+        "CARRIER_CALLS",
+        "CARRIER_DURATION_S",
+        "MATCHED",
+        "MISMATCHED",
+        "MISSING_ON_CARRIER",
+        "MISSING_ON_PLATFORM",
+        "AGREEMENT_RATE",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            time_cell(&self.start_time),
+            time_cell(&self.end_time),
+            seconds_cell(&self.tolerance),
+            self.platform_count.to_string(),
+            seconds_cell(&self.platform_duration),
+            self.carrier_count.to_string(),
+            seconds_cell(&self.carrier_duration),
+            self.matched_count.to_string(),
+            self.mismatched_count.to_string(),
+            self.missing_on_carrier_count.to_string(),
+            self.missing_on_platform_count.to_string(),
+            format!("{:.2}%", self.agreement_rate * 100.0),
+        ]
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "start_time": time_json(&self.start_time),
+            "end_time": time_json(&self.end_time),
+            "tolerance_seconds": seconds(&self.tolerance),
+            "platform_count": self.platform_count,
+            "platform_duration_seconds": seconds(&self.platform_duration),
+            "carrier_count": self.carrier_count,
+            "carrier_duration_seconds": seconds(&self.carrier_duration),
+            "matched_count": self.matched_count,
+            "mismatched_count": self.mismatched_count,
+            "missing_on_carrier_count": self.missing_on_carrier_count,
+            "missing_on_platform_count": self.missing_on_platform_count,
+            "agreement_rate": self.agreement_rate,
+        })
+    }
+}
+
+impl Render for pb::Discrepancy {
+    const COLUMNS: &'static [&'static str] = &[
+        "KIND",
+        "START",
+        "CALL_ID",
+        "RECORD_ID",
+        "CALLER",
+        "CALLEE",
+        "PLATFORM_S",
+        "CARRIER_S",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            enum_cell(self.kind().as_str_name(), "DISCREPANCY_KIND_"),
+            time_cell(&self.start_time),
+            text_cell(&self.call_id),
+            text_cell(&self.record_id),
+            text_cell(&self.caller_number),
+            text_cell(&self.callee_number),
+            seconds_cell(&self.platform_duration),
+            seconds_cell(&self.carrier_duration),
+        ]
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "kind": enum_json(self.kind().as_str_name(), "DISCREPANCY_KIND_"),
+            "call_id": self.call_id,
+            "correlation_id": self.correlation_id,
+            "record_id": self.record_id,
+            "start_time": time_json(&self.start_time),
+            "caller_number": self.caller_number,
+            "callee_number": self.callee_number,
+            "platform_duration_seconds": seconds(&self.platform_duration),
+            "carrier_duration_seconds": seconds(&self.carrier_duration),
+        })
+    }
+}
+
+/// Prints tenant usage: a table with one row per group and a total line, or one JSON object
+/// per row followed by one for the total.
+pub fn print_usage(
+    format: Format,
+    grouping: pb::UsageGrouping,
+    usage: &pb::GetTenantUsageResponse,
+) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    let source = |r: &pb::UsageRow| enum_name(r.source().as_str_name(), "DURATION_SOURCE_");
+    if format == Format::Json {
+        for r in &usage.rows {
+            let row = json!({
+                "day": (!r.day.is_empty()).then_some(&r.day),
+                "number": (!r.number.is_empty()).then_some(&r.number),
+                "direction": enum_json(r.direction().as_str_name(), "CALL_DIRECTION_"),
+                "call_count": r.call_count,
+                "total_duration_seconds": seconds(&r.total_duration),
+                "source": source(r),
+                "operator_count": r.operator_count,
+                "platform_count": r.platform_count,
+            });
+            writeln!(out, "{row}")?;
+        }
+        let total = json!({
+            "total": true,
+            "call_count": usage.call_count,
+            "total_duration_seconds": seconds(&usage.total_duration),
+        });
+        return writeln!(out, "{total}");
+    }
+    let by_day = grouping == pb::UsageGrouping::Day;
+    let columns: &[&str] = if by_day {
+        &[
+            "DAY",
+            "CALLS",
+            "DURATION_S",
+            "SOURCE",
+            "OPERATOR",
+            "PLATFORM",
+        ]
+    } else {
+        &[
+            "NUMBER",
+            "DIRECTION",
+            "CALLS",
+            "DURATION_S",
+            "SOURCE",
+            "OPERATOR",
+            "PLATFORM",
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = usage
+        .rows
+        .iter()
+        .map(|r| {
+            let mut cells = if by_day {
+                vec![r.day.clone()]
+            } else {
+                vec![
+                    r.number.clone(),
+                    enum_cell(r.direction().as_str_name(), "CALL_DIRECTION_"),
+                ]
+            };
+            cells.extend([
+                r.call_count.to_string(),
+                seconds_cell(&r.total_duration),
+                source(r),
+                r.operator_count.to_string(),
+                r.platform_count.to_string(),
+            ]);
+            cells
+        })
+        .collect();
+    let mut total = vec!["total".to_owned()];
+    if !by_day {
+        total.push(String::new());
+    }
+    total.extend([
+        usage.call_count.to_string(),
+        seconds_cell(&usage.total_duration),
+    ]);
+    total.extend([String::new(), String::new(), String::new()]);
+    rows.push(total);
+    write_table(&mut out, Some(columns), &rows)
+}
+
 /// A progress bar (`total` known) or spinner on stderr, or a hidden one: shown only when stderr
 /// is a terminal and nothing else is being written to that terminal (`stdout_is_output`: the
 /// command streams its results to stdout, which then must not be a terminal too). Never any
