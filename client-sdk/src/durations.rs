@@ -393,25 +393,6 @@ impl DurationUploader {
         let mut tx = Some(tx);
         let mut progressed = false;
         loop {
-            // Top up the window from the input.
-            while pending.len() < self.in_flight && !*input_done {
-                let Some((tag, reports)) = batches.next().await else {
-                    *input_done = true;
-                    break;
-                };
-                let batch_id = *next_batch_id;
-                *next_batch_id += 1;
-                let request = self.request(batch_id, reports.clone());
-                pending.push_back(Pending {
-                    batch_id,
-                    tag,
-                    reports,
-                });
-                if let Some(tx) = &tx {
-                    // A closed channel means the call ended; the ack loop below sees why.
-                    let _ = tx.send(request).await;
-                }
-            }
             if *input_done && pending.is_empty() {
                 // Half-close so the server ends the call; it has nothing left to answer.
                 drop(tx.take());
@@ -422,7 +403,37 @@ impl DurationUploader {
             if *input_done {
                 drop(tx.take());
             }
-            let ack = match acks.message().await {
+            // Wait for whichever comes first: an acknowledgement, or (while the window has
+            // room) the next batch of the input. Both futures are cancel-safe (they poll a
+            // stream that keeps its own state), so the one that loses loses nothing. Waiting on
+            // both matters when the input is slow or bursty: acknowledgements keep flowing
+            // while it has nothing to give.
+            let room = !*input_done && pending.len() < self.in_flight;
+            let message = tokio::select! {
+                biased;
+                message = acks.message() => message,
+                next = batches.next(), if room => {
+                    let Some((tag, reports)) = next else {
+                        *input_done = true;
+                        continue;
+                    };
+                    let batch_id = *next_batch_id;
+                    *next_batch_id += 1;
+                    let request = self.request(batch_id, reports.clone());
+                    pending.push_back(Pending {
+                        batch_id,
+                        tag,
+                        reports,
+                    });
+                    if let Some(tx) = &tx {
+                        // The channel has room for the whole window, so this never waits; a
+                        // closed channel means the call ended, and the next message says why.
+                        let _ = tx.send(request).await;
+                    }
+                    continue;
+                }
+            };
+            let ack = match message {
                 Ok(Some(ack)) => ack,
                 Ok(None) => {
                     return Err(Interrupted::Retry {
