@@ -7,7 +7,7 @@
 //! Stripe tokens), and it keeps authentication cheap on every call. Hashes are compared in
 //! constant time.
 //!
-//! [`KeyCache`] holds every active key in memory so that the interceptor never touches the
+//! [`KeyCache`] holds every active key in memory so that the gate never touches the
 //! database; the admin service updates it after each committed create or revoke, so a revoked
 //! key fails on its very next call. Last-use times are kept in memory and flushed to the store
 //! by [`KeyCache::flush_uses`] (about once a minute).
@@ -26,7 +26,7 @@ use crate::store::{Store, StoreResult};
 /// Prefix of every token, so a leaked token is recognisable by secret scanners.
 const TOKEN_PREFIX: &str = "ocx_";
 
-/// Who is calling: what the interceptor puts in the request extensions.
+/// Who is calling: what the gate puts in the request extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// The calling platform.
@@ -102,7 +102,7 @@ struct CachedKey {
 }
 
 /// Every active key, in memory. A std `RwLock`: it is held only for a map lookup or insert,
-/// never across `.await`, and the interceptor that reads it is synchronous.
+/// never across `.await`, and the lookups that read it are synchronous.
 #[derive(Default)]
 pub struct KeyCache {
     /// Active keys by key id.
@@ -224,24 +224,8 @@ impl KeyCache {
     }
 }
 
-/// The tonic interceptor: authenticates every call and stores the [`Principal`] in the
-/// request's extensions for the handlers. Health and reflection are not wrapped by it.
-pub fn interceptor(
-    keys: Arc<KeyCache>,
-) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |mut request: Request<()>| {
-        let header = request
-            .metadata()
-            .get(ocx_api::metadata::AUTHORIZATION)
-            .map(|v| v.to_str().unwrap_or_default());
-        let principal = keys.authenticate(header)?;
-        request.extensions_mut().insert(principal);
-        Ok(request)
-    }
-}
-
-/// The principal the interceptor attached. Missing means a service was mounted without the
-/// interceptor: a server bug, reported as UNAUTHENTICATED rather than served unauthenticated.
+/// The principal the gate attached. Missing means a service was mounted without the gate: a
+/// server bug, reported as UNAUTHENTICATED rather than served unauthenticated.
 pub fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
     request
         .extensions()

@@ -6,11 +6,13 @@
 
 use ocx_api::{pb, validate};
 use prost_types::Timestamp;
+use tonic::Status;
 
 use crate::domain::{
     ApiKey, AssignmentType, Capability, Carrier, Consent, ConsentStatus, Contact, Micros,
     NumberEvent, NumberState, NumberUpload, PhoneNumber, Role,
 };
+use crate::domain::{AuditEvent, RetentionPolicy};
 use crate::error::Violations;
 
 /// Micros to a protobuf timestamp.
@@ -246,4 +248,79 @@ pub fn assignment_type(code: i32, field: &str, v: &mut Violations) -> Option<Ass
 /// Number states on the wire, as a filter.
 pub fn number_state_filter(code: i32, field: &str, v: &mut Violations) -> Option<NumberState> {
     filter_enum(code, field, NumberState::from_code, v)
+}
+
+/// The retention policy on the wire.
+pub fn retention_policy(p: RetentionPolicy) -> pb::RetentionPolicy {
+    pb::RetentionPolicy {
+        call_record_days: p.call_record_days,
+        call_duration_days: p.call_duration_days,
+        released_number_days: p.released_number_days,
+        audit_event_days: p.audit_event_days,
+        update_time: opt_timestamp(p.update_time),
+    }
+}
+
+/// A new retention policy from the wire: every period required and within its bounds.
+pub fn retention_policy_in(p: Option<pb::RetentionPolicy>) -> Result<RetentionPolicy, Status> {
+    let mut v = Violations::new();
+    let Some(p) = p else {
+        v.add("policy", "policy is required");
+        return Err(v
+            .into_result()
+            .err()
+            .unwrap_or_else(|| Status::invalid_argument("policy is required")));
+    };
+    let mut days = |field: &str, value: i32, min: i32| {
+        if !(min..=RetentionPolicy::MAX_DAYS).contains(&value) {
+            v.add(
+                format!("policy.{field}"),
+                format!(
+                    "{value} days: keep it between {min} and {} days",
+                    RetentionPolicy::MAX_DAYS
+                ),
+            );
+        }
+        value
+    };
+    let policy = RetentionPolicy {
+        call_record_days: days(
+            "call_record_days",
+            p.call_record_days,
+            RetentionPolicy::MIN_DAYS,
+        ),
+        call_duration_days: days(
+            "call_duration_days",
+            p.call_duration_days,
+            RetentionPolicy::MIN_DAYS,
+        ),
+        released_number_days: days(
+            "released_number_days",
+            p.released_number_days,
+            RetentionPolicy::MIN_DAYS,
+        ),
+        audit_event_days: days(
+            "audit_event_days",
+            p.audit_event_days,
+            RetentionPolicy::MIN_AUDIT_DAYS,
+        ),
+        update_time: None,
+    };
+    v.into_result()?;
+    Ok(policy)
+}
+
+/// An audit event on the wire.
+pub fn audit_event(e: AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: e.id,
+        time: Some(timestamp(e.time)),
+        key_id: e.key_id,
+        carrier_id: e.carrier_id,
+        role: e.role,
+        rpc: e.rpc,
+        resource_kind: e.resource_kind,
+        item_count: e.item_count,
+        outcome: e.outcome,
+    }
 }

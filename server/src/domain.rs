@@ -632,3 +632,105 @@ pub struct UsageRow {
     /// Calls whose duration is the carrier's report.
     pub operator_count: i64,
 }
+
+/// How long personal data is kept, in days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Call records, by their start time.
+    pub call_record_days: i32,
+    /// Duration reports (and their history), by their start time.
+    pub call_duration_days: i32,
+    /// Released numbers and their events, by the release time.
+    pub released_number_days: i32,
+    /// Audit events, by their time.
+    pub audit_event_days: i32,
+    /// When it last changed; `None` while the defaults hold.
+    pub update_time: Option<Micros>,
+}
+
+impl RetentionPolicy {
+    /// The shortest period for anything but audit events.
+    pub const MIN_DAYS: i32 = 1;
+    /// The shortest period for audit events: an audit trail that forgets within days is none.
+    pub const MIN_AUDIT_DAYS: i32 = 30;
+    /// The longest period: ten years.
+    pub const MAX_DAYS: i32 = 3650;
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy {
+            call_record_days: 90,
+            call_duration_days: 90,
+            released_number_days: 30,
+            audit_event_days: 365,
+            update_time: None,
+        }
+    }
+}
+
+/// What a purge deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    /// Call records.
+    pub call_records: i64,
+    /// Duration reports.
+    pub call_durations: i64,
+    /// Released numbers.
+    pub released_numbers: i64,
+    /// Events of those numbers.
+    pub number_events: i64,
+    /// Audit events.
+    pub audit_events: i64,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EraseCounts {
+    /// Call records deleted.
+    pub call_records: i64,
+    /// Duration reports deleted.
+    pub call_durations: i64,
+    /// Numbers whose SIP URI and user id were cleared.
+    pub numbers: i64,
+    /// Past events whose SIP URI and user id were cleared.
+    pub number_events: i64,
+}
+
+/// One audited call (never a phone number, SIP URI or secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Assigned by the store; 0 before.
+    pub id: i64,
+    /// When the call was answered.
+    pub time: Micros,
+    /// The key id used or claimed; empty without one.
+    pub key_id: String,
+    /// The key's carrier; empty for platform keys.
+    pub carrier_id: String,
+    /// `platform`, `carrier`, or empty.
+    pub role: String,
+    /// `package.Service/Method`.
+    pub rpc: String,
+    /// What the call reads or writes.
+    pub resource_kind: String,
+    /// Items read or written.
+    pub item_count: i64,
+    /// The gRPC code name.
+    pub outcome: String,
+}
+
+/// Which audit events to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct AuditFilter {
+    /// Only this key.
+    pub key_id: Option<String>,
+    /// Only this carrier's keys.
+    pub carrier_id: Option<String>,
+    /// Only this method.
+    pub rpc: Option<String>,
+    /// At or after.
+    pub start: Option<Micros>,
+    /// Before.
+    pub end: Option<Micros>,
+}

@@ -6,7 +6,10 @@
 //! ## Layout
 //! - [`run`]: serves every service on a listener the caller bound, until `shutdown` resolves.
 //! - [`service`]: one module per gRPC service; thin handlers.
-//! - [`auth`]: API keys, the authentication interceptor, the [`auth::Principal`].
+//! - [`auth`]: API keys, their cache, the [`auth::Principal`].
+//! - [`gate`]: the layer every OCX call passes: authentication, rate and stream limits,
+//!   deadlines, the audit event ([`audit`]); [`limits`]: the configurable limits.
+//! - [`retention`]: the purge, on demand and periodic.
 //! - [`store`]: the storage interface ([`store::Store`]) and its SQLite backend.
 //! - [`domain`]: the types the store speaks; [`convert`] and [`convert_calls`]: wire ↔ domain
 //!   at the edge.
@@ -15,6 +18,7 @@
 //! - [`paging`]: page sizes and page tokens.
 //! - [`bootstrap`]: the first platform key, and the demo data.
 
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod convert;
@@ -22,8 +26,11 @@ pub mod convert_calls;
 pub mod convert_durations;
 pub mod domain;
 pub mod error;
+pub mod gate;
+pub mod limits;
 pub mod paging;
 pub mod quality;
+pub mod retention;
 pub mod service;
 pub mod store;
 
@@ -51,11 +58,41 @@ use crate::store::Store;
 /// How often in-memory key last-use times are written to the store.
 const KEY_USE_FLUSH: Duration = Duration::from_secs(60);
 
-/// Serves OCX on `listener` until `shutdown` resolves, then stops accepting calls, ends open
-/// streams with UNAVAILABLE, lets in-flight unary calls finish, and returns.
+/// How a server runs: its limits and housekeeping. `Config::default()` is what
+/// `ocx-server` runs with when given no flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Message, batch, page, rate, stream and deadline limits.
+    pub limits: limits::Limits,
+    /// How often expired data is purged; `None`: only on demand.
+    pub purge_interval: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: limits::Limits::default(),
+            purge_interval: Some(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// [`run_with`] the default [`Config`].
 pub async fn run(
     listener: TcpListener,
     store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_with(listener, store, Config::default(), shutdown).await
+}
+
+/// Serves OCX on `listener` until `shutdown` resolves, then stops accepting calls, ends open
+/// streams with UNAVAILABLE, lets in-flight unary calls finish, and returns once the audit
+/// events of every call are appended.
+pub async fn run_with(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let keys = Arc::new(KeyCache::load(store.as_ref()).await?);
@@ -64,6 +101,7 @@ pub async fn run(
         store: Arc::clone(&store),
         keys: Arc::clone(&keys),
         shutdown: shutdown_rx,
+        limits: config.limits,
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -90,12 +128,20 @@ pub async fn run(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let authn = auth::interceptor(Arc::clone(&keys));
+    let (audit_log, appender) = audit::AuditLog::start(Arc::clone(&store));
+    let gate = gate::Gate::new(Arc::clone(&keys), audit_log, &config.limits);
     let flusher = tokio::spawn(flush_key_uses(
         Arc::clone(&keys),
         Arc::clone(&store),
         ctx.shutdown.clone(),
     ));
+    let purger = config.purge_interval.map(|interval| {
+        tokio::spawn(retention::purge_periodically(
+            Arc::clone(&store),
+            interval,
+            ctx.shutdown.clone(),
+        ))
+    });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
 
@@ -109,45 +155,52 @@ pub async fn run(
         }
         let _ = shutdown_tx.send(true);
     };
+    let max = config.limits.max_message_bytes;
+    macro_rules! sized {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max)
+        };
+    }
     tonic::transport::Server::builder()
         // Keepalives find half-dead peers, so their streams (and tasks) end.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_keepalive(Some(Duration::from_secs(60)))
+        .layer(gate)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AdminServiceServer::with_interceptor(
-            service::admin::Admin { ctx: ctx.clone() },
-            authn.clone(),
-        ))
-        .add_service(ConsentServiceServer::with_interceptor(
-            service::consent::Consents { ctx: ctx.clone() },
-            authn.clone(),
-        ))
-        .add_service(NumberServiceServer::with_interceptor(
-            service::numbers::Numbers { ctx: ctx.clone() },
-            authn.clone(),
-        ))
-        .add_service(CallRecordServiceServer::with_interceptor(
-            service::call_records::CallRecords { ctx: ctx.clone() },
-            authn.clone(),
-        ))
-        .add_service(CallDurationServiceServer::with_interceptor(
-            service::durations::Durations { ctx: ctx.clone() },
-            authn.clone(),
-        ))
-        .add_service(ReconciliationServiceServer::with_interceptor(
-            service::reconciliation::Reconciliation { ctx: ctx.clone() },
-            authn.clone(),
-        ))
-        .add_service(PlatformServiceServer::with_interceptor(
-            service::platform::Platform { ctx },
-            authn,
-        ))
+        .add_service(sized!(AdminServiceServer::new(service::admin::Admin {
+            ctx: ctx.clone()
+        })))
+        .add_service(sized!(ConsentServiceServer::new(
+            service::consent::Consents { ctx: ctx.clone() }
+        )))
+        .add_service(sized!(NumberServiceServer::new(
+            service::numbers::Numbers { ctx: ctx.clone() }
+        )))
+        .add_service(sized!(CallRecordServiceServer::new(
+            service::call_records::CallRecords { ctx: ctx.clone() }
+        )))
+        .add_service(sized!(CallDurationServiceServer::new(
+            service::durations::Durations { ctx: ctx.clone() }
+        )))
+        .add_service(sized!(ReconciliationServiceServer::new(
+            service::reconciliation::Reconciliation { ctx: ctx.clone() }
+        )))
+        .add_service(sized!(PlatformServiceServer::new(
+            service::platform::Platform { ctx }
+        )))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await?;
     flusher.await?;
+    if let Some(purger) = purger {
+        purger.await?;
+    }
+    // The gate (and its audit queue) went with the server: the appender drains and ends.
+    appender.await?;
     Ok(())
 }
 

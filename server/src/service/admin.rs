@@ -1,4 +1,5 @@
-//! `AdminService`: carriers and API keys (platform keys only).
+//! `AdminService` (platform keys only): carriers, API keys, the retention policy and purges,
+//! tenant erasure, and the audit trail.
 
 use ocx_api::pb;
 use ocx_api::pb::admin_service_server::AdminService;
@@ -8,7 +9,7 @@ use tonic::{Request, Response, Status};
 use super::Ctx;
 use crate::auth::{self, issue_key};
 use crate::convert;
-use crate::domain::{Carrier, Role, now_micros};
+use crate::domain::{AuditFilter, Carrier, Role, now_micros};
 use crate::error::{Violations, store_status};
 use crate::paging;
 
@@ -185,6 +186,148 @@ impl AdminService for Admin {
                 .collect(),
             next_page_token,
             total_size: page.total,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetRetentionPolicy"))]
+    async fn get_retention_policy(
+        &self,
+        request: Request<pb::GetRetentionPolicyRequest>,
+    ) -> Result<Response<pb::GetRetentionPolicyResponse>, Status> {
+        auth::principal(&request)?.require_platform()?;
+        let policy = self
+            .ctx
+            .store
+            .retention_policy()
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::GetRetentionPolicyResponse {
+            policy: Some(convert::retention_policy(policy)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "SetRetentionPolicy"))]
+    async fn set_retention_policy(
+        &self,
+        request: Request<pb::SetRetentionPolicyRequest>,
+    ) -> Result<Response<pb::SetRetentionPolicyResponse>, Status> {
+        auth::principal(&request)?.require_platform()?;
+        let policy = convert::retention_policy_in(request.into_inner().policy)?;
+        let policy = self
+            .ctx
+            .store
+            .set_retention_policy(policy)
+            .await
+            .map_err(store_status)?;
+        tracing::info!(?policy, "retention policy changed");
+        Ok(Response::new(pb::SetRetentionPolicyResponse {
+            policy: Some(convert::retention_policy(policy)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "PurgeExpiredData"))]
+    async fn purge_expired_data(
+        &self,
+        request: Request<pb::PurgeExpiredDataRequest>,
+    ) -> Result<Response<pb::PurgeExpiredDataResponse>, Status> {
+        auth::principal(&request)?.require_platform()?;
+        let counts = crate::retention::purge(self.ctx.store.as_ref())
+            .await
+            .map_err(store_status)?;
+        let mut response = Response::new(pb::PurgeExpiredDataResponse {
+            call_records: counts.call_records,
+            call_durations: counts.call_durations,
+            released_numbers: counts.released_numbers,
+            number_events: counts.number_events,
+            audit_events: counts.audit_events,
+        });
+        crate::audit::set_count(
+            &mut response,
+            counts.call_records
+                + counts.call_durations
+                + counts.released_numbers
+                + counts.audit_events,
+        );
+        Ok(response)
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "EraseTenantData"))]
+    async fn erase_tenant_data(
+        &self,
+        request: Request<pb::EraseTenantDataRequest>,
+    ) -> Result<Response<pb::EraseTenantDataResponse>, Status> {
+        auth::principal(&request)?.require_platform()?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);
+        v.into_result()?;
+        let counts = self
+            .ctx
+            .store
+            .erase_tenant(&tenant_id)
+            .await
+            .map_err(store_status)?;
+        tracing::info!(?counts, "tenant data erased");
+        let mut response = Response::new(pb::EraseTenantDataResponse {
+            call_records: counts.call_records,
+            call_durations: counts.call_durations,
+            numbers: counts.numbers,
+            number_events: counts.number_events,
+        });
+        crate::audit::set_count(
+            &mut response,
+            counts.call_records + counts.call_durations + counts.numbers,
+        );
+        Ok(response)
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ListAuditEvents"))]
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        auth::principal(&request)?.require_platform()?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let size = paging::page_size(req.page_size, &mut v);
+        let start = req
+            .start_time
+            .as_ref()
+            .and_then(|t| convert::micros(t, "start_time", &mut v));
+        let end = req
+            .end_time
+            .as_ref()
+            .and_then(|t| convert::micros(t, "end_time", &mut v));
+        if !req.carrier_id.is_empty() {
+            v.check("carrier_id", validate::carrier_id(&req.carrier_id));
+        }
+        v.into_result()?;
+        let nonempty = |s: String| (!s.is_empty()).then_some(s);
+        let filter = AuditFilter {
+            key_id: nonempty(req.key_id),
+            carrier_id: nonempty(req.carrier_id),
+            rpc: nonempty(req.rpc),
+            start,
+            end,
+        };
+        let filters = format!("audit|{filter:?}");
+        let before = paging::decode(&filters, &req.page_token)?
+            .map(|id| id.parse::<i64>())
+            .transpose()
+            .map_err(|_| Status::invalid_argument("page_token is not one this listing issued"))?;
+        let (events, more) = self
+            .ctx
+            .store
+            .list_audit_events(filter, before, size)
+            .await
+            .map_err(store_status)?;
+        let next_page_token = match events.last() {
+            Some(last) if more => paging::encode(&filters, &last.id.to_string()),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            audit_events: events.into_iter().map(convert::audit_event).collect(),
+            next_page_token,
         }))
     }
 }

@@ -40,6 +40,8 @@ pub struct Ctx {
     /// Becomes `true` when the server is shutting down, so long-lived streams end promptly
     /// (with UNAVAILABLE, which the SDK treats as "reconnect") instead of holding shutdown up.
     pub shutdown: watch::Receiver<bool>,
+    /// Batch and page limits.
+    pub limits: crate::limits::Limits,
 }
 
 impl Ctx {

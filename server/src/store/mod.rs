@@ -15,6 +15,7 @@ use crate::domain::{
     ConsentStatus, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberFilter, NumberUpload,
     Page, PhoneNumber,
 };
+use crate::domain::{AuditEvent, AuditFilter, EraseCounts, PurgeCounts, RetentionPolicy};
 use crate::domain::{
     CallDuration, Discrepancy, DiscrepancyCursor, DiscrepancyKind, DurationOutcome, DurationReport,
     ReconciliationPeriod, ReconciliationSummary, UsageGrouping, UsageRow,
@@ -222,4 +223,28 @@ pub trait Store: Send + Sync + 'static {
         window: (Micros, Micros),
         grouping: UsageGrouping,
     ) -> StoreResult<Vec<UsageRow>>;
+
+    // ----- privacy: retention, erasure, audit -----
+
+    /// The retention policy in force (the defaults until one is set).
+    async fn retention_policy(&self) -> StoreResult<RetentionPolicy>;
+    /// Replaces the retention policy (already validated); returns it with its update time.
+    async fn set_retention_policy(&self, policy: RetentionPolicy) -> StoreResult<RetentionPolicy>;
+    /// Deletes what the policy no longer allows as of `now`, overwriting the freed space and
+    /// truncating the write-ahead log when anything was deleted.
+    async fn purge_expired(&self, now: Micros) -> StoreResult<PurgeCounts>;
+    /// Erases a tenant's personal data (see `AdminService.EraseTenantData`), overwriting the
+    /// freed space and truncating the write-ahead log; assigned numbers are unassigned with an
+    /// event each.
+    async fn erase_tenant(&self, tenant_id: &str) -> StoreResult<EraseCounts>;
+    /// Appends audit events (ids are assigned in order).
+    async fn append_audit_events(&self, events: Vec<AuditEvent>) -> StoreResult<()>;
+    /// Audit events matching `filter`, newest first, with ids below `before`; `limit` at most,
+    /// and whether more follow.
+    async fn list_audit_events(
+        &self,
+        filter: AuditFilter,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<(Vec<AuditEvent>, bool)>;
 }

@@ -33,6 +33,9 @@ pub struct Touched {
     pub number_events: bool,
     /// Call records were created or revised.
     pub call_records: bool,
+    /// Personal data was deleted: checkpoint the write-ahead log into the database and truncate
+    /// it after the commit, so no copy of the deleted rows stays in the log.
+    pub checkpoint: bool,
 }
 
 /// One unit of work for the writer; type-erased so jobs of any result type share a queue.
@@ -103,6 +106,8 @@ pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
+    // Deleted personal data is overwritten with zeros, not left in free space.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(conn)
 }
 
@@ -201,11 +206,30 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, signals: 
         if touched.call_records {
             signals.call_records.send_modify(|v| *v = v.wrapping_add(1));
         }
+        if touched.checkpoint {
+            truncate_wal(&conn);
+        }
         for job in group.drain(..) {
             job.finish(commit.clone());
         }
     }
     tracing::debug!("database writer stopped");
+}
+
+/// Copies the whole write-ahead log into the database and truncates it to nothing (waiting up
+/// to the busy timeout for readers of older snapshots), so that rows deleted for privacy leave
+/// no copy in the log; with `secure_delete` their space in the database is already zeroed.
+fn truncate_wal(conn: &Connection) {
+    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    match result {
+        Ok(0) => {}
+        Ok(_) => tracing::warn!(
+            "readers kept the write-ahead log from being truncated; the next purge retries"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not checkpoint the write-ahead log"),
+    }
 }
 
 /// Ends a failed transaction. If the connection cannot get back to autocommit, it is in a
@@ -246,6 +270,7 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<Touched, S
             Ok(t) => {
                 touched.number_events |= t.number_events;
                 touched.call_records |= t.call_records;
+                touched.checkpoint |= t.checkpoint;
                 "RELEASE job"
             }
             Err(()) => "ROLLBACK TO job; RELEASE job",
@@ -293,6 +318,10 @@ impl Readers {
     }
 
     /// Runs `query` on a read connection off the executor threads.
+    ///
+    /// If the returned future is dropped before the query ends (the caller's deadline passed,
+    /// or the client went away), the query is interrupted (`sqlite3_interrupt`) so the
+    /// blocking thread and the connection are released at once rather than when it finishes.
     pub async fn read<T, F>(&self, query: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -303,7 +332,13 @@ impl Readers {
             .await
             .map_err(|_| StoreError::Unavailable("the reader pool is closed".into()))?;
         let pool = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let running = Arc::new(Mutex::new(None::<rusqlite::InterruptHandle>));
+        let guard = InterruptOnDrop {
+            running: Arc::clone(&running),
+            armed: true,
+        };
+        let mut guard = guard;
+        let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let conn = match pool
                 .idle
@@ -314,17 +349,56 @@ impl Readers {
                 Ok(conn) => conn,
                 Err(()) => open(&pool.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
             };
+            if let Ok(mut slot) = running.lock() {
+                *slot = Some(conn.get_interrupt_handle());
+            }
             // One read transaction per query closure: a page and its total see one snapshot.
-            conn.execute_batch("BEGIN DEFERRED")?;
-            let result = query(&conn);
+            let result = conn
+                .execute_batch("BEGIN DEFERRED")
+                .map_err(StoreError::from)
+                .and_then(|()| query(&conn));
+            // Disarm before anything else runs on this connection.
+            if let Ok(mut slot) = running.lock() {
+                *slot = None;
+            }
             let _ = conn.execute_batch("COMMIT");
-            if let Ok(mut idle) = pool.idle.lock() {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            // A connection that cannot get back to autocommit is closed, not reused.
+            if conn.is_autocommit()
+                && let Ok(mut idle) = pool.idle.lock()
+            {
                 idle.push(conn);
             }
             result
         })
         .await
-        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
+        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?;
+        guard.armed = false;
+        result
+    }
+}
+
+/// Interrupts a running read query when dropped while armed.
+struct InterruptOnDrop {
+    /// The running query's interrupt handle, while it runs.
+    running: Arc<Mutex<Option<rusqlite::InterruptHandle>>>,
+    /// Whether the read is still awaited (disarmed once its result arrived).
+    armed: bool,
+}
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(slot) = self.running.lock()
+            && let Some(handle) = slot.as_ref()
+        {
+            handle.interrupt();
+            tracing::debug!("read abandoned by its caller; query interrupted");
+        }
     }
 }
 

@@ -6,12 +6,14 @@
 //! - `calls`: call records (ingest, list, feed).
 //! - `durations`: duration reports, reconciliation and usage (set-based SQL).
 //! - `numbers`: the number and number-event statements (the busiest part).
+//! - `privacy`: retention policy and purges, tenant erasure, the audit trail.
 //! - this module: [`SqliteStore`], the [`Store`] implementation.
 
 mod actor;
 mod calls;
 mod durations;
 mod numbers;
+mod privacy;
 mod schema;
 
 use std::path::Path;
@@ -28,6 +30,7 @@ use crate::domain::{
     NumberUpload, Page, PhoneNumber, ReconciliationPeriod, ReconciliationSummary, Role,
     UsageGrouping, UsageRow, now_micros,
 };
+use crate::domain::{AuditEvent, AuditFilter, EraseCounts, PurgeCounts, RetentionPolicy};
 use crate::store::{CallRecordCursor, KeyedPage, Store, StoreError, StoreResult};
 
 /// The SQLite store. Cheap to clone: clones share the writer and the readers.
@@ -663,6 +666,86 @@ impl Store for SqliteStore {
         let tenant_id = tenant_id.to_owned();
         self.readers
             .read(move |conn| durations::usage(conn, &tenant_id, window.0, window.1, grouping))
+            .await
+    }
+
+    async fn retention_policy(&self) -> StoreResult<RetentionPolicy> {
+        self.readers.read(privacy::policy).await
+    }
+
+    async fn set_retention_policy(&self, policy: RetentionPolicy) -> StoreResult<RetentionPolicy> {
+        self.writer
+            .write(move |conn| quiet(privacy::set_policy(conn, policy)?))
+            .await
+    }
+
+    async fn purge_expired(&self, now: Micros) -> StoreResult<PurgeCounts> {
+        let policy = self.retention_policy().await?;
+        let mut counts = PurgeCounts::default();
+        for kind in privacy::Expiring::ALL {
+            let cutoff = kind.cutoff(&policy, now);
+            loop {
+                let (rows, secondary) = self
+                    .writer
+                    .write(move |conn| {
+                        let deleted = privacy::purge_chunk(conn, kind, cutoff)?;
+                        Ok((
+                            deleted,
+                            Touched {
+                                checkpoint: deleted.0 > 0,
+                                ..Touched::default()
+                            },
+                        ))
+                    })
+                    .await?;
+                match kind {
+                    privacy::Expiring::CallRecords => counts.call_records += rows,
+                    privacy::Expiring::CallDurations => counts.call_durations += rows,
+                    privacy::Expiring::ReleasedNumbers => {
+                        counts.released_numbers += rows;
+                        counts.number_events += secondary;
+                    }
+                    privacy::Expiring::AuditEvents => counts.audit_events += rows,
+                }
+                if rows < privacy::PURGE_CHUNK {
+                    break;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn erase_tenant(&self, tenant_id: &str) -> StoreResult<EraseCounts> {
+        let tenant_id = tenant_id.to_owned();
+        self.writer
+            .write(move |conn| {
+                let (counts, appended) = privacy::erase_tenant(conn, &tenant_id)?;
+                Ok((
+                    counts,
+                    Touched {
+                        number_events: appended,
+                        checkpoint: true,
+                        ..Touched::default()
+                    },
+                ))
+            })
+            .await
+    }
+
+    async fn append_audit_events(&self, events: Vec<AuditEvent>) -> StoreResult<()> {
+        self.writer
+            .write(move |conn| quiet(privacy::append_audit(conn, &events)?))
+            .await
+    }
+
+    async fn list_audit_events(
+        &self,
+        filter: AuditFilter,
+        before: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<(Vec<AuditEvent>, bool)> {
+        self.readers
+            .read(move |conn| privacy::list_audit(conn, &filter, before, limit))
             .await
     }
 }

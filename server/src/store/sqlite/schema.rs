@@ -149,6 +149,33 @@ CREATE INDEX call_records_by_correlation ON call_records(carrier_id, correlation
 CREATE INDEX call_records_by_tenant ON call_records(tenant_id, start_time);
 "#,
         ),
+        // Retention policy (one row once set) and the audit trail.
+        M::up(
+            r#"
+CREATE TABLE retention_policy (
+    id                   INTEGER PRIMARY KEY CHECK (id = 1),
+    call_record_days     INTEGER NOT NULL,
+    call_duration_days   INTEGER NOT NULL,
+    released_number_days INTEGER NOT NULL,
+    audit_event_days     INTEGER NOT NULL,
+    update_time          INTEGER NOT NULL
+);
+
+CREATE TABLE audit_events (
+    id            INTEGER PRIMARY KEY,
+    time          INTEGER NOT NULL,
+    key_id        TEXT NOT NULL,
+    carrier_id    TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    rpc           TEXT NOT NULL,
+    resource_kind TEXT NOT NULL,
+    item_count    INTEGER NOT NULL,
+    outcome       TEXT NOT NULL
+);
+-- Purging by age; listings walk the rowid backwards and filter.
+CREATE INDEX audit_events_by_time ON audit_events(time);
+"#,
+        ),
     ])
 }
 

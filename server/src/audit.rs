@@ -1,0 +1,167 @@
+//! The audit trail: one event per call to an OCX service (health and reflection are not
+//! audited), written by [`crate::gate`] when the call is answered.
+//!
+//! Events are queued and appended by one task in batches (a batch per writer commit), so a
+//! read never waits for a write of its own: the cost is that a crash of the process can lose
+//! the events of the last moments before it, never any data. Events hold key ids, carrier ids,
+//! methods and counts: never phone numbers, SIP URIs or secrets.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::domain::AuditEvent;
+use crate::store::Store;
+
+/// Events queued before callers wait for the appender.
+const QUEUE: usize = 4096;
+/// Most events appended in one write.
+const BATCH: usize = 1000;
+
+/// Every RPC of the OCX services: full method, the kind of resource it reads or writes, and
+/// whether it is a streaming call. A method not in this table is refused (a new RPC must be
+/// given a row here, and the authorization matrix test checks every row).
+pub const RPCS: &[(&str, &str, bool)] = &[
+    ("ocx.v1.AdminService/CreateCarrier", "carrier", false),
+    ("ocx.v1.AdminService/ListCarriers", "carrier", false),
+    ("ocx.v1.AdminService/CreateApiKey", "api_key", false),
+    ("ocx.v1.AdminService/RevokeApiKey", "api_key", false),
+    ("ocx.v1.AdminService/ListApiKeys", "api_key", false),
+    (
+        "ocx.v1.AdminService/GetRetentionPolicy",
+        "retention_policy",
+        false,
+    ),
+    (
+        "ocx.v1.AdminService/SetRetentionPolicy",
+        "retention_policy",
+        false,
+    ),
+    (
+        "ocx.v1.AdminService/PurgeExpiredData",
+        "expired_data",
+        false,
+    ),
+    ("ocx.v1.AdminService/EraseTenantData", "tenant_data", false),
+    ("ocx.v1.AdminService/ListAuditEvents", "audit_event", false),
+    ("ocx.v1.ConsentService/ListConsents", "consent", false),
+    ("ocx.v1.NumberService/UploadNumbers", "number", false),
+    ("ocx.v1.NumberService/ReleaseNumbers", "number", false),
+    ("ocx.v1.NumberService/GetNumber", "number", false),
+    ("ocx.v1.NumberService/ListNumbers", "number", false),
+    (
+        "ocx.v1.NumberService/WatchNumberEvents",
+        "number_event",
+        true,
+    ),
+    (
+        "ocx.v1.CallRecordService/GetCallRecord",
+        "call_record",
+        false,
+    ),
+    (
+        "ocx.v1.CallRecordService/ListCallRecords",
+        "call_record",
+        false,
+    ),
+    (
+        "ocx.v1.CallRecordService/StreamCallRecords",
+        "call_record",
+        true,
+    ),
+    (
+        "ocx.v1.CallDurationService/ReportCallDurations",
+        "call_duration",
+        false,
+    ),
+    (
+        "ocx.v1.CallDurationService/UploadCallDurations",
+        "call_duration",
+        true,
+    ),
+    (
+        "ocx.v1.CallDurationService/ListCallDurations",
+        "call_duration",
+        false,
+    ),
+    (
+        "ocx.v1.ReconciliationService/GetReconciliationSummary",
+        "reconciliation",
+        false,
+    ),
+    (
+        "ocx.v1.ReconciliationService/ListDiscrepancies",
+        "reconciliation",
+        false,
+    ),
+    ("ocx.v1.PlatformService/GrantConsent", "consent", false),
+    ("ocx.v1.PlatformService/RevokeConsent", "consent", false),
+    ("ocx.v1.PlatformService/AssignNumber", "number", false),
+    ("ocx.v1.PlatformService/UnassignNumber", "number", false),
+    (
+        "ocx.v1.PlatformService/IngestCallRecords",
+        "call_record",
+        true,
+    ),
+    ("ocx.v1.PlatformService/GetTenantUsage", "usage", false),
+];
+
+/// The row of `rpc` (`package.Service/Method`), if it is an OCX method.
+pub fn rpc_info(rpc: &str) -> Option<(&'static str, bool)> {
+    RPCS.iter()
+        .find(|(name, _, _)| *name == rpc)
+        .map(|(_, kind, streaming)| (*kind, *streaming))
+}
+
+/// How many items a call read or wrote, set by a handler on its response when it is not one
+/// (a page, a batch). The gate copies it into the call's audit event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemCount(pub i64);
+
+/// Records `count` items on a response for its audit event.
+pub fn set_count<T>(response: &mut tonic::Response<T>, count: i64) {
+    response.extensions_mut().insert(ItemCount(count));
+}
+
+/// A response of `message` that read or wrote `count` items.
+pub fn counted<T>(message: T, count: usize) -> tonic::Response<T> {
+    let mut response = tonic::Response::new(message);
+    set_count(&mut response, i64::try_from(count).unwrap_or(i64::MAX));
+    response
+}
+
+/// The queue to the appender.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    /// Sends events to the appender task.
+    tx: mpsc::Sender<AuditEvent>,
+}
+
+impl AuditLog {
+    /// Starts the appender; it ends (after appending everything queued) once every clone of
+    /// the returned log is dropped.
+    pub fn start(store: Arc<dyn Store>) -> (AuditLog, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (AuditLog { tx }, tokio::spawn(append(store, rx)))
+    }
+
+    /// Queues an event (waits only when the queue is full).
+    pub async fn record(&self, event: AuditEvent) {
+        if self.tx.send(event).await.is_err() {
+            tracing::error!("the audit appender stopped; an audit event was lost");
+        }
+    }
+}
+
+/// Appends queued events in batches until the queue closes.
+async fn append(store: Arc<dyn Store>, mut rx: mpsc::Receiver<AuditEvent>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let events = std::mem::take(&mut batch);
+        let n = events.len();
+        if let Err(e) = store.append_audit_events(events).await {
+            tracing::error!(error = %e, events = n, "could not append audit events");
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The gate every call to an OCX service passes (a tower layer around all of them; health and
+//! reflection go straight through): authentication, the per-key rate limit, the per-key
+//! stream limit, the default deadline, and the call's audit event.
+//!
+//! Order: a method not in [`audit::RPCS`] is UNIMPLEMENTED; then the key (UNAUTHENTICATED);
+//! then its rate (RESOURCE_EXHAUSTED with `google.rpc.RetryInfo`); then, for streams, its open
+//! streams (RESOURCE_EXHAUSTED). Every outcome, refusals included, is audited. The caller's
+//! own deadline (`grpc-timeout`) is enforced by tonic around this layer; a unary call without
+//! one gets [`Limits::default_deadline`]. Either way the handler's future is dropped when time
+//! is up, which interrupts its database query (see `Readers::read`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tonic::body::Body;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::audit::{self, AuditLog, ItemCount};
+use crate::auth::{KeyCache, Principal};
+use crate::domain::{AuditEvent, now_micros};
+use crate::limits::{Limits, RateLimiter, StreamCounter, StreamSlot};
+
+/// What the gate needs, shared by every call.
+#[derive(Clone)]
+pub struct Gate {
+    /// Active keys.
+    keys: Arc<KeyCache>,
+    /// Where audit events go.
+    audit: AuditLog,
+    /// Per-key request rate.
+    limiter: RateLimiter,
+    /// Per-key open streams.
+    streams: StreamCounter,
+    /// Deadline for unary calls that set none.
+    default_deadline: Duration,
+}
+
+impl Gate {
+    /// A gate enforcing `limits`.
+    pub fn new(keys: Arc<KeyCache>, audit: AuditLog, limits: &Limits) -> Gate {
+        Gate {
+            keys,
+            audit,
+            limiter: RateLimiter::new(limits.rate_per_second, limits.rate_burst),
+            streams: StreamCounter::new(limits.max_streams_per_key),
+            default_deadline: limits.default_deadline,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for Gate {
+    type Service = Gated<S>;
+
+    fn layer(&self, inner: S) -> Gated<S> {
+        Gated {
+            inner,
+            gate: self.clone(),
+        }
+    }
+}
+
+/// The gated service.
+#[derive(Clone)]
+pub struct Gated<S> {
+    /// The router of every service.
+    inner: S,
+    /// Shared state.
+    gate: Gate,
+}
+
+/// The boxed future of a gated call.
+type GatedFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+impl<S> tower::Service<http::Request<Body>> for Gated<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = GatedFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> GatedFuture {
+        // The clone that was made ready is the one to call (the tower idiom).
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
+        let gate = self.gate.clone();
+        Box::pin(async move { Ok(gate.pass(inner, request).await) })
+    }
+}
+
+/// An audit event that is recorded when dropped, so a call whose future is abandoned (its
+/// deadline passed, or the client went away) is audited too.
+struct Pending {
+    /// The event so far; `None` once recorded.
+    event: Option<AuditEvent>,
+    /// Where it goes.
+    audit: AuditLog,
+}
+
+impl Pending {
+    /// Records the event with its outcome now.
+    async fn finish(mut self, outcome: Code, count: i64) {
+        if let Some(mut event) = self.event.take() {
+            event.outcome = code_name(outcome).to_owned();
+            event.item_count = count;
+            self.audit.record(event).await;
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut event) = self.event.take() {
+            event.outcome = code_name(Code::Cancelled).to_owned();
+            let audit = self.audit.clone();
+            // No await in drop: hand it to a task (there is always a runtime here).
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { audit.record(event).await });
+            }
+        }
+    }
+}
+
+impl Gate {
+    /// Runs one call through the gate.
+    async fn pass<S>(&self, mut inner: S, mut request: http::Request<Body>) -> http::Response<Body>
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    {
+        let rpc = request.uri().path().trim_start_matches('/').to_owned();
+        if !rpc.starts_with("ocx.v1.") {
+            // Health and reflection: open to all, not audited.
+            return match inner.call(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+        }
+        let header = request
+            .headers()
+            .get(ocx_api::metadata::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let mut pending = Pending {
+            event: Some(AuditEvent {
+                id: 0,
+                time: now_micros(),
+                key_id: claimed_key_id(header),
+                carrier_id: String::new(),
+                role: String::new(),
+                rpc: rpc.clone(),
+                resource_kind: String::new(),
+                item_count: 0,
+                outcome: String::new(),
+            }),
+            audit: self.audit.clone(),
+        };
+        let Some((kind, streaming)) = audit::rpc_info(&rpc) else {
+            let status = Status::unimplemented(format!("{rpc} is not a method of this server"));
+            return refuse(pending, status).await;
+        };
+        let principal = match self.keys.authenticate(header) {
+            Ok(principal) => principal,
+            Err(status) => return refuse(pending, status).await,
+        };
+        if let Some(event) = pending.event.as_mut() {
+            event.resource_kind = kind.to_owned();
+            event.key_id = principal.key_id().to_owned();
+            let (role, carrier) = match &principal {
+                Principal::Platform { .. } => ("platform", ""),
+                Principal::Carrier { carrier_id, .. } => ("carrier", carrier_id.as_str()),
+            };
+            event.role = role.to_owned();
+            event.carrier_id = carrier.to_owned();
+        }
+        let key_id = principal.key_id().to_owned();
+        if let Err(wait) = self.limiter.check(&key_id, Instant::now()) {
+            let status = Status::with_error_details(
+                Code::ResourceExhausted,
+                format!(
+                    "this key is over its request rate; retry in {} ms",
+                    wait.as_millis().max(1)
+                ),
+                ErrorDetails::with_retry_info(Some(wait)),
+            );
+            return refuse(pending, status).await;
+        }
+        let slot = if streaming {
+            match self.streams.acquire(&key_id) {
+                Some(slot) => Some(slot),
+                None => {
+                    let status = Status::resource_exhausted(
+                        "this key has the most streams open that a key may have; close one first",
+                    );
+                    return refuse(pending, status).await;
+                }
+            }
+        } else {
+            None
+        };
+        request.extensions_mut().insert(principal);
+        let has_deadline = request.headers().contains_key("grpc-timeout");
+        let call = inner.call(request);
+        let response = if streaming || has_deadline {
+            call.await
+        } else {
+            match tokio::time::timeout(self.default_deadline, call).await {
+                Ok(response) => response,
+                Err(_) => {
+                    let status = Status::deadline_exceeded(format!(
+                        "the call ran past the server's {} s limit for calls without a deadline",
+                        self.default_deadline.as_secs()
+                    ));
+                    return refuse(pending, status).await;
+                }
+            }
+        };
+        let response = match response {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let code = response_code(&response);
+        let count = match response.extensions().get::<ItemCount>() {
+            Some(ItemCount(n)) => *n,
+            None if code == Code::Ok && !streaming => 1,
+            None => 0,
+        };
+        pending.finish(code, count).await;
+        match slot {
+            Some(slot) => response.map(|body| Body::new(Slotted { body, _slot: slot })),
+            None => response,
+        }
+    }
+}
+
+/// Answers with `status` and audits the refusal.
+async fn refuse(pending: Pending, status: Status) -> http::Response<Body> {
+    pending.finish(status.code(), 0).await;
+    status.into_http()
+}
+
+/// The key id a bearer value claims (`Bearer ocx_<id>_<secret>`), whether or not the key
+/// exists; empty for anything else. Never the secret.
+fn claimed_key_id(header: Option<&str>) -> String {
+    header
+        .and_then(|h| h.strip_prefix(ocx_api::metadata::BEARER_PREFIX))
+        .and_then(|t| t.trim().strip_prefix("ocx_"))
+        .and_then(|t| t.split_once('_'))
+        .map(|(id, _)| id)
+        .filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The status of a response whose status is in its headers (a refusal or a unary error); OK
+/// otherwise (a unary success or an opened stream carry theirs in trailers).
+fn response_code(response: &http::Response<Body>) -> Code {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(Code::Ok, Code::from_i32)
+}
+
+/// The canonical name of a code, as in `google.rpc.Code`.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A stream's response body holding its stream slot until the stream ends.
+struct Slotted {
+    /// The real body.
+    body: Body,
+    /// Released on drop.
+    _slot: StreamSlot,
+}
+
+impl HttpBody for Slotted {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, Status>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claimed_key_ids_never_include_the_secret() {
+        let secret = "a".repeat(64);
+        let header = format!("Bearer ocx_0123456789abcdef_{secret}");
+        assert_eq!(claimed_key_id(Some(&header)), "0123456789abcdef");
+        assert_eq!(claimed_key_id(Some("Bearer nonsense")), "");
+        assert_eq!(claimed_key_id(Some("Bearer ocx_short_x")), "");
+        assert_eq!(claimed_key_id(None), "");
+    }
+}

@@ -1,0 +1,310 @@
+//! Retention (policy and purge), tenant erasure, and the audit trail.
+//!
+//! Purges delete in chunks of [`PURGE_CHUNK`] rows, one writer job each, so that a large purge
+//! never holds the writer (and every other write) for long. Erasure is one job: it must be all
+//! or nothing.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::domain::{
+    AuditEvent, AuditFilter, EraseCounts, Micros, NumberState, RetentionPolicy, now_micros,
+};
+use crate::store::StoreResult;
+
+use super::numbers;
+
+/// Rows one purge job deletes at most.
+pub const PURGE_CHUNK: i64 = 5_000;
+
+/// A day in microseconds.
+const DAY_US: i64 = 86_400 * 1_000_000;
+
+/// The policy in force.
+pub fn policy(conn: &Connection) -> StoreResult<RetentionPolicy> {
+    let stored = conn
+        .prepare_cached(
+            "SELECT call_record_days, call_duration_days, released_number_days, audit_event_days,
+                    update_time
+             FROM retention_policy WHERE id = 1",
+        )?
+        .query_row([], |r| {
+            Ok(RetentionPolicy {
+                call_record_days: r.get(0)?,
+                call_duration_days: r.get(1)?,
+                released_number_days: r.get(2)?,
+                audit_event_days: r.get(3)?,
+                update_time: Some(r.get(4)?),
+            })
+        })
+        .optional()?;
+    Ok(stored.unwrap_or_default())
+}
+
+/// Replaces the policy.
+pub fn set_policy(conn: &Connection, p: RetentionPolicy) -> StoreResult<RetentionPolicy> {
+    let now = now_micros();
+    conn.prepare_cached(
+        "INSERT INTO retention_policy (id, call_record_days, call_duration_days,
+                                       released_number_days, audit_event_days, update_time)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET
+             call_record_days = excluded.call_record_days,
+             call_duration_days = excluded.call_duration_days,
+             released_number_days = excluded.released_number_days,
+             audit_event_days = excluded.audit_event_days,
+             update_time = excluded.update_time",
+    )?
+    .execute(params![
+        p.call_record_days,
+        p.call_duration_days,
+        p.released_number_days,
+        p.audit_event_days,
+        now
+    ])?;
+    Ok(RetentionPolicy {
+        update_time: Some(now),
+        ..p
+    })
+}
+
+/// What aged out, for one kind of data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiring {
+    /// Call records older than the cutoff.
+    CallRecords,
+    /// Duration reports (with their history).
+    CallDurations,
+    /// Released numbers (with their events).
+    ReleasedNumbers,
+    /// Audit events.
+    AuditEvents,
+}
+
+impl Expiring {
+    /// Every kind, in purge order.
+    pub const ALL: [Expiring; 4] = [
+        Expiring::CallRecords,
+        Expiring::CallDurations,
+        Expiring::ReleasedNumbers,
+        Expiring::AuditEvents,
+    ];
+
+    /// The cutoff for this kind under `policy` at `now`: older than this goes.
+    pub fn cutoff(self, policy: &RetentionPolicy, now: Micros) -> Micros {
+        let days = match self {
+            Expiring::CallRecords => policy.call_record_days,
+            Expiring::CallDurations => policy.call_duration_days,
+            Expiring::ReleasedNumbers => policy.released_number_days,
+            Expiring::AuditEvents => policy.audit_event_days,
+        };
+        now.saturating_sub(i64::from(days).saturating_mul(DAY_US))
+    }
+}
+
+/// Deletes up to [`PURGE_CHUNK`] rows of `kind` older than `cutoff`; returns (rows, secondary
+/// rows) deleted: for reports their history rows, for released numbers their events.
+pub fn purge_chunk(conn: &Connection, kind: Expiring, cutoff: Micros) -> StoreResult<(i64, i64)> {
+    Ok(match kind {
+        Expiring::CallRecords => {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM call_records WHERE id IN
+                       (SELECT id FROM call_records WHERE start_time < ?1 LIMIT ?2)",
+                )?
+                .execute(params![cutoff, PURGE_CHUNK])?;
+            (n as i64, 0)
+        }
+        Expiring::CallDurations => {
+            let ids: Vec<i64> = conn
+                .prepare_cached("SELECT id FROM call_durations WHERE start_time < ?1 LIMIT ?2")?
+                .query_map(params![cutoff, PURGE_CHUNK], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let history = delete_durations(conn, &ids)?;
+            (ids.len() as i64, history)
+        }
+        Expiring::ReleasedNumbers => {
+            let gone: Vec<(String, String)> = conn
+                .prepare_cached(
+                    "SELECT number, carrier_id FROM numbers
+                     WHERE state = ?1 AND update_time < ?2 LIMIT ?3",
+                )?
+                .query_map(
+                    params![NumberState::Released.code(), cutoff, PURGE_CHUNK],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut events = 0;
+            for (number, carrier_id) in &gone {
+                events += conn
+                    .prepare_cached(
+                        "DELETE FROM number_events
+                         WHERE carrier_id = ?1 AND json_extract(snapshot, '$.number') = ?2",
+                    )?
+                    .execute(params![carrier_id, number])? as i64;
+                conn.prepare_cached("DELETE FROM numbers WHERE number = ?1")?
+                    .execute([number])?;
+            }
+            (gone.len() as i64, events)
+        }
+        Expiring::AuditEvents => {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM audit_events WHERE id IN
+                       (SELECT id FROM audit_events WHERE time < ?1 LIMIT ?2)",
+                )?
+                .execute(params![cutoff, PURGE_CHUNK])?;
+            (n as i64, 0)
+        }
+    })
+}
+
+/// Deletes reports by id with their history; returns the history rows deleted.
+fn delete_durations(conn: &Connection, ids: &[i64]) -> StoreResult<i64> {
+    let mut history = 0;
+    for id in ids {
+        history += conn
+            .prepare_cached("DELETE FROM call_duration_history WHERE duration_id = ?1")?
+            .execute([id])? as i64;
+        conn.prepare_cached("DELETE FROM call_durations WHERE id = ?1")?
+            .execute([id])?;
+    }
+    Ok(history)
+}
+
+/// Erases a tenant's personal data; returns the counts and whether number events were
+/// appended (assigned numbers are unassigned).
+pub fn erase_tenant(conn: &Connection, tenant_id: &str) -> StoreResult<(EraseCounts, bool)> {
+    // Reports first, while the records they match are still there: those matching one of the
+    // tenant's calls by call id or correlation id, and those naming one of its numbers.
+    let durations: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT d.id FROM call_durations d
+              WHERE EXISTS (SELECT 1 FROM call_records r
+                             WHERE r.tenant_id = ?1 AND r.carrier_id = d.carrier_id
+                               AND (r.call_id = d.call_id
+                                    OR (d.correlation_id != '' AND r.correlation_id = d.correlation_id)))
+                 OR d.caller_number IN (SELECT number FROM numbers WHERE tenant_id = ?1)
+                 OR d.callee_number IN (SELECT number FROM numbers WHERE tenant_id = ?1)",
+        )?
+        .query_map([tenant_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    delete_durations(conn, &durations)?;
+    let call_records = conn
+        .prepare_cached("DELETE FROM call_records WHERE tenant_id = ?1")?
+        .execute([tenant_id])? as i64;
+
+    // Assigned numbers are unassigned (their carriers see an UNASSIGNED event); then no number
+    // of the tenant holds a SIP URI or user id.
+    let assigned: Vec<String> = conn
+        .prepare_cached("SELECT number FROM numbers WHERE tenant_id = ?1 AND state = ?2")?
+        .query_map(params![tenant_id, NumberState::Assigned.code()], |r| {
+            r.get(0)
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut appended = false;
+    for number in &assigned {
+        let (_, changed) = numbers::unassign(conn, number, tenant_id)?;
+        appended |= changed;
+    }
+    conn.prepare_cached(
+        "UPDATE numbers SET sip_uri = NULL, user_id = NULL, assignment_type = NULL,
+                            assign_time = NULL
+         WHERE tenant_id = ?1 AND (sip_uri IS NOT NULL OR user_id IS NOT NULL)",
+    )?
+    .execute([tenant_id])?;
+    // Past events keep what happened (assigned, to what kind of assignee) but not to whom.
+    let number_events = conn
+        .prepare_cached(
+            "UPDATE number_events
+                SET snapshot = json_set(snapshot, '$.assignment.sip_uri', '',
+                                                  '$.assignment.user_id', '')
+              WHERE json_extract(snapshot, '$.tenant_id') = ?1
+                AND json_type(snapshot, '$.assignment') = 'object'
+                AND (json_extract(snapshot, '$.assignment.sip_uri') != ''
+                     OR json_extract(snapshot, '$.assignment.user_id') != '')",
+        )?
+        .execute([tenant_id])? as i64;
+    Ok((
+        EraseCounts {
+            call_records,
+            call_durations: durations.len() as i64,
+            numbers: assigned.len() as i64,
+            number_events,
+        },
+        appended,
+    ))
+}
+
+/// Appends audit events.
+pub fn append_audit(conn: &Connection, events: &[AuditEvent]) -> StoreResult<()> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO audit_events (time, key_id, carrier_id, role, rpc, resource_kind,
+                                   item_count, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for e in events {
+        insert.execute(params![
+            e.time,
+            e.key_id,
+            e.carrier_id,
+            e.role,
+            e.rpc,
+            e.resource_kind,
+            e.item_count,
+            e.outcome
+        ])?;
+    }
+    Ok(())
+}
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
+    Ok(AuditEvent {
+        id: r.get(0)?,
+        time: r.get(1)?,
+        key_id: r.get(2)?,
+        carrier_id: r.get(3)?,
+        role: r.get(4)?,
+        rpc: r.get(5)?,
+        resource_kind: r.get(6)?,
+        item_count: r.get(7)?,
+        outcome: r.get(8)?,
+    })
+}
+
+/// A page of audit events, newest first (ids only grow with time: the writer assigns them in
+/// commit order and times come from one clock).
+pub fn list_audit(
+    conn: &Connection,
+    f: &AuditFilter,
+    before: Option<i64>,
+    limit: usize,
+) -> StoreResult<(Vec<AuditEvent>, bool)> {
+    let mut rows: Vec<AuditEvent> = conn
+        .prepare_cached(
+            "SELECT id, time, key_id, carrier_id, role, rpc, resource_kind, item_count, outcome
+               FROM audit_events
+              WHERE (?1 IS NULL OR id < ?1)
+                AND (?2 IS NULL OR key_id = ?2)
+                AND (?3 IS NULL OR carrier_id = ?3)
+                AND (?4 IS NULL OR rpc = ?4)
+                AND (?5 IS NULL OR time >= ?5)
+                AND (?6 IS NULL OR time < ?6)
+              ORDER BY id DESC LIMIT ?7",
+        )?
+        .query_map(
+            params![
+                before,
+                f.key_id,
+                f.carrier_id,
+                f.rpc,
+                f.start,
+                f.end,
+                limit as i64 + 1
+            ],
+            audit_from_row,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    Ok((rows, more))
+}
