@@ -187,6 +187,80 @@ impl Client {
             .into_inner())
     }
 
+    /// The retention policy in force.
+    pub async fn get_retention_policy(&self) -> Result<pb::RetentionPolicy> {
+        let request = self.request(pb::GetRetentionPolicyRequest {});
+        let response = self
+            .admin()
+            .get_retention_policy(request)
+            .await?
+            .into_inner();
+        response.policy.ok_or_else(|| Error::missing("policy"))
+    }
+
+    /// Replaces the retention policy; returns the policy now in force.
+    pub async fn set_retention_policy(
+        &self,
+        policy: pb::RetentionPolicy,
+    ) -> Result<pb::RetentionPolicy> {
+        let request = self.request(pb::SetRetentionPolicyRequest {
+            policy: Some(policy),
+        });
+        let response = self
+            .admin()
+            .set_retention_policy(request)
+            .await?
+            .into_inner();
+        response.policy.ok_or_else(|| Error::missing("policy"))
+    }
+
+    /// Deletes now what the retention policy no longer allows; returns the counts.
+    pub async fn purge_expired_data(&self) -> Result<pb::PurgeExpiredDataResponse> {
+        let request = self.request(pb::PurgeExpiredDataRequest {});
+        Ok(self.admin().purge_expired_data(request).await?.into_inner())
+    }
+
+    /// Erases a tenant's personal data; returns the counts.
+    pub async fn erase_tenant_data(&self, tenant_id: &str) -> Result<pb::EraseTenantDataResponse> {
+        let request = self.request(pb::EraseTenantDataRequest {
+            tenant_id: tenant_id.to_owned(),
+        });
+        Ok(self.admin().erase_tenant_data(request).await?.into_inner())
+    }
+
+    /// One page of audit events, newest first. See [`Client::audit_events`] for all of them.
+    pub async fn list_audit_events(
+        &self,
+        req: pb::ListAuditEventsRequest,
+    ) -> Result<pb::ListAuditEventsResponse> {
+        Ok(self
+            .admin()
+            .list_audit_events(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    /// Every audit event matching `req`'s filters, newest first, page after page.
+    pub fn audit_events(
+        &self,
+        req: pb::ListAuditEventsRequest,
+    ) -> impl Stream<Item = Result<pb::AuditEvent>> + Send + 'static {
+        let client = self.clone();
+        paging::pages(req.page_token.clone(), move |page_token| {
+            let (client, req) = (
+                client.clone(),
+                pb::ListAuditEventsRequest {
+                    page_token,
+                    ..req.clone()
+                },
+            );
+            async move {
+                let page = client.list_audit_events(req).await?;
+                Ok((page.audit_events, page.next_page_token))
+            }
+        })
+    }
+
     // ----- consents: ConsentService (carrier view) and PlatformService (changes) -----
 
     /// One page of consents. See [`Client::consents`] for all of them.

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::domain::AuditEvent;
@@ -131,11 +131,58 @@ pub fn counted<T>(message: T, count: usize) -> tonic::Response<T> {
     response
 }
 
+/// A response message that carries items: pages, batch results, usage rows.
+pub trait Items {
+    /// How many items it carries.
+    fn items(&self) -> usize;
+}
+
+/// Implements [`Items`] as the length of one repeated field.
+macro_rules! items {
+    ($($message:ident . $field:ident),+ $(,)?) => {
+        $(impl Items for ocx_api::pb::$message {
+            fn items(&self) -> usize {
+                self.$field.len()
+            }
+        })+
+    };
+}
+
+items!(
+    ListCarriersResponse.carriers,
+    ListApiKeysResponse.api_keys,
+    ListAuditEventsResponse.audit_events,
+    ListConsentsResponse.consents,
+    ListNumbersResponse.phone_numbers,
+    UploadNumbersResponse.results,
+    ReleaseNumbersResponse.results,
+    ListCallRecordsResponse.call_records,
+    ReportCallDurationsResponse.results,
+    ListCallDurationsResponse.call_durations,
+    ListDiscrepanciesResponse.discrepancies,
+    GetTenantUsageResponse.rows,
+);
+
+/// A response whose audit event counts the items it carries.
+pub fn respond<T: Items>(message: T) -> tonic::Response<T> {
+    let n = message.items();
+    counted(message, n)
+}
+
+/// What the appender is sent.
+#[derive(Debug)]
+enum Message {
+    /// An event to append.
+    Event(AuditEvent),
+    /// Answer once everything queued before this is appended.
+    Flush(oneshot::Sender<()>),
+}
+
 /// The queue to the appender.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     /// Sends events to the appender task.
-    tx: mpsc::Sender<AuditEvent>,
+    tx: mpsc::Sender<Message>,
 }
 
 impl AuditLog {
@@ -148,20 +195,41 @@ impl AuditLog {
 
     /// Queues an event (waits only when the queue is full).
     pub async fn record(&self, event: AuditEvent) {
-        if self.tx.send(event).await.is_err() {
+        if self.tx.send(Message::Event(event)).await.is_err() {
             tracing::error!("the audit appender stopped; an audit event was lost");
+        }
+    }
+
+    /// Waits until every event queued before this call is appended, so that a listing made
+    /// after it sees every call answered before it.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.tx.send(Message::Flush(done)).await.is_ok() {
+            let _ = flushed.await;
         }
     }
 }
 
 /// Appends queued events in batches until the queue closes.
-async fn append(store: Arc<dyn Store>, mut rx: mpsc::Receiver<AuditEvent>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let events = std::mem::take(&mut batch);
+async fn append(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
+    let mut received = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut received, BATCH).await > 0 {
+        let mut events = Vec::with_capacity(received.len());
+        let mut flushes = Vec::new();
+        for message in received.drain(..) {
+            match message {
+                Message::Event(event) => events.push(event),
+                Message::Flush(done) => flushes.push(done),
+            }
+        }
         let n = events.len();
-        if let Err(e) = store.append_audit_events(events).await {
+        if n > 0
+            && let Err(e) = store.append_audit_events(events).await
+        {
             tracing::error!(error = %e, events = n, "could not append audit events");
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }

@@ -97,11 +97,13 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let keys = Arc::new(KeyCache::load(store.as_ref()).await?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (audit_log, appender) = audit::AuditLog::start(Arc::clone(&store));
     let ctx = Ctx {
         store: Arc::clone(&store),
         keys: Arc::clone(&keys),
         shutdown: shutdown_rx,
         limits: config.limits,
+        audit: audit_log.clone(),
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -128,7 +130,6 @@ pub async fn run_with(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let (audit_log, appender) = audit::AuditLog::start(Arc::clone(&store));
     let gate = gate::Gate::new(Arc::clone(&keys), audit_log, &config.limits);
     let flusher = tokio::spawn(flush_key_uses(
         Arc::clone(&keys),

@@ -11,21 +11,19 @@ use tonic::Status;
 
 use crate::error::{Violations, invalid};
 
-/// The page size to use: 0 means the default; negative or above the maximum is invalid.
-pub fn page_size(requested: i32, violations: &mut Violations) -> usize {
+/// The page size to use: 0 means the default (or `max`, if smaller); negative or above `max`
+/// is invalid.
+pub fn page_size(requested: i32, max: usize, violations: &mut Violations) -> usize {
+    let default = ocx_api::DEFAULT_PAGE_SIZE.min(max);
     match usize::try_from(requested) {
-        Ok(0) => ocx_api::DEFAULT_PAGE_SIZE,
-        Ok(n) if n <= ocx_api::MAX_PAGE_SIZE => n,
+        Ok(0) => default,
+        Ok(n) if n <= max => n,
         _ => {
             violations.add(
                 "page_size",
-                format!(
-                    "page_size must be between 0 and {} (0 means {})",
-                    ocx_api::MAX_PAGE_SIZE,
-                    ocx_api::DEFAULT_PAGE_SIZE
-                ),
+                format!("page_size must be between 0 and {max} (0 means {default})"),
             );
-            ocx_api::DEFAULT_PAGE_SIZE
+            default
         }
     }
 }

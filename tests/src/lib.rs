@@ -28,6 +28,8 @@ pub struct TestServer {
     pub db_path: PathBuf,
     /// Keeps the temp dir alive for the server's lifetime (and across restarts).
     dir: Arc<tempfile::TempDir>,
+    /// The configuration it runs with (kept across restarts).
+    config: ocx_server::Config,
     /// Fires the graceful shutdown.
     stop: Option<oneshot::Sender<()>>,
     /// The serving task.
@@ -37,6 +39,7 @@ pub struct TestServer {
 async fn serve(
     db_path: &Path,
     addr: SocketAddr,
+    config: ocx_server::Config,
 ) -> (
     SocketAddr,
     oneshot::Sender<()>,
@@ -46,15 +49,25 @@ async fn serve(
     let listener = TcpListener::bind(addr).await.expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(ocx_server::run(listener, Arc::new(store), async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(ocx_server::run_with(
+        listener,
+        Arc::new(store),
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     (addr, stop, task)
 }
 
 impl TestServer {
-    /// A fresh database in a temp dir, served on `127.0.0.1:0`.
+    /// A fresh database in a temp dir, served on `127.0.0.1:0` with the default configuration.
     pub async fn start() -> TestServer {
+        TestServer::start_with(ocx_server::Config::default()).await
+    }
+
+    /// A fresh database in a temp dir, served on `127.0.0.1:0` with `config`.
+    pub async fn start_with(config: ocx_server::Config) -> TestServer {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let db_path = dir.path().join("ocx.db");
         let store = SqliteStore::open(&db_path).expect("open store");
@@ -63,12 +76,18 @@ impl TestServer {
             .expect("bootstrap")
             .expect("a fresh database has no platform key");
         drop(store);
-        let (addr, stop, task) = serve(&db_path, "127.0.0.1:0".parse().expect("addr")).await;
+        let (addr, stop, task) = serve(
+            &db_path,
+            "127.0.0.1:0".parse().expect("addr"),
+            config.clone(),
+        )
+        .await;
         TestServer {
             addr,
             platform_key,
             db_path,
             dir,
+            config,
             stop: Some(stop),
             task: Some(task),
         }
@@ -107,7 +126,7 @@ impl TestServer {
     /// Stops the server and starts a new one on the same database file and the same port.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let (addr, stop, task) = serve(&self.db_path, self.addr).await;
+        let (addr, stop, task) = serve(&self.db_path, self.addr, self.config.clone()).await;
         assert_eq!(addr, self.addr);
         self.stop = Some(stop);
         self.task = Some(task);

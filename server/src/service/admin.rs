@@ -63,7 +63,7 @@ impl AdminService for Admin {
         auth::principal(&request)?.require_platform()?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let size = paging::page_size(req.page_size, &mut v);
+        let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
         v.into_result()?;
         let after = paging::decode("carriers", &req.page_token)?;
         let page = self
@@ -73,7 +73,7 @@ impl AdminService for Admin {
             .await
             .map_err(store_status)?;
         let next_page_token = paging::next_token(&page, "carriers", |c| &c.carrier_id);
-        Ok(Response::new(pb::ListCarriersResponse {
+        Ok(crate::audit::respond(pb::ListCarriersResponse {
             carriers: page.items.into_iter().map(convert::carrier).collect(),
             next_page_token,
             total_size: page.total,
@@ -159,7 +159,7 @@ impl AdminService for Admin {
         auth::principal(&request)?.require_platform()?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let size = paging::page_size(req.page_size, &mut v);
+        let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
         if !req.carrier_id.is_empty() {
             v.check("carrier_id", validate::carrier_id(&req.carrier_id));
         }
@@ -175,7 +175,7 @@ impl AdminService for Admin {
             .map_err(store_status)?;
         let next_page_token = paging::next_token(&page, &filters, |k| &k.key_id);
         let keys = &self.ctx.keys;
-        Ok(Response::new(pb::ListApiKeysResponse {
+        Ok(crate::audit::respond(pb::ListApiKeysResponse {
             api_keys: page
                 .items
                 .into_iter()
@@ -289,7 +289,7 @@ impl AdminService for Admin {
         auth::principal(&request)?.require_platform()?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let size = paging::page_size(req.page_size, &mut v);
+        let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
         let start = req
             .start_time
             .as_ref()
@@ -315,6 +315,8 @@ impl AdminService for Admin {
             .map(|id| id.parse::<i64>())
             .transpose()
             .map_err(|_| Status::invalid_argument("page_token is not one this listing issued"))?;
+        // Every call answered before this one is in the listing.
+        self.ctx.audit.flush().await;
         let (events, more) = self
             .ctx
             .store
@@ -325,7 +327,7 @@ impl AdminService for Admin {
             Some(last) if more => paging::encode(&filters, &last.id.to_string()),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListAuditEventsResponse {
+        Ok(crate::audit::respond(pb::ListAuditEventsResponse {
             audit_events: events.into_iter().map(convert::audit_event).collect(),
             next_page_token,
         }))

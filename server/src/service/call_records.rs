@@ -97,7 +97,7 @@ impl CallRecordService for CallRecords {
             call_type: filter_enum(req.call_type, "call_type", CallType::from_code, &mut v),
             quality: convert_calls::quality_filter(req.quality, "quality", &mut v),
         };
-        let size = paging::page_size(req.page_size, &mut v);
+        let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
         v.into_result()?;
         let filters = format!("calls|{carrier}|{filter:?}");
         let after = match paging::decode(&filters, &req.page_token)? {
@@ -114,7 +114,7 @@ impl CallRecordService for CallRecords {
             Some((_, (start, id))) if more => paging::encode(&filters, &format!("{start}:{id}")),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListCallRecordsResponse {
+        Ok(crate::audit::respond(pb::ListCallRecordsResponse {
             call_records: rows
                 .into_iter()
                 .map(|(r, _)| convert_calls::call_record(r))

@@ -29,7 +29,7 @@ impl ConsentService for Consents {
         let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
         let mut v = Violations::new();
         let status = convert::filter_enum(req.status, "status", ConsentStatus::from_code, &mut v);
-        let size = paging::page_size(req.page_size, &mut v);
+        let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
         v.into_result()?;
         let filters = format!("consents|{carrier}|{}", req.status);
         let after = paging::decode(&filters, &req.page_token)?;
@@ -40,7 +40,7 @@ impl ConsentService for Consents {
             .await
             .map_err(store_status)?;
         let next_page_token = paging::next_token(&page, &filters, |c| &c.tenant_id);
-        Ok(Response::new(pb::ListConsentsResponse {
+        Ok(crate::audit::respond(pb::ListConsentsResponse {
             consents: page.items.into_iter().map(convert::consent).collect(),
             next_page_token,
             total_size: page.total,

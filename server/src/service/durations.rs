@@ -44,13 +44,11 @@ async fn report_batch(
 ) -> Result<Vec<pb::CallDurationResult>, Status> {
     let carrier = ctx.carrier_scope(principal, carrier_id).await?;
     let n = batch.len();
-    if n == 0 || n > ocx_api::MAX_BATCH_ITEMS {
+    let max = ctx.limits.max_batch_items;
+    if n == 0 || n > max {
         return Err(invalid(
             "durations",
-            format!(
-                "{n} reports: send 1 to {} per call or batch",
-                ocx_api::MAX_BATCH_ITEMS
-            ),
+            format!("{n} reports: send 1 to {max} per call or batch"),
         ));
     }
     let mut results = Vec::with_capacity(n);
@@ -117,7 +115,7 @@ impl CallDurationService for Durations {
             corrected_count,
             rejected_count,
         ] = counts(&results);
-        Ok(Response::new(pb::ReportCallDurationsResponse {
+        Ok(crate::audit::respond(pb::ReportCallDurationsResponse {
             results,
             created_count,
             unchanged_count,
@@ -180,7 +178,7 @@ impl CallDurationService for Durations {
             .start_time_to
             .as_ref()
             .and_then(|t| convert::micros(t, "start_time_to", &mut v));
-        let size = paging::page_size(req.page_size, &mut v);
+        let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
         v.into_result()?;
         let filters = format!("durations|{carrier}|{from:?}|{to:?}");
         let after = match paging::decode(&filters, &req.page_token)? {
@@ -197,7 +195,7 @@ impl CallDurationService for Durations {
             Some((_, (start, id))) if more => paging::encode(&filters, &format!("{start}:{id}")),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListCallDurationsResponse {
+        Ok(crate::audit::respond(pb::ListCallDurationsResponse {
             call_durations: rows
                 .into_iter()
                 .map(|(d, _)| convert_durations::call_duration(d))

@@ -42,6 +42,8 @@ pub struct Ctx {
     pub shutdown: watch::Receiver<bool>,
     /// Batch and page limits.
     pub limits: crate::limits::Limits,
+    /// The audit trail (listings flush it first).
+    pub audit: crate::audit::AuditLog,
 }
 
 impl Ctx {

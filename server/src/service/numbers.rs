@@ -29,23 +29,17 @@ pub struct Numbers {
 }
 
 /// Checks the item count of a batch write.
-fn batch_len(len: usize, field: &str) -> Result<(), Status> {
+fn batch_len(len: usize, max: usize, field: &str) -> Result<(), Status> {
     if len == 0 {
         return Err(invalid(
             field,
-            format!(
-                "{field} is empty: send 1 to {} items",
-                ocx_api::MAX_BATCH_ITEMS
-            ),
+            format!("{field} is empty: send 1 to {max} items"),
         ));
     }
-    if len > ocx_api::MAX_BATCH_ITEMS {
+    if len > max {
         return Err(invalid(
             field,
-            format!(
-                "{len} items exceed the limit of {} per call; split the batch",
-                ocx_api::MAX_BATCH_ITEMS
-            ),
+            format!("{len} items exceed the limit of {max} per call; split the batch"),
         ));
     }
     Ok(())
@@ -102,7 +96,11 @@ impl NumberService for Numbers {
         let req = request.into_inner();
         let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
         tracing::Span::current().record("carrier", carrier.as_str());
-        batch_len(req.numbers.len(), "numbers")?;
+        batch_len(
+            req.numbers.len(),
+            self.ctx.limits.max_batch_items,
+            "numbers",
+        )?;
 
         // Invalid items are answered here; valid ones go to the store together.
         let mut results: Vec<Option<pb::NumberResult>> = vec![None; req.numbers.len()];
@@ -146,7 +144,7 @@ impl NumberService for Numbers {
             rejected = response.rejected_count,
             "numbers uploaded"
         );
-        Ok(Response::new(response))
+        Ok(crate::audit::respond(response))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "ReleaseNumbers", carrier))]
@@ -158,7 +156,11 @@ impl NumberService for Numbers {
         let req = request.into_inner();
         let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
         tracing::Span::current().record("carrier", carrier.as_str());
-        batch_len(req.numbers.len(), "numbers")?;
+        batch_len(
+            req.numbers.len(),
+            self.ctx.limits.max_batch_items,
+            "numbers",
+        )?;
         let mut results: Vec<Option<pb::NumberResult>> = vec![None; req.numbers.len()];
         let mut valid = Vec::new();
         let mut valid_index = Vec::new();
@@ -183,7 +185,7 @@ impl NumberService for Numbers {
                 results[i] = Some(result(i, number, outcome));
             }
         }
-        Ok(Response::new(pb::ReleaseNumbersResponse {
+        Ok(crate::audit::respond(pb::ReleaseNumbersResponse {
             results: results.into_iter().flatten().collect(),
         }))
     }
@@ -228,7 +230,7 @@ impl NumberService for Numbers {
             .updated_since
             .as_ref()
             .and_then(|ts| convert::micros(ts, "updated_since", &mut v));
-        let size = paging::page_size(req.page_size, &mut v);
+        let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
         v.into_result()?;
         let filters = format!("numbers|{carrier}|{tenant_id:?}|{state:?}|{updated_since:?}");
         let after = paging::decode(&filters, &req.page_token)?;
@@ -244,7 +246,7 @@ impl NumberService for Numbers {
             .await
             .map_err(store_status)?;
         let next_page_token = paging::next_token(&page, &filters, |n| &n.number);
-        Ok(Response::new(pb::ListNumbersResponse {
+        Ok(crate::audit::respond(pb::ListNumbersResponse {
             phone_numbers: page.items.into_iter().map(convert::phone_number).collect(),
             next_page_token,
             total_size: page.total,

@@ -28,13 +28,13 @@ async fn ingest_batch(
     batch: pb::IngestCallRecordsRequest,
 ) -> Result<pb::IngestCallRecordsResponse, Status> {
     let n = batch.call_records.len();
-    if n > ocx_api::MAX_BATCH_ITEMS {
+    let max = ctx.limits.max_batch_items;
+    if n > max {
         return Err(invalid(
             "call_records",
             format!(
-                "batch {} has {n} records; the limit is {} per batch",
-                batch.batch_id,
-                ocx_api::MAX_BATCH_ITEMS
+                "batch {} has {n} records; the limit is {max} per batch",
+                batch.batch_id
             ),
         ));
     }
@@ -275,7 +275,7 @@ impl PlatformService for Platform {
             .map_err(store_status)?;
         let call_count = rows.iter().map(|r| r.calls).sum();
         let total_us = rows.iter().map(|r| r.duration_us).sum();
-        Ok(Response::new(pb::GetTenantUsageResponse {
+        Ok(crate::audit::respond(pb::GetTenantUsageResponse {
             rows: rows.into_iter().map(convert_durations::usage_row).collect(),
             call_count,
             total_duration: Some(convert_durations::duration(total_us)),

@@ -93,7 +93,7 @@ impl ReconciliationService for Reconciliation {
             )
             .await?;
         let kind = filter_enum(req.kind, "kind", DiscrepancyKind::from_code, &mut v);
-        let size = paging::page_size(req.page_size, &mut v);
+        let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
         v.into_result()?;
         let period = period.ok_or_else(|| invalid("start_time", "a period is required"))?;
         let filters = format!("discrepancies|{period:?}|{kind:?}");
@@ -111,7 +111,7 @@ impl ReconciliationService for Reconciliation {
             Some((_, (s, k, id))) if more => paging::encode(&filters, &format!("{s}:{k}:{id}")),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListDiscrepanciesResponse {
+        Ok(crate::audit::respond(pb::ListDiscrepanciesResponse {
             discrepancies: rows
                 .into_iter()
                 .map(|(d, _)| convert_durations::discrepancy(d))
