@@ -16,6 +16,7 @@ pub fn store_status(error: StoreError) -> Status {
             tracing::warn!(error = %m, "store unavailable");
             Status::unavailable(format!("{m}; retry later"))
         }
+        StoreError::Cancelled(m) => Status::cancelled(m),
         StoreError::Internal(m) => {
             tracing::error!(error = %m, "internal store error");
             Status::internal("internal error; it has been logged")

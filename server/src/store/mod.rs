@@ -43,6 +43,9 @@ pub enum StoreError {
     /// The store cannot serve now (writer stopped, disk full, read-only); retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The query was interrupted because its caller stopped waiting (deadline, disconnect).
+    #[error("{0}")]
+    Cancelled(String),
     /// A bug or an unexpected database error; logged, never shown to clients.
     #[error("internal store error: {0}")]
     Internal(String),
@@ -55,6 +58,9 @@ impl From<rusqlite::Error> for StoreError {
             Some(ErrorCode::DiskFull | ErrorCode::ReadOnly | ErrorCode::CannotOpen) => {
                 StoreError::Unavailable(format!("the database cannot be written: {e}"))
             }
+            Some(ErrorCode::OperationInterrupted) => StoreError::Cancelled(
+                "the query was interrupted: its caller stopped waiting".into(),
+            ),
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
                 StoreError::Unavailable(format!("the database is busy: {e}"))
             }

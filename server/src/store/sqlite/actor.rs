@@ -305,6 +305,8 @@ pub struct Readers {
     idle: Arc<Mutex<Vec<Connection>>>,
     /// Bounds concurrent readers (and so open connections).
     permits: Arc<Semaphore>,
+    /// Bumped each time a query is interrupted because its caller stopped waiting.
+    interrupted: Arc<watch::Sender<u64>>,
 }
 
 impl Readers {
@@ -314,7 +316,14 @@ impl Readers {
             path: path.to_path_buf(),
             idle: Arc::new(Mutex::new(Vec::new())),
             permits: Arc::new(Semaphore::new(MAX_READERS)),
+            interrupted: Arc::new(watch::channel(0).0),
         }
+    }
+
+    /// A receiver that changes each time a query is interrupted because its caller stopped
+    /// waiting (for tests and metrics).
+    pub fn interrupted(&self) -> watch::Receiver<u64> {
+        self.interrupted.subscribe()
     }
 
     /// Runs `query` on a read connection off the executor threads.
@@ -364,6 +373,9 @@ impl Readers {
             let _ = conn.execute_batch("COMMIT");
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
+            }
+            if matches!(result, Err(StoreError::Cancelled(_))) {
+                pool.interrupted.send_modify(|n| *n += 1);
             }
             // A connection that cannot get back to autocommit is closed, not reused.
             if conn.is_autocommit()

@@ -58,6 +58,14 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// A receiver that changes each time a read query is interrupted because its caller
+    /// stopped waiting (a deadline passed, the client went away).
+    pub fn interrupted_reads(&self) -> watch::Receiver<u64> {
+        self.readers.interrupted()
+    }
+}
+
 /// Writes with nothing to announce.
 fn quiet<T>(value: T) -> StoreResult<(T, Touched)> {
     Ok((value, Touched::default()))
