@@ -17,6 +17,18 @@ impl Drop for Proc {
 /// Starts the binary on an ephemeral loopback port; returns it and its address, read from the
 /// "serving" log line (the binary logs the address it actually bound).
 pub fn start(data_dir: &Path, demo: bool) -> (Proc, String) {
+    let (proc, endpoint, _) = start_logged(data_dir, demo, "info");
+    (proc, endpoint)
+}
+
+/// [`start`] with `RUST_LOG=rust_log`, keeping every log line: the returned thread ends when
+/// the process does, and returns them all.
+#[allow(dead_code)]
+pub fn start_logged(
+    data_dir: &Path,
+    demo: bool,
+    rust_log: &str,
+) -> (Proc, String, std::thread::JoinHandle<Vec<String>>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocx-server"));
     cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir);
@@ -24,7 +36,7 @@ pub fn start(data_dir: &Path, demo: bool) -> (Proc, String) {
         cmd.arg("--demo");
     }
     let mut child = cmd
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -32,11 +44,13 @@ pub fn start(data_dir: &Path, demo: bool) -> (Proc, String) {
     let stdout = child.stdout.take().expect("stdout");
     let proc = Proc(child);
     let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
     let addr = loop {
         let line = lines
             .next()
             .expect("server exited before serving")
             .expect("read log");
+        seen.push(line.clone());
         if let Some(rest) = line
             .split("addr=")
             .nth(1)
@@ -46,8 +60,11 @@ pub fn start(data_dir: &Path, demo: bool) -> (Proc, String) {
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (proc, format!("http://{addr}"))
+    let drain = std::thread::spawn(move || {
+        seen.extend(lines.map_while(Result::ok));
+        seen
+    });
+    (proc, format!("http://{addr}"), drain)
 }
 
 pub fn key(path: &Path) -> String {
