@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub use durations::{DurationUploader, UploadTotals};
 pub use error::{Error, FieldViolation, Result};
@@ -68,6 +68,47 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long an unanswered ping may take before the connection is declared dead.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS settings for [`Client::connect_tls`], PEM-encoded.
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    /// The CA that issued the server's certificate; `None`: the platform's trusted roots are
+    /// not consulted, so set it (OCX servers commonly use a private CA).
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate and its key, for servers that require mutual TLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name to expect in the server's certificate, when it differs from the endpoint's
+    /// host (e.g. connecting to an IP address).
+    pub domain: Option<String>,
+}
+
+impl fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the private key.
+        f.debug_struct("TlsOptions")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.identity.is_some())
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+impl TlsOptions {
+    /// As tonic's client TLS configuration.
+    fn client_config(self) -> ClientTlsConfig {
+        let mut config = ClientTlsConfig::new();
+        if let Some(ca) = self.ca_pem {
+            config = config.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = self.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = self.domain {
+            config = config.domain_name(domain);
+        }
+        config
+    }
+}
 
 /// A connection to an OCX server and the API key every call is made with.
 ///
@@ -98,15 +139,30 @@ impl Client {
     /// Fails with [`Error::Config`] for a malformed endpoint or a key that cannot be sent as a
     /// header, and [`Error::Transport`] if the server cannot be reached.
     pub async fn connect(endpoint: impl Into<String>, key: impl Into<String>) -> Result<Client> {
+        Client::connect_tls(endpoint, key, None).await
+    }
+
+    /// [`Client::connect`] over TLS when `tls` is given (the endpoint is then `https://...`):
+    /// the server's certificate is checked against `tls.ca_pem`, and a client certificate is
+    /// presented when the server asks for one (mutual TLS).
+    pub async fn connect_tls(
+        endpoint: impl Into<String>,
+        key: impl Into<String>,
+        tls: Option<TlsOptions>,
+    ) -> Result<Client> {
         let authorization = parse_key(key.into())?;
         let endpoint = endpoint.into();
-        let channel = Endpoint::from_shared(endpoint.clone())
+        let mut builder = Endpoint::from_shared(endpoint.clone())
             .map_err(|e| Error::Config(format!("endpoint {endpoint:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .connect()
-            .await?;
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls.client_config())
+                .map_err(|e| Error::Config(format!("TLS settings: {e}")))?;
+        }
+        let channel = builder.connect().await?;
         Ok(Client {
             channel,
             authorization,

@@ -174,8 +174,20 @@ pub fn call_record_in(r: &pb::CallRecord, path: &str) -> Result<CallRecord, Viol
     }
     let duration_us = match &r.duration {
         Some(d) => duration_us(d, &f("duration"), MAX_DURATION_US, &mut v),
+        // Derived from the times, the same limit holds: a record stored must be one that
+        // would be accepted again when sent back.
         None => match (start_time, end_time) {
-            (Some(s), Some(e)) if e >= s => Some(e - s),
+            (Some(s), Some(e)) if e >= s && e - s <= MAX_DURATION_US => Some(e - s),
+            (Some(s), Some(e)) if e >= s => {
+                v.add(
+                    f("end_time"),
+                    format!(
+                        "the call lasts more than {} seconds; send duration or a nearer end_time",
+                        MAX_DURATION_US / 1_000_000
+                    ),
+                );
+                None
+            }
             _ => None,
         },
     };

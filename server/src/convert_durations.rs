@@ -29,8 +29,13 @@ pub fn duration(us: i64) -> Duration {
     }
 }
 
-/// A protobuf duration to µs, `None` if it overflows.
+/// A protobuf duration to µs; `None` if it overflows or is malformed (nanos outside
+/// -999,999,999..=999,999,999, or of the other sign than the seconds), as call records judge it.
 fn duration_us(d: &Duration) -> Option<i64> {
+    let sign_clash = (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0);
+    if d.nanos.unsigned_abs() >= 1_000_000_000 || sign_clash {
+        return None;
+    }
     d.seconds
         .checked_mul(1_000_000)?
         .checked_add(i64::from(d.nanos) / 1000)
@@ -133,8 +138,9 @@ pub fn period(
         }
         Some(t) => micros(t, name, v),
     };
-    let (s, e) = (one(start, "start_time")?, one(end, "end_time"));
-    let e = e?;
+    // Both ends are checked before giving up, so every violation is reported at once.
+    let (s, e) = (one(start, "start_time"), one(end, "end_time"));
+    let (s, e) = (s?, e?);
     if e <= s {
         v.add("end_time", "end_time must be after start_time");
         return None;

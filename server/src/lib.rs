@@ -66,6 +66,29 @@ pub struct Config {
     pub limits: limits::Limits,
     /// How often expired data is purged; `None`: only on demand.
     pub purge_interval: Option<Duration>,
+    /// TLS (and, with a client CA, mutual TLS); `None`: plaintext, for local use.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The server's TLS material, PEM-encoded.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// The server's certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// The server's private key.
+    pub key_pem: Vec<u8>,
+    /// When set, clients must present a certificate issued by this CA (mutual TLS); a client
+    /// without one fails at the handshake.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("TlsConfig")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -73,6 +96,7 @@ impl Default for Config {
         Config {
             limits: limits::Limits::default(),
             purge_interval: Some(Duration::from_secs(3600)),
+            tls: None,
         }
     }
 }
@@ -144,7 +168,15 @@ pub async fn run_with(
         ))
     });
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "serving");
+    let transport = match &config.tls {
+        None => "plaintext",
+        Some(TlsConfig {
+            client_ca_pem: None,
+            ..
+        }) => "tls",
+        Some(_) => "mutual tls",
+    };
+    tracing::info!(%addr, transport, "serving");
 
     let signal = async move {
         shutdown.await;
@@ -164,7 +196,17 @@ pub async fn run_with(
                 .max_encoding_message_size(max)
         };
     }
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let mut server_tls = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+        );
+        if let Some(ca) = &tls.client_ca_pem {
+            server_tls = server_tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(server_tls)?;
+    }
+    builder
         // Keepalives find half-dead peers, so their streams (and tasks) end.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -5,9 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
 use ocx_server::bootstrap;
+use ocx_server::limits::Limits;
 use ocx_server::store::sqlite::SqliteStore;
+use ocx_server::{Config, TlsConfig};
 use tracing_subscriber::EnvFilter;
 
 /// OCX, the Operator Connect Exchange server.
@@ -31,8 +36,73 @@ struct Cli {
     /// Seed a demo carrier, tenants and numbers, and write its key to <data-dir>/demo-carrier.key.
     #[arg(long, env = "OCX_DEMO")]
     demo: bool,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key. Without it: plaintext.
+    #[arg(long, env = "OCX_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "OCX_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA (PEM): mutual TLS.
+    #[arg(long, env = "OCX_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Largest request or response message, bytes.
+    #[arg(long, env = "OCX_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes)]
+    max_message_bytes: usize,
+    /// Most items in one batch (uploads, releases, reports, ingest batches).
+    #[arg(long, env = "OCX_MAX_BATCH", default_value_t = Limits::default().max_batch_items,
+          value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
+    max_batch: usize,
+    /// Largest page of a listing.
+    #[arg(long, env = "OCX_MAX_PAGE_SIZE", default_value_t = Limits::default().max_page_size,
+          value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
+    max_page_size: usize,
+    /// Sustained requests per second per API key (a stream counts once).
+    #[arg(long, env = "OCX_RATE", default_value_t = Limits::default().rate_per_second)]
+    rate: f64,
+    /// Requests a key may make at once above the sustained rate.
+    #[arg(long, env = "OCX_BURST", default_value_t = Limits::default().rate_burst)]
+    burst: f64,
+    /// Streams one API key may hold open at once.
+    #[arg(long, env = "OCX_MAX_STREAMS_PER_KEY", default_value_t = Limits::default().max_streams_per_key)]
+    max_streams_per_key: usize,
+    /// Longest a unary call may run when the caller sets no deadline (e.g. 2m, 30s).
+    #[arg(long, env = "OCX_DEFAULT_DEADLINE", default_value = "2m", value_parser = humantime::parse_duration)]
+    default_deadline: Duration,
+    /// How often expired data is purged (e.g. 1h, 15m); 0 purges only on demand.
+    #[arg(long, env = "OCX_PURGE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    purge_interval: Duration,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+impl Cli {
+    /// The server configuration the flags describe; reads the TLS files.
+    fn config(&self) -> anyhow::Result<Config> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                cert_pem: read(cert)?,
+                key_pem: read(key)?,
+                client_ca_pem: self.tls_client_ca.as_ref().map(read).transpose()?,
+            }),
+            _ => None,
+        };
+        Ok(Config {
+            limits: Limits {
+                max_message_bytes: self.max_message_bytes,
+                max_batch_items: self.max_batch,
+                max_page_size: self.max_page_size,
+                rate_per_second: self.rate,
+                rate_burst: self.burst,
+                max_streams_per_key: self.max_streams_per_key,
+                default_deadline: self.default_deadline,
+            },
+            purge_interval: (!self.purge_interval.is_zero()).then_some(self.purge_interval),
+            tls,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -52,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    let config = cli.config()?;
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let db_path = cli
@@ -79,5 +150,5 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    ocx_server::run(listener, Arc::new(store), shutdown).await
+    ocx_server::run_with(listener, Arc::new(store), config, shutdown).await
 }

@@ -12,6 +12,7 @@ fn config(limits: Limits) -> Config {
     Config {
         limits,
         purge_interval: None,
+        tls: None,
     }
 }
 
@@ -93,7 +94,8 @@ async fn a_key_may_hold_only_so_many_streams_open() {
         .list_numbers(Default::default())
         .await
         .expect("unary");
-    b.client
+    let _bravo = b
+        .client
         .watch_number_events("", 0)
         .await
         .expect("bravo's own");

@@ -68,6 +68,15 @@ struct Cli {
     /// How list and get commands print.
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     output: Format,
+    /// CA certificate (PEM) to check a TLS server with; use an https:// endpoint.
+    #[arg(long, env = "OCX_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require mutual TLS; needs --tls-key.
+    #[arg(long, env = "OCX_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "OCX_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     command: Command,
@@ -376,7 +385,22 @@ fn report(error: &anyhow::Error) -> ExitCode {
 /// Connects with the configured key and runs the command.
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let key = load_key(cli.key, cli.key_file)?;
-    let client = Client::connect(cli.endpoint, key).await?;
+    let read =
+        |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    let tls = if cli.tls_ca.is_some() || cli.tls_cert.is_some() {
+        let identity = match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+            _ => None,
+        };
+        Some(ocx_client::TlsOptions {
+            ca_pem: cli.tls_ca.as_ref().map(read).transpose()?,
+            identity,
+            domain: None,
+        })
+    } else {
+        None
+    };
+    let client = Client::connect_tls(cli.endpoint, key, tls).await?;
     let format = cli.output;
     match cli.command {
         Command::Carriers(command) => carriers(&client, format, command).await?,

@@ -16,6 +16,7 @@ impl Drop for Proc {
 
 /// Starts the binary on an ephemeral loopback port; returns it and its address, read from the
 /// "serving" log line (the binary logs the address it actually bound).
+#[allow(dead_code)]
 pub fn start(data_dir: &Path, demo: bool) -> (Proc, String) {
     let (proc, endpoint, _) = start_logged(data_dir, demo, "info");
     (proc, endpoint)
