@@ -448,5 +448,38 @@ async fn durations_reconciliation_and_usage_through_the_cli() {
     assert_eq!(code, 2);
     assert!(err.contains("PermissionDenied"), "{err}");
 
+    // The operator's privacy commands: retention, audit, erasure.
+    let out = ok(served.run(&platform, "--output json retention get").await);
+    let policy: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(policy["call_record_days"], 90, "{policy}");
+    let out = ok(served
+        .run(
+            &platform,
+            "--output json retention set --call-records 30 --call-durations 60 --released-numbers 7 --audit-events 400",
+        )
+        .await);
+    let policy: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(policy["call_duration_days"], 60, "{policy}");
+    let out = ok(served
+        .run(
+            &platform,
+            "--output json audit --carrier fabrikam-tel --rpc ocx.v1.CallDurationService/UploadCallDurations",
+        )
+        .await);
+    assert_eq!(out.lines().count(), 2, "the two uploads: {out}");
+    let (code, _, err) = served
+        .run(&platform, &format!("erase --tenant {TENANT}"))
+        .await;
+    assert_eq!(code, 2, "erasure wants --yes: {err}");
+    let out = ok(served
+        .run(
+            &platform,
+            &format!("--output json erase --tenant {TENANT} --yes"),
+        )
+        .await);
+    let erased: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(erased["call_records"], 40, "{erased}");
+    assert_eq!(erased["call_durations"], 30, "{erased}");
+
     served.stop().await;
 }

@@ -108,6 +108,40 @@ enum Command {
     Reconcile(durations::ReconcileCommand),
     /// A tenant's calls and summed durations over a period (platform key).
     Usage(durations::UsageArgs),
+    /// How long personal data is kept, and purging what aged out (platform key).
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// Erase a tenant's personal data: call records, duration reports, SIP URIs and user ids
+    /// of its numbers (platform key). Cannot be undone.
+    Erase {
+        /// The tenant's GUID.
+        #[arg(long, value_parser = tenant_id)]
+        tenant: String,
+        /// Say yes: erasure cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The audit trail, newest first (platform key).
+    Audit {
+        /// Only this key id.
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Only this carrier's keys.
+        #[arg(long, value_parser = carrier_id)]
+        carrier: Option<String>,
+        /// Only this method, e.g. ocx.v1.NumberService/GetNumber.
+        #[arg(long)]
+        rpc: Option<String>,
+        /// Only events at or after this time (RFC 3339 UTC).
+        #[arg(long, value_parser = rfc3339)]
+        from: Option<prost_types::Timestamp>,
+        /// Only events before this time (RFC 3339 UTC).
+        #[arg(long, value_parser = rfc3339)]
+        to: Option<prost_types::Timestamp>,
+        /// Stop after this many.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
     /// Record that a number was assigned in its tenant (platform key).
     Assign(AssignArgs),
     /// Record that a number was unassigned (platform key).
@@ -119,6 +153,30 @@ enum Command {
         #[arg(long, value_parser = tenant_id)]
         tenant: String,
     },
+}
+
+/// `ocx retention ...`
+#[derive(Debug, Subcommand)]
+enum RetentionCommand {
+    /// Show the policy in force.
+    Get,
+    /// Set every period, in days (1 to 3650; audit events at least 30).
+    Set {
+        /// Call records.
+        #[arg(long)]
+        call_records: i32,
+        /// Carriers' duration reports.
+        #[arg(long)]
+        call_durations: i32,
+        /// Released numbers and their events.
+        #[arg(long)]
+        released_numbers: i32,
+        /// Audit events.
+        #[arg(long)]
+        audit_events: i32,
+    },
+    /// Delete now what the policy no longer allows, and say how much.
+    Purge,
 }
 
 /// `ocx carriers ...`
@@ -413,6 +471,52 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Reconcile(command) => durations::reconcile(&client, format, command).await?,
         Command::Usage(args) => durations::usage(&client, format, args).await?,
+        Command::Retention(command) => match command {
+            RetentionCommand::Get => print_one(format, &client.get_retention_policy().await?)?,
+            RetentionCommand::Set {
+                call_records,
+                call_durations,
+                released_numbers,
+                audit_events,
+            } => {
+                let policy = pb::RetentionPolicy {
+                    call_record_days: call_records,
+                    call_duration_days: call_durations,
+                    released_number_days: released_numbers,
+                    audit_event_days: audit_events,
+                    update_time: None,
+                };
+                print_one(format, &client.set_retention_policy(policy).await?)?;
+            }
+            RetentionCommand::Purge => print_one(format, &client.purge_expired_data().await?)?,
+        },
+        Command::Erase { tenant, yes } => {
+            if !yes {
+                anyhow::bail!(
+                    "erasing tenant {tenant}'s personal data cannot be undone: add --yes to go on"
+                );
+            }
+            print_one(format, &client.erase_tenant_data(&tenant).await?)?;
+        }
+        Command::Audit {
+            key_id,
+            carrier,
+            rpc,
+            from,
+            to,
+            limit,
+        } => {
+            let request = pb::ListAuditEventsRequest {
+                key_id: key_id.unwrap_or_default(),
+                carrier_id: carrier.unwrap_or_default(),
+                rpc: rpc.unwrap_or_default(),
+                start_time: from,
+                end_time: to,
+                page_size: limit.min(ocx_api::MAX_PAGE_SIZE as u32) as i32,
+                page_token: String::new(),
+            };
+            print_all(format, client.audit_events(request).take(limit as usize)).await?;
+        }
         Command::Assign(args) => {
             let request = pb::AssignNumberRequest {
                 number: args.number,

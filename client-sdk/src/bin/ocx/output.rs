@@ -801,6 +801,127 @@ impl Render for pb::Discrepancy {
     }
 }
 
+impl Render for pb::AuditEvent {
+    const COLUMNS: &'static [&'static str] = &[
+        "TIME", "KEY_ID", "CARRIER", "RPC", "KIND", "ITEMS", "OUTCOME",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            time_cell(&self.time),
+            text_cell(&self.key_id),
+            text_cell(&self.carrier_id),
+            self.rpc.clone(),
+            text_cell(&self.resource_kind),
+            self.item_count.to_string(),
+            self.outcome.clone(),
+        ]
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "time": time_json(&self.time),
+            "key_id": self.key_id,
+            "carrier_id": self.carrier_id,
+            "role": self.role,
+            "rpc": self.rpc,
+            "resource_kind": self.resource_kind,
+            "item_count": self.item_count,
+            "outcome": self.outcome,
+        })
+    }
+}
+
+impl Render for pb::RetentionPolicy {
+    const COLUMNS: &'static [&'static str] = &[
+        "CALL_RECORD_DAYS",
+        "CALL_DURATION_DAYS",
+        "RELEASED_NUMBER_DAYS",
+        "AUDIT_EVENT_DAYS",
+        "UPDATE_TIME",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.call_record_days.to_string(),
+            self.call_duration_days.to_string(),
+            self.released_number_days.to_string(),
+            self.audit_event_days.to_string(),
+            time_cell(&self.update_time),
+        ]
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "call_record_days": self.call_record_days,
+            "call_duration_days": self.call_duration_days,
+            "released_number_days": self.released_number_days,
+            "audit_event_days": self.audit_event_days,
+            "update_time": time_json(&self.update_time),
+        })
+    }
+}
+
+impl Render for pb::PurgeExpiredDataResponse {
+    const COLUMNS: &'static [&'static str] = &[
+        "CALL_RECORDS",
+        "CALL_DURATIONS",
+        "RELEASED_NUMBERS",
+        "NUMBER_EVENTS",
+        "AUDIT_EVENTS",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        [
+            self.call_records,
+            self.call_durations,
+            self.released_numbers,
+            self.number_events,
+            self.audit_events,
+        ]
+        .iter()
+        .map(i64::to_string)
+        .collect()
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "call_records": self.call_records,
+            "call_durations": self.call_durations,
+            "released_numbers": self.released_numbers,
+            "number_events": self.number_events,
+            "audit_events": self.audit_events,
+        })
+    }
+}
+
+impl Render for pb::EraseTenantDataResponse {
+    const COLUMNS: &'static [&'static str] =
+        &["CALL_RECORDS", "CALL_DURATIONS", "NUMBERS", "NUMBER_EVENTS"];
+
+    fn cells(&self) -> Vec<String> {
+        [
+            self.call_records,
+            self.call_durations,
+            self.numbers,
+            self.number_events,
+        ]
+        .iter()
+        .map(i64::to_string)
+        .collect()
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "call_records": self.call_records,
+            "call_durations": self.call_durations,
+            "numbers": self.numbers,
+            "number_events": self.number_events,
+        })
+    }
+}
+
 /// Prints tenant usage: a table with one row per group and a total line, or one JSON object
 /// per row followed by one for the total.
 pub fn print_usage(
