@@ -83,24 +83,10 @@ impl<R: Read> Rows<R> {
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .from_reader(input);
-        let mut index = HashMap::new();
-        for (i, name) in reader
-            .headers()
-            .context("reading the header row")?
-            .iter()
-            .enumerate()
-        {
-            let name = name.to_ascii_lowercase();
-            let Some(column) = COLUMNS.iter().find(|c| **c == name) else {
-                bail!(
-                    "unknown column {name:?} in the header row; the columns are: {}",
-                    COLUMNS.join(", ")
-                );
-            };
-            if index.insert(*column, i).is_some() {
-                bail!("column {name:?} appears twice in the header row");
-            }
-        }
+        let index = crate::upload::header_index(
+            reader.headers().context("reading the header row")?,
+            COLUMNS,
+        )?;
         for required in ["record_id", "start_time", "duration_seconds"] {
             if !index.contains_key(required) {
                 bail!("the header row has no {required:?} column");

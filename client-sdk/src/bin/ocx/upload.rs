@@ -76,24 +76,7 @@ pub fn parse_csv(mut input: impl Read, default_tenant: Option<&str>) -> anyhow::
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(data.as_slice());
-    let mut index: HashMap<&'static str, usize> = HashMap::new();
-    for (i, name) in reader
-        .headers()
-        .context("reading the header row")?
-        .iter()
-        .enumerate()
-    {
-        let name = name.to_ascii_lowercase();
-        let Some(column) = COLUMNS.iter().find(|c| **c == name) else {
-            bail!(
-                "unknown column {name:?} in the header row; the columns are: {}",
-                COLUMNS.join(", ")
-            );
-        };
-        if index.insert(column, i).is_some() {
-            bail!("column {name:?} appears twice in the header row");
-        }
-    }
+    let index = header_index(reader.headers().context("reading the header row")?, COLUMNS)?;
     if !index.contains_key("number") {
         bail!("the header row has no \"number\" column");
     }
@@ -142,6 +125,28 @@ pub fn parse_csv(mut input: impl Read, default_tenant: Option<&str>) -> anyhow::
         });
     }
     Ok(parsed)
+}
+
+/// The header row's columns (case-insensitive) by their index; an unknown or repeated column
+/// is an error that lists the known ones. Shared by every CSV the CLI reads.
+pub fn header_index(
+    headers: &csv::StringRecord,
+    columns: &[&'static str],
+) -> anyhow::Result<HashMap<&'static str, usize>> {
+    let mut index = HashMap::new();
+    for (i, name) in headers.iter().enumerate() {
+        let name = name.to_ascii_lowercase();
+        let Some(column) = columns.iter().find(|c| **c == name) else {
+            bail!(
+                "unknown column {name:?} in the header row; the columns are: {}",
+                columns.join(", ")
+            );
+        };
+        if index.insert(*column, i).is_some() {
+            bail!("column {name:?} appears twice in the header row");
+        }
+    }
+    Ok(index)
 }
 
 /// `inbound_calling;user_assignment` → the capabilities; an unknown name is an error.
