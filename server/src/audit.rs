@@ -124,6 +124,35 @@ pub fn set_count<T>(response: &mut tonic::Response<T>, count: i64) {
     response.extensions_mut().insert(ItemCount(count));
 }
 
+/// The items a stream has carried so far (records and events sent, reports and records
+/// received), counted by its handler and read by the gate for the stream's audit event, which
+/// is recorded when the stream ends.
+#[derive(Debug, Clone, Default)]
+pub struct StreamItems(Arc<std::sync::atomic::AtomicI64>);
+
+impl StreamItems {
+    /// The counter the gate attached to a streaming request (a fresh one if none: a handler
+    /// mounted without the gate still works).
+    pub fn of<T>(request: &tonic::Request<T>) -> StreamItems {
+        request
+            .extensions()
+            .get::<StreamItems>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Counts `n` more items.
+    pub fn add(&self, n: usize) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The items so far.
+    pub fn get(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A response of `message` that read or wrote `count` items.
 pub fn counted<T>(message: T, count: usize) -> tonic::Response<T> {
     let mut response = tonic::Response::new(message);
@@ -197,6 +226,23 @@ impl AuditLog {
     pub async fn record(&self, event: AuditEvent) {
         if self.tx.send(Message::Event(event)).await.is_err() {
             tracing::error!("the audit appender stopped; an audit event was lost");
+        }
+    }
+
+    /// Queues an event without waiting (from synchronous code): at once if the queue has room,
+    /// else from a task.
+    pub fn record_now(&self, event: AuditEvent) {
+        match self.tx.try_send(Message::Event(event)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                let tx = self.tx.clone();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move { tx.send(message).await });
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("the audit appender stopped; an audit event was lost");
+            }
         }
     }
 

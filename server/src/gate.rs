@@ -102,13 +102,18 @@ where
     }
 }
 
-/// An audit event that is recorded when dropped, so a call whose future is abandoned (its
-/// deadline passed, or the client went away) is audited too.
+/// An audit event that is recorded when dropped (with `outcome` and `count` as they stand
+/// then), so a call whose future is abandoned (its deadline passed, or the client went away) is
+/// audited too, and a stream is audited when it ends.
 struct Pending {
     /// The event so far; `None` once recorded.
     event: Option<AuditEvent>,
     /// Where it goes.
     audit: AuditLog,
+    /// The outcome to record if dropped: CANCELLED until something better is known.
+    outcome: Code,
+    /// The item count to record if dropped.
+    count: i64,
 }
 
 impl Pending {
@@ -122,16 +127,20 @@ impl Pending {
     }
 }
 
+impl Pending {
+    /// Records the event now with `outcome` and `count` as they stand (once).
+    fn record_now(&mut self) {
+        if let Some(mut event) = self.event.take() {
+            event.outcome = code_name(self.outcome).to_owned();
+            event.item_count = self.count;
+            self.audit.record_now(event);
+        }
+    }
+}
+
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(mut event) = self.event.take() {
-            event.outcome = code_name(Code::Cancelled).to_owned();
-            let audit = self.audit.clone();
-            // No await in drop: hand it to a task (there is always a runtime here).
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move { audit.record(event).await });
-            }
-        }
+        self.record_now();
     }
 }
 
@@ -166,6 +175,8 @@ impl Gate {
                 outcome: String::new(),
             }),
             audit: self.audit.clone(),
+            outcome: Code::Cancelled,
+            count: 0,
         };
         let Some((kind, streaming)) = audit::rpc_info(&rpc) else {
             let status = Status::unimplemented(format!("{rpc} is not a method of this server"));
@@ -211,6 +222,10 @@ impl Gate {
             None
         };
         request.extensions_mut().insert(principal);
+        let items = audit::StreamItems::default();
+        if streaming {
+            request.extensions_mut().insert(items.clone());
+        }
         let has_deadline = request.headers().contains_key("grpc-timeout");
         let call = inner.call(request);
         let response = if streaming || has_deadline {
@@ -232,15 +247,25 @@ impl Gate {
             Err(never) => match never {},
         };
         let code = response_code(&response);
-        let count = match response.extensions().get::<ItemCount>() {
-            Some(ItemCount(n)) => *n,
-            None if code == Code::Ok && !streaming => 1,
-            None => 0,
-        };
-        pending.finish(code, count).await;
         match slot {
-            Some(slot) => response.map(|body| Body::new(Slotted { body, _slot: slot })),
-            None => response,
+            // An opened stream is audited when it ends, with the items it carried.
+            Some(slot) if code == Code::Ok => response.map(|body| {
+                Body::new(Slotted {
+                    body,
+                    _slot: slot,
+                    pending,
+                    items,
+                })
+            }),
+            _ => {
+                let count = match response.extensions().get::<ItemCount>() {
+                    Some(ItemCount(n)) => *n,
+                    None if code == Code::Ok && !streaming => 1,
+                    None => 0,
+                };
+                pending.finish(code, count).await;
+                response
+            }
         }
     }
 }
@@ -298,12 +323,18 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// A stream's response body holding its stream slot until the stream ends.
+/// A stream's response body holding its stream slot and its audit event until the stream
+/// ends: the event is recorded when the body is dropped, with the status from the trailers
+/// (CANCELLED if the client left first) and the items the handler counted.
 struct Slotted {
     /// The real body.
     body: Body,
     /// Released on drop.
     _slot: StreamSlot,
+    /// Recorded on drop.
+    pending: Pending,
+    /// The handler's count of the stream's items.
+    items: audit::StreamItems,
 }
 
 impl HttpBody for Slotted {
@@ -314,7 +345,21 @@ impl HttpBody for Slotted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<bytes::Bytes>, Status>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(trailers) = frame.trailers_ref()
+        {
+            // The stream's last frame: record its event before the client can hear the end,
+            // so a listing made after the stream ended sees it.
+            self.pending.outcome = trailers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(Code::Ok, Code::from_i32);
+            self.pending.count = self.items.get();
+            self.pending.record_now();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -323,6 +368,12 @@ impl HttpBody for Slotted {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+impl Drop for Slotted {
+    fn drop(&mut self) {
+        self.pending.count = self.items.get();
     }
 }
 

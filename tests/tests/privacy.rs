@@ -404,4 +404,35 @@ async fn every_call_is_audited_with_its_outcome_and_no_personal_data() {
         let text = format!("{e:?}");
         assert!(!text.contains("+4420"), "{text}");
     }
+
+    // A stream is audited when it ends, with the items it carried.
+    let batches = vec![
+        vec![
+            report("s-1", "c-1", "", 1_000, 1),
+            report("s-2", "c-2", "", 1_000, 1),
+        ],
+        vec![report("s-3", "c-3", "", 1_000, 1)],
+    ];
+    let acks: Vec<pb::UploadCallDurationsResponse> = a
+        .client
+        .upload_call_durations("", futures_util::stream::iter(batches))
+        .await
+        .expect("upload")
+        .try_collect()
+        .await
+        .expect("acks");
+    assert_eq!(acks.len(), 2);
+    let uploads = platform
+        .list_audit_events(pb::ListAuditEventsRequest {
+            rpc: "ocx.v1.CallDurationService/UploadCallDurations".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    let streamed: Vec<(i64, &str)> = uploads
+        .audit_events
+        .iter()
+        .map(|e| (e.item_count, e.outcome.as_str()))
+        .collect();
+    assert_eq!(streamed, [(3, "OK")]);
 }

@@ -132,6 +132,7 @@ impl CallRecordService for CallRecords {
         request: Request<pb::StreamCallRecordsRequest>,
     ) -> Result<Response<Self::StreamCallRecordsStream>, Status> {
         let principal = auth::principal(&request)?;
+        let items = crate::audit::StreamItems::of(&request);
         let req = request.into_inner();
         let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
         tracing::Span::current().record("carrier", carrier.as_str());
@@ -155,6 +156,7 @@ impl CallRecordService for CallRecords {
             carrier,
             req.after_sequence,
             tx,
+            items,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -175,6 +177,7 @@ async fn feed_loop(
     carrier: String,
     mut after: i64,
     tx: mpsc::Sender<Result<pb::StreamCallRecordsResponse, Status>>,
+    items: crate::audit::StreamItems,
 ) {
     let mut signal = ctx.store.call_record_signal();
     let mut shutdown = ctx.shutdown.clone();
@@ -197,6 +200,7 @@ async fn feed_loop(
         let caught_up = records.len() < FEED_BATCH;
         if let Some(last) = records.last() {
             after = last.feed_sequence;
+            let count = records.len();
             let message = pb::StreamCallRecordsResponse {
                 call_records: records
                     .into_iter()
@@ -206,6 +210,7 @@ async fn feed_loop(
             if !send_or_stop(&tx, message, &mut shutdown).await {
                 return;
             }
+            items.add(count);
         }
         if !caught_up {
             continue;

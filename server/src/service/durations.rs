@@ -133,14 +133,16 @@ impl CallDurationService for Durations {
         request: Request<Streaming<pb::UploadCallDurationsRequest>>,
     ) -> Result<Response<Self::UploadCallDurationsStream>, Status> {
         let principal = auth::principal(&request)?;
+        let items = crate::audit::StreamItems::of(&request);
         let (tx, rx) = mpsc::channel(super::STREAM_IN_FLIGHT);
         let ctx = self.ctx.clone();
         let shutdown = ctx.shutdown.clone();
         let handle = move |batch: pb::UploadCallDurationsRequest| {
-            let (ctx, principal) = (ctx.clone(), principal.clone());
+            let (ctx, principal, items) = (ctx.clone(), principal.clone(), items.clone());
             async move {
                 let results =
                     report_batch(&ctx, &principal, &batch.carrier_id, batch.durations).await?;
+                items.add(results.len());
                 let [
                     created_count,
                     unchanged_count,

@@ -262,6 +262,7 @@ impl NumberService for Numbers {
         request: Request<pb::WatchNumberEventsRequest>,
     ) -> Result<Response<Self::WatchNumberEventsStream>, Status> {
         let principal = auth::principal(&request)?;
+        let items = crate::audit::StreamItems::of(&request);
         let req = request.into_inner();
         let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
         tracing::Span::current().record("carrier", carrier.as_str());
@@ -286,6 +287,7 @@ impl NumberService for Numbers {
             carrier,
             req.after_sequence,
             tx,
+            items,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -347,6 +349,7 @@ async fn watch_loop(
     carrier: String,
     mut after: i64,
     tx: mpsc::Sender<Result<pb::WatchNumberEventsResponse, Status>>,
+    items: crate::audit::StreamItems,
 ) {
     let mut signal = ctx.store.number_event_signal();
     let mut shutdown = ctx.shutdown.clone();
@@ -376,6 +379,7 @@ async fn watch_loop(
             if !send_or_stop(&tx, message, &mut shutdown).await {
                 return; // the client went away, or the server is stopping
             }
+            items.add(1);
         }
         if !caught_up {
             continue;

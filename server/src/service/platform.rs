@@ -234,10 +234,18 @@ impl PlatformService for Platform {
         request: Request<Streaming<pb::IngestCallRecordsRequest>>,
     ) -> Result<Response<Self::IngestCallRecordsStream>, Status> {
         auth::principal(&request)?.require_platform()?;
+        let items = crate::audit::StreamItems::of(&request);
         let (tx, rx) = mpsc::channel(super::STREAM_IN_FLIGHT);
         let ctx = self.ctx.clone();
         let shutdown = ctx.shutdown.clone();
-        let handle = move |batch| ingest_batch(ctx.clone(), batch);
+        let handle = move |batch| {
+            let (ctx, items) = (ctx.clone(), items.clone());
+            async move {
+                let ack = ingest_batch(ctx, batch).await?;
+                items.add(ack.results.len());
+                Ok(ack)
+            }
+        };
         tokio::spawn(super::pipeline(request.into_inner(), tx, shutdown, handle));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
