@@ -152,11 +152,14 @@ async fn carriers_keys_consents_numbers_and_assignments_through_the_cli() {
     // A server-side error: status, message and violations on stderr, exit code 2.
     let (code, _, err) = served.run(&carrier_key, "carriers list").await;
     assert_eq!(code, 2);
-    assert!(err.contains("PermissionDenied"), "{err}");
+    assert!(
+        err.starts_with("error: PERMISSION_DENIED: ") && err.lines().count() == 1,
+        "{err}"
+    );
     let unknown = "ocx_0000000000000000_".to_owned() + &"0".repeat(64);
     let (code, _, err) = served.run(&unknown, "numbers list").await;
     assert_eq!(code, 2);
-    assert!(err.contains("Unauthenticated"), "{err}");
+    assert!(err.starts_with("error: UNAUTHENTICATED: "), "{err}");
 
     // Call records: generate (platform), then list, get, export and follow (carrier).
     let generate = format!(
@@ -379,6 +382,36 @@ async fn durations_reconciliation_and_usage_through_the_cli() {
 
     let listed = ok(served.run(&carrier, "--output json durations list").await);
     assert_eq!(listed.lines().count(), 30);
+    let out = ok(served
+        .run(&carrier, "--output csv durations list --limit 2")
+        .await);
+    let mut reader = csv::Reader::from_reader(out.as_bytes());
+    assert_eq!(
+        reader.headers().expect("header").get(1),
+        Some("record_id"),
+        "{out}"
+    );
+    assert_eq!(reader.records().count(), 2, "{out}");
+    // A field violation, on the one error line.
+    let (code, _, err) = served
+        .run(
+            &carrier,
+            "reconcile summary --from 2026-01-01T00:00:00Z --to 2026-01-01T00:00:00Z",
+        )
+        .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with("error: INVALID_ARGUMENT: ")
+            && err.contains("end_time")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    let (code, completion, _) = served.run(&carrier, "completions bash").await;
+    assert_eq!(code, 0);
+    assert!(
+        completion.contains("durations") && completion.contains("complete"),
+        "bash completion"
+    );
 
     let period = "--from 2025-12-01T00:00:00Z --to 2026-12-01T00:00:00Z";
     let out = ok(served
@@ -446,7 +479,10 @@ async fn durations_reconciliation_and_usage_through_the_cli() {
         .run(&carrier, &format!("usage --tenant {TENANT} {period}"))
         .await;
     assert_eq!(code, 2);
-    assert!(err.contains("PermissionDenied"), "{err}");
+    assert!(
+        err.starts_with("error: PERMISSION_DENIED: ") && err.lines().count() == 1,
+        "{err}"
+    );
 
     // The operator's privacy commands: retention, audit, erasure.
     let out = ok(served.run(&platform, "--output json retention get").await);

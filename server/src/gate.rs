@@ -25,6 +25,7 @@ use crate::audit::{self, AuditLog, ItemCount};
 use crate::auth::{KeyCache, Principal};
 use crate::domain::{AuditEvent, now_micros};
 use crate::limits::{Limits, RateLimiter, StreamCounter, StreamSlot};
+use crate::metrics::Metrics;
 
 /// What the gate needs, shared by every call.
 #[derive(Clone)]
@@ -39,14 +40,22 @@ pub struct Gate {
     streams: StreamCounter,
     /// Deadline for unary calls that set none.
     default_deadline: Duration,
+    /// Request counts, latencies, open streams.
+    metrics: Arc<Metrics>,
 }
 
 impl Gate {
     /// A gate enforcing `limits`.
-    pub fn new(keys: Arc<KeyCache>, audit: AuditLog, limits: &Limits) -> Gate {
+    pub fn new(
+        keys: Arc<KeyCache>,
+        audit: AuditLog,
+        limits: &Limits,
+        metrics: Arc<Metrics>,
+    ) -> Gate {
         Gate {
             keys,
             audit,
+            metrics,
             limiter: RateLimiter::new(limits.rate_per_second, limits.rate_burst),
             streams: StreamCounter::new(limits.max_streams_per_key),
             default_deadline: limits.default_deadline,
@@ -114,6 +123,13 @@ struct Pending {
     outcome: Code,
     /// The item count to record if dropped.
     count: i64,
+    /// When the call arrived.
+    started: Instant,
+    /// The latency to report, if not the time until the event is recorded (a stream's: the
+    /// time to open it).
+    latency: Option<Duration>,
+    /// Where the call is counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Pending {
@@ -122,8 +138,15 @@ impl Pending {
         if let Some(mut event) = self.event.take() {
             event.outcome = code_name(outcome).to_owned();
             event.item_count = count;
+            self.count_call(&event);
             self.audit.record(event).await;
         }
+    }
+
+    /// Counts the call in the metrics.
+    fn count_call(&self, event: &AuditEvent) {
+        let latency = self.latency.unwrap_or_else(|| self.started.elapsed());
+        self.metrics.call(&event.rpc, &event.outcome, latency);
     }
 }
 
@@ -133,6 +156,7 @@ impl Pending {
         if let Some(mut event) = self.event.take() {
             event.outcome = code_name(self.outcome).to_owned();
             event.item_count = self.count;
+            self.count_call(&event);
             self.audit.record_now(event);
         }
     }
@@ -177,6 +201,9 @@ impl Gate {
             audit: self.audit.clone(),
             outcome: Code::Cancelled,
             count: 0,
+            started: Instant::now(),
+            latency: None,
+            metrics: Arc::clone(&self.metrics),
         };
         let Some((kind, streaming)) = audit::rpc_info(&rpc) else {
             let status = Status::unimplemented(format!("{rpc} is not a method of this server"));
@@ -249,14 +276,22 @@ impl Gate {
         let code = response_code(&response);
         match slot {
             // An opened stream is audited when it ends, with the items it carried.
-            Some(slot) if code == Code::Ok => response.map(|body| {
-                Body::new(Slotted {
-                    body,
-                    _slot: slot,
-                    pending,
-                    items,
+            Some(slot) if code == Code::Ok => {
+                let mut pending = pending;
+                pending.latency = Some(pending.started.elapsed());
+                self.metrics.stream(&rpc, 1);
+                let metrics = Arc::clone(&self.metrics);
+                response.map(|body| {
+                    Body::new(Slotted {
+                        body,
+                        _slot: slot,
+                        pending,
+                        items,
+                        metrics,
+                        rpc,
+                    })
                 })
-            }),
+            }
             _ => {
                 let count = match response.extensions().get::<ItemCount>() {
                     Some(ItemCount(n)) => *n,
@@ -335,6 +370,10 @@ struct Slotted {
     pending: Pending,
     /// The handler's count of the stream's items.
     items: audit::StreamItems,
+    /// Where the open stream is counted.
+    metrics: Arc<Metrics>,
+    /// The stream's method.
+    rpc: String,
 }
 
 impl HttpBody for Slotted {
@@ -374,6 +413,7 @@ impl HttpBody for Slotted {
 impl Drop for Slotted {
     fn drop(&mut self) {
         self.pending.count = self.items.get();
+        self.metrics.stream(&self.rpc, -1);
     }
 }
 

@@ -28,6 +28,7 @@ pub mod domain;
 pub mod error;
 pub mod gate;
 pub mod limits;
+pub mod metrics;
 pub mod paging;
 pub mod quality;
 pub mod retention;
@@ -67,6 +68,9 @@ pub struct Config {
     pub purge_interval: Option<Duration>,
     /// TLS (and, with a client CA, mutual TLS); `None`: plaintext, for local use.
     pub tls: Option<TlsConfig>,
+    /// Where to serve Prometheus metrics; `None`: not at all. (Tests that bind their own port
+    /// pass a listener to [`run_with_metrics`] instead.)
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The server's TLS material, PEM-encoded.
@@ -96,6 +100,7 @@ impl Default for Config {
             limits: limits::Limits::default(),
             purge_interval: Some(Duration::from_secs(3600)),
             tls: None,
+            metrics_listen: None,
         }
     }
 }
@@ -118,6 +123,22 @@ pub async fn run_with(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    run_with_metrics(listener, metrics_listener, store, config, shutdown).await
+}
+
+/// [`run_with`], serving metrics on `metrics_listener` if given.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    store: Arc<dyn Store>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(metrics::Metrics::new());
     let keys = Arc::new(KeyCache::load(store.as_ref()).await?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (audit_log, appender) = audit::AuditLog::start(Arc::clone(&store));
@@ -127,6 +148,7 @@ pub async fn run_with(
         shutdown: shutdown_rx,
         limits: config.limits,
         audit: audit_log.clone(),
+        metrics: Arc::clone(&metrics),
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -153,7 +175,20 @@ pub async fn run_with(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let gate = gate::Gate::new(Arc::clone(&keys), audit_log, &config.limits);
+    let gate = gate::Gate::new(
+        Arc::clone(&keys),
+        audit_log,
+        &config.limits,
+        Arc::clone(&metrics),
+    );
+    let metrics_server = metrics_listener.map(|listener| {
+        tokio::spawn(metrics::serve(
+            listener,
+            Arc::clone(&metrics),
+            Arc::clone(&store),
+            ctx.shutdown.clone(),
+        ))
+    });
     let flusher = tokio::spawn(flush_key_uses(
         Arc::clone(&keys),
         Arc::clone(&store),
@@ -246,6 +281,9 @@ pub async fn run_with(
     flusher.await?;
     if let Some(purger) = purger {
         purger.await?;
+    }
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.await?;
     }
     // The gate (and its audit queue) went with the server: the appender drains and ends.
     appender.await?;

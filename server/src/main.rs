@@ -1,4 +1,5 @@
-//! The `ocx-server` binary: parse flags, set up tracing, open the store, bind, call `run`.
+//! The `ocx-server` binary: settings (flags, then environment variables, then an optional TOML
+//! file, then defaults), tracing, open the store, bind, call `run_with`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,8 +18,19 @@ use tracing_subscriber::EnvFilter;
 
 /// OCX, the Operator Connect Exchange server.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Cli {
+    /// A TOML file of settings: keys are the long flag names (`max-batch = 500` or
+    /// `max_batch = 500`); flags and environment variables win over it.
+    #[arg(long, env = "OCX_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Log format: human-readable text, or one JSON object per line. The level comes from
+    /// RUST_LOG (default info).
+    #[arg(long, env = "OCX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9090). Off unless set.
+    #[arg(long, env = "OCX_METRICS_LISTEN", global = true)]
+    metrics_listen: Option<SocketAddr>,
     /// Address to listen on.
     #[arg(
         long,
@@ -34,7 +46,7 @@ struct Cli {
     #[arg(long, env = "OCX_DATABASE", global = true)]
     database: Option<PathBuf>,
     /// Seed a demo carrier, tenants and numbers, and write its key to <data-dir>/demo-carrier.key.
-    #[arg(long, env = "OCX_DEMO")]
+    #[arg(long, env = "OCX_DEMO", global = true)]
     demo: bool,
     /// Serve TLS with this certificate chain (PEM); needs --tls-key. Without it: plaintext.
     #[arg(long, env = "OCX_TLS_CERT", requires = "tls_key")]
@@ -101,8 +113,75 @@ impl Cli {
             },
             purge_interval: (!self.purge_interval.is_zero()).then_some(self.purge_interval),
             tls,
+            metrics_listen: self.metrics_listen,
         })
     }
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The command line with the settings of the `--config` TOML file added in front of it, for
+/// each setting that neither a flag nor its environment variable gives, so that flags win
+/// over environment variables, which win over the file, which wins over the defaults.
+fn settings() -> anyhow::Result<Cli> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(&args);
+    let Some(path) = cli.config.clone() else {
+        return Ok(cli);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the settings file {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let command = <Cli as clap::CommandFactory>::command();
+    let mut from_file: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in &table {
+        let name = key.replace('_', "-");
+        let Some(arg) = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(name.as_str()) && name != "config")
+        else {
+            anyhow::bail!(
+                "{}: unknown setting {key:?}; the settings are the long flags of `ocx-server --help`",
+                path.display()
+            );
+        };
+        if arg
+            .get_env()
+            .is_some_and(|env| std::env::var_os(env).is_some())
+        {
+            continue;
+        }
+        let value = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(true) => {
+                from_file.push(format!("--{name}").into());
+                continue;
+            }
+            toml::Value::Boolean(false) => continue,
+            other => anyhow::bail!(
+                "{}: setting {key:?} must be a string, number or boolean, not {}",
+                path.display(),
+                other.type_str()
+            ),
+        };
+        from_file.push(format!("--{name}").into());
+        from_file.push(value.into());
+    }
+    // The file's settings first: a flag given on the command line comes later and wins.
+    let mut merged = vec![args[0].clone()];
+    merged.extend(from_file);
+    merged.extend(args[1..].iter().cloned());
+    Ok(Cli::try_parse_from(merged)?)
 }
 
 #[derive(Subcommand)]
@@ -115,13 +194,18 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    let cli = Cli::parse();
+    let cli = settings()?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
     let config = cli.config()?;
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating {}", cli.data_dir.display()))?;

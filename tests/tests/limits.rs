@@ -13,6 +13,7 @@ fn config(limits: Limits) -> Config {
         limits,
         purge_interval: None,
         tls: None,
+        metrics_listen: None,
     }
 }
 

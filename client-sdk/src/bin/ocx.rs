@@ -121,6 +121,12 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Print a completion script for a shell, e.g. `ocx completions bash > /etc/bash_completion.d/ocx`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// The audit trail, newest first (platform key).
     Audit {
         /// Only this key id.
@@ -413,7 +419,8 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Prints an error as `error: <code>: <message>` plus its field violations; exit code 2.
+/// Prints an error on one line, `error: <CODE>: <message> [<field>: <description>; ...]`, with
+/// the gRPC code by its canonical name; exit code 2.
 fn report(error: &anyhow::Error) -> ExitCode {
     // `ocx numbers list | head`: the reader left, which is not a failure.
     if error
@@ -422,26 +429,62 @@ fn report(error: &anyhow::Error) -> ExitCode {
     {
         return ExitCode::SUCCESS;
     }
+    let _ = writeln!(io::stderr().lock(), "error: {}", one_line(error));
+    ExitCode::from(2)
+}
+
+/// The error's whole chain as one line; a server status by its code name, then its field
+/// violations.
+fn one_line(error: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in error.chain() {
-        let text = cause.to_string();
+        let text = match cause.downcast_ref::<ocx_client::Error>() {
+            Some(ocx_client::Error::Status {
+                code,
+                message,
+                violations,
+            }) => {
+                let mut text = format!("{}: {message}", code_name(*code));
+                let fields: Vec<String> = violations
+                    .iter()
+                    .filter(|v| !message.contains(&v.description))
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect();
+                if !fields.is_empty() {
+                    text.push_str(&format!(" [{}]", fields.join("; ")));
+                }
+                text
+            }
+            _ => cause.to_string(),
+        };
         // tonic's transport error repeats itself down the chain ("transport error").
         if !parts.last().is_some_and(|last| last.ends_with(&text)) {
             parts.push(text);
         }
     }
-    let mut err = io::stderr().lock();
-    let _ = writeln!(err, "error: {}", parts.join(": "));
-    if let Some(sdk) = error.downcast_ref::<ocx_client::Error>() {
-        for violation in sdk.violations() {
-            let _ = writeln!(err, "  {}: {}", violation.field, violation.description);
+    parts.join(": ")
+}
+
+/// A gRPC code's canonical name, e.g. `INVALID_ARGUMENT`.
+fn code_name(code: tonic::Code) -> String {
+    let words = format!("{code:?}");
+    let mut name = String::new();
+    for (i, c) in words.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
         }
+        name.push(c.to_ascii_uppercase());
     }
-    ExitCode::from(2)
+    name
 }
 
 /// Connects with the configured key and runs the command.
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "ocx", &mut io::stdout());
+        return Ok(ExitCode::SUCCESS);
+    }
     let key = load_key(cli.key, cli.key_file)?;
     let read =
         |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
@@ -490,6 +533,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             RetentionCommand::Purge => print_one(format, &client.purge_expired_data().await?)?,
         },
+        Command::Completions { .. } => {}
         Command::Erase { tenant, yes } => {
             if !yes {
                 anyhow::bail!(
@@ -594,7 +638,7 @@ async fn keys(client: &Client, format: Format, command: KeyCommand) -> anyhow::R
                     writeln!(io::stdout().lock(), "{json}")?;
                     eprintln!("{note}");
                 }
-                Format::Table => {
+                Format::Table | Format::Csv => {
                     let mut out = io::stdout().lock();
                     writeln!(out, "key id:  {}", key.key_id)?;
                     writeln!(out, "secret:  {}", created.secret)?;

@@ -88,6 +88,11 @@ async fn report_batch(
             .report_call_durations(&carrier, valid)
             .await
             .map_err(store_status)?;
+        let stored = outcomes
+            .iter()
+            .filter(|o| !matches!(o, DurationOutcome::Unchanged))
+            .count();
+        ctx.metrics.rows("call_duration", stored);
         for (i, outcome) in valid_index.into_iter().zip(outcomes) {
             results[i].status = match outcome {
                 DurationOutcome::Created => pb::ItemStatus::Created,

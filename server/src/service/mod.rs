@@ -44,6 +44,8 @@ pub struct Ctx {
     pub limits: crate::limits::Limits,
     /// The audit trail (listings flush it first).
     pub audit: crate::audit::AuditLog,
+    /// Rows stored, for the metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ctx {

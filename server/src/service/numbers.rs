@@ -130,6 +130,8 @@ impl NumberService for Numbers {
         let results: Vec<pb::NumberResult> = results.into_iter().flatten().collect();
         let count =
             |s: pb::ItemStatus| results.iter().filter(|r| r.status == s as i32).count() as i32;
+        let stored = count(pb::ItemStatus::Created) + count(pb::ItemStatus::Updated);
+        self.ctx.metrics.rows("number", stored as usize);
         let response = pb::UploadNumbersResponse {
             created_count: count(pb::ItemStatus::Created),
             unchanged_count: count(pb::ItemStatus::Unchanged),

@@ -91,6 +91,8 @@ async fn ingest_batch(
         }
     }
     let count = |s: pb::ItemStatus| results.iter().filter(|r| r.status == s as i32).count() as i32;
+    let stored = count(pb::ItemStatus::Created) + count(pb::ItemStatus::Revised);
+    ctx.metrics.rows("call_record", stored as usize);
     Ok(pb::IngestCallRecordsResponse {
         batch_id: batch.batch_id,
         created_count: count(pb::ItemStatus::Created),

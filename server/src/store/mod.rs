@@ -230,6 +230,11 @@ pub trait Store: Send + Sync + 'static {
         grouping: UsageGrouping,
     ) -> StoreResult<Vec<UsageRow>>;
 
+    /// Bytes the store takes on disk, if it can tell (for metrics).
+    fn size_bytes(&self) -> Option<u64> {
+        None
+    }
+
     // ----- privacy: retention, erasure, audit -----
 
     /// The retention policy in force (the defaults until one is set).

@@ -30,14 +30,26 @@ pub fn start_logged(
     demo: bool,
     rust_log: &str,
 ) -> (Proc, String, std::thread::JoinHandle<Vec<String>>) {
+    let demo: &[&str] = if demo { &["--demo"] } else { &[] };
+    start_configured(data_dir, demo, &[("RUST_LOG", rust_log)])
+}
+
+/// [`start_logged`] with more flags and environment variables.
+#[allow(dead_code)]
+pub fn start_configured(
+    data_dir: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (Proc, String, std::thread::JoinHandle<Vec<String>>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocx-server"));
     cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir);
-    if demo {
-        cmd.arg("--demo");
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "info");
+    for (name, value) in envs {
+        cmd.env(name, value);
     }
     let mut child = cmd
-        .env("RUST_LOG", rust_log)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -52,12 +64,15 @@ pub fn start_logged(
             .expect("server exited before serving")
             .expect("read log");
         seen.push(line.clone());
-        if let Some(rest) = line
-            .split("addr=")
-            .nth(1)
-            .filter(|_| line.contains("serving"))
-        {
+        if !line.contains("serving") {
+            continue;
+        }
+        // Text logs say `addr=127.0.0.1:1234`; JSON logs `"addr":"127.0.0.1:1234"`.
+        if let Some(rest) = line.split("addr=").nth(1) {
             break rest.split_whitespace().next().expect("address").to_owned();
+        }
+        if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+            break rest.split('"').next().expect("address").to_owned();
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.

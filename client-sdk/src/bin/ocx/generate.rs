@@ -225,7 +225,7 @@ impl Tally {
                 });
                 writeln!(out, "{summary}")
             }
-            Format::Table => {
+            Format::Table | Format::Csv => {
                 for r in &self.rejections {
                     writeln!(out, "{}: rejected: {}", r.call_id, r.reason)?;
                     for v in &r.violations {

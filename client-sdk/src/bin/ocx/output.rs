@@ -20,6 +20,8 @@ pub enum Format {
     Table,
     /// One JSON object per line.
     Json,
+    /// Comma-separated values with a header row (for listings; elsewhere as `table`).
+    Csv,
 }
 
 /// A resource that can be printed either way.
@@ -37,6 +39,12 @@ pub fn print_one<T: Render>(format: Format, item: &T) -> io::Result<()> {
     let mut out = io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{}", item.json()),
+        Format::Csv => {
+            let mut csv = csv::Writer::from_writer(out);
+            csv.write_record(T::COLUMNS.iter().map(|c| c.to_ascii_lowercase()))?;
+            csv.write_record(item.cells())?;
+            csv.flush()
+        }
         Format::Table => {
             let rows: Vec<Vec<String>> = T::COLUMNS
                 .iter()
@@ -57,17 +65,30 @@ pub async fn print_all<T: Render>(
     let mut items = pin!(items);
     let mut rows = Vec::new();
     let mut failure = None;
+    // CSV rows go out as they arrive, after the header.
+    let mut csv = (format == Format::Csv).then(|| csv::Writer::from_writer(io::stdout()));
+    if let Some(csv) = csv.as_mut() {
+        csv.write_record(T::COLUMNS.iter().map(|c| c.to_ascii_lowercase()))?;
+    }
     while let Some(item) = items.next().await {
         match item {
             Ok(item) => match format {
                 Format::Json => writeln!(io::stdout().lock(), "{}", item.json())?,
                 Format::Table => rows.push(item.cells()),
+                Format::Csv => {
+                    if let Some(csv) = csv.as_mut() {
+                        csv.write_record(item.cells())?;
+                    }
+                }
             },
             Err(error) => {
                 failure = Some(error);
                 break;
             }
         }
+    }
+    if let Some(mut csv) = csv {
+        csv.flush()?;
     }
     // A listing refused outright prints only the error, not an empty table.
     if format == Format::Table && (failure.is_none() || !rows.is_empty()) {
@@ -371,7 +392,7 @@ pub fn print_event(format: Format, event: &pb::NumberEvent) -> io::Result<()> {
     let mut out = io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{}", event.json()),
-        Format::Table => {
+        Format::Table | Format::Csv => {
             let number = event.phone_number.clone().unwrap_or_default();
             writeln!(
                 out,
@@ -649,7 +670,7 @@ pub fn print_call_feed(format: Format, record: &pb::CallRecord) -> io::Result<()
     let mut out = io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{}", record.json()),
-        Format::Table => writeln!(
+        Format::Table | Format::Csv => writeln!(
             out,
             "{:>8}  {:<36}  v{:<3}  {:<8}  {:<16}  {:<16}  {}",
             record.feed_sequence,
@@ -953,6 +974,32 @@ pub fn print_usage(
         return writeln!(out, "{total}");
     }
     let by_day = grouping == pb::UsageGrouping::Day;
+    if format == Format::Csv {
+        let mut csv = csv::Writer::from_writer(out);
+        csv.write_record([
+            "day",
+            "number",
+            "direction",
+            "call_count",
+            "total_duration_seconds",
+            "source",
+            "operator_count",
+            "platform_count",
+        ])?;
+        for r in &usage.rows {
+            csv.write_record([
+                r.day.clone(),
+                r.number.clone(),
+                enum_csv(r.direction().as_str_name(), "CALL_DIRECTION_"),
+                r.call_count.to_string(),
+                seconds(&r.total_duration).map_or_else(String::new, |s| s.to_string()),
+                source(r),
+                r.operator_count.to_string(),
+                r.platform_count.to_string(),
+            ])?;
+        }
+        return csv.flush();
+    }
     let columns: &[&str] = if by_day {
         &[
             "DAY",

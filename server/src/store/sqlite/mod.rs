@@ -40,6 +40,8 @@ pub struct SqliteStore {
     writer: Writer,
     /// Read-only connections.
     readers: Readers,
+    /// The database file.
+    path: std::path::PathBuf,
 }
 
 impl SqliteStore {
@@ -54,6 +56,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer,
             readers: Readers::new(path),
+            path: path.to_path_buf(),
         })
     }
 }
@@ -675,6 +678,13 @@ impl Store for SqliteStore {
         self.readers
             .read(move |conn| durations::usage(conn, &tenant_id, window.0, window.1, grouping))
             .await
+    }
+
+    fn size_bytes(&self) -> Option<u64> {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        Some(size(&self.path) + size(std::path::Path::new(&wal)))
     }
 
     async fn retention_policy(&self) -> StoreResult<RetentionPolicy> {

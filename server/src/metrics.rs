@@ -1,0 +1,217 @@
+//! Prometheus metrics, served on their own port (`--metrics-listen`; off unless configured):
+//! requests by service, method and code; latency histograms; rows stored by ingest; open
+//! streams; the database's size.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+/// A finished call's labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// e.g. `ocx.v1.NumberService`.
+    pub service: String,
+    /// e.g. `GetNumber`.
+    pub method: String,
+    /// The gRPC code name, e.g. `OK`.
+    pub code: String,
+}
+
+/// A method's labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// e.g. `ocx.v1.NumberService`.
+    pub service: String,
+    /// e.g. `WatchNumberEvents`.
+    pub method: String,
+}
+
+/// What was stored.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `call_record`, `call_duration` or `number`.
+    pub kind: String,
+}
+
+/// Every metric the server keeps.
+pub struct Metrics {
+    /// The registry they are encoded from.
+    registry: Registry,
+    /// Calls answered, by service, method and code.
+    requests: Family<CallLabels, Counter>,
+    /// Seconds to answer (for streams: to open), by service and method.
+    latency: Family<MethodLabels, Histogram>,
+    /// Rows created or changed by ingest, uploads and reports, by kind.
+    rows: Family<KindLabels, Counter>,
+    /// Streams open now, by service and method.
+    streams: Family<MethodLabels, Gauge>,
+    /// Bytes of the database file and its write-ahead log, read at each scrape.
+    database_bytes: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// `package.Service/Method` → (`package.Service`, `Method`).
+fn split(rpc: &str) -> (String, String) {
+    let (service, method) = rpc.split_once('/').unwrap_or((rpc, ""));
+    (service.to_owned(), method.to_owned())
+}
+
+impl Metrics {
+    /// A fresh set, registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("ocx");
+        let requests = Family::<CallLabels, Counter>::default();
+        let latency = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
+            // 0.5 ms to ~33 s.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0005, 2.0, 17,
+            ))
+        });
+        let rows = Family::<KindLabels, Counter>::default();
+        let streams = Family::<MethodLabels, Gauge>::default();
+        let database_bytes = Gauge::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC calls answered, by service, method and status code",
+            requests.clone(),
+        );
+        registry.register(
+            "grpc_latency_seconds",
+            "Time to answer a call (for a stream: to open it), by service and method",
+            latency.clone(),
+        );
+        registry.register(
+            "rows_ingested",
+            "Rows created or changed by ingest, uploads and reports, by kind",
+            rows.clone(),
+        );
+        registry.register(
+            "open_streams",
+            "Streams open now, by service and method",
+            streams.clone(),
+        );
+        registry.register(
+            "database_bytes",
+            "Bytes of the database file and its write-ahead log",
+            database_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            rows,
+            streams,
+            database_bytes,
+        }
+    }
+
+    /// Counts an answered call and its latency.
+    pub fn call(&self, rpc: &str, code: &str, elapsed: Duration) {
+        let (service, method) = split(rpc);
+        self.latency
+            .get_or_create(&MethodLabels {
+                service: service.clone(),
+                method: method.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&CallLabels {
+                service,
+                method,
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts rows stored.
+    pub fn rows(&self, kind: &str, n: usize) {
+        self.rows
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc_by(n as u64);
+    }
+
+    /// One more (`+1`) or one fewer (`-1`) open stream of `rpc`.
+    pub fn stream(&self, rpc: &str, delta: i64) {
+        let (service, method) = split(rpc);
+        self.streams
+            .get_or_create(&MethodLabels { service, method })
+            .inc_by(delta);
+    }
+
+    /// The text exposition, with the database size read now.
+    pub fn encode(&self, store: &dyn Store) -> String {
+        if let Some(bytes) = store.size_bytes() {
+            self.database_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Serves `GET /metrics` (any path, in fact) over HTTP/1.1 on `listener` until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "metrics");
+    }
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = crate::service::numbers::stopping(&mut shutdown) => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let (metrics, store) = (Arc::clone(&metrics), Arc::clone(&store));
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |_request| {
+                let body = metrics.encode(store.as_ref());
+                async move {
+                    let response = hyper::Response::builder()
+                        .header(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )
+                        .body(Full::new(bytes::Bytes::from(body)))
+                        .unwrap_or_default();
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
