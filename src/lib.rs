@@ -29,7 +29,8 @@ pub mod metadata {
     pub const BEARER_PREFIX: &str = "Bearer ";
 }
 
-/// Largest number of items one batch write (`UploadNumbers`, `ReleaseNumbers`) may carry.
+/// Largest number of items one batch (numbers uploaded or released, call records ingested,
+/// durations reported) may carry by default; servers may set another with `--max-batch`.
 pub const MAX_BATCH_ITEMS: usize = 1000;
 /// Page size used when a list request leaves `page_size` at 0.
 pub const DEFAULT_PAGE_SIZE: usize = 100;

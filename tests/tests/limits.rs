@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use ocx_client::pb;
 use ocx_e2e::{TestServer, carrier, consent, item, numbers, provision, tenant};
 use ocx_server::Config;
@@ -173,4 +174,40 @@ async fn batches_pages_and_messages_have_configured_limits() {
         .await
         .expect_err("over the message limit");
     assert_eq!(err.code(), Some(Code::OutOfRange), "{err:?}");
+
+    // On a stream the same limit ends the stream with the same code, after acknowledging the
+    // batches before it; an empty batch is refused like an oversized one.
+    let record = |id: &str, padding: usize| {
+        let mut r = ocx_e2e::call(
+            id,
+            pb::CallDirection::Outbound,
+            "+442079460000",
+            "+33142685300",
+            &tenant(1),
+            1_000,
+        );
+        r.trunk_fqdn = "x".repeat(padding);
+        r
+    };
+    let acks: Vec<_> = platform
+        .ingest_call_records(futures_util::stream::iter(vec![
+            vec![record("small", 0)],
+            vec![record("big", 8000)],
+        ]))
+        .await
+        .expect("opens")
+        .collect()
+        .await;
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    assert_eq!(acks[0].as_ref().expect("first batch").batch_id, 1);
+    let err = acks[1].as_ref().expect_err("the oversized batch");
+    assert_eq!(err.code(), Some(Code::OutOfRange), "{err:?}");
+    let acks: Vec<_> = platform
+        .ingest_call_records(futures_util::stream::iter(vec![Vec::new()]))
+        .await
+        .expect("opens")
+        .collect()
+        .await;
+    let err = acks[0].as_ref().expect_err("empty batch");
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err:?}");
 }

@@ -124,8 +124,12 @@ pub(crate) async fn pipeline<Req, Resp, F, Fut>(
                 Ok(Some(batch)) => in_flight.push_back(handle(batch)),
                 Ok(None) => reading = false,
                 Err(status) => {
+                    // A message the server cannot take (over the size limit, undecodable) or a
+                    // broken connection: the batches already read are still answered, then the
+                    // stream ends with this status (a client that went away never reads it).
                     tracing::debug!(error = %status, "upload stream broke");
                     reading = false;
+                    ending = Some(status);
                 }
             },
             () = numbers::stopping(&mut shutdown), if reading => {

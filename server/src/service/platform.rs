@@ -29,11 +29,11 @@ async fn ingest_batch(
 ) -> Result<pb::IngestCallRecordsResponse, Status> {
     let n = batch.call_records.len();
     let max = ctx.limits.max_batch_items;
-    if n > max {
+    if n == 0 || n > max {
         return Err(invalid(
             "call_records",
             format!(
-                "batch {} has {n} records; the limit is {max} per batch",
+                "batch {} has {n} records; send 1 to {max} per batch",
                 batch.batch_id
             ),
         ));
