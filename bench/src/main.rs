@@ -60,6 +60,14 @@ enum Cmd {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+    /// R1: call-record ingest over `IngestCallRecords` (durable acknowledgements) against the
+    /// same records inserted by rusqlite directly into the same schema; and the server's peak
+    /// memory during the ingest.
+    Ingest {
+        /// Records to ingest.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+    },
     /// Serve on a loopback port over DATABASE; prints `ADDRESS PLATFORM_KEY` on its first line.
     #[command(hide = true)]
     Serve {
@@ -78,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             runs,
             keep,
         } => runtime.block_on(reconcile(records, runs.max(1), keep)),
+        Cmd::Ingest { records } => runtime.block_on(ingest(records)),
     }
 }
 
@@ -222,38 +231,7 @@ async fn reconcile(records: u64, runs: u32, keep: Option<PathBuf>) -> anyhow::Re
     };
     let database = dir.join("bench.db");
     let server = Server::start(&database)?;
-    let platform = Client::connect(server.endpoint.clone(), server.platform_key.clone()).await?;
-    platform.create_carrier(CARRIER, "Bench").await?;
-    let created = platform
-        .create_api_key(pb::CreateApiKeyRequest {
-            role: pb::ApiKeyRole::Carrier.into(),
-            carrier_id: CARRIER.to_owned(),
-            display_name: "bench".to_owned(),
-        })
-        .await?;
-    let carrier = platform.with_key(created.secret)?;
-    platform
-        .grant_consent(pb::GrantConsentRequest {
-            carrier_id: CARRIER.to_owned(),
-            tenant_id: TENANT.to_owned(),
-            status: pb::ConsentStatus::Active.into(),
-            ..Default::default()
-        })
-        .await?;
-    let uploads = lines()
-        .into_iter()
-        .map(|l| pb::NumberUpload {
-            number: l.number,
-            tenant_id: l.tenant_id,
-            ..Default::default()
-        })
-        .collect();
-    carrier
-        .upload_numbers(pb::UploadNumbersRequest {
-            carrier_id: String::new(),
-            numbers: uploads,
-        })
-        .await?;
+    let (platform, carrier) = setup(&server).await?;
 
     eprintln!("ingesting {records} call records ...");
     let started = Instant::now();
@@ -393,6 +371,44 @@ async fn reconcile(records: u64, runs: u32, keep: Option<PathBuf>) -> anyhow::Re
     Ok(())
 }
 
+/// A carrier with its key, a consenting tenant and the tenant's numbers; returns the platform
+/// and carrier clients.
+async fn setup(server: &Server) -> anyhow::Result<(Client, Client)> {
+    let platform = Client::connect(server.endpoint.clone(), server.platform_key.clone()).await?;
+    platform.create_carrier(CARRIER, "Bench").await?;
+    let created = platform
+        .create_api_key(pb::CreateApiKeyRequest {
+            role: pb::ApiKeyRole::Carrier.into(),
+            carrier_id: CARRIER.to_owned(),
+            display_name: "bench".to_owned(),
+        })
+        .await?;
+    let carrier = platform.with_key(created.secret)?;
+    platform
+        .grant_consent(pb::GrantConsentRequest {
+            carrier_id: CARRIER.to_owned(),
+            tenant_id: TENANT.to_owned(),
+            status: pb::ConsentStatus::Active.into(),
+            ..Default::default()
+        })
+        .await?;
+    let uploads = lines()
+        .into_iter()
+        .map(|l| pb::NumberUpload {
+            number: l.number,
+            tenant_id: l.tenant_id,
+            ..Default::default()
+        })
+        .collect();
+    carrier
+        .upload_numbers(pb::UploadNumbersRequest {
+            carrier_id: String::new(),
+            numbers: uploads,
+        })
+        .await?;
+    Ok((platform, carrier))
+}
+
 /// Runs `call` `runs` times; returns each time and the last result.
 async fn timed<F, Fut, T>(runs: u32, call: F) -> anyhow::Result<(Vec<Duration>, T)>
 where
@@ -423,4 +439,72 @@ fn spread(times: &[Duration]) -> String {
 
 fn timestamp(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+/// R1 and the server's peak memory: see [`Cmd::Ingest`].
+async fn ingest(records: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(&dir.path().join("ocx.db"))?;
+    let (platform, _carrier) = setup(&server).await?;
+    eprintln!("ingesting {records} call records through OCX ...");
+    let started = Instant::now();
+    let acks = platform
+        .ingest_call_records(stream::iter(record_batches(records)))
+        .await?;
+    let mut acks = std::pin::pin!(acks);
+    let mut created = 0_i64;
+    while let Some(ack) = acks.next().await {
+        created += i64::from(ack?.created_count);
+    }
+    let ocx = started.elapsed();
+    if created != records as i64 {
+        bail!("{created} of {records} records were created");
+    }
+    let peak = server.peak_rss_mib();
+    drop(server);
+
+    eprintln!("inserting the same records with rusqlite directly ...");
+    let mut domain: Vec<Vec<ocx_server::domain::CallRecord>> = Vec::new();
+    for batch in record_batches(records) {
+        let converted = batch
+            .iter()
+            .map(|r| ocx_server::convert_calls::call_record_in(r, "r"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|v| anyhow::anyhow!("a generated record is invalid: {:?}", v.into_pairs()))?;
+        domain.push(converted);
+    }
+    let baseline_path = dir.path().join("baseline.db");
+    let baseline = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+        let conn = ocx_server::store::sqlite::baseline::open(&baseline_path)?;
+        let started = Instant::now();
+        let mut sequence = 1;
+        for batch in &mut domain {
+            ocx_server::store::sqlite::baseline::insert_call_records(
+                &conn, batch, CARRIER, sequence,
+            )?;
+            sequence += batch.len() as i64;
+        }
+        Ok(started.elapsed())
+    })
+    .await??;
+
+    let (ocx_rate, limit_rate) = (
+        records as f64 / ocx.as_secs_f64(),
+        records as f64 / baseline.as_secs_f64(),
+    );
+    println!("| figure | OCX | limit | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| R1 call-record ingest ({records} records) | {ocx_rate:.0} records/s | {limit_rate:.0} records/s | {:.2} | >= 0.7 |",
+        ocx_rate / limit_rate
+    );
+    match peak {
+        Some(mib) => {
+            println!("| server peak RSS during the ingest | {mib:.0} MiB | | | < 150 MiB |")
+        }
+        None => {
+            println!("| server peak RSS during the ingest | unknown (no /proc) | | | < 150 MiB |")
+        }
+    }
+    Ok(())
 }

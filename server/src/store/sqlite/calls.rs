@@ -53,7 +53,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
 }
 
 /// Writes `r` as row `id` (a new row when `id` is `None`).
-fn put(conn: &Connection, id: Option<i64>, r: &CallRecord) -> StoreResult<()> {
+pub(super) fn put(conn: &Connection, id: Option<i64>, r: &CallRecord) -> StoreResult<()> {
     let streams =
         serde_json::to_string(&r.media_streams).map_err(|e| StoreError::Internal(e.to_string()))?;
     conn.prepare_cached(&format!(

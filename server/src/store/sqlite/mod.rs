@@ -2,6 +2,8 @@
 //!
 //! ## Layout
 //! - `actor`: the writer thread (group commit) and the reader pool.
+//! - [`baseline`]: plain rusqlite inserts into the same schema, the limit `ocx-bench` measures
+//!   ingest against.
 //! - `schema`: migrations.
 //! - `calls`: call records (ingest, list, feed).
 //! - `durations`: duration reports, reconciliation and usage (set-based SQL).
@@ -10,6 +12,7 @@
 //! - this module: [`SqliteStore`], the [`Store`] implementation.
 
 mod actor;
+pub mod baseline;
 mod calls;
 mod durations;
 mod numbers;
