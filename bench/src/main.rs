@@ -61,8 +61,9 @@ enum Cmd {
         keep: Option<PathBuf>,
     },
     /// R1: call-record ingest over `IngestCallRecords` (durable acknowledgements) against the
-    /// same records inserted by rusqlite directly into the same schema; and the server's peak
-    /// memory during the ingest.
+    /// same records inserted by rusqlite directly into the same schema; R7: the feed replayed
+    /// to a client against a prepared SELECT over the same rows; and the server's peak memory
+    /// during the ingest.
     Ingest {
         /// Records to ingest.
         #[arg(long, default_value_t = 1_000_000)]
@@ -461,6 +462,52 @@ async fn ingest(records: u64) -> anyhow::Result<()> {
         bail!("{created} of {records} records were created");
     }
     let peak = server.peak_rss_mib();
+
+    // R7: the whole feed replayed to a client, against iterating the same rows with a prepared
+    // SELECT (every column read) on a read-only connection to the same file.
+    eprintln!("replaying the feed ...");
+    let started = Instant::now();
+    let feed = platform.stream_call_records(CARRIER, 0).await?;
+    let mut feed = std::pin::pin!(feed);
+    let mut replayed = 0_u64;
+    while replayed < records {
+        match feed.next().await {
+            Some(record) => {
+                record?;
+                replayed += 1;
+            }
+            None => bail!("the feed ended after {replayed} of {records} records"),
+        }
+    }
+    let replay = started.elapsed();
+    drop(feed);
+    let database = dir.path().join("ocx.db");
+    let select = tokio::task::spawn_blocking(move || -> anyhow::Result<(Duration, u64)> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &database,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        conn.pragma_update(None, "cache_size", -65536)?;
+        let started = Instant::now();
+        let mut statement = conn.prepare(
+            "SELECT * FROM call_records WHERE carrier_id = ?1 AND feed_sequence > ?2
+             ORDER BY feed_sequence",
+        )?;
+        let mut rows = statement.query(rusqlite::params![CARRIER, 0])?;
+        let mut n = 0_u64;
+        while let Some(row) = rows.next()? {
+            let columns = row.as_ref().column_count();
+            for i in 0..columns {
+                let _ = row.get_ref(i)?;
+            }
+            n += 1;
+        }
+        Ok((started.elapsed(), n))
+    })
+    .await??;
+    if select.1 != records {
+        bail!("the SELECT read {} of {records} rows", select.1);
+    }
     drop(server);
 
     eprintln!("inserting the same records with rusqlite directly ...");
@@ -497,6 +544,14 @@ async fn ingest(records: u64) -> anyhow::Result<()> {
     println!(
         "| R1 call-record ingest ({records} records) | {ocx_rate:.0} records/s | {limit_rate:.0} records/s | {:.2} | >= 0.7 |",
         ocx_rate / limit_rate
+    );
+    let (replay_rate, select_rate) = (
+        records as f64 / replay.as_secs_f64(),
+        records as f64 / select.0.as_secs_f64(),
+    );
+    println!(
+        "| R7 StreamCallRecords replay ({records} records) | {replay_rate:.0} records/s | {select_rate:.0} records/s | {:.2} | >= 0.6 |",
+        replay_rate / select_rate
     );
     match peak {
         Some(mib) => {
