@@ -467,8 +467,8 @@ async fn ingest(records: u64) -> anyhow::Result<()> {
     // SELECT (every column read) on a read-only connection to the same file.
     eprintln!("replaying the feed ...");
     let started = Instant::now();
-    let feed = platform.stream_call_records(CARRIER, 0).await?;
-    let mut feed = std::pin::pin!(feed);
+    // Boxed so that dropping it ends the stream (and the server's feed task) at once.
+    let mut feed = Box::pin(platform.stream_call_records(CARRIER, 0).await?);
     let mut replayed = 0_u64;
     while replayed < records {
         match feed.next().await {
