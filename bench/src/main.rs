@@ -180,6 +180,30 @@ fn record_batches(records: u64) -> impl Iterator<Item = Vec<pb::CallRecord>> {
     })
 }
 
+/// One report per generated record (by call id), in batches of [`BATCH`], for R2.
+fn report_batches(records: u64) -> Vec<((), Vec<pb::CallDurationReport>)> {
+    let mut batches = Vec::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    for (i, r) in record_batches(records).flatten().enumerate() {
+        batch.push(pb::CallDurationReport {
+            record_id: format!("r2-{i}"),
+            call_id: r.call_id,
+            correlation_id: r.correlation_id,
+            caller_number: r.caller_number,
+            callee_number: r.callee_number,
+            start_time: r.start_time,
+            duration: Some(r.duration.unwrap_or_default()),
+        });
+        if batch.len() >= BATCH {
+            batches.push(((), std::mem::take(&mut batch)));
+        }
+    }
+    if !batch.is_empty() {
+        batches.push(((), batch));
+    }
+    batches
+}
+
 /// The carrier's report(s) for record `i`, counted into `planted`.
 fn reports_for(i: u64, r: &pb::CallRecord, planted: &mut Planted) -> Vec<pb::CallDurationReport> {
     planted.platform += 1;
@@ -508,6 +532,19 @@ async fn ingest(records: u64) -> anyhow::Result<()> {
     if select.1 != records {
         bail!("the SELECT read {} of {records} rows", select.1);
     }
+
+    // R2: the carrier's duration reports for those calls over `UploadCallDurations`.
+    eprintln!("uploading duration reports through OCX ...");
+    let reports = report_batches(records);
+    let report_count: usize = reports.iter().map(|(_, b)| b.len()).sum();
+    let started = Instant::now();
+    let totals = DurationUploader::new(&platform, CARRIER)
+        .run(stream::iter(reports.clone()), |(), _| {})
+        .await?;
+    let upload = started.elapsed();
+    if totals.created != report_count as u64 {
+        bail!("{} of {report_count} reports were created", totals.created);
+    }
     drop(server);
 
     eprintln!("inserting the same records with rusqlite directly ...");
@@ -534,6 +571,25 @@ async fn ingest(records: u64) -> anyhow::Result<()> {
         Ok(started.elapsed())
     })
     .await??;
+    let mut converted = Vec::new();
+    for (_, batch) in &reports {
+        let batch = batch
+            .iter()
+            .map(|r| ocx_server::convert_durations::report_in(r, "r"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|v| anyhow::anyhow!("a generated report is invalid: {:?}", v.into_pairs()))?;
+        converted.push(batch);
+    }
+    let durations_path = dir.path().join("baseline.db");
+    let report_baseline = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+        let conn = ocx_server::store::sqlite::baseline::open(&durations_path)?;
+        let started = Instant::now();
+        for batch in &converted {
+            ocx_server::store::sqlite::baseline::insert_call_durations(&conn, batch, CARRIER)?;
+        }
+        Ok(started.elapsed())
+    })
+    .await??;
 
     let (ocx_rate, limit_rate) = (
         records as f64 / ocx.as_secs_f64(),
@@ -544,6 +600,14 @@ async fn ingest(records: u64) -> anyhow::Result<()> {
     println!(
         "| R1 call-record ingest ({records} records) | {ocx_rate:.0} records/s | {limit_rate:.0} records/s | {:.2} | >= 0.7 |",
         ocx_rate / limit_rate
+    );
+    let (upload_rate, insert_rate) = (
+        report_count as f64 / upload.as_secs_f64(),
+        report_count as f64 / report_baseline.as_secs_f64(),
+    );
+    println!(
+        "| R2 duration ingest ({report_count} reports) | {upload_rate:.0} reports/s | {insert_rate:.0} reports/s | {:.2} | >= 0.7 |",
+        upload_rate / insert_rate
     );
     let (replay_rate, select_rate) = (
         records as f64 / replay.as_secs_f64(),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use crate::domain::CallRecord;
+use crate::domain::{CallRecord, DurationReport, now_micros};
 use crate::store::{StoreError, StoreResult};
 
 /// A database at `path` with OCX's schema, on a connection with the writer's pragmas.
@@ -32,6 +32,21 @@ pub fn insert_call_records(
         r.carrier_id = carrier_id.to_owned();
         r.feed_sequence = first_sequence + i as i64;
         super::calls::put(conn, None, r)?;
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
+
+/// Inserts `reports` for `carrier_id` in one transaction, with the store's own INSERT statement.
+pub fn insert_call_durations(
+    conn: &Connection,
+    reports: &[DurationReport],
+    carrier_id: &str,
+) -> StoreResult<()> {
+    let now = now_micros();
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    for r in reports {
+        super::durations::insert(conn, carrier_id, r, now)?;
     }
     conn.execute_batch("COMMIT")?;
     Ok(())

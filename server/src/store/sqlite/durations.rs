@@ -34,6 +34,30 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<CallDuration> {
     })
 }
 
+/// Inserts a new report (no correction yet).
+pub(super) fn insert(
+    conn: &Connection,
+    carrier_id: &str,
+    r: &DurationReport,
+    now: i64,
+) -> StoreResult<()> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO call_durations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?9)"
+    ))?
+    .execute(params![
+        r.record_id,
+        r.call_id,
+        r.correlation_id,
+        r.caller_number,
+        r.callee_number,
+        r.start_time,
+        r.duration_us,
+        carrier_id,
+        now
+    ])?;
+    Ok(())
+}
+
 /// Stores each report independently: new, duplicate, or correction (history kept).
 pub fn report(
     conn: &Connection,
@@ -53,20 +77,7 @@ pub fn report(
             .optional()?;
         let outcome = match stored {
             None => {
-                conn.prepare_cached(&format!(
-                    "INSERT INTO call_durations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?9)"
-                ))?
-                .execute(params![
-                    r.record_id,
-                    r.call_id,
-                    r.correlation_id,
-                    r.caller_number,
-                    r.callee_number,
-                    r.start_time,
-                    r.duration_us,
-                    carrier_id,
-                    now
-                ])?;
+                insert(conn, carrier_id, r, now)?;
                 DurationOutcome::Created
             }
             Some((_, old)) if old.report == *r => DurationOutcome::Unchanged,
