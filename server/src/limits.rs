@@ -13,7 +13,7 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Items per batch (uploads, releases, reports, ingest batches); more is INVALID_ARGUMENT.
     pub max_batch_items: usize,
-    /// Largest page; a larger `page_size` is INVALID_ARGUMENT.
+    /// Largest page; a larger `page_size` is served as this (AIP-158).
     pub max_page_size: usize,
     /// Sustained requests per second per key (a stream counts once, when it opens).
     pub rate_per_second: f64,

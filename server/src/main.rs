@@ -64,7 +64,7 @@ struct Cli {
     #[arg(long, env = "OCX_MAX_BATCH", default_value_t = Limits::default().max_batch_items,
           value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
     max_batch: usize,
-    /// Largest page of a listing.
+    /// Largest page of a listing; a larger `page_size` is served as this.
     #[arg(long, env = "OCX_MAX_PAGE_SIZE", default_value_t = Limits::default().max_page_size,
           value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
     max_page_size: usize,

@@ -11,17 +11,20 @@ use tonic::Status;
 
 use crate::error::{Violations, invalid};
 
-/// The page size to use: 0 means the default (or `max`, if smaller); negative or above `max`
-/// is invalid.
+/// The page size to use: 0 means the default (or `max`, if smaller); above `max` is clamped to
+/// `max` (AIP-158: a page size is a ceiling the server may lower, and a client that asks for
+/// "everything you can" should get the largest page, not an error); negative is invalid.
 pub fn page_size(requested: i32, max: usize, violations: &mut Violations) -> usize {
     let default = ocx_api::DEFAULT_PAGE_SIZE.min(max);
     match usize::try_from(requested) {
         Ok(0) => default,
-        Ok(n) if n <= max => n,
-        _ => {
+        Ok(n) => n.min(max),
+        Err(_) => {
             violations.add(
                 "page_size",
-                format!("page_size must be between 0 and {max} (0 means {default})"),
+                format!(
+                    "page_size must not be negative (0 means {default}; larger than {max} is served as {max})"
+                ),
             );
             default
         }
@@ -80,6 +83,19 @@ pub fn next_token<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_sizes_default_clamp_and_refuse_negatives() {
+        let mut v = Violations::default();
+        assert_eq!(page_size(0, 1000, &mut v), ocx_api::DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(0, 5, &mut v), 5);
+        assert_eq!(page_size(7, 1000, &mut v), 7);
+        assert_eq!(page_size(1001, 1000, &mut v), 1000);
+        assert_eq!(page_size(i32::MAX, 1000, &mut v), 1000);
+        assert!(v.is_empty());
+        page_size(-1, 1000, &mut v);
+        assert!(!v.is_empty());
+    }
 
     #[test]
     fn tokens_round_trip_and_bind_filters() {

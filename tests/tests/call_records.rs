@@ -601,7 +601,7 @@ async fn every_filter_and_pagination() {
             direction: 9,
             quality: 7,
             call_type: 99,
-            page_size: 5000,
+            page_size: -1,
             start_time_from: ts(10),
             start_time_to: ts(5),
             ..Default::default()

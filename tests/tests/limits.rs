@@ -147,17 +147,39 @@ async fn batches_pages_and_messages_have_configured_limits() {
         5,
         "the default page is capped by the maximum"
     );
-    let err = a
+    // Above the maximum is clamped (AIP-158), and the rest is still reachable by token.
+    let first = a
         .client
         .list_numbers(pb::ListNumbersRequest {
             page_size: 6,
             ..Default::default()
         })
         .await
-        .expect_err("over the page limit");
-    assert!(
-        err.violations()[0].description.contains("between 0 and 5"),
-        "{err:?}"
+        .expect("over the page limit is clamped");
+    assert_eq!(first.phone_numbers.len(), 5);
+    let second = a
+        .client
+        .list_numbers(pb::ListNumbersRequest {
+            page_size: i32::MAX,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("second page");
+    assert_eq!(second.phone_numbers.len(), 5);
+    assert!(second.next_page_token.is_empty());
+    let mut seen: Vec<_> = first
+        .phone_numbers
+        .iter()
+        .chain(&second.phone_numbers)
+        .map(|n| n.number.clone())
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        10,
+        "ten distinct numbers over two clamped pages"
     );
     // A request larger than the message limit is refused whole.
     let err = a
