@@ -95,15 +95,30 @@ fn open(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Opens the write connection: WAL, `synchronous=FULL` (an acknowledged write survives a crash
-/// of the process or of the machine), foreign keys on.
-pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: the WAL is synced at every commit, so an acknowledged write survives
+    /// a crash of the process or of the machine. What the server always uses.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: an acknowledged write survives a crash of the process but not a
+    /// power loss. Only for measuring what durability costs (`ocx-bench`).
+    Normal,
+}
+
+/// Opens the write connection: WAL, `synchronous` per `durability`, foreign keys on.
+pub fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
     let conn = open(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
     )?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
     // Deleted personal data is overwritten with zeros, not left in free space.
@@ -419,7 +434,8 @@ mod tests {
     #[test]
     fn the_writer_is_durable_wal_with_full_sync() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let conn = super::open_writer(&dir.path().join("t.db")).expect("open");
+        let conn =
+            super::open_writer(&dir.path().join("t.db"), super::Durability::Full).expect("open");
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .expect("journal_mode");

@@ -12,7 +12,7 @@ use crate::store::{StoreError, StoreResult};
 
 /// A database at `path` with OCX's schema, on a connection with the writer's pragmas.
 pub fn open(path: &Path) -> StoreResult<Connection> {
-    let mut conn = super::actor::open_writer(path)?;
+    let mut conn = super::actor::open_writer(path, super::actor::Durability::Full)?;
     super::schema::migrations()
         .to_latest(&mut conn)
         .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;

@@ -247,15 +247,11 @@ fn pairs_cte(scope: Scope) -> String {
     )
 }
 
-/// The summary of one carrier's period.
-pub fn summary(
-    conn: &Connection,
-    carrier_id: &str,
-    s: Micros,
-    e: Micros,
-    tol: i64,
-) -> StoreResult<ReconciliationSummary> {
-    let sql = format!(
+/// The query behind [`summary`]: named parameters `:c` (the carrier), `:s` and `:e` (the
+/// period, microseconds) and `:tol` (the tolerance, microseconds); one row of seven counts and
+/// sums. Public so that `ocx-bench` can run the very same text in the sqlite3 shell (R8).
+pub fn summary_sql() -> String {
+    format!(
         "{},
         m AS MATERIALIZED (
             SELECT p.duration_us AS pdur, d.duration_us AS ddur
@@ -269,8 +265,18 @@ pub fn summary(
                (SELECT coalesce(sum(ddur), 0) FROM m),
                (SELECT count(*) FROM um), (SELECT coalesce(sum(duration_us), 0) FROM um)",
         pairs_cte(Scope::Carrier)
-    );
-    let row = conn.prepare_cached(&sql)?.query_row(
+    )
+}
+
+/// The summary of one carrier's period.
+pub fn summary(
+    conn: &Connection,
+    carrier_id: &str,
+    s: Micros,
+    e: Micros,
+    tol: i64,
+) -> StoreResult<ReconciliationSummary> {
+    let row = conn.prepare_cached(&summary_sql())?.query_row(
         named_params! {":c": carrier_id, ":s": s, ":e": e, ":tol": tol},
         |r| {
             Ok((

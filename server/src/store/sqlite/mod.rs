@@ -25,7 +25,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::watch;
 
+pub use self::actor::Durability;
 use self::actor::{Readers, Touched, Writer};
+pub use self::durations::summary_sql;
 use crate::domain::{
     ApiKey, AssignRequest, CallDuration, CallRecord, CallRecordFilter, Carrier, Consent,
     ConsentGrant, ConsentStatus, Contact, Discrepancy, DiscrepancyCursor, DiscrepancyKind,
@@ -50,7 +52,12 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
-        let mut conn = actor::open_writer(path)?;
+        SqliteStore::open_with(path, Durability::Full)
+    }
+
+    /// [`SqliteStore::open`] with another durability: for measuring its cost, not for serving.
+    pub fn open_with(path: &Path, durability: Durability) -> StoreResult<SqliteStore> {
+        let mut conn = actor::open_writer(path, durability)?;
         schema::migrations()
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;

@@ -1,0 +1,228 @@
+//! R1, R2, R7, the cost of durability and the server's peak memory: see `Cmd::Ingest`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures_util::{StreamExt, stream};
+use ocx_api::pb;
+use ocx_client::{Client, DurationUploader};
+
+use crate::figures::{Figure, Target};
+use crate::{BATCH, CARRIER, Server, record_batches, setup};
+
+/// One report per generated record (by call id), in batches of [`BATCH`], for R2.
+fn report_batches(records: u64) -> Vec<((), Vec<pb::CallDurationReport>)> {
+    let mut batches = Vec::new();
+    let mut batch = Vec::with_capacity(BATCH);
+    for (i, r) in record_batches(records).flatten().enumerate() {
+        batch.push(pb::CallDurationReport {
+            record_id: format!("r2-{i}"),
+            call_id: r.call_id,
+            correlation_id: r.correlation_id,
+            caller_number: r.caller_number,
+            callee_number: r.callee_number,
+            start_time: r.start_time,
+            duration: Some(r.duration.unwrap_or_default()),
+        });
+        if batch.len() >= BATCH {
+            batches.push(((), std::mem::take(&mut batch)));
+        }
+    }
+    if !batch.is_empty() {
+        batches.push(((), batch));
+    }
+    batches
+}
+
+/// Ingests the generated records over one `IngestCallRecords` stream, timed from opening the
+/// stream to the last acknowledgement; checks every record was created.
+pub async fn ingest_records(platform: &Client, records: u64) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let acks = platform
+        .ingest_call_records(stream::iter(record_batches(records)))
+        .await?;
+    let mut acks = std::pin::pin!(acks);
+    let mut created = 0_i64;
+    while let Some(ack) = acks.next().await {
+        created += i64::from(ack?.created_count);
+    }
+    let elapsed = started.elapsed();
+    if created != records as i64 {
+        bail!("{created} of {records} records were created");
+    }
+    Ok(elapsed)
+}
+
+/// The whole feed replayed to a client over `StreamCallRecords`.
+async fn replay(platform: &Client, records: u64) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    // Boxed so that dropping it ends the stream (and the server's feed task) at once.
+    let mut feed = Box::pin(platform.stream_call_records(CARRIER, 0).await?);
+    let mut replayed = 0_u64;
+    while replayed < records {
+        match feed.next().await {
+            Some(record) => {
+                record?;
+                replayed += 1;
+            }
+            None => bail!("the feed ended after {replayed} of {records} records"),
+        }
+    }
+    Ok(started.elapsed())
+}
+
+/// R7's limit: the same rows iterated with a prepared SELECT (every column read) on a read-only
+/// connection to the same file, in feed order.
+fn select_all(database: &std::path::Path, records: u64) -> anyhow::Result<Duration> {
+    let conn = rusqlite::Connection::open_with_flags(
+        database,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    let started = Instant::now();
+    let mut statement = conn.prepare(
+        "SELECT * FROM call_records WHERE carrier_id = ?1 AND feed_sequence > ?2
+         ORDER BY feed_sequence",
+    )?;
+    let mut rows = statement.query(rusqlite::params![CARRIER, 0])?;
+    let mut n = 0_u64;
+    while let Some(row) = rows.next()? {
+        let columns = row.as_ref().column_count();
+        for i in 0..columns {
+            let _ = row.get_ref(i)?;
+        }
+        n += 1;
+    }
+    let elapsed = started.elapsed();
+    if n != records {
+        bail!("the SELECT read {n} of {records} rows");
+    }
+    Ok(elapsed)
+}
+
+pub async fn run(records: u64) -> anyhow::Result<Vec<Figure>> {
+    let dir = tempfile::tempdir()?;
+    let database = dir.path().join("ocx.db");
+    let server = Server::start(&database)?;
+    let (platform, _carrier) = setup(&server).await?;
+    eprintln!("ingesting {records} call records through OCX ...");
+    let ocx = ingest_records(&platform, records).await?;
+    let peak = server.peak_rss_mib();
+
+    eprintln!("replaying the feed ...");
+    let replayed = replay(&platform, records).await?;
+    let path = database.clone();
+    let selected = tokio::task::spawn_blocking(move || select_all(&path, records)).await??;
+
+    // R2: the carrier's duration reports for those calls over `UploadCallDurations`.
+    eprintln!("uploading duration reports through OCX ...");
+    let reports = report_batches(records);
+    let report_count: usize = reports.iter().map(|(_, b)| b.len()).sum();
+    let started = Instant::now();
+    let totals = DurationUploader::new(&platform, CARRIER)
+        .run(stream::iter(reports.clone()), |(), _| {})
+        .await?;
+    let upload = started.elapsed();
+    if totals.created != report_count as u64 {
+        bail!("{} of {report_count} reports were created", totals.created);
+    }
+    drop(server);
+
+    // The cost of durability: the same ingest on a server that does not sync at each commit.
+    eprintln!("ingesting the same records with synchronous=NORMAL ...");
+    let normal_server = Server::start_with(&dir.path().join("normal.db"), "normal")?;
+    let (normal_platform, _) = setup(&normal_server).await?;
+    let normal = ingest_records(&normal_platform, records).await?;
+    drop(normal_server);
+
+    eprintln!("inserting the same records with rusqlite directly ...");
+    let mut domain: Vec<Vec<ocx_server::domain::CallRecord>> = Vec::new();
+    for batch in record_batches(records) {
+        let converted = batch
+            .iter()
+            .map(|r| ocx_server::convert_calls::call_record_in(r, "r"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|v| anyhow::anyhow!("a generated record is invalid: {:?}", v.into_pairs()))?;
+        domain.push(converted);
+    }
+    let baseline_path = dir.path().join("baseline.db");
+    let baseline = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+        let conn = ocx_server::store::sqlite::baseline::open(&baseline_path)?;
+        let started = Instant::now();
+        let mut sequence = 1;
+        for batch in &mut domain {
+            ocx_server::store::sqlite::baseline::insert_call_records(
+                &conn, batch, CARRIER, sequence,
+            )?;
+            sequence += batch.len() as i64;
+        }
+        Ok(started.elapsed())
+    })
+    .await??;
+    let mut converted = Vec::new();
+    for (_, batch) in &reports {
+        let batch = batch
+            .iter()
+            .map(|r| ocx_server::convert_durations::report_in(r, "r"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|v| anyhow::anyhow!("a generated report is invalid: {:?}", v.into_pairs()))?;
+        converted.push(batch);
+    }
+    let durations_path = dir.path().join("baseline.db");
+    let report_baseline = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+        let conn = ocx_server::store::sqlite::baseline::open(&durations_path)?;
+        let started = Instant::now();
+        for batch in &converted {
+            ocx_server::store::sqlite::baseline::insert_call_durations(&conn, batch, CARRIER)?;
+        }
+        Ok(started.elapsed())
+    })
+    .await??;
+
+    let per_second = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
+    let mut figures = vec![
+        Figure::ratio(
+            format!("R1 call-record ingest ({records} records)"),
+            per_second(records, ocx),
+            per_second(records, baseline),
+            "records/s",
+            Target::RatioAtLeast(0.7),
+        ),
+        Figure::ratio(
+            format!("R2 duration ingest ({report_count} reports)"),
+            per_second(report_count as u64, upload),
+            per_second(report_count as u64, report_baseline),
+            "reports/s",
+            Target::RatioAtLeast(0.7),
+        ),
+        Figure::ratio(
+            format!("R7 StreamCallRecords replay ({records} records)"),
+            per_second(records, replayed),
+            per_second(records, selected),
+            "records/s",
+            Target::RatioAtLeast(0.6),
+        ),
+        Figure::ratio(
+            "cost of durability: ingest with synchronous=FULL ÷ NORMAL",
+            per_second(records, ocx),
+            per_second(records, normal),
+            "records/s",
+            Target::RatioAtLeast(0.9),
+        ),
+    ];
+    figures.push(match peak {
+        Some(mib) => Figure::value(
+            "server peak RSS during the ingest",
+            format!("{mib:.0} MiB"),
+            mib,
+            Target::Below(150.0, "MiB"),
+        ),
+        None => Figure::value(
+            "server peak RSS during the ingest",
+            "unknown (no /proc)".into(),
+            f64::NAN,
+            Target::None,
+        ),
+    });
+    Ok(figures)
+}
