@@ -54,7 +54,7 @@ pub async fn ingest_records(platform: &Client, records: u64) -> anyhow::Result<D
 }
 
 /// The whole feed replayed to a client over `StreamCallRecords`.
-async fn replay(platform: &Client, records: u64) -> anyhow::Result<Duration> {
+pub async fn replay(platform: &Client, records: u64) -> anyhow::Result<Duration> {
     let started = Instant::now();
     // Boxed so that dropping it ends the stream (and the server's feed task) at once.
     let mut feed = Box::pin(platform.stream_call_records(CARRIER, 0).await?);

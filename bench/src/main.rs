@@ -102,6 +102,20 @@ enum Cmd {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+    /// Replays CARRIER's whole feed from a running server (for profiling the server with
+    /// `perf record -p`); prints the rate.
+    #[command(hide = true)]
+    Replay {
+        /// The server, e.g. `http://127.0.0.1:50051`.
+        #[arg(long)]
+        endpoint: String,
+        /// A platform key.
+        #[arg(long)]
+        key: String,
+        /// Records to read.
+        #[arg(long)]
+        records: u64,
+    },
     /// Serve on a loopback port over DATABASE; prints `ADDRESS PLATFORM_KEY` on its first line.
     #[command(hide = true)]
     Serve {
@@ -130,6 +144,18 @@ fn main() -> anyhow::Result<()> {
             database,
             synchronous,
         } => return runtime.block_on(serve(&database, synchronous)),
+        Cmd::Replay {
+            endpoint,
+            key,
+            records,
+        } => {
+            return runtime.block_on(async {
+                let platform = Client::connect(endpoint, key).await?;
+                let took = ingest::replay(&platform, records).await?;
+                println!("{:.0} records/s", records as f64 / took.as_secs_f64());
+                Ok(())
+            });
+        }
         Cmd::All { small } => runtime.block_on(all(small))?,
         Cmd::Ingest { records } => runtime.block_on(ingest::run(records))?,
         Cmd::Requests {

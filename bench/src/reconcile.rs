@@ -299,6 +299,8 @@ fn shell_summary(
         period.1 * 1_000_000,
         ocx_server::store::sqlite::summary_sql()
     );
+    // Kept beside the database (see `--keep`) to rerun by hand: `sqlite3 copy.db < r8.sql`.
+    std::fs::write(dir.join("r8.sql"), &script)?;
     eprintln!("running the same summary query in the sqlite3 shell {version} ...");
     let mut best = Duration::MAX;
     for _ in 0..runs {

@@ -183,7 +183,10 @@ enum Scope {
 ///   among several, the latest `update_time` (then greatest `record_id`) wins. The records are
 ///   those of the period and those outside it that a report of the period names.
 /// - Stage 2 (`cids`, `rc`, `dc`): records and reports with no call-id match and the same
-///   correlation id pair by rank in start-time order.
+///   correlation id pair by rank in start-time order. `CROSS JOIN` keeps `cids` (a few
+///   percent of the period) as the outer loop, searching the correlation indexes: without it,
+///   SQLite 3.53's planner scans the whole correlation index for the window's order and probes
+///   `cids`, which made the summary 1.9× slower than the same query on SQLite 3.40 (R8).
 fn pairs_cte(scope: Scope) -> String {
     let (pw_where, dw_where) = match scope {
         Scope::Carrier => (
@@ -228,14 +231,14 @@ fn pairs_cte(scope: Scope) -> String {
         rc AS MATERIALIZED (
             SELECT r.id, r.carrier_id, r.correlation_id,
                    row_number() OVER (PARTITION BY r.carrier_id, r.correlation_id ORDER BY r.start_time, r.id) AS k
-              FROM cids JOIN call_records r
+              FROM cids CROSS JOIN call_records r
                 ON r.carrier_id = cids.carrier_id AND r.correlation_id = cids.correlation_id
              WHERE NOT EXISTS (
                  SELECT 1 FROM call_durations d WHERE d.carrier_id = r.carrier_id AND d.call_id = r.call_id)),
         dc AS MATERIALIZED (
             SELECT d.id, d.carrier_id, d.correlation_id,
                    row_number() OVER (PARTITION BY d.carrier_id, d.correlation_id ORDER BY d.start_time, d.id) AS k
-              FROM cids JOIN call_durations d
+              FROM cids CROSS JOIN call_durations d
                 ON d.carrier_id = cids.carrier_id AND d.correlation_id = cids.correlation_id
              WHERE NOT EXISTS (
                  SELECT 1 FROM call_records r WHERE r.call_id = d.call_id AND r.carrier_id = d.carrier_id)),
