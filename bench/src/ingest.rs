@@ -76,7 +76,7 @@ pub async fn replay(platform: &Client, records: u64) -> anyhow::Result<Duration>
 fn select_all(database: &std::path::Path, records: u64) -> anyhow::Result<Duration> {
     let conn = rusqlite::Connection::open_with_flags(
         database,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.pragma_update(None, "cache_size", -65536)?;
     let started = Instant::now();

@@ -198,9 +198,20 @@ async fn serve(database: &Path, synchronous: Synchronous) -> anyhow::Result<()> 
         Synchronous::Normal => Durability::Normal,
     };
     let store = ocx_server::store::sqlite::SqliteStore::open_with(database, durability)?;
-    let key = ocx_server::bootstrap::ensure_platform_key(&store, None)
-        .await?
-        .context("a fresh database has no platform key")?;
+    // A fresh database gets its bootstrap key; a kept one (`reconcile --keep`) another.
+    let key = match ocx_server::bootstrap::ensure_platform_key(&store, None).await? {
+        Some(key) => key,
+        None => {
+            use ocx_server::store::Store;
+            let issued = ocx_server::auth::issue_key(
+                ocx_server::domain::Role::Platform,
+                None,
+                "bench".into(),
+            );
+            store.insert_api_key(issued.record).await?;
+            issued.token
+        }
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{} {key}", listener.local_addr()?)?;

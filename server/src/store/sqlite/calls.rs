@@ -8,7 +8,7 @@ use crate::domain::{
     CallDirection, CallRecord, CallRecordFilter, CallType, DestinationContext, IngestOutcome,
     QualityMetric, QualityVerdict, now_micros,
 };
-use crate::store::{CallRecordCursor, KeyedPage, StoreError, StoreResult};
+use crate::store::{CallRecordCursor, KeyedPage, StoreResult};
 
 const COLUMNS: &str = "call_id, carrier_id, feed_sequence, version, content_hash, correlation_id, \
     tenant_id, call_type, direction, caller_number, callee_number, user_sip_uri, invite_time, \
@@ -17,7 +17,6 @@ const COLUMNS: &str = "call_id, carrier_id, feed_sequence, version, content_hash
     update_time";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
-    let streams: String = row.get(23)?;
     let code = |i: usize| row.get::<_, i32>(i);
     Ok(CallRecord {
         call_id: row.get(0)?,
@@ -45,7 +44,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
             .and_then(DestinationContext::from_code),
         usage_country_code: row.get(21)?,
         trunk_fqdn: row.get(22)?,
-        media_streams: serde_json::from_str(&streams).unwrap_or_default(),
+        media_streams: super::media::decode(row.get_ref(23)?),
         quality: QualityVerdict::from_code(code(24)?).unwrap_or(QualityVerdict::Unclassified),
         poor_due_to: QualityMetric::from_mask(row.get(25)?),
         update_time: row.get(26)?,
@@ -54,8 +53,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
 
 /// Writes `r` as row `id` (a new row when `id` is `None`).
 pub(super) fn put(conn: &Connection, id: Option<i64>, r: &CallRecord) -> StoreResult<()> {
-    let streams =
-        serde_json::to_string(&r.media_streams).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let streams = super::media::encode(&r.media_streams);
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO call_records (id, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
          ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"

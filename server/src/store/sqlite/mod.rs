@@ -15,6 +15,7 @@ mod actor;
 pub mod baseline;
 mod calls;
 mod durations;
+mod media;
 mod numbers;
 mod privacy;
 mod schema;
