@@ -10,6 +10,10 @@ use ocx_client::{Client, DurationUploader};
 use crate::figures::{Figure, Target};
 use crate::{BATCH, CARRIER, Server, record_batches, setup};
 
+/// Times R7 runs each side, alternating; the fastest of each counts (a replay takes well under
+/// a second per 100,000 records, so one run is at the mercy of whatever else the machine does).
+const REPLAYS: u32 = 3;
+
 /// One report per generated record (by call id), in batches of [`BATCH`], for R2.
 fn report_batches(records: u64) -> Vec<((), Vec<pb::CallDurationReport>)> {
     let mut batches = Vec::new();
@@ -109,10 +113,14 @@ pub async fn run(records: u64) -> anyhow::Result<Vec<Figure>> {
     let ocx = ingest_records(&platform, records).await?;
     let peak = server.peak_rss_mib();
 
-    eprintln!("replaying the feed ...");
-    let replayed = replay(&platform, records).await?;
-    let path = database.clone();
-    let selected = tokio::task::spawn_blocking(move || select_all(&path, records)).await??;
+    eprintln!("replaying the feed, {REPLAYS} times each way ...");
+    let (mut replayed, mut selected) = (Duration::MAX, Duration::MAX);
+    for _ in 0..REPLAYS {
+        replayed = replayed.min(replay(&platform, records).await?);
+        let path = database.clone();
+        let select = tokio::task::spawn_blocking(move || select_all(&path, records)).await??;
+        selected = selected.min(select);
+    }
 
     // R2: the carrier's duration reports for those calls over `UploadCallDurations`.
     eprintln!("uploading duration reports through OCX ...");
@@ -196,7 +204,7 @@ pub async fn run(records: u64) -> anyhow::Result<Vec<Figure>> {
             Target::RatioAtLeast(0.7),
         ),
         Figure::ratio(
-            format!("R7 StreamCallRecords replay ({records} records)"),
+            format!("R7 StreamCallRecords replay ({records} records, fastest of {REPLAYS})"),
             per_second(records, replayed),
             per_second(records, selected),
             "records/s",

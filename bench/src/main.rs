@@ -26,6 +26,11 @@ use ocx_server::store::sqlite::Durability;
 
 use crate::figures::{Figure, print_table};
 
+/// The allocator `ocx-server` uses (see its main.rs), here for `serve` and, so that the limits
+/// are measured alike, for the rest of the benchmark too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The benchmark's tenant.
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 /// The benchmark's carrier.
