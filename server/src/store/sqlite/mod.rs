@@ -27,7 +27,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::watch;
 
 pub use self::actor::Durability;
-use self::actor::{Readers, Touched, Writer};
+use self::actor::{Lane, Readers, Touched, Writer};
 pub use self::durations::summary_sql;
 use crate::domain::{
     ApiKey, AssignRequest, CallDuration, CallRecord, CallRecordFilter, Carrier, Consent,
@@ -66,7 +66,8 @@ impl SqliteStore {
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
         Ok(SqliteStore {
             writer,
-            readers: Readers::new(path),
+            readers: Readers::new(path)
+                .map_err(|e| StoreError::Internal(format!("starting the reader threads: {e}")))?,
             path: path.to_path_buf(),
         })
     }
@@ -650,7 +651,7 @@ impl Store for SqliteStore {
         p: ReconciliationPeriod,
     ) -> StoreResult<ReconciliationSummary> {
         self.readers
-            .read(move |conn| {
+            .read_in(Lane::Long, move |conn| {
                 durations::summary(conn, &p.carrier_id, p.start, p.end, p.tolerance_us)
             })
             .await
@@ -664,7 +665,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
         self.readers
-            .read(move |conn| {
+            .read_in(Lane::Long, move |conn| {
                 durations::discrepancies(
                     conn,
                     &p.carrier_id,
@@ -687,7 +688,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<UsageRow>> {
         let tenant_id = tenant_id.to_owned();
         self.readers
-            .read(move |conn| durations::usage(conn, &tenant_id, window.0, window.1, grouping))
+            .read_in(Lane::Long, move |conn| {
+                durations::usage(conn, &tenant_id, window.0, window.1, grouping)
+            })
             .await
     }
 
