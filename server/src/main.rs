@@ -197,6 +197,14 @@ enum Command {
     Serve,
     /// Create the database and the first platform key (<data-dir>/platform.key), then exit.
     Init,
+    /// Copy the database to a new file while the server runs (consistent as of the moment the
+    /// copy begins; checked with SQLite's integrity check). Restore: stop the server, replace
+    /// the database file with the copy (and remove its -wal and -shm files), start it again.
+    Backup {
+        /// The file to write; it must not exist.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -220,6 +228,24 @@ async fn main() -> anyhow::Result<()> {
         .database
         .clone()
         .unwrap_or_else(|| cli.data_dir.join("ocx.db"));
+    if let Some(Command::Backup { to }) = &cli.command {
+        // Not through SqliteStore::open: a backup never writes to (or migrates) the database.
+        let (from, dest) = (db_path.clone(), to.clone());
+        let summary = tokio::task::spawn_blocking(move || {
+            ocx_server::store::sqlite::backup::backup(&from, &dest)
+        })
+        .await??;
+        println!(
+            "backup of {} written to {}: {} bytes, {} call records, {} duration reports, {} numbers; integrity check ok",
+            db_path.display(),
+            to.display(),
+            summary.bytes,
+            summary.call_records,
+            summary.call_durations,
+            summary.numbers
+        );
+        return Ok(());
+    }
     let store =
         SqliteStore::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?;
     tracing::info!(database = %db_path.display(), "database open");

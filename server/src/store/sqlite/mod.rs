@@ -12,6 +12,7 @@
 //! - this module: [`SqliteStore`], the [`Store`] implementation.
 
 mod actor;
+pub mod backup;
 pub mod baseline;
 mod calls;
 mod durations;
