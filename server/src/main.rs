@@ -90,6 +90,10 @@ struct Cli {
     /// How often expired data is purged (e.g. 1h, 15m); 0 purges only on demand.
     #[arg(long, env = "OCX_PURGE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     purge_interval: Duration,
+    /// After SIGTERM or Ctrl-C: how long in-flight calls may take to finish before the process
+    /// exits anyway (e.g. 30s). Writes already acknowledged are durable either way.
+    #[arg(long, env = "OCX_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -264,8 +268,57 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // SIGTERM (what service managers and container runtimes send) or Ctrl-C starts a graceful
+    // shutdown: health turns NOT_SERVING, new calls are refused, streams end with UNAVAILABLE
+    // (the SDK's followers and uploaders resume by themselves), in-flight unary calls and
+    // pending writes finish. If that takes longer than --shutdown-timeout, the process exits
+    // anyway.
+    let (signalled_tx, mut signalled) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        termination().await;
+        let _ = signalled_tx.send(true);
+    });
+    let mut on_signal = signalled.clone();
+    let shutdown = async move {
+        let _ = on_signal.wait_for(|s| *s).await;
     };
-    ocx_server::run_with(listener, Arc::new(store), config, shutdown).await
+    let timeout = cli.shutdown_timeout;
+    let deadline = async move {
+        let _ = signalled.wait_for(|s| *s).await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        served = ocx_server::run_with(listener, Arc::new(store), config, shutdown) => {
+            tracing::info!("stopped");
+            served
+        }
+        () = deadline => {
+            tracing::warn!(timeout = ?timeout, "calls still running after the shutdown timeout; exiting");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

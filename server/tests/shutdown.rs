@@ -1,0 +1,271 @@
+//! Graceful shutdown of the real binary on SIGTERM, with a feed follower, a call-record ingest
+//! and a duration uploader running. The process exits by itself, well within its shutdown
+//! timeout. The ingest stream ends with UNAVAILABLE. Nothing acknowledged is lost. When the
+//! server starts again on the same port, the SDK's follower and uploader carry on by
+//! themselves: every record reaches the follower exactly once, in order and without gaps, and
+//! every report is stored once.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{key, start, start_configured};
+use futures_util::StreamExt;
+use ocx_api::sample::{CallRecordGenerator, Line};
+use ocx_client::{Client, DurationUploader, pb};
+use tonic::Code;
+
+const TENANT: &str = "1b2c3d4e-0000-4000-8000-000000000003";
+const CARRIER: &str = "term-tel";
+/// Bounds the waits below, so that a hang fails the test instead of stalling it.
+const BOUND: Duration = Duration::from_secs(60);
+
+/// `n` generated records in batches of 100.
+fn batches(lines: &[Line], seed: u64, n: usize) -> Vec<Vec<pb::CallRecord>> {
+    let records: Vec<pb::CallRecord> =
+        CallRecordGenerator::new(seed, lines.to_vec(), 1_790_000_000)
+            .take(n)
+            .collect();
+    records.chunks(100).map(<[_]>::to_vec).collect()
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_clients_resume_after_the_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, endpoint) = start(dir.path(), false);
+    let port = endpoint.rsplit(':').next().expect("port").to_owned();
+    let platform = Client::connect(endpoint.clone(), key(&dir.path().join("platform.key")))
+        .await
+        .expect("connect");
+    platform
+        .create_carrier(CARRIER, "Term Telecom")
+        .await
+        .expect("carrier");
+    let carrier_key = platform
+        .create_api_key(pb::CreateApiKeyRequest {
+            role: pb::ApiKeyRole::Carrier.into(),
+            carrier_id: CARRIER.into(),
+            display_name: "term".into(),
+        })
+        .await
+        .expect("key")
+        .secret;
+    let carrier = platform.with_key(carrier_key).expect("carrier client");
+    platform
+        .grant_consent(pb::GrantConsentRequest {
+            carrier_id: CARRIER.into(),
+            tenant_id: TENANT.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("consent");
+    let numbers: Vec<String> = (0..20).map(|i| format!("+4420796{i:05}")).collect();
+    platform
+        .upload_numbers(pb::UploadNumbersRequest {
+            carrier_id: CARRIER.into(),
+            numbers: numbers
+                .iter()
+                .map(|n| pb::NumberUpload {
+                    number: n.clone(),
+                    tenant_id: TENANT.into(),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+        .await
+        .expect("numbers");
+    let lines: Vec<Line> = numbers
+        .iter()
+        .map(|n| Line {
+            tenant_id: TENANT.into(),
+            number: n.clone(),
+        })
+        .collect();
+
+    // The carrier follows the feed from the start, through the restart; what it gets comes
+    // here.
+    let (delivered_tx, mut delivered) = tokio::sync::mpsc::unbounded_channel();
+    let follower = {
+        let feed = carrier.follow_call_records("", 0);
+        tokio::spawn(async move {
+            let mut feed = std::pin::pin!(feed);
+            while let Some(record) = feed.next().await {
+                let record = record.expect("the follower never gives up on UNAVAILABLE");
+                if delivered_tx.send(record).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+
+    // The carrier uploads duration reports through a channel: five batches before the signal,
+    // five after the restart.
+    let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(16);
+    let uploader = {
+        let carrier = carrier.clone();
+        tokio::spawn(async move {
+            DurationUploader::new(&carrier, "")
+                .run(
+                    tokio_stream::wrappers::ReceiverStream::new(reports_rx),
+                    |(), _| {},
+                )
+                .await
+        })
+    };
+    let report_batches: Vec<Vec<pb::CallDurationReport>> = batches(&lines, 5, 1000)
+        .into_iter()
+        .enumerate()
+        .map(|(b, batch)| {
+            batch
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| pb::CallDurationReport {
+                    record_id: format!("term-{b}-{i}"),
+                    call_id: r.call_id,
+                    correlation_id: r.correlation_id,
+                    caller_number: r.caller_number,
+                    callee_number: r.callee_number,
+                    start_time: r.start_time,
+                    duration: r.duration,
+                })
+                .collect()
+        })
+        .collect();
+    for batch in &report_batches[..5] {
+        reports_tx.send(((), batch.clone())).await.expect("queue");
+    }
+
+    // The platform ingests call records on one stream that never runs dry: only the server's
+    // shutdown ends it.
+    let mut generator = CallRecordGenerator::new(9, lines.clone(), 1_790_000_000);
+    let sent: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let endless = {
+        let sent = Arc::clone(&sent);
+        futures_util::stream::iter(std::iter::from_fn(move || {
+            let batch: Vec<pb::CallRecord> = (0..100).map(|_| generator.next_record()).collect();
+            sent.lock()
+                .expect("sent")
+                .push(batch.iter().map(|r| r.call_id.clone()).collect());
+            Some(batch)
+        }))
+    };
+    let mut acks = Box::pin(platform.ingest_call_records(endless).await.expect("ingest"));
+    let mut acknowledged = BTreeSet::new();
+    let record_ack = |acknowledged: &mut BTreeSet<String>, ack: pb::IngestCallRecordsResponse| {
+        assert_eq!(ack.rejected_count, 0);
+        acknowledged.extend(sent.lock().expect("sent")[(ack.batch_id - 1) as usize].clone());
+    };
+    for _ in 0..10 {
+        record_ack(
+            &mut acknowledged,
+            acks.next().await.expect("ack").expect("ack"),
+        );
+    }
+
+    // SIGTERM, as a service manager sends it.
+    let signalled = Instant::now();
+    let pid = server.0.id().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let ended = loop {
+        match tokio::time::timeout(BOUND, acks.next())
+            .await
+            .expect("the ingest ends")
+        {
+            Some(Ok(ack)) => record_ack(&mut acknowledged, ack),
+            Some(Err(e)) => break Some(e),
+            None => break None,
+        }
+    };
+    let ended = ended.expect("the ingest stream ends with a status, not as if complete");
+    assert_eq!(ended.code(), Some(Code::Unavailable), "{ended:?}");
+    drop(acks);
+    let mut server = server;
+    let exited = tokio::time::timeout(
+        BOUND,
+        tokio::task::spawn_blocking(move || {
+            let status = server.0.wait();
+            (server, status)
+        }),
+    )
+    .await
+    .expect("the process exits by itself")
+    .expect("join");
+    let status = exited.1.expect("status");
+    let took = signalled.elapsed();
+    assert!(status.success(), "a graceful exit is a success: {status}");
+    assert!(
+        took < Duration::from_secs(30),
+        "exited {took:?} after SIGTERM, past the 30 s shutdown timeout"
+    );
+    eprintln!(
+        "exited {took:?} after SIGTERM; {} records acknowledged",
+        acknowledged.len()
+    );
+
+    // Start again on the same port; the clients reconnect on their own.
+    let (_server, endpoint, _log) =
+        start_configured(dir.path(), &["--listen", &format!("127.0.0.1:{port}")], &[]);
+    let platform = Client::connect(endpoint, key(&dir.path().join("platform.key")))
+        .await
+        .expect("reconnect");
+    for batch in &report_batches[5..] {
+        reports_tx.send(((), batch.clone())).await.expect("queue");
+    }
+    drop(reports_tx);
+    let totals = tokio::time::timeout(BOUND, uploader)
+        .await
+        .expect("the uploader finishes")
+        .expect("join")
+        .expect("the uploader resumed across the restart");
+    assert_eq!(totals.rejected, 0);
+    assert_eq!(totals.created + totals.unchanged, 1000, "{totals:?}");
+    let stored_reports = platform
+        .list_call_durations(pb::ListCallDurationsRequest {
+            carrier_id: CARRIER.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("reports");
+    assert_eq!(
+        stored_reports.call_durations.len(),
+        1000,
+        "each report once"
+    );
+
+    // Every acknowledged record is stored, once.
+    let stored: Vec<String> = platform
+        .call_records(pb::ListCallRecordsRequest {
+            carrier_id: CARRIER.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .map(|r| r.expect("record").call_id)
+        .collect()
+        .await;
+    let unique: BTreeSet<&String> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "a record stored twice");
+    for id in &acknowledged {
+        assert!(unique.contains(id), "acknowledged record {id} lost");
+    }
+
+    // The follower gets every stored record exactly once, in feed order, without a gap.
+    let mut sequences = Vec::new();
+    while sequences.len() < stored.len() {
+        let record = tokio::time::timeout(BOUND, delivered.recv())
+            .await
+            .expect("the follower caught up after the restart")
+            .expect("the follower is running");
+        sequences.push(record.feed_sequence);
+    }
+    follower.abort();
+    let expected: Vec<i64> = (1..=stored.len() as i64).collect();
+    assert_eq!(sequences, expected, "gapless and in order, each once");
+}
