@@ -20,6 +20,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::store::{StoreError, StoreResult};
 
+/// How long a connection waits for a lock held by another before SQLITE_BUSY. In WAL mode only
+/// checkpoints and recovery take such locks; readers and the single writer never wait on each
+/// other, so clients never see BUSY (`tests/tests/contention.rs`).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Past this size the writer tries to restart the write-ahead log (see `restart_wal`).
+const WAL_RESTART_BYTES: u64 = 4 << 20;
+/// Past this size the writer waits for readers as long as it takes (up to the busy timeout) to
+/// restart the log: the bound on its size, give or take one group commit.
+const WAL_LIMIT_BYTES: u64 = 16 << 20;
+/// How long a log restart may wait for readers of older snapshots.
+const WAL_RESTART_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// Most jobs committed together in one transaction.
 pub const MAX_GROUP: usize = 512;
 /// Jobs that may wait for the writer before senders are slowed down (backpressure).
@@ -102,7 +113,7 @@ where
 fn open(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
     let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     Ok(conn)
 }
 
@@ -132,6 +143,8 @@ pub fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Conn
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
+    // When the log starts over, its file is cut back to this (see `restart_wal`).
+    conn.pragma_update(None, "journal_size_limit", WAL_RESTART_BYTES as i64)?;
     // Deleted personal data is overwritten with zeros, not left in free space.
     conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(conn)
@@ -210,6 +223,10 @@ struct Signals {
 
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, signals: &Signals) {
     let mut group: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_GROUP);
+    let wal = conn
+        .path()
+        .filter(|p| !p.is_empty())
+        .map(|p| std::path::PathBuf::from(format!("{p}-wal")));
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
@@ -238,8 +255,46 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, signals: 
         for job in group.drain(..) {
             job.finish(commit.clone());
         }
+        if let Some(size) = wal
+            .as_ref()
+            .and_then(|w| std::fs::metadata(w).ok())
+            .map(|m| m.len())
+            && size > WAL_RESTART_BYTES
+        {
+            let wait = if size > WAL_LIMIT_BYTES {
+                BUSY_TIMEOUT
+            } else {
+                WAL_RESTART_WAIT
+            };
+            restart_wal(&conn, wait);
+        }
     }
     tracing::debug!("database writer stopped");
+}
+
+/// Starts the write-ahead log over from its beginning once everything in it is in the database.
+///
+/// SQLite's automatic checkpoints copy the log into the database after each 1,000 pages, but
+/// the log only starts over when no reader is using it at that moment. Under steady writes with
+/// steady reads that moment may never come, and the log grows without bound (the contention
+/// soak saw it reach the size of the database). A RESTART checkpoint waits for the readers of
+/// older snapshots to finish: for at most `wait`, short ([`WAL_RESTART_WAIT`]) so that writes
+/// are not held up behind a long reconciliation, and the next commit tries again; but once the
+/// log is past [`WAL_LIMIT_BYTES`], as long as the busy timeout, because back-to-back long
+/// reads would otherwise keep it from ever starting over. While the checkpoint waits, new
+/// readers read from the database file, so the wait ends with the longest read already
+/// running. `journal_size_limit` then cuts the file back when the log starts over.
+fn restart_wal(conn: &Connection, wait: std::time::Duration) {
+    let _ = conn.busy_timeout(wait);
+    let result = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+    let _ = conn.busy_timeout(BUSY_TIMEOUT);
+    match result {
+        Ok(0) => tracing::debug!("write-ahead log restarted"),
+        Ok(_) => {
+            tracing::debug!("readers kept the write-ahead log from restarting; retrying later")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not checkpoint the write-ahead log"),
+    }
 }
 
 /// Copies the whole write-ahead log into the database and truncates it to nothing (waiting up
