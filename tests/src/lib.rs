@@ -68,7 +68,12 @@ impl TestServer {
 
     /// A fresh database in a temp dir, served on `127.0.0.1:0` with `config`.
     pub async fn start_with(config: ocx_server::Config) -> TestServer {
-        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        TestServer::start_in(Arc::new(tempfile::tempdir().expect("temp dir")), config).await
+    }
+
+    /// A fresh database in `dir` (e.g. one the test mounted a small filesystem on), served on
+    /// `127.0.0.1:0` with `config`.
+    pub async fn start_in(dir: Arc<tempfile::TempDir>, config: ocx_server::Config) -> TestServer {
         let db_path = dir.path().join("ocx.db");
         let store = SqliteStore::open(&db_path).expect("open store");
         let platform_key = ocx_server::bootstrap::ensure_platform_key(&store, None)

@@ -55,8 +55,14 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
         match e.sqlite_error_code() {
-            Some(ErrorCode::DiskFull | ErrorCode::ReadOnly | ErrorCode::CannotOpen) => {
-                StoreError::Unavailable(format!("the database cannot be written: {e}"))
+            Some(ErrorCode::DiskFull) => StoreError::Unavailable(
+                "the server's storage is full; nothing of this request was stored: retry later"
+                    .into(),
+            ),
+            Some(ErrorCode::ReadOnly | ErrorCode::SystemIoFailure | ErrorCode::CannotOpen) => {
+                StoreError::Unavailable(format!(
+                    "the server cannot write to its storage ({e}); nothing of this request was stored: retry later"
+                ))
             }
             Some(ErrorCode::OperationInterrupted) => StoreError::Cancelled(
                 "the query was interrupted: its caller stopped waiting".into(),
@@ -258,4 +264,36 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: usize,
     ) -> StoreResult<(Vec<AuditEvent>, bool)>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    fn sqlite(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn storage_faults_are_unavailable_with_a_reason() {
+        let cases = [
+            (rusqlite::ffi::SQLITE_FULL, "storage is full"),
+            (rusqlite::ffi::SQLITE_READONLY, "cannot write"),
+            (rusqlite::ffi::SQLITE_IOERR_WRITE, "cannot write"),
+            (rusqlite::ffi::SQLITE_CANTOPEN, "cannot write"),
+        ];
+        for (code, says) in cases {
+            match StoreError::from(sqlite(code)) {
+                StoreError::Unavailable(message) => {
+                    assert!(message.contains(says), "{code}: {message}");
+                    assert!(message.contains("retry"), "{code}: {message}");
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            StoreError::from(sqlite(rusqlite::ffi::SQLITE_BUSY)),
+            StoreError::Unavailable(_)
+        ));
+    }
 }

@@ -313,6 +313,16 @@ fn truncate_wal(conn: &Connection) {
     }
 }
 
+/// Whether `e` is a failed fsync (of the log or of its directory).
+fn is_fsync_failure(e: &rusqlite::Error) -> bool {
+    const SQLITE_IOERR_FSYNC: std::ffi::c_int = 10 | (4 << 8);
+    const SQLITE_IOERR_DIR_FSYNC: std::ffi::c_int = 10 | (5 << 8);
+    matches!(
+        e.sqlite_error().map(|e| e.extended_code),
+        Some(SQLITE_IOERR_FSYNC | SQLITE_IOERR_DIR_FSYNC)
+    )
+}
+
 /// Ends a failed transaction. If the connection cannot get back to autocommit, it is in a
 /// state nobody can reason about, so the process stops rather than acknowledge on top of it
 /// (a supervisor restarts it; SQLite recovers from the WAL on open).
@@ -364,10 +374,13 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<Touched, S
     match conn.execute_batch("COMMIT") {
         Ok(()) => Ok(touched),
         Err(e) => {
-            // An I/O error while committing (a failed fsync) leaves the file in a state that
-            // retrying on the same connection cannot be trusted with: stop, and let recovery
-            // on the next open decide what was committed. Anything else (disk full) rolls back.
-            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure) {
+            // A failed fsync leaves the file in a state that retrying on the same connection
+            // cannot be trusted with (the kernel may have dropped the dirty pages): stop, and
+            // let recovery on the next open decide what was committed. Anything else (a write
+            // refused because the disk is full or the file system went read-only) rolls back
+            // cleanly: nothing was acknowledged, reads go on, and writes resume when the
+            // storage does.
+            if is_fsync_failure(&e) {
                 tracing::error!(error = %e, "I/O error during commit; stopping the process");
                 std::process::abort();
             }
