@@ -312,6 +312,7 @@ async fn setup(server: &Server) -> anyhow::Result<(Client, Client)> {
     platform.create_carrier(CARRIER, "Bench").await?;
     let created = platform
         .create_api_key(pb::CreateApiKeyRequest {
+            request_id: String::new(),
             role: pb::ApiKeyRole::Carrier.into(),
             carrier_id: CARRIER.to_owned(),
             display_name: "bench".to_owned(),
@@ -336,6 +337,7 @@ async fn setup(server: &Server) -> anyhow::Result<(Client, Client)> {
         .collect();
     carrier
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: uploads,
         })

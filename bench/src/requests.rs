@@ -53,6 +53,7 @@ pub async fn run(requests: u64, concurrency: usize) -> anyhow::Result<Vec<Figure
         .await?;
     let created = platform
         .create_api_key(ocx_api::pb::CreateApiKeyRequest {
+            request_id: String::new(),
             role: ocx_api::pb::ApiKeyRole::Carrier.into(),
             carrier_id: crate::CARRIER.to_owned(),
             display_name: "bench-requests".to_owned(),

@@ -26,15 +26,17 @@ impl Client {
         carrier_id: &str,
         durations: Vec<pb::CallDurationReport>,
     ) -> Result<pb::ReportCallDurationsResponse> {
-        let request = self.request(pb::ReportCallDurationsRequest {
+        let message = pb::ReportCallDurationsRequest {
             carrier_id: carrier_id.to_owned(),
             durations,
-        });
-        Ok(self
-            .call_duration_service()
-            .report_call_durations(request)
-            .await?
-            .into_inner())
+            request_id: crate::new_request_id(),
+        };
+        Ok(crate::send_once!(
+            self,
+            call_duration_service,
+            report_call_durations,
+            message
+        ))
     }
 
     /// Sends each `Vec` from `batches` as one `UploadCallDurationsRequest` (batch ids 1, 2, 3,
@@ -534,6 +536,8 @@ mod tests {
         scripts: Vec<Script>,
         received: Arc<Mutex<Vec<(usize, i64, String)>>>,
         calls: Mutex<usize>,
+        /// The request id of each ReportCallDurations call; the first two are UNAVAILABLE.
+        reports: Arc<Mutex<Vec<String>>>,
     }
 
     type Acks = Pin<Box<dyn Stream<Item = Result<pb::UploadCallDurationsResponse, Status>> + Send>>;
@@ -542,9 +546,21 @@ mod tests {
     impl CallDurationService for Scripted {
         async fn report_call_durations(
             &self,
-            _: Request<pb::ReportCallDurationsRequest>,
+            request: Request<pb::ReportCallDurationsRequest>,
         ) -> Result<Response<pb::ReportCallDurationsResponse>, Status> {
-            Err(Status::unimplemented("test"))
+            let request = request.into_inner();
+            let calls = {
+                let mut reports = self.reports.lock().expect("not poisoned");
+                reports.push(request.request_id);
+                reports.len()
+            };
+            if calls <= 2 {
+                return Err(Status::unavailable("server restarting"));
+            }
+            Ok(Response::new(pb::ReportCallDurationsResponse {
+                created_count: request.durations.len() as i32,
+                ..Default::default()
+            }))
         }
 
         type UploadCallDurationsStream = Acks;
@@ -613,6 +629,36 @@ mod tests {
         }
     }
 
+    thread_local! {
+        /// The report request ids of the server started on this thread (each test has its own
+        /// current-thread runtime, so its own list).
+        static REPORTS: Arc<Mutex<Vec<String>>> = Arc::default();
+    }
+
+    #[tokio::test]
+    async fn a_report_is_retried_on_unavailable_under_one_request_id() {
+        let (client, _) = serve(vec![Script::AckAll]).await;
+        let answer = client
+            .report_call_durations(
+                "",
+                vec![pb::CallDurationReport {
+                    record_id: "r1".into(),
+                    ..Default::default()
+                }],
+            )
+            .await
+            .expect("the third attempt succeeds");
+        assert_eq!(answer.created_count, 1);
+        let ids = REPORTS.with(|r| r.lock().expect("not poisoned").clone());
+        assert_eq!(ids.len(), 3, "two UNAVAILABLE, then the answer");
+        assert!(
+            ids.iter().all(|id| id == &ids[0]),
+            "one request id: {ids:?}"
+        );
+        assert_eq!(ids[0].len(), 36);
+        assert_eq!(&ids[0][14..15], "4", "a version 4 UUID: {}", ids[0]);
+    }
+
     async fn serve(scripts: Vec<Script>) -> (Client, Arc<Mutex<Vec<(usize, i64, String)>>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -623,6 +669,7 @@ mod tests {
             scripts,
             received: received.clone(),
             calls: Mutex::new(0),
+            reports: REPORTS.with(Arc::clone),
         };
         tokio::spawn(
             tonic::transport::Server::builder()

@@ -110,6 +110,94 @@ impl TlsOptions {
     }
 }
 
+/// Attempts of a write that carries a request id, when the server answers UNAVAILABLE (it is
+/// restarting, or its storage is full for a moment).
+const WRITE_ATTEMPTS: u32 = 5;
+/// Wait before the first retry of such a write; doubled for each next one.
+const WRITE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A fresh request id (AIP-155): a random (version 4) UUID.
+pub fn new_request_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // No OS randomness: the clock and a counter still make ids unique within a process.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        b[..8].copy_from_slice(&t.to_le_bytes());
+        b[8..].copy_from_slice(&n.to_le_bytes());
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(0..4),
+        h(4..6),
+        h(6..8),
+        h(8..10),
+        h(10..16)
+    )
+}
+
+/// Requests that carry a request id.
+trait HasRequestId {
+    fn request_id_mut(&mut self) -> &mut String;
+}
+
+macro_rules! has_request_id {
+    ($($t:ty),*) => {$(
+        impl HasRequestId for $t {
+            fn request_id_mut(&mut self) -> &mut String {
+                &mut self.request_id
+            }
+        }
+    )*};
+}
+has_request_id!(
+    pb::GrantConsentRequest,
+    pb::UploadNumbersRequest,
+    pb::ReleaseNumbersRequest,
+    pb::AssignNumberRequest
+);
+
+/// `message` with a fresh request id, unless the caller set one.
+fn with_request_id<M: HasRequestId>(mut message: M) -> M {
+    if message.request_id_mut().is_empty() {
+        *message.request_id_mut() = new_request_id();
+    }
+    message
+}
+
+/// Sends a write that carries a request id, retrying UNAVAILABLE with backoff: safe, because
+/// the server answers a retried request id with the first answer and does nothing again.
+/// Evaluates to the response message.
+macro_rules! send_once {
+    ($client:expr, $stub:ident, $method:ident, $message:expr) => {{
+        let message = $message;
+        let mut backoff = $crate::WRITE_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let mut stub = $client.$stub();
+            match stub.$method($client.request(message.clone())).await {
+                Ok(response) => break response.into_inner(),
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && attempt < $crate::WRITE_ATTEMPTS =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+    }};
+}
+pub(crate) use send_once;
+
 /// A connection to an OCX server and the API key every call is made with.
 ///
 /// Cheap to clone: clones share the connection (tonic multiplexes calls over it).
@@ -190,11 +278,12 @@ impl Client {
         carrier_id: &str,
         display_name: &str,
     ) -> Result<pb::Carrier> {
-        let request = self.request(pb::CreateCarrierRequest {
+        let message = pb::CreateCarrierRequest {
             carrier_id: carrier_id.to_owned(),
             display_name: display_name.to_owned(),
-        });
-        let response = self.admin().create_carrier(request).await?.into_inner();
+            request_id: new_request_id(),
+        };
+        let response = send_once!(self, admin, create_carrier, message);
         response.carrier.ok_or_else(|| Error::missing("carrier"))
     }
 
@@ -215,6 +304,12 @@ impl Client {
         &self,
         req: pb::CreateApiKeyRequest,
     ) -> Result<pb::CreateApiKeyResponse> {
+        // A request id, so that a retry by the caller creates no second key; no retry here,
+        // because a retried CreateApiKey cannot be answered with the secret again.
+        let mut req = req;
+        if req.request_id.is_empty() {
+            req.request_id = new_request_id();
+        }
         Ok(self
             .admin()
             .create_api_key(self.request(req))
@@ -224,10 +319,11 @@ impl Client {
 
     /// Revokes a key at once; revoking a revoked key returns it unchanged.
     pub async fn revoke_api_key(&self, key_id: &str) -> Result<pb::ApiKey> {
-        let request = self.request(pb::RevokeApiKeyRequest {
+        let message = pb::RevokeApiKeyRequest {
             key_id: key_id.to_owned(),
-        });
-        let response = self.admin().revoke_api_key(request).await?.into_inner();
+            request_id: new_request_id(),
+        };
+        let response = send_once!(self, admin, revoke_api_key, message);
         response.api_key.ok_or_else(|| Error::missing("api_key"))
     }
 
@@ -259,29 +355,29 @@ impl Client {
         &self,
         policy: pb::RetentionPolicy,
     ) -> Result<pb::RetentionPolicy> {
-        let request = self.request(pb::SetRetentionPolicyRequest {
+        let message = pb::SetRetentionPolicyRequest {
             policy: Some(policy),
-        });
-        let response = self
-            .admin()
-            .set_retention_policy(request)
-            .await?
-            .into_inner();
+            request_id: new_request_id(),
+        };
+        let response = send_once!(self, admin, set_retention_policy, message);
         response.policy.ok_or_else(|| Error::missing("policy"))
     }
 
     /// Deletes now what the retention policy no longer allows; returns the counts.
     pub async fn purge_expired_data(&self) -> Result<pb::PurgeExpiredDataResponse> {
-        let request = self.request(pb::PurgeExpiredDataRequest {});
-        Ok(self.admin().purge_expired_data(request).await?.into_inner())
+        let message = pb::PurgeExpiredDataRequest {
+            request_id: new_request_id(),
+        };
+        Ok(send_once!(self, admin, purge_expired_data, message))
     }
 
     /// Erases a tenant's personal data; returns the counts.
     pub async fn erase_tenant_data(&self, tenant_id: &str) -> Result<pb::EraseTenantDataResponse> {
-        let request = self.request(pb::EraseTenantDataRequest {
+        let message = pb::EraseTenantDataRequest {
             tenant_id: tenant_id.to_owned(),
-        });
-        Ok(self.admin().erase_tenant_data(request).await?.into_inner())
+            request_id: new_request_id(),
+        };
+        Ok(send_once!(self, admin, erase_tenant_data, message))
     }
 
     /// One page of audit events, newest first. See [`Client::audit_events`] for all of them.
@@ -333,21 +429,18 @@ impl Client {
 
     /// Records or changes a tenant's consent to a carrier (platform key).
     pub async fn grant_consent(&self, req: pb::GrantConsentRequest) -> Result<pb::Consent> {
-        let response = self
-            .platform()
-            .grant_consent(self.request(req))
-            .await?
-            .into_inner();
+        let response = send_once!(self, platform, grant_consent, with_request_id(req));
         response.consent.ok_or_else(|| Error::missing("consent"))
     }
 
     /// Marks a tenant's consent to a carrier REMOVED (platform key).
     pub async fn revoke_consent(&self, carrier_id: &str, tenant_id: &str) -> Result<pb::Consent> {
-        let request = self.request(pb::RevokeConsentRequest {
+        let message = pb::RevokeConsentRequest {
             carrier_id: carrier_id.to_owned(),
             tenant_id: tenant_id.to_owned(),
-        });
-        let response = self.platform().revoke_consent(request).await?.into_inner();
+            request_id: new_request_id(),
+        };
+        let response = send_once!(self, platform, revoke_consent, message);
         response.consent.ok_or_else(|| Error::missing("consent"))
     }
 
@@ -359,11 +452,12 @@ impl Client {
         &self,
         req: pb::UploadNumbersRequest,
     ) -> Result<pb::UploadNumbersResponse> {
-        Ok(self
-            .number_service()
-            .upload_numbers(self.request(req))
-            .await?
-            .into_inner())
+        Ok(send_once!(
+            self,
+            number_service,
+            upload_numbers,
+            with_request_id(req)
+        ))
     }
 
     /// Releases up to [`ocx_api::MAX_BATCH_ITEMS`] numbers, with one result per number.
@@ -371,11 +465,12 @@ impl Client {
         &self,
         req: pb::ReleaseNumbersRequest,
     ) -> Result<pb::ReleaseNumbersResponse> {
-        Ok(self
-            .number_service()
-            .release_numbers(self.request(req))
-            .await?
-            .into_inner())
+        Ok(send_once!(
+            self,
+            number_service,
+            release_numbers,
+            with_request_id(req)
+        ))
     }
 
     /// Reads one number. `carrier_id`: empty for a carrier key, required for a platform key.
@@ -410,11 +505,7 @@ impl Client {
 
     /// Records that a number was assigned in its tenant; the carrier gets an ASSIGNED event.
     pub async fn assign_number(&self, req: pb::AssignNumberRequest) -> Result<pb::PhoneNumber> {
-        let response = self
-            .platform()
-            .assign_number(self.request(req))
-            .await?
-            .into_inner();
+        let response = send_once!(self, platform, assign_number, with_request_id(req));
         response
             .phone_number
             .ok_or_else(|| Error::missing("phone_number"))
@@ -422,11 +513,12 @@ impl Client {
 
     /// Records that a number was unassigned; a no-op if it is not assigned.
     pub async fn unassign_number(&self, number: &str, tenant_id: &str) -> Result<pb::PhoneNumber> {
-        let request = self.request(pb::UnassignNumberRequest {
+        let message = pb::UnassignNumberRequest {
             number: number.to_owned(),
             tenant_id: tenant_id.to_owned(),
-        });
-        let response = self.platform().unassign_number(request).await?.into_inner();
+            request_id: new_request_id(),
+        };
+        let response = send_once!(self, platform, unassign_number, message);
         response
             .phone_number
             .ok_or_else(|| Error::missing("phone_number"))

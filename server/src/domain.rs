@@ -34,7 +34,7 @@ macro_rules! coded_enum {
 }
 
 /// A registered carrier.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Carrier {
     /// The platform-chosen id.
     pub carrier_id: String,
@@ -50,7 +50,7 @@ coded_enum!(
 );
 
 /// An API key as stored: the secret itself is never kept, only its SHA-256.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKey {
     /// Public id, the part of the token before the secret.
     pub key_id: String,
@@ -89,7 +89,7 @@ pub struct Contact {
 }
 
 /// A tenant's consent to a carrier.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Consent {
     /// The carrier consented to.
     pub carrier_id: String,
@@ -226,7 +226,7 @@ pub struct NumberUpload {
 }
 
 /// The outcome of one batch item.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ItemOutcome {
     /// Stored as new.
     Created(PhoneNumber),
@@ -532,7 +532,7 @@ pub struct CallDuration {
 }
 
 /// The outcome of one report.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DurationOutcome {
     /// New.
     Created,
@@ -634,7 +634,7 @@ pub struct UsageRow {
 }
 
 /// How long personal data is kept, in days.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetentionPolicy {
     /// Call records, by their start time.
     pub call_record_days: i32,
@@ -670,7 +670,7 @@ impl Default for RetentionPolicy {
 }
 
 /// What a purge deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurgeCounts {
     /// Call records.
     pub call_records: i64,
@@ -685,7 +685,7 @@ pub struct PurgeCounts {
 }
 
 /// What an erasure removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EraseCounts {
     /// Call records deleted.
     pub call_records: i64,

@@ -38,6 +38,7 @@ async fn a_backup_taken_during_ingest_holds_everything_acknowledged_before_it() 
     let numbers: Vec<String> = (0..20).map(|i| format!("+4420795{i:05}")).collect();
     platform
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: CARRIER.into(),
             numbers: numbers
                 .iter()

@@ -43,6 +43,7 @@ async fn acknowledged_records_survive_sigkill() {
         .collect();
     let up = platform
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: "crash-tel".into(),
             numbers: uploads,
         })

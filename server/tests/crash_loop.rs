@@ -101,6 +101,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
         .expect("carrier");
     let carrier_key = platform
         .create_api_key(pb::CreateApiKeyRequest {
+            request_id: String::new(),
             role: pb::ApiKeyRole::Carrier.into(),
             carrier_id: CARRIER.into(),
             display_name: "loop".into(),
@@ -119,6 +120,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
     let numbers: Vec<String> = (0..20).map(|i| format!("+4420793{i:05}")).collect();
     platform
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: CARRIER.into(),
             numbers: numbers
                 .iter()

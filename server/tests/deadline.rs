@@ -55,6 +55,7 @@ async fn a_passed_deadline_interrupts_the_running_query() {
         .collect();
     platform
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: "acme-tel".into(),
             numbers: lines
                 .iter()

@@ -26,6 +26,7 @@ async fn no_phone_number_sip_uri_or_key_reaches_the_log() {
         .expect("carrier");
     let created = platform
         .create_api_key(pb::CreateApiKeyRequest {
+            request_id: String::new(),
             role: pb::ApiKeyRole::Carrier as i32,
             carrier_id: "acme-tel".into(),
             display_name: "ops".into(),
@@ -50,6 +51,7 @@ async fn no_phone_number_sip_uri_or_key_reaches_the_log() {
     // One valid number and one invalid, whose value the error quotes back to the caller.
     carrier
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: vec![upload(NUMBER), upload("+44 20 7946 3818")],
         })
@@ -57,6 +59,7 @@ async fn no_phone_number_sip_uri_or_key_reaches_the_log() {
         .expect("upload");
     platform
         .assign_number(pb::AssignNumberRequest {
+            request_id: String::new(),
             number: NUMBER.into(),
             tenant_id: TENANT.into(),
             assignment_type: pb::AssignmentType::User as i32,
@@ -67,6 +70,7 @@ async fn no_phone_number_sip_uri_or_key_reaches_the_log() {
         .expect("assign");
     let bad_sip = platform
         .assign_number(pb::AssignNumberRequest {
+            request_id: String::new(),
             number: NUMBER.into(),
             tenant_id: TENANT.into(),
             assignment_type: pb::AssignmentType::User as i32,

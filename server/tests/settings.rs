@@ -44,6 +44,7 @@ async fn flags_beat_environment_beats_the_file_and_logs_can_be_json() {
         .await
         .expect("consent");
     let upload = |n: u32| pb::UploadNumbersRequest {
+        request_id: String::new(),
         carrier_id: "acme-tel".into(),
         numbers: (0..n)
             .map(|i| pb::NumberUpload {

@@ -46,6 +46,7 @@ async fn sigterm_drains_and_clients_resume_after_the_restart() {
         .expect("carrier");
     let carrier_key = platform
         .create_api_key(pb::CreateApiKeyRequest {
+            request_id: String::new(),
             role: pb::ApiKeyRole::Carrier.into(),
             carrier_id: CARRIER.into(),
             display_name: "term".into(),
@@ -65,6 +66,7 @@ async fn sigterm_drains_and_clients_resume_after_the_restart() {
     let numbers: Vec<String> = (0..20).map(|i| format!("+4420796{i:05}")).collect();
     platform
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: CARRIER.into(),
             numbers: numbers
                 .iter()

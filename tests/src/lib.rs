@@ -174,6 +174,7 @@ pub async fn carrier(platform: &Client, carrier_id: &str) -> CarrierFixture {
         .expect("create carrier");
     let key = platform
         .create_api_key(pb::CreateApiKeyRequest {
+            request_id: String::new(),
             role: pb::ApiKeyRole::Carrier as i32,
             carrier_id: carrier_id.into(),
             display_name: "tests".into(),
@@ -214,6 +215,7 @@ pub fn item(number: &str, tenant: &str) -> pb::NumberUpload {
 pub async fn provision(client: &Client, tenant: &str, numbers: &[String]) {
     let response = client
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: numbers.iter().map(|n| item(n, tenant)).collect(),
         })

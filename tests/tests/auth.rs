@@ -118,6 +118,7 @@ async fn carrier_keys_cannot_call_platform_or_admin_methods() {
         Code::PermissionDenied
     );
     let assign = pb::AssignNumberRequest {
+        request_id: String::new(),
         number: "+442079460001".into(),
         tenant_id: t.clone(),
         assignment_type: pb::AssignmentType::User as i32,
@@ -238,6 +239,7 @@ async fn admin_carriers_and_keys() {
     // Keys: secret once, listed without it, last use recorded, carrier must exist.
     let created = platform
         .create_api_key(pb::CreateApiKeyRequest {
+            request_id: String::new(),
             role: pb::ApiKeyRole::Carrier as i32,
             carrier_id: "alpha-tel".into(),
             display_name: "billing".into(),
@@ -316,6 +318,7 @@ async fn consents_grant_list_revoke() {
     let b = carrier(&platform, "bravo-tel").await;
     let granted = platform
         .grant_consent(pb::GrantConsentRequest {
+            request_id: String::new(),
             carrier_id: "acme-tel".into(),
             tenant_id: tenant(1).to_uppercase(),
             consented_countries: vec!["US".into(), "GB".into()],
@@ -379,6 +382,7 @@ async fn consents_grant_list_revoke() {
     // Invalid input: every violation at once.
     let err = platform
         .grant_consent(pb::GrantConsentRequest {
+            request_id: String::new(),
             carrier_id: "acme-tel".into(),
             tenant_id: String::new(),
             consented_countries: vec!["gb".into()],
@@ -496,6 +500,7 @@ async fn revoking_a_key_ends_the_streams_it_opened() {
     // The next commit wakes both streams; they must end instead of delivering.
     platform
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: "acme-tel".into(),
             numbers: vec![ocx_e2e::item("+442079460002", &tenant(1))],
         })

@@ -100,6 +100,7 @@ async fn writers_and_readers_together_never_see_busy_and_the_wal_stays_bounded()
                 provision(&client, &t, &extra).await;
                 let released = client
                     .release_numbers(pb::ReleaseNumbersRequest {
+                        request_id: String::new(),
                         carrier_id: String::new(),
                         numbers: extra,
                     })

@@ -33,6 +33,7 @@ async fn a_key_over_its_rate_is_told_when_to_retry_and_other_keys_are_not_slowed
         .expect("1");
     let key = platform
         .create_api_key(pb::CreateApiKeyRequest {
+            request_id: String::new(),
             role: pb::ApiKeyRole::Carrier as i32,
             carrier_id: "acme-tel".into(),
             display_name: String::new(),
@@ -122,6 +123,7 @@ async fn batches_pages_and_messages_have_configured_limits() {
     let err = a
         .client
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: eleven,
         })
@@ -185,6 +187,7 @@ async fn batches_pages_and_messages_have_configured_limits() {
     let err = a
         .client
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: vec![pb::NumberUpload {
                 number: "+442079460099".into(),

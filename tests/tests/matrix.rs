@@ -345,6 +345,7 @@ fn rows() -> Vec<Row> {
                     let key = c
                         .client
                         .create_api_key(pb::CreateApiKeyRequest {
+                            request_id: String::new(),
                             role: pb::ApiKeyRole::Carrier as i32,
                             carrier_id: c.res().carrier_id.clone(),
                             display_name: "matrix".into(),
@@ -510,6 +511,7 @@ fn rows() -> Vec<Row> {
                     let response = c
                         .client
                         .upload_numbers(pb::UploadNumbersRequest {
+                            request_id: String::new(),
                             carrier_id: c.scope(),
                             numbers: vec![ocx_e2e::item(&number, &c.acting().tenant)],
                         })
@@ -532,6 +534,7 @@ fn rows() -> Vec<Row> {
                     let response = c
                         .client
                         .release_numbers(pb::ReleaseNumbersRequest {
+                            request_id: String::new(),
                             carrier_id: c.scope(),
                             numbers: vec![c.res().spare.clone()],
                         })
@@ -888,6 +891,7 @@ fn default_policy() -> pb::RetentionPolicy {
 
 fn assignment(res: &Res) -> pb::AssignNumberRequest {
     pb::AssignNumberRequest {
+        request_id: String::new(),
         number: res.assigned.clone(),
         tenant_id: res.tenant.clone(),
         assignment_type: pb::AssignmentType::User as i32,
@@ -1025,6 +1029,7 @@ async fn side(
     own_report.callee_number = n[0].clone();
     let spare_key = platform
         .create_api_key(pb::CreateApiKeyRequest {
+            request_id: String::new(),
             role: pb::ApiKeyRole::Carrier as i32,
             carrier_id: id.into(),
             display_name: "spare".into(),
@@ -1137,6 +1142,7 @@ async fn every_rpc_for_every_caller_and_target() {
     }
     let revoked = platform
         .create_api_key(pb::CreateApiKeyRequest {
+            request_id: String::new(),
             role: pb::ApiKeyRole::Carrier as i32,
             carrier_id: a.carrier_id.clone(),
             display_name: "to be revoked".into(),

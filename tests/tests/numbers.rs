@@ -45,6 +45,7 @@ async fn upload_gives_a_result_per_item_and_stores_the_valid_ones() {
     let mut bad_cap = item("+442079460007", &tenant(1));
     bad_cap.capabilities = vec![77];
     let request = pb::UploadNumbersRequest {
+        request_id: String::new(),
         carrier_id: String::new(),
         numbers: vec![
             item("+442079460002", &tenant(1)), // 0 created
@@ -130,6 +131,7 @@ async fn upload_gives_a_result_per_item_and_stores_the_valid_ones() {
     let response = a
         .client
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: vec![changed],
         })
@@ -155,6 +157,7 @@ async fn batch_limits_and_negative_page_sizes_are_invalid_argument() {
     let err = a
         .client
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: too_many,
         })
@@ -232,6 +235,7 @@ async fn assign_unassign_release_and_versions() {
     provision(&a.client, &tenant(1), &[n.into()]).await;
 
     let assign = |sip: &str, t: String| pb::AssignNumberRequest {
+        request_id: String::new(),
         number: n.into(),
         tenant_id: t,
         assignment_type: pb::AssignmentType::User as i32,
@@ -301,6 +305,7 @@ async fn assign_unassign_release_and_versions() {
     let released = a
         .client
         .release_numbers(pb::ReleaseNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: vec![n.into()],
         })
@@ -310,6 +315,7 @@ async fn assign_unassign_release_and_versions() {
     let moved = a
         .client
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: vec![item(n, &tenant(2))],
         })
@@ -336,6 +342,7 @@ async fn assign_unassign_release_and_versions() {
     let released = a
         .client
         .release_numbers(pb::ReleaseNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: vec![n.into(), n.into(), "+442079469999".into(), "bad".into()],
         })
@@ -451,6 +458,7 @@ async fn carriers_are_isolated_on_every_carrier_method() {
     let released = a
         .client
         .release_numbers(pb::ReleaseNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: vec![theirs.into()],
         })
@@ -469,6 +477,7 @@ async fn carriers_are_isolated_on_every_carrier_method() {
     let taken = a
         .client
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: vec![item(theirs, &tenant(1))],
         })
@@ -478,6 +487,7 @@ async fn carriers_are_isolated_on_every_carrier_method() {
     // WatchNumberEvents: only one's own events.
     platform
         .assign_number(pb::AssignNumberRequest {
+            request_id: String::new(),
             number: theirs.into(),
             tenant_id: tenant(2),
             assignment_type: 1,
@@ -502,6 +512,7 @@ async fn carriers_are_isolated_on_every_carrier_method() {
     // Then an event of acme's own: the very next event acme sees must be it (sequence 2).
     platform
         .assign_number(pb::AssignNumberRequest {
+            request_id: String::new(),
             number: "+442079460001".into(),
             tenant_id: tenant(1),
             assignment_type: 1,
@@ -569,6 +580,7 @@ async fn pagination_loses_and_repeats_nothing_while_writes_happen() {
         updated.location_id = format!("loc-{pages}");
         a.client
             .upload_numbers(pb::UploadNumbersRequest {
+                request_id: String::new(),
                 carrier_id: String::new(),
                 numbers: vec![updated],
             })
@@ -663,6 +675,7 @@ async fn removed_consent_and_unlisted_countries_block_uploads() {
     let r = a
         .client
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: vec![item("+442079460002", &tenant(1))],
         })
@@ -698,6 +711,7 @@ async fn removed_consent_and_unlisted_countries_block_uploads() {
     let r = a
         .client
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: vec![item("+442079460004", &tenant(2)), gb],
         })

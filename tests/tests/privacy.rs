@@ -155,6 +155,7 @@ async fn erasure_removes_a_tenants_personal_data_from_the_files_and_tells_watche
     provision(&a.client, &t2, &[keep.into()]).await;
     platform
         .assign_number(pb::AssignNumberRequest {
+            request_id: String::new(),
             number: ACME.into(),
             tenant_id: t1.clone(),
             assignment_type: pb::AssignmentType::User as i32,

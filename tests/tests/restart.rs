@@ -14,6 +14,7 @@ async fn a_restarted_server_finds_all_acknowledged_data() {
     provision(&a.client, &tenant(1), &ns).await;
     platform
         .assign_number(pb::AssignNumberRequest {
+            request_id: String::new(),
             number: ns[7].clone(),
             tenant_id: tenant(1),
             assignment_type: pb::AssignmentType::Conference as i32,
@@ -24,6 +25,7 @@ async fn a_restarted_server_finds_all_acknowledged_data() {
         .expect("assign");
     let revoked = platform
         .create_api_key(pb::CreateApiKeyRequest {
+            request_id: String::new(),
             role: pb::ApiKeyRole::Carrier as i32,
             carrier_id: "acme-tel".into(),
             display_name: String::new(),

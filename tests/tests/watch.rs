@@ -6,6 +6,7 @@ use ocx_e2e::{TestServer, carrier, consent, numbers, provision, tenant};
 
 fn assign(number: &str, tenant: &str, sip: &str) -> pb::AssignNumberRequest {
     pb::AssignNumberRequest {
+        request_id: String::new(),
         number: number.into(),
         tenant_id: tenant.into(),
         assignment_type: pb::AssignmentType::User as i32,
@@ -55,6 +56,7 @@ async fn replays_after_a_sequence_then_delivers_live_and_resumes_without_gap_or_
         .expect("unassign"); // 7
     a.client
         .release_numbers(pb::ReleaseNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: vec![ns[1].clone()],
         })
@@ -85,6 +87,7 @@ async fn replays_after_a_sequence_then_delivers_live_and_resumes_without_gap_or_
     changed.location_id = "loc-9".into();
     a.client
         .upload_numbers(pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: String::new(),
             numbers: vec![changed],
         })

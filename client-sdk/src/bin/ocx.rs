@@ -563,6 +563,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Assign(args) => {
             let request = pb::AssignNumberRequest {
+                request_id: String::new(),
                 number: args.number,
                 tenant_id: args.tenant,
                 assignment_type: match args.assignment_type {
@@ -617,6 +618,7 @@ async fn keys(client: &Client, format: Format, command: KeyCommand) -> anyhow::R
             name,
         } => {
             let request = pb::CreateApiKeyRequest {
+                request_id: String::new(),
                 role: match role {
                     Role::Platform => pb::ApiKeyRole::Platform,
                     Role::Carrier => pb::ApiKeyRole::Carrier,
@@ -695,6 +697,7 @@ async fn consents(client: &Client, format: Format, command: ConsentCommand) -> a
                 pb::ConsentStatus::Active
             };
             let request = pb::GrantConsentRequest {
+                request_id: String::new(),
                 carrier_id: carrier,
                 tenant_id: tenant,
                 consented_countries: countries,

@@ -6,12 +6,13 @@ use ocx_api::pb::admin_service_server::AdminService;
 use ocx_api::validate;
 use tonic::{Request, Response, Status};
 
-use super::Ctx;
+use super::{Ctx, request_key};
 use crate::auth::{self, issue_key};
 use crate::convert;
 use crate::domain::{AuditFilter, Carrier, Role, now_micros};
 use crate::error::{Violations, store_status};
 use crate::paging;
+use crate::store::request::with_request;
 
 /// The admin service.
 pub struct Admin {
@@ -26,8 +27,15 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::CreateCarrierRequest>,
     ) -> Result<Response<pb::CreateCarrierResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
-        let req = request.into_inner();
+        let principal = auth::principal(&request)?;
+        principal.require_platform()?;
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "CreateCarrier",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
         let mut v = Violations::new();
         v.check("carrier_id", validate::carrier_id(&req.carrier_id));
         if req.display_name.trim().is_empty() {
@@ -43,10 +51,7 @@ impl AdminService for Admin {
             display_name: req.display_name,
             create_time: now_micros(),
         };
-        let carrier = self
-            .ctx
-            .store
-            .create_carrier(carrier)
+        let carrier = with_request(once, self.ctx.store.create_carrier(carrier))
             .await
             .map_err(store_status)?;
         tracing::info!(carrier = %carrier.carrier_id, "carrier created");
@@ -85,8 +90,15 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
-        let req = request.into_inner();
+        let principal = auth::principal(&request)?;
+        principal.require_platform()?;
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "CreateApiKey",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
         let mut v = Violations::new();
         let role = convert::required_enum(req.role, "role", Role::from_code, &mut v);
         match role {
@@ -110,12 +122,19 @@ impl AdminService for Admin {
         let role = role.unwrap_or(Role::Carrier);
         let carrier_id = (role == Role::Carrier).then_some(req.carrier_id);
         let issued = issue_key(role, carrier_id, req.display_name);
-        let stored = self
-            .ctx
-            .store
-            .insert_api_key(issued.record)
+        let new_key_id = issued.record.key_id.clone();
+        let stored = with_request(once, self.ctx.store.insert_api_key(issued.record))
             .await
             .map_err(store_status)?;
+        if stored.key_id != new_key_id {
+            // A retry of a request that already created a key: its secret was shown once and
+            // is kept nowhere, so it cannot be answered again.
+            return Err(Status::already_exists(format!(
+                "this request_id already created API key {}; its secret is shown only once: \
+                 revoke that key if the answer was lost, and create another with a new request_id",
+                stored.key_id
+            )));
+        }
         self.ctx.keys.insert(&stored);
         tracing::info!(key_id = %stored.key_id, role = ?stored.role, carrier = ?stored.carrier_id, "API key issued");
         Ok(Response::new(pb::CreateApiKeyResponse {
@@ -129,18 +148,22 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
-        let req = request.into_inner();
+        let principal = auth::principal(&request)?;
+        principal.require_platform()?;
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "RevokeApiKey",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
         if req.key_id.len() != 16 || !req.key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(crate::error::invalid(
                 "key_id",
                 "key_id must be the 16 hex characters shown by CreateApiKey or ListApiKeys",
             ));
         }
-        let key = self
-            .ctx
-            .store
-            .revoke_api_key(&req.key_id)
+        let key = with_request(once, self.ctx.store.revoke_api_key(&req.key_id))
             .await
             .map_err(store_status)?;
         // Only after the revocation is durable does the cache forget the key.
@@ -211,12 +234,17 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::SetRetentionPolicyRequest>,
     ) -> Result<Response<pb::SetRetentionPolicyResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
-        let policy = convert::retention_policy_in(request.into_inner().policy)?;
-        let policy = self
-            .ctx
-            .store
-            .set_retention_policy(policy)
+        let principal = auth::principal(&request)?;
+        principal.require_platform()?;
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "SetRetentionPolicy",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
+        let policy = convert::retention_policy_in(req.policy)?;
+        let policy = with_request(once, self.ctx.store.set_retention_policy(policy))
             .await
             .map_err(store_status)?;
         tracing::info!(?policy, "retention policy changed");
@@ -230,8 +258,16 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::PurgeExpiredDataRequest>,
     ) -> Result<Response<pb::PurgeExpiredDataResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
-        let counts = crate::retention::purge(self.ctx.store.as_ref())
+        let principal = auth::principal(&request)?;
+        principal.require_platform()?;
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "PurgeExpiredData",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
+        let counts = with_request(once, crate::retention::purge(self.ctx.store.as_ref()))
             .await
             .map_err(store_status)?;
         let mut response = Response::new(pb::PurgeExpiredDataResponse {
@@ -256,15 +292,19 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::EraseTenantDataRequest>,
     ) -> Result<Response<pb::EraseTenantDataResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
-        let req = request.into_inner();
+        let principal = auth::principal(&request)?;
+        principal.require_platform()?;
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "EraseTenantData",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
         let mut v = Violations::new();
         let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);
         v.into_result()?;
-        let counts = self
-            .ctx
-            .store
-            .erase_tenant(&tenant_id)
+        let counts = with_request(once, self.ctx.store.erase_tenant(&tenant_id))
             .await
             .map_err(store_status)?;
         tracing::info!(?counts, "tenant data erased");

@@ -9,13 +9,14 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::Ctx;
+use super::{Ctx, request_key};
 use crate::auth::{self, Principal};
 use crate::convert;
 use crate::convert_durations;
 use crate::domain::DurationOutcome;
 use crate::error::{Violations, invalid, store_status};
 use crate::paging;
+use crate::store::request::with_request;
 
 /// The call duration service.
 pub struct Durations {
@@ -112,8 +113,18 @@ impl CallDurationService for Durations {
         request: Request<pb::ReportCallDurationsRequest>,
     ) -> Result<Response<pb::ReportCallDurationsResponse>, Status> {
         let principal = auth::principal(&request)?;
-        let req = request.into_inner();
-        let results = report_batch(&self.ctx, &principal, &req.carrier_id, req.durations).await?;
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "ReportCallDurations",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
+        let results = with_request(
+            once,
+            report_batch(&self.ctx, &principal, &req.carrier_id, req.durations),
+        )
+        .await?;
         let [
             created_count,
             unchanged_count,

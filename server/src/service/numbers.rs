@@ -10,12 +10,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::Ctx;
+use super::{Ctx, request_key};
 use crate::auth;
 use crate::convert;
 use crate::domain::{ItemOutcome, NumberFilter};
 use crate::error::{Violations, invalid, store_status};
 use crate::paging;
+use crate::store::request::with_request;
 
 /// Events read from the store per query while replaying.
 const EVENT_BATCH: usize = 500;
@@ -93,7 +94,13 @@ impl NumberService for Numbers {
         request: Request<pb::UploadNumbersRequest>,
     ) -> Result<Response<pb::UploadNumbersResponse>, Status> {
         let principal = auth::principal(&request)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "UploadNumbers",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
         let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
         tracing::Span::current().record("carrier", carrier.as_str());
         batch_len(
@@ -117,10 +124,7 @@ impl NumberService for Numbers {
             }
         }
         if !valid.is_empty() {
-            let outcomes = self
-                .ctx
-                .store
-                .upload_numbers(&carrier, valid)
+            let outcomes = with_request(once, self.ctx.store.upload_numbers(&carrier, valid))
                 .await
                 .map_err(store_status)?;
             for ((i, number), outcome) in valid_index.into_iter().zip(outcomes) {
@@ -155,7 +159,13 @@ impl NumberService for Numbers {
         request: Request<pb::ReleaseNumbersRequest>,
     ) -> Result<Response<pb::ReleaseNumbersResponse>, Status> {
         let principal = auth::principal(&request)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "ReleaseNumbers",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
         let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
         tracing::Span::current().record("carrier", carrier.as_str());
         batch_len(
@@ -177,10 +187,7 @@ impl NumberService for Numbers {
             }
         }
         if !valid.is_empty() {
-            let outcomes = self
-                .ctx
-                .store
-                .release_numbers(&carrier, valid)
+            let outcomes = with_request(once, self.ctx.store.release_numbers(&carrier, valid))
                 .await
                 .map_err(store_status)?;
             for ((i, number), outcome) in valid_index.into_iter().zip(outcomes) {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-use super::Ctx;
+use super::{Ctx, request_key};
 use crate::auth;
 use crate::convert;
 use crate::convert_calls;
@@ -20,6 +20,7 @@ use crate::convert_durations;
 use crate::domain::{AssignRequest, ConsentGrant, ConsentStatus};
 use crate::domain::{IngestOutcome, UsageGrouping};
 use crate::error::{Violations, invalid, store_status};
+use crate::store::request::with_request;
 
 /// Validates a batch, stores its valid records, and builds the acknowledgement. Runs after the
 /// store's reply, i.e. after the durable commit.
@@ -116,8 +117,15 @@ impl PlatformService for Platform {
         &self,
         request: Request<pb::GrantConsentRequest>,
     ) -> Result<Response<pb::GrantConsentResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
-        let req = request.into_inner();
+        let principal = auth::principal(&request)?;
+        principal.require_platform()?;
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "GrantConsent",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
         let mut v = Violations::new();
         v.check("carrier_id", validate::carrier_id(&req.carrier_id));
         let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);
@@ -153,10 +161,7 @@ impl PlatformService for Platform {
             countries,
             contact,
         };
-        let consent = self
-            .ctx
-            .store
-            .grant_consent(grant)
+        let consent = with_request(once, self.ctx.store.grant_consent(grant))
             .await
             .map_err(store_status)?;
         tracing::info!(carrier = %consent.carrier_id, tenant = %consent.tenant_id, status = ?consent.status, "consent granted");
@@ -170,18 +175,25 @@ impl PlatformService for Platform {
         &self,
         request: Request<pb::RevokeConsentRequest>,
     ) -> Result<Response<pb::RevokeConsentResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
-        let req = request.into_inner();
+        let principal = auth::principal(&request)?;
+        principal.require_platform()?;
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "RevokeConsent",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
         let mut v = Violations::new();
         v.check("carrier_id", validate::carrier_id(&req.carrier_id));
         let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);
         v.into_result()?;
-        let consent = self
-            .ctx
-            .store
-            .revoke_consent(&req.carrier_id, &tenant_id)
-            .await
-            .map_err(store_status)?;
+        let consent = with_request(
+            once,
+            self.ctx.store.revoke_consent(&req.carrier_id, &tenant_id),
+        )
+        .await
+        .map_err(store_status)?;
         tracing::info!(carrier = %consent.carrier_id, tenant = %consent.tenant_id, "consent removed");
         Ok(Response::new(pb::RevokeConsentResponse {
             consent: Some(convert::consent(consent)),
@@ -193,8 +205,15 @@ impl PlatformService for Platform {
         &self,
         request: Request<pb::AssignNumberRequest>,
     ) -> Result<Response<pb::AssignNumberResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
-        let req = request.into_inner();
+        let principal = auth::principal(&request)?;
+        principal.require_platform()?;
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "AssignNumber",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
         let mut v = Violations::new();
         v.check("number", validate::e164(&req.number));
         let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);
@@ -215,10 +234,7 @@ impl PlatformService for Platform {
             sip_uri: req.sip_uri,
             user_id: req.user_id,
         };
-        let number = self
-            .ctx
-            .store
-            .assign_number(request)
+        let number = with_request(once, self.ctx.store.assign_number(request))
             .await
             .map_err(store_status)?;
         tracing::info!(carrier = %number.carrier_id, version = number.version, "number assigned");
@@ -297,18 +313,25 @@ impl PlatformService for Platform {
         &self,
         request: Request<pb::UnassignNumberRequest>,
     ) -> Result<Response<pb::UnassignNumberResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
-        let req = request.into_inner();
+        let principal = auth::principal(&request)?;
+        principal.require_platform()?;
+        let mut req = request.into_inner();
+        let once = request_key(
+            &principal,
+            "UnassignNumber",
+            std::mem::take(&mut req.request_id),
+            &req,
+        )?;
         let mut v = Violations::new();
         v.check("number", validate::e164(&req.number));
         let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);
         v.into_result()?;
-        let number = self
-            .ctx
-            .store
-            .unassign_number(&req.number, &tenant_id)
-            .await
-            .map_err(store_status)?;
+        let number = with_request(
+            once,
+            self.ctx.store.unassign_number(&req.number, &tenant_id),
+        )
+        .await
+        .map_err(store_status)?;
         tracing::info!(carrier = %number.carrier_id, version = number.version, "number unassigned");
         Ok(Response::new(pb::UnassignNumberResponse {
             phone_number: Some(convert::phone_number(number)),

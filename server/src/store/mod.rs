@@ -5,6 +5,7 @@
 //! suite every backend passes.
 
 pub mod conformance;
+pub mod request;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -292,6 +292,7 @@ pub async fn upload(client: &Client, carrier_id: &str, parsed: Parsed) -> anyhow
     for batch in parsed.rows.chunks(MAX_BATCH_ITEMS) {
         let lines: Vec<u64> = batch.iter().map(|row| row.line).collect();
         let request = pb::UploadNumbersRequest {
+            request_id: String::new(),
             carrier_id: carrier_id.to_owned(),
             numbers: batch.iter().map(|row| row.upload.clone()).collect(),
         };
@@ -321,6 +322,7 @@ pub async fn release(
     let mut out = io::stdout().lock();
     for batch in numbers.chunks(MAX_BATCH_ITEMS) {
         let request = pb::ReleaseNumbersRequest {
+            request_id: String::new(),
             carrier_id: carrier_id.to_owned(),
             numbers: batch.to_vec(),
         };

@@ -202,6 +202,22 @@ impl Writer {
         })?
     }
 
+    /// [`Writer::write`] for a write a caller may retry: with a request id in scope (see
+    /// `store::request`), a retry returns the recorded outcome and `work` does not run again.
+    pub async fn write_once<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<(T, Touched)> + Send + 'static,
+    {
+        match crate::store::request::take_request() {
+            None => self.write(work).await,
+            Some(key) => {
+                self.write(move |conn| super::requests::once(conn, &key, work))
+                    .await
+            }
+        }
+    }
+
     /// A receiver that changes after each commit that appended number events.
     pub fn number_event_signal(&self) -> watch::Receiver<u64> {
         self.number_events.subscribe()

@@ -19,6 +19,7 @@ mod durations;
 mod media;
 mod numbers;
 mod privacy;
+mod requests;
 mod schema;
 
 use std::path::Path;
@@ -189,7 +190,7 @@ fn contact_json(contact: &Contact) -> StoreResult<String> {
 impl Store for SqliteStore {
     async fn create_carrier(&self, carrier: Carrier) -> StoreResult<Carrier> {
         self.writer
-            .write(move |conn| {
+            .write_once(move |conn| {
                 if carrier_exists(conn, &carrier.carrier_id)? {
                     return Err(StoreError::AlreadyExists(format!(
                         "carrier {:?} already exists",
@@ -241,7 +242,7 @@ impl Store for SqliteStore {
 
     async fn insert_api_key(&self, key: ApiKey) -> StoreResult<ApiKey> {
         self.writer
-            .write(move |conn| {
+            .write_once(move |conn| {
                 if let Some(carrier) = &key.carrier_id
                     && !carrier_exists(conn, carrier)?
                 {
@@ -270,7 +271,7 @@ impl Store for SqliteStore {
     async fn revoke_api_key(&self, key_id: &str) -> StoreResult<ApiKey> {
         let key_id = key_id.to_owned();
         self.writer
-            .write(move |conn| {
+            .write_once(move |conn| {
                 conn.prepare_cached(
                     "UPDATE api_keys SET revoke_time = ?2 WHERE key_id = ?1 AND revoke_time IS NULL",
                 )?
@@ -338,7 +339,7 @@ impl Store for SqliteStore {
 
     async fn grant_consent(&self, grant: ConsentGrant) -> StoreResult<Consent> {
         self.writer
-            .write(move |conn| {
+            .write_once(move |conn| {
                 if !carrier_exists(conn, &grant.carrier_id)? {
                     return Err(StoreError::NotFound(format!(
                         "carrier {:?} not found",
@@ -370,7 +371,7 @@ impl Store for SqliteStore {
     async fn revoke_consent(&self, carrier_id: &str, tenant_id: &str) -> StoreResult<Consent> {
         let (carrier_id, tenant_id) = (carrier_id.to_owned(), tenant_id.to_owned());
         self.writer
-            .write(move |conn| {
+            .write_once(move |conn| {
                 conn.prepare_cached(
                     "UPDATE consents SET status = ?3, update_time = ?4
                      WHERE carrier_id = ?1 AND tenant_id = ?2 AND status != ?3",
@@ -428,7 +429,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<ItemOutcome>> {
         let carrier_id = carrier_id.to_owned();
         self.writer
-            .write(move |conn| {
+            .write_once(move |conn| {
                 let outcomes = numbers::upload(conn, &carrier_id, &items)?;
                 let changed = outcomes
                     .iter()
@@ -451,7 +452,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<ItemOutcome>> {
         let carrier_id = carrier_id.to_owned();
         self.writer
-            .write(move |conn| {
+            .write_once(move |conn| {
                 let outcomes = numbers::release(conn, &carrier_id, &items)?;
                 let changed = outcomes
                     .iter()
@@ -495,7 +496,7 @@ impl Store for SqliteStore {
 
     async fn assign_number(&self, request: AssignRequest) -> StoreResult<PhoneNumber> {
         self.writer
-            .write(move |conn| {
+            .write_once(move |conn| {
                 let (number, changed) = numbers::assign(conn, &request)?;
                 Ok((
                     number,
@@ -511,7 +512,7 @@ impl Store for SqliteStore {
     async fn unassign_number(&self, number: &str, tenant_id: &str) -> StoreResult<PhoneNumber> {
         let (number, tenant_id) = (number.to_owned(), tenant_id.to_owned());
         self.writer
-            .write(move |conn| {
+            .write_once(move |conn| {
                 let (number, changed) = numbers::unassign(conn, &number, &tenant_id)?;
                 Ok((
                     number,
@@ -630,7 +631,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<DurationOutcome>> {
         let carrier_id = carrier_id.to_owned();
         self.writer
-            .write(move |conn| quiet(durations::report(conn, &carrier_id, &reports)?))
+            .write_once(move |conn| quiet(durations::report(conn, &carrier_id, &reports)?))
             .await
     }
 
@@ -708,11 +709,25 @@ impl Store for SqliteStore {
 
     async fn set_retention_policy(&self, policy: RetentionPolicy) -> StoreResult<RetentionPolicy> {
         self.writer
-            .write(move |conn| quiet(privacy::set_policy(conn, policy)?))
+            .write_once(move |conn| quiet(privacy::set_policy(conn, policy)?))
             .await
     }
 
     async fn purge_expired(&self, now: Micros) -> StoreResult<PurgeCounts> {
+        // A purge spans many transactions, so its request id is looked up first and recorded
+        // last rather than in one transaction with it: running a purge twice is harmless.
+        let request = crate::store::request::take_request();
+        if let Some(key) = request.clone() {
+            let recorded = self
+                .writer
+                .write(move |conn| quiet(requests::recorded(conn, &key)?))
+                .await?;
+            if let Some(outcome) = recorded {
+                return serde_json::from_str(&outcome).map_err(|e| {
+                    StoreError::Internal(format!("a recorded outcome does not read: {e}"))
+                });
+            }
+        }
         let policy = self.retention_policy().await?;
         let mut counts = PurgeCounts::default();
         for kind in privacy::Expiring::ALL {
@@ -745,14 +760,26 @@ impl Store for SqliteStore {
                 }
             }
         }
+        self.writer
+            .write(move |conn| {
+                requests::purge(conn, now)?;
+                if let Some(key) = &request {
+                    requests::record(conn, key, &counts)?;
+                }
+                quiet(())
+            })
+            .await?;
         Ok(counts)
     }
 
     async fn erase_tenant(&self, tenant_id: &str) -> StoreResult<EraseCounts> {
         let tenant_id = tenant_id.to_owned();
         self.writer
-            .write(move |conn| {
+            .write_once(move |conn| {
                 let (counts, appended) = privacy::erase_tenant(conn, &tenant_id)?;
+                // Recorded outcomes may hold the tenant's numbers and SIP URIs: they go too
+                // (so a retry of an earlier write runs again rather than answer from them).
+                conn.execute("DELETE FROM request_ids", [])?;
                 Ok((
                     counts,
                     Touched {

@@ -176,6 +176,21 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_by_time ON audit_events(time);
 "#,
         ),
+        // Request ids (AIP-155): the outcome of each write made with one, to answer retries.
+        M::up(
+            r#"
+CREATE TABLE request_ids (
+    key_id      TEXT NOT NULL,
+    request_id  TEXT NOT NULL,
+    rpc         TEXT NOT NULL,
+    fingerprint BLOB NOT NULL,
+    outcome     TEXT NOT NULL,
+    create_time INTEGER NOT NULL,
+    PRIMARY KEY (key_id, request_id)
+) WITHOUT ROWID;
+CREATE INDEX request_ids_by_time ON request_ids(create_time);
+"#,
+        ),
     ])
 }
 

@@ -1,0 +1,51 @@
+//! Request ids (AIP-155): what makes a retried write answer like the first attempt.
+//!
+//! A handler that received a `request_id` runs its one store write inside [`with_request`].
+//! The store takes the [`RequestKey`] from there ([`take_request`]) and, in the same
+//! transaction as the write, looks the key up:
+//! - if it has a record for it, the write is not done again and the recorded outcome is
+//!   returned, so the handler answers exactly as it did the first time;
+//! - if the record is for a different request, the answer is ALREADY_EXISTS;
+//! - otherwise the write runs and its outcome is recorded beside it.
+//!
+//! The record and the write commit together, so a crash can never leave one without the other.
+//! Writes go through the single writer thread, so concurrent retries of one id are serialised:
+//! the first one writes, the others find its record. The records are kept for
+//! [`REQUEST_ID_DAYS`] days.
+
+use std::cell::RefCell;
+use std::future::Future;
+
+/// How long request ids are honoured (the API promises at least 24 hours).
+pub const REQUEST_ID_DAYS: i64 = 2;
+
+/// One request id, scoped to the API key that sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    /// The API key's id (never the secret).
+    pub key_id: String,
+    /// The caller's UUID, lower-case.
+    pub request_id: String,
+    /// The RPC, e.g. `UploadNumbers`.
+    pub rpc: &'static str,
+    /// SHA-256 of the RPC name and the request without its request id.
+    pub fingerprint: [u8; 32],
+}
+
+tokio::task_local! {
+    static REQUEST: RefCell<Option<RequestKey>>;
+}
+
+/// Runs `write` with `key` available to the store's next write in this task.
+pub async fn with_request<F: Future>(key: Option<RequestKey>, write: F) -> F::Output {
+    REQUEST.scope(RefCell::new(key), write).await
+}
+
+/// The request key of the write being made, if its caller gave one; taken, so that only one
+/// write per request uses it.
+pub fn take_request() -> Option<RequestKey> {
+    REQUEST
+        .try_with(|key| key.borrow_mut().take())
+        .ok()
+        .flatten()
+}

@@ -1,0 +1,97 @@
+//! Request-id records (see `store::request`): looked up and written in the same transaction as
+//! the write they belong to.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::actor::Touched;
+use crate::domain::now_micros;
+use crate::store::request::{REQUEST_ID_DAYS, RequestKey};
+use crate::store::{StoreError, StoreResult};
+
+/// Runs `work` once for `key`: a retry gets the recorded outcome and `work` does not run.
+pub fn once<T, F>(conn: &Connection, key: &RequestKey, work: F) -> StoreResult<(T, Touched)>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce(&Connection) -> StoreResult<(T, Touched)>,
+{
+    if let Some(outcome) = recorded(conn, key)? {
+        let value = serde_json::from_str(&outcome)
+            .map_err(|e| StoreError::Internal(format!("a recorded outcome does not read: {e}")))?;
+        return Ok((value, Touched::default()));
+    }
+    let (value, touched) = work(conn)?;
+    let outcome = serde_json::to_string(&value)
+        .map_err(|e| StoreError::Internal(format!("recording an outcome: {e}")))?;
+    conn.prepare_cached(
+        "INSERT INTO request_ids (key_id, request_id, rpc, fingerprint, outcome, create_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        key.key_id,
+        key.request_id,
+        key.rpc,
+        key.fingerprint.as_slice(),
+        outcome,
+        now_micros()
+    ])?;
+    Ok((value, touched))
+}
+
+/// The recorded outcome for `key` (within the window), or ALREADY_EXISTS if the id was used
+/// for a different request.
+pub fn recorded(conn: &Connection, key: &RequestKey) -> StoreResult<Option<String>> {
+    let cutoff = now_micros() - REQUEST_ID_DAYS * 86_400 * 1_000_000;
+    let row: Option<(String, Vec<u8>, String)> = conn
+        .prepare_cached(
+            "SELECT rpc, fingerprint, outcome FROM request_ids
+              WHERE key_id = ?1 AND request_id = ?2 AND create_time >= ?3",
+        )?
+        .query_row(params![key.key_id, key.request_id, cutoff], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    match row {
+        None => Ok(None),
+        Some((rpc, fingerprint, outcome)) => {
+            if rpc == key.rpc && fingerprint == key.fingerprint {
+                Ok(Some(outcome))
+            } else {
+                Err(StoreError::AlreadyExists(format!(
+                    "request_id {} was already used by this API key for a different request ({rpc}); \
+                     use a new request_id for a new request",
+                    key.request_id
+                )))
+            }
+        }
+    }
+}
+
+/// Records `outcome` for `key` on its own (for writes that span several transactions, like a
+/// purge, which are harmless to run twice).
+pub fn record<T: Serialize>(conn: &Connection, key: &RequestKey, outcome: &T) -> StoreResult<()> {
+    let outcome = serde_json::to_string(outcome)
+        .map_err(|e| StoreError::Internal(format!("recording an outcome: {e}")))?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO request_ids (key_id, request_id, rpc, fingerprint, outcome, create_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        key.key_id,
+        key.request_id,
+        key.rpc,
+        key.fingerprint.as_slice(),
+        outcome,
+        now_micros()
+    ])?;
+    Ok(())
+}
+
+/// Deletes records past the window; returns how many.
+pub fn purge(conn: &Connection, now: i64) -> StoreResult<usize> {
+    let cutoff = now - REQUEST_ID_DAYS * 86_400 * 1_000_000;
+    Ok(conn
+        .prepare_cached("DELETE FROM request_ids WHERE create_time < ?1")?
+        .execute([cutoff])?)
+}
