@@ -27,6 +27,7 @@ pub mod convert_durations;
 pub mod domain;
 pub mod error;
 pub mod gate;
+pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod paging;
@@ -151,7 +152,7 @@ pub async fn run_with_metrics(
         metrics: Arc::clone(&metrics),
     };
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (health, health_service) = health::health();
     let services = [
         "",
         <AdminServiceServer<service::admin::Admin> as NamedService>::NAME,
