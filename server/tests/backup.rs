@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use common::{key, start};
+use common::{key, seed_carrier, start};
 use futures_util::StreamExt;
 use ocx_api::sample::{CallRecordGenerator, Line};
 use ocx_client::{Client, pb};
@@ -23,34 +23,7 @@ async fn a_backup_taken_during_ingest_holds_everything_acknowledged_before_it() 
     let platform = Client::connect(endpoint.clone(), key(&dir.path().join("platform.key")))
         .await
         .expect("connect");
-    platform
-        .create_carrier(CARRIER, "Backup Telecom")
-        .await
-        .expect("carrier");
-    platform
-        .grant_consent(pb::GrantConsentRequest {
-            carrier_id: CARRIER.into(),
-            tenant_id: TENANT.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("consent");
-    let numbers: Vec<String> = (0..20).map(|i| format!("+4420795{i:05}")).collect();
-    platform
-        .upload_numbers(pb::UploadNumbersRequest {
-            request_id: String::new(),
-            carrier_id: CARRIER.into(),
-            numbers: numbers
-                .iter()
-                .map(|n| pb::NumberUpload {
-                    number: n.clone(),
-                    tenant_id: TENANT.into(),
-                    ..Default::default()
-                })
-                .collect(),
-        })
-        .await
-        .expect("numbers");
+    let (_, numbers) = seed_carrier(&platform, CARRIER, TENANT, "+4420795", 20).await;
 
     // An ingest stream that keeps sending batches of 100 until told to stop: the backup runs
     // while it is open and busy.

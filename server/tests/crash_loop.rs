@@ -15,7 +15,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::{key, start};
+use common::{key, seed_carrier, start};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use ocx_api::sample::{CallRecordGenerator, Line};
 use ocx_client::{Client, pb};
@@ -95,44 +95,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
     let platform = Client::connect(endpoint, key(&dir.path().join("platform.key")))
         .await
         .expect("connect");
-    platform
-        .create_carrier(CARRIER, "Loop Telecom")
-        .await
-        .expect("carrier");
-    let carrier_key = platform
-        .create_api_key(pb::CreateApiKeyRequest {
-            request_id: String::new(),
-            role: pb::ApiKeyRole::Carrier.into(),
-            carrier_id: CARRIER.into(),
-            display_name: "loop".into(),
-        })
-        .await
-        .expect("key")
-        .secret;
-    platform
-        .grant_consent(pb::GrantConsentRequest {
-            carrier_id: CARRIER.into(),
-            tenant_id: TENANT.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("consent");
-    let numbers: Vec<String> = (0..20).map(|i| format!("+4420793{i:05}")).collect();
-    platform
-        .upload_numbers(pb::UploadNumbersRequest {
-            request_id: String::new(),
-            carrier_id: CARRIER.into(),
-            numbers: numbers
-                .iter()
-                .map(|n| pb::NumberUpload {
-                    number: n.clone(),
-                    tenant_id: TENANT.into(),
-                    ..Default::default()
-                })
-                .collect(),
-        })
-        .await
-        .expect("numbers");
+    let (carrier_key, numbers) = seed_carrier(&platform, CARRIER, TENANT, "+4420793", 20).await;
     drop(server);
     let lines = numbers
         .iter()

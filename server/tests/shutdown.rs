@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{key, start, start_configured};
+use common::{key, seed_carrier, start, start_configured};
 use futures_util::StreamExt;
 use ocx_api::sample::{CallRecordGenerator, Line};
 use ocx_client::{Client, DurationUploader, pb};
@@ -40,45 +40,8 @@ async fn sigterm_drains_and_clients_resume_after_the_restart() {
     let platform = Client::connect(endpoint.clone(), key(&dir.path().join("platform.key")))
         .await
         .expect("connect");
-    platform
-        .create_carrier(CARRIER, "Term Telecom")
-        .await
-        .expect("carrier");
-    let carrier_key = platform
-        .create_api_key(pb::CreateApiKeyRequest {
-            request_id: String::new(),
-            role: pb::ApiKeyRole::Carrier.into(),
-            carrier_id: CARRIER.into(),
-            display_name: "term".into(),
-        })
-        .await
-        .expect("key")
-        .secret;
+    let (carrier_key, numbers) = seed_carrier(&platform, CARRIER, TENANT, "+4420796", 20).await;
     let carrier = platform.with_key(carrier_key).expect("carrier client");
-    platform
-        .grant_consent(pb::GrantConsentRequest {
-            carrier_id: CARRIER.into(),
-            tenant_id: TENANT.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("consent");
-    let numbers: Vec<String> = (0..20).map(|i| format!("+4420796{i:05}")).collect();
-    platform
-        .upload_numbers(pb::UploadNumbersRequest {
-            request_id: String::new(),
-            carrier_id: CARRIER.into(),
-            numbers: numbers
-                .iter()
-                .map(|n| pb::NumberUpload {
-                    number: n.clone(),
-                    tenant_id: TENANT.into(),
-                    ..Default::default()
-                })
-                .collect(),
-        })
-        .await
-        .expect("numbers");
     let lines: Vec<Line> = numbers
         .iter()
         .map(|n| Line {

@@ -89,3 +89,57 @@ pub fn key(path: &Path) -> String {
         .trim()
         .to_owned()
 }
+
+/// Sets up, through `platform`: carrier `carrier` with a carrier key of its own, `tenant`'s
+/// consent to it, and `count` numbers `<prefix>00000`, `<prefix>00001`, ... on that tenant.
+/// Returns the carrier key's secret and the numbers.
+#[allow(dead_code)]
+pub async fn seed_carrier(
+    platform: &ocx_client::Client,
+    carrier: &str,
+    tenant: &str,
+    prefix: &str,
+    count: u32,
+) -> (String, Vec<String>) {
+    use ocx_client::pb;
+    platform
+        .create_carrier(carrier, &format!("{carrier} Ltd"))
+        .await
+        .expect("carrier");
+    let secret = platform
+        .create_api_key(pb::CreateApiKeyRequest {
+            role: pb::ApiKeyRole::Carrier.into(),
+            carrier_id: carrier.into(),
+            display_name: "tests".into(),
+            request_id: String::new(),
+        })
+        .await
+        .expect("carrier key")
+        .secret;
+    platform
+        .grant_consent(pb::GrantConsentRequest {
+            carrier_id: carrier.into(),
+            tenant_id: tenant.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("consent");
+    let numbers: Vec<String> = (0..count).map(|i| format!("{prefix}{i:05}")).collect();
+    let uploaded = platform
+        .upload_numbers(pb::UploadNumbersRequest {
+            carrier_id: carrier.into(),
+            numbers: numbers
+                .iter()
+                .map(|n| pb::NumberUpload {
+                    number: n.clone(),
+                    tenant_id: tenant.into(),
+                    ..Default::default()
+                })
+                .collect(),
+            request_id: String::new(),
+        })
+        .await
+        .expect("numbers");
+    assert_eq!(uploaded.created_count as u32, count);
+    (secret, numbers)
+}

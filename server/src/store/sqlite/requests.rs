@@ -22,20 +22,7 @@ where
         return Ok((value, Touched::default()));
     }
     let (value, touched) = work(conn)?;
-    let outcome = serde_json::to_string(&value)
-        .map_err(|e| StoreError::Internal(format!("recording an outcome: {e}")))?;
-    conn.prepare_cached(
-        "INSERT INTO request_ids (key_id, request_id, rpc, fingerprint, outcome, create_time)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        key.key_id,
-        key.request_id,
-        key.rpc,
-        key.fingerprint.as_slice(),
-        outcome,
-        now_micros()
-    ])?;
+    record(conn, key, &value)?;
     Ok((value, touched))
 }
 
@@ -68,8 +55,8 @@ pub fn recorded(conn: &Connection, key: &RequestKey) -> StoreResult<Option<Strin
     }
 }
 
-/// Records `outcome` for `key` on its own (for writes that span several transactions, like a
-/// purge, which are harmless to run twice).
+/// Records `outcome` for `key`: inside the write's transaction ([`once`]), or on its own for a
+/// write that spans several transactions and is harmless to run twice (a purge).
 pub fn record<T: Serialize>(conn: &Connection, key: &RequestKey, outcome: &T) -> StoreResult<()> {
     let outcome = serde_json::to_string(outcome)
         .map_err(|e| StoreError::Internal(format!("recording an outcome: {e}")))?;
