@@ -9,6 +9,7 @@ import datetime as dt
 import pickle
 import threading
 import unittest
+import uuid
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -223,7 +224,13 @@ class InProcessServer:
                 response_serializer=pb.WatchNumberEventsResponse.SerializeToString,
             ),
         }
+        self.report_ids: list[str] = []
         uploads = {
+            "ReportCallDurations": grpc.unary_unary_rpc_method_handler(
+                self.report,
+                request_deserializer=pb.ReportCallDurationsRequest.FromString,
+                response_serializer=pb.ReportCallDurationsResponse.SerializeToString,
+            ),
             "UploadCallDurations": grpc.stream_stream_rpc_method_handler(
                 self.upload,
                 request_deserializer=pb.UploadCallDurationsRequest.FromString,
@@ -273,6 +280,13 @@ class InProcessServer:
                 batch_id=request.batch_id, results=results, created_count=len(results)
             )
 
+    def report(self, request: pb.ReportCallDurationsRequest, context: grpc.ServicerContext) -> Any:
+        """UNAVAILABLE for the first two calls, as a restarting server; records request ids."""
+        self.report_ids.append(request.request_id)
+        if len(self.report_ids) <= 2:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        return pb.ReportCallDurationsResponse(created_count=len(request.durations))
+
     def stop(self) -> None:
         self.server.stop(None)
 
@@ -294,6 +308,17 @@ class InProcessTest(unittest.TestCase):
         self.assertEqual(len(self.fake.metadata), 3)
         for metadata in self.fake.metadata:
             self.assertEqual(metadata.get("authorization"), "Bearer ocx_k1_secret")
+
+    def test_a_write_gets_a_request_id_and_is_retried_under_it(self) -> None:
+        request = pb.ReportCallDurationsRequest(durations=[pb.CallDurationReport(record_id="r1")])
+        with self.assertLogs("ocx_client", "WARNING"):
+            answer = self.client.call_duration_service.ReportCallDurations(request)
+        self.assertEqual(answer.created_count, 1)
+        ids = self.fake.report_ids
+        self.assertEqual(len(ids), 3, "two UNAVAILABLE, then the answer")
+        self.assertEqual(len(set(ids)), 1, "one request id for every attempt")
+        self.assertEqual(uuid.UUID(ids[0]).version, 4)
+        self.assertEqual(request.request_id, "", "the caller's message is left alone")
 
     def test_follow_resumes_over_a_real_unavailable(self) -> None:
         events = self.client.follow_number_events(initial_backoff=0.01)

@@ -12,6 +12,7 @@ import collections
 import datetime as dt
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, TypeAlias, TypeVar
@@ -38,6 +39,10 @@ AUTHORIZATION = "authorization"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: The most items a batch may carry (``--max-batch``), and the most a page may hold.
 MAX_BATCH = 1000
+#: Attempts of a unary write (it carries a request id) when the server answers UNAVAILABLE.
+WRITE_ATTEMPTS = 5
+#: Seconds before the first retry of such a write; doubled for each next one.
+WRITE_BACKOFF = 0.1
 #: First reconnect delay of a follower, and the delay again after any message arrives.
 INITIAL_BACKOFF = 0.1
 #: Longest reconnect delay: short enough that a restarted server is picked up promptly.
@@ -221,7 +226,28 @@ class _BearerAuth(
         )
 
     def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return continuation(self._details(client_call_details), request)
+        details = self._details(client_call_details)
+        if "request_id" not in request.DESCRIPTOR.fields_by_name:
+            return continuation(details, request)
+        # A write: give it a request id (AIP-155) unless the caller did, so that the server
+        # answers a retry with its first answer and does nothing again; then retry UNAVAILABLE
+        # under that id. Not CreateApiKey: its answer (the secret) cannot be given twice.
+        if not request.request_id:
+            with_id = type(request)()
+            with_id.CopyFrom(request)
+            with_id.request_id = str(uuid.uuid4())
+            request = with_id
+        if details.method.endswith("/CreateApiKey"):
+            return continuation(details, request)
+        backoff = WRITE_BACKOFF
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            call = continuation(details, request)
+            if attempt == WRITE_ATTEMPTS or call.code() != grpc.StatusCode.UNAVAILABLE:
+                return call
+            log.warning("%s: UNAVAILABLE; retrying in %.1f s", details.method, backoff)
+            time.sleep(backoff)
+            backoff *= 2
+        return call
 
     def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return continuation(self._details(client_call_details), request)
