@@ -234,3 +234,74 @@ async fn sigterm_drains_and_clients_resume_after_the_restart() {
     let expected: Vec<i64> = (1..=stored.len() as i64).collect();
     assert_eq!(sequences, expected, "gapless and in order, each once");
 }
+
+/// A stream the client never ends (here a reflection stream, as a debugging tool might hold
+/// open) cannot keep the process alive past `--shutdown-timeout`: it exits, with status 1 to
+/// say the drain was cut short.
+#[tokio::test]
+async fn a_stream_held_open_cannot_keep_the_process_past_its_shutdown_timeout() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_request};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, endpoint, log) = start_configured(dir.path(), &["--shutdown-timeout", "1s"], &[]);
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let (requests, rx) = tokio::sync::mpsc::channel(1);
+    requests
+        .send(ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        })
+        .await
+        .expect("queue");
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("reflection stream")
+        .into_inner();
+    answers
+        .message()
+        .await
+        .expect("an answer")
+        .expect("the stream is open");
+
+    let signalled = Instant::now();
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let mut server = server;
+    let (_, status) = tokio::time::timeout(
+        BOUND,
+        tokio::task::spawn_blocking(move || {
+            let status = server.0.wait();
+            (server, status)
+        }),
+    )
+    .await
+    .expect("the process exits by itself")
+    .expect("join");
+    let took = signalled.elapsed();
+    let status = status.expect("status");
+    assert_eq!(status.code(), Some(1), "the drain was cut short: {status}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "exited {took:?} after SIGTERM with a 1 s shutdown timeout"
+    );
+    drop(requests);
+    let lines = log.join().expect("log");
+    assert!(
+        lines.iter().any(|l| l.contains("shutdown timeout")),
+        "the log says why"
+    );
+}
