@@ -36,3 +36,36 @@ pub const MAX_BATCH_ITEMS: usize = 1000;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// Largest `page_size` a list request may ask for.
 pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// The requests that carry a `request_id` (AIP-155): every unary write. Lets the SDK set one
+/// and the server take it out, the same way for each.
+pub trait RequestId {
+    /// The request's `request_id` field.
+    fn request_id_mut(&mut self) -> &mut String;
+}
+
+macro_rules! request_id {
+    ($($t:ident),* $(,)?) => {$(
+        impl RequestId for pb::$t {
+            fn request_id_mut(&mut self) -> &mut String {
+                &mut self.request_id
+            }
+        }
+    )*};
+}
+
+request_id!(
+    CreateCarrierRequest,
+    CreateApiKeyRequest,
+    RevokeApiKeyRequest,
+    SetRetentionPolicyRequest,
+    PurgeExpiredDataRequest,
+    EraseTenantDataRequest,
+    GrantConsentRequest,
+    RevokeConsentRequest,
+    UploadNumbersRequest,
+    ReleaseNumbersRequest,
+    AssignNumberRequest,
+    UnassignNumberRequest,
+    ReportCallDurationsRequest,
+);

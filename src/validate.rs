@@ -41,6 +41,17 @@ pub fn e164(number: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `id` is a GUID (a UUID): `8-4-4-4-12` hexadecimal digits, either case.
+pub fn is_guid(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    let lens = [8, 4, 4, 4, 12];
+    groups.len() == lens.len()
+        && groups
+            .iter()
+            .zip(lens)
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// A Microsoft Entra tenant id: a GUID written `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (hex).
 pub fn tenant_id(id: &str) -> Result<(), String> {
     let shown = quote(id);
@@ -49,14 +60,7 @@ pub fn tenant_id(id: &str) -> Result<(), String> {
             "tenant id is required (a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)".into(),
         );
     }
-    let groups: Vec<&str> = id.split('-').collect();
-    let lens = [8, 4, 4, 4, 12];
-    let ok = groups.len() == lens.len()
-        && groups
-            .iter()
-            .zip(lens)
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
-    if ok {
+    if is_guid(id) {
         Ok(())
     } else {
         Err(format!(

@@ -1,7 +1,5 @@
 //! The benchmark's table: each figure, the limit it is compared with, the ratio, the target.
 
-use std::time::Duration;
-
 /// What a figure has to reach.
 #[derive(Debug, Clone, Copy)]
 pub enum Target {
@@ -63,6 +61,18 @@ impl Figure {
         }
     }
 
+    /// A figure shown for information: no limit, no target.
+    pub fn info(name: impl Into<String>, shown: String) -> Figure {
+        Figure {
+            name: name.into(),
+            ocx: shown,
+            limit: String::new(),
+            ratio: None,
+            target: Target::None,
+            value: None,
+        }
+    }
+
     /// Whether the target is met; `None` when there is none (or nothing to check).
     pub fn met(&self) -> Option<bool> {
         match self.target {
@@ -89,11 +99,6 @@ pub fn human(x: f64) -> String {
     } else {
         format!("{x:.2}")
     }
-}
-
-/// Seconds, for the query figures.
-pub fn seconds(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 /// Prints the figures as a Markdown table (as docs/BENCHMARKS.md holds it).

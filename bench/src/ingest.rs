@@ -104,6 +104,23 @@ fn select_all(database: &std::path::Path, records: u64) -> anyhow::Result<Durati
     Ok(elapsed)
 }
 
+/// The batches in the store's domain types, converted before the limit's clock starts.
+fn converted<I, O, B: AsRef<[I]>>(
+    batches: impl Iterator<Item = B>,
+    convert: impl Fn(&I) -> Result<O, ocx_server::error::Violations>,
+) -> anyhow::Result<Vec<Vec<O>>> {
+    batches
+        .map(|batch| {
+            batch
+                .as_ref()
+                .iter()
+                .map(&convert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|v| anyhow::anyhow!("a generated item is invalid: {:?}", v.into_pairs()))
+        })
+        .collect()
+}
+
 pub async fn run(records: u64) -> anyhow::Result<Vec<Figure>> {
     let dir = tempfile::tempdir()?;
     let database = dir.path().join("ocx.db");
@@ -144,15 +161,9 @@ pub async fn run(records: u64) -> anyhow::Result<Vec<Figure>> {
     drop(normal_server);
 
     eprintln!("inserting the same records with rusqlite directly ...");
-    let mut domain: Vec<Vec<ocx_server::domain::CallRecord>> = Vec::new();
-    for batch in record_batches(records) {
-        let converted = batch
-            .iter()
-            .map(|r| ocx_server::convert_calls::call_record_in(r, "r"))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|v| anyhow::anyhow!("a generated record is invalid: {:?}", v.into_pairs()))?;
-        domain.push(converted);
-    }
+    let mut domain = converted(record_batches(records), |r| {
+        ocx_server::convert_calls::call_record_in(r, "r")
+    })?;
     let baseline_path = dir.path().join("baseline.db");
     let baseline = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
         let conn = ocx_server::store::sqlite::baseline::open(&baseline_path)?;
@@ -167,15 +178,9 @@ pub async fn run(records: u64) -> anyhow::Result<Vec<Figure>> {
         Ok(started.elapsed())
     })
     .await??;
-    let mut converted = Vec::new();
-    for (_, batch) in &reports {
-        let batch = batch
-            .iter()
-            .map(|r| ocx_server::convert_durations::report_in(r, "r"))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|v| anyhow::anyhow!("a generated report is invalid: {:?}", v.into_pairs()))?;
-        converted.push(batch);
-    }
+    let converted = converted(reports.iter().map(|(_, b)| b), |r| {
+        ocx_server::convert_durations::report_in(r, "r")
+    })?;
     let durations_path = dir.path().join("baseline.db");
     let report_baseline = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
         let conn = ocx_server::store::sqlite::baseline::open(&durations_path)?;
@@ -225,11 +230,9 @@ pub async fn run(records: u64) -> anyhow::Result<Vec<Figure>> {
             mib,
             Target::Below(150.0, "MiB"),
         ),
-        None => Figure::value(
+        None => Figure::info(
             "server peak RSS during the ingest",
             "unknown (no /proc)".into(),
-            f64::NAN,
-            Target::None,
         ),
     });
     Ok(figures)

@@ -16,7 +16,7 @@ use futures_util::{StreamExt, stream};
 use ocx_api::pb;
 use ocx_client::DurationUploader;
 
-use crate::figures::{Figure, Target, human, seconds};
+use crate::figures::{Figure, Target, human};
 use crate::{BATCH, CARRIER, START, Server, TENANT, record_batches, setup, timestamp};
 
 /// What the carrier's reports should reconcile to.
@@ -201,20 +201,16 @@ pub async fn run(records: u64, runs: u32, keep: Option<PathBuf>) -> anyhow::Resu
 
     let per_second = |n: f64, d: Duration| n / d.as_secs_f64();
     let mut figures = vec![
-        Figure::value(
+        Figure::info(
             format!("record ingest before reconciliation ({records} records)"),
             format!("{} records/s", human(per_second(records as f64, ingest))),
-            0.0,
-            Target::None,
         ),
-        Figure::value(
+        Figure::info(
             format!("report upload ({} reports)", planted.reports),
             format!(
                 "{} reports/s",
                 human(per_second(planted.reports as f64, upload))
             ),
-            0.0,
-            Target::None,
         ),
     ];
     let summary_name = format!(
@@ -225,45 +221,37 @@ pub async fn run(records: u64, runs: u32, keep: Option<PathBuf>) -> anyhow::Resu
         Some((shell_time, version)) => {
             let mut f = Figure::ratio(
                 summary_name,
-                seconds(summary_times[0]),
-                seconds(shell_time),
+                summary_times[0].as_secs_f64(),
+                shell_time.as_secs_f64(),
                 "s",
                 Target::RatioAtMost(1.1),
             );
             f.limit = format!(
                 "{:.2} s in the sqlite3 shell {version}",
-                seconds(shell_time)
+                shell_time.as_secs_f64()
             );
             f
         }
-        None => Figure::value(
+        None => Figure::info(
             summary_name + " (no sqlite3 on PATH: limit not measured)",
-            format!("{:.2} s", seconds(summary_times[0])),
-            0.0,
-            Target::None,
+            format!("{:.2} s", summary_times[0].as_secs_f64()),
         ),
     });
-    figures.push(Figure::value(
+    figures.push(Figure::info(
         format!(
             "ListDiscrepancies, first page of {} (fastest)",
             page.discrepancies.len()
         ),
-        format!("{:.2} s", seconds(page_times[0])),
-        0.0,
-        Target::None,
+        format!("{:.2} s", page_times[0].as_secs_f64()),
     ));
-    figures.push(Figure::value(
+    figures.push(Figure::info(
         format!("GetTenantUsage by day, {} rows (fastest)", usage.rows.len()),
-        format!("{:.2} s", seconds(usage_times[0])),
-        0.0,
-        Target::None,
+        format!("{:.2} s", usage_times[0].as_secs_f64()),
     ));
     if let Some(mib) = peak {
-        figures.push(Figure::value(
+        figures.push(Figure::info(
             "server peak RSS during reconciliation",
             format!("{mib:.0} MiB"),
-            mib,
-            Target::None,
         ));
     }
     Ok(figures)

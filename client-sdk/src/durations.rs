@@ -29,7 +29,7 @@ impl Client {
         let message = pb::ReportCallDurationsRequest {
             carrier_id: carrier_id.to_owned(),
             durations,
-            request_id: crate::new_request_id(),
+            ..Default::default()
         };
         Ok(crate::send_once!(
             self,
@@ -629,16 +629,11 @@ mod tests {
         }
     }
 
-    thread_local! {
-        /// The report request ids of the server started on this thread (each test has its own
-        /// current-thread runtime, so its own list).
-        static REPORTS: Arc<Mutex<Vec<String>>> = Arc::default();
-    }
-
     #[tokio::test]
     async fn a_report_is_retried_on_unavailable_under_one_request_id() {
-        let (client, _) = serve(vec![Script::AckAll]).await;
-        let answer = client
+        let fake = serve(vec![Script::AckAll]).await;
+        let answer = fake
+            .client
             .report_call_durations(
                 "",
                 vec![pb::CallDurationReport {
@@ -649,27 +644,37 @@ mod tests {
             .await
             .expect("the third attempt succeeds");
         assert_eq!(answer.created_count, 1);
-        let ids = REPORTS.with(|r| r.lock().expect("not poisoned").clone());
+        let ids = fake.reports.lock().expect("not poisoned").clone();
         assert_eq!(ids.len(), 3, "two UNAVAILABLE, then the answer");
         assert!(
             ids.iter().all(|id| id == &ids[0]),
             "one request id: {ids:?}"
         );
-        assert_eq!(ids[0].len(), 36);
+        assert!(ocx_api::validate::is_guid(&ids[0]), "{}", ids[0]);
         assert_eq!(&ids[0][14..15], "4", "a version 4 UUID: {}", ids[0]);
     }
 
-    async fn serve(scripts: Vec<Script>) -> (Client, Arc<Mutex<Vec<(usize, i64, String)>>>) {
+    /// A client of a [`Scripted`] server, and what that server received.
+    struct Fake {
+        client: Client,
+        /// `(call, batch_id, first record_id)` of each upload batch.
+        received: Arc<Mutex<Vec<(usize, i64, String)>>>,
+        /// The request id of each ReportCallDurations call.
+        reports: Arc<Mutex<Vec<String>>>,
+    }
+
+    async fn serve(scripts: Vec<Script>) -> Fake {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("bound address");
         let received = Arc::new(Mutex::new(Vec::new()));
+        let reports = Arc::new(Mutex::new(Vec::new()));
         let service = Scripted {
             scripts,
             received: received.clone(),
             calls: Mutex::new(0),
-            reports: REPORTS.with(Arc::clone),
+            reports: reports.clone(),
         };
         tokio::spawn(
             tonic::transport::Server::builder()
@@ -679,7 +684,11 @@ mod tests {
         let client = Client::connect(format!("http://{addr}"), "k")
             .await
             .expect("connect");
-        (client, received)
+        Fake {
+            client,
+            received,
+            reports,
+        }
     }
 
     /// Batch `i` of 2 reports, `r{i}a` and `r{i}b`, tagged `i`.
@@ -695,7 +704,9 @@ mod tests {
 
     #[tokio::test]
     async fn resends_unacknowledged_batches_after_a_broken_stream() {
-        let (client, received) = serve(vec![Script::BreakAfter(2), Script::AckAll]).await;
+        let Fake {
+            client, received, ..
+        } = serve(vec![Script::BreakAfter(2), Script::AckAll]).await;
         let mut tags = Vec::new();
         let totals = DurationUploader::new(&client, "")
             .in_flight(1)
@@ -734,7 +745,9 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_several_batches_in_flight_and_resends_them_all() {
-        let (client, received) = serve(vec![Script::BreakAfter(1), Script::AckAll]).await;
+        let Fake {
+            client, received, ..
+        } = serve(vec![Script::BreakAfter(1), Script::AckAll]).await;
         let mut tags = Vec::new();
         let totals = DurationUploader::new(&client, "")
             .in_flight(3)
@@ -755,7 +768,9 @@ mod tests {
 
     #[tokio::test]
     async fn gives_up_after_max_retries_without_progress() {
-        let (client, received) = serve(vec![Script::BreakAfter(0)]).await;
+        let Fake {
+            client, received, ..
+        } = serve(vec![Script::BreakAfter(0)]).await;
         let error = DurationUploader::new(&client, "")
             .max_retries(2)
             .run(batches(3), |_, _| panic!("nothing is acknowledged"))
@@ -773,7 +788,9 @@ mod tests {
 
     #[tokio::test]
     async fn does_not_retry_a_rejected_batch() {
-        let (client, received) = serve(vec![Script::Reject, Script::AckAll]).await;
+        let Fake {
+            client, received, ..
+        } = serve(vec![Script::Reject, Script::AckAll]).await;
         let error = DurationUploader::new(&client, "")
             .run(batches(2), |_, _| {})
             .await
@@ -791,7 +808,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_input_uploads_nothing() {
-        let (client, _) = serve(vec![Script::AckAll]).await;
+        let Fake { client, .. } = serve(vec![Script::AckAll]).await;
         let totals = DurationUploader::new(&client, "")
             .run(batches(0), |_, _| {})
             .await

@@ -142,41 +142,20 @@ pub fn new_request_id() -> String {
     )
 }
 
-/// Requests that carry a request id.
-trait HasRequestId {
-    fn request_id_mut(&mut self) -> &mut String;
-}
-
-macro_rules! has_request_id {
-    ($($t:ty),*) => {$(
-        impl HasRequestId for $t {
-            fn request_id_mut(&mut self) -> &mut String {
-                &mut self.request_id
-            }
-        }
-    )*};
-}
-has_request_id!(
-    pb::GrantConsentRequest,
-    pb::UploadNumbersRequest,
-    pb::ReleaseNumbersRequest,
-    pb::AssignNumberRequest
-);
-
 /// `message` with a fresh request id, unless the caller set one.
-fn with_request_id<M: HasRequestId>(mut message: M) -> M {
+fn with_request_id<M: ocx_api::RequestId>(mut message: M) -> M {
     if message.request_id_mut().is_empty() {
         *message.request_id_mut() = new_request_id();
     }
     message
 }
 
-/// Sends a write that carries a request id, retrying UNAVAILABLE with backoff: safe, because
-/// the server answers a retried request id with the first answer and does nothing again.
-/// Evaluates to the response message.
+/// Sends a write with a request id (a fresh one unless the caller set one), retrying
+/// UNAVAILABLE with backoff: safe, because the server answers a retried request id with the
+/// first answer and does nothing again. Evaluates to the response message.
 macro_rules! send_once {
     ($client:expr, $stub:ident, $method:ident, $message:expr) => {{
-        let message = $message;
+        let message = $crate::with_request_id($message);
         let mut backoff = $crate::WRITE_BACKOFF;
         let mut attempt = 1;
         loop {
@@ -281,7 +260,7 @@ impl Client {
         let message = pb::CreateCarrierRequest {
             carrier_id: carrier_id.to_owned(),
             display_name: display_name.to_owned(),
-            request_id: new_request_id(),
+            ..Default::default()
         };
         let response = send_once!(self, admin, create_carrier, message);
         response.carrier.ok_or_else(|| Error::missing("carrier"))
@@ -306,13 +285,9 @@ impl Client {
     ) -> Result<pb::CreateApiKeyResponse> {
         // A request id, so that a retry by the caller creates no second key; no retry here,
         // because a retried CreateApiKey cannot be answered with the secret again.
-        let mut req = req;
-        if req.request_id.is_empty() {
-            req.request_id = new_request_id();
-        }
         Ok(self
             .admin()
-            .create_api_key(self.request(req))
+            .create_api_key(self.request(with_request_id(req)))
             .await?
             .into_inner())
     }
@@ -321,7 +296,7 @@ impl Client {
     pub async fn revoke_api_key(&self, key_id: &str) -> Result<pb::ApiKey> {
         let message = pb::RevokeApiKeyRequest {
             key_id: key_id.to_owned(),
-            request_id: new_request_id(),
+            ..Default::default()
         };
         let response = send_once!(self, admin, revoke_api_key, message);
         response.api_key.ok_or_else(|| Error::missing("api_key"))
@@ -357,7 +332,7 @@ impl Client {
     ) -> Result<pb::RetentionPolicy> {
         let message = pb::SetRetentionPolicyRequest {
             policy: Some(policy),
-            request_id: new_request_id(),
+            ..Default::default()
         };
         let response = send_once!(self, admin, set_retention_policy, message);
         response.policy.ok_or_else(|| Error::missing("policy"))
@@ -365,17 +340,19 @@ impl Client {
 
     /// Deletes now what the retention policy no longer allows; returns the counts.
     pub async fn purge_expired_data(&self) -> Result<pb::PurgeExpiredDataResponse> {
-        let message = pb::PurgeExpiredDataRequest {
-            request_id: new_request_id(),
-        };
-        Ok(send_once!(self, admin, purge_expired_data, message))
+        Ok(send_once!(
+            self,
+            admin,
+            purge_expired_data,
+            pb::PurgeExpiredDataRequest::default()
+        ))
     }
 
     /// Erases a tenant's personal data; returns the counts.
     pub async fn erase_tenant_data(&self, tenant_id: &str) -> Result<pb::EraseTenantDataResponse> {
         let message = pb::EraseTenantDataRequest {
             tenant_id: tenant_id.to_owned(),
-            request_id: new_request_id(),
+            ..Default::default()
         };
         Ok(send_once!(self, admin, erase_tenant_data, message))
     }
@@ -429,7 +406,7 @@ impl Client {
 
     /// Records or changes a tenant's consent to a carrier (platform key).
     pub async fn grant_consent(&self, req: pb::GrantConsentRequest) -> Result<pb::Consent> {
-        let response = send_once!(self, platform, grant_consent, with_request_id(req));
+        let response = send_once!(self, platform, grant_consent, req);
         response.consent.ok_or_else(|| Error::missing("consent"))
     }
 
@@ -438,7 +415,7 @@ impl Client {
         let message = pb::RevokeConsentRequest {
             carrier_id: carrier_id.to_owned(),
             tenant_id: tenant_id.to_owned(),
-            request_id: new_request_id(),
+            ..Default::default()
         };
         let response = send_once!(self, platform, revoke_consent, message);
         response.consent.ok_or_else(|| Error::missing("consent"))
@@ -452,12 +429,7 @@ impl Client {
         &self,
         req: pb::UploadNumbersRequest,
     ) -> Result<pb::UploadNumbersResponse> {
-        Ok(send_once!(
-            self,
-            number_service,
-            upload_numbers,
-            with_request_id(req)
-        ))
+        Ok(send_once!(self, number_service, upload_numbers, req))
     }
 
     /// Releases up to [`ocx_api::MAX_BATCH_ITEMS`] numbers, with one result per number.
@@ -465,12 +437,7 @@ impl Client {
         &self,
         req: pb::ReleaseNumbersRequest,
     ) -> Result<pb::ReleaseNumbersResponse> {
-        Ok(send_once!(
-            self,
-            number_service,
-            release_numbers,
-            with_request_id(req)
-        ))
+        Ok(send_once!(self, number_service, release_numbers, req))
     }
 
     /// Reads one number. `carrier_id`: empty for a carrier key, required for a platform key.
@@ -505,7 +472,7 @@ impl Client {
 
     /// Records that a number was assigned in its tenant; the carrier gets an ASSIGNED event.
     pub async fn assign_number(&self, req: pb::AssignNumberRequest) -> Result<pb::PhoneNumber> {
-        let response = send_once!(self, platform, assign_number, with_request_id(req));
+        let response = send_once!(self, platform, assign_number, req);
         response
             .phone_number
             .ok_or_else(|| Error::missing("phone_number"))
@@ -516,7 +483,7 @@ impl Client {
         let message = pb::UnassignNumberRequest {
             number: number.to_owned(),
             tenant_id: tenant_id.to_owned(),
-            request_id: new_request_id(),
+            ..Default::default()
         };
         let response = send_once!(self, platform, unassign_number, message);
         response

@@ -13,6 +13,8 @@ use std::time::Duration;
 use ocx_server::bootstrap;
 use ocx_server::limits::Limits;
 use ocx_server::store::sqlite::SqliteStore;
+use ocx_server::{Config, TlsConfig};
+use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: a feed replay allocates and frees a dozen strings
 /// per record across threads, and glibc's malloc was a fifth of its CPU; with mimalloc replay
@@ -20,8 +22,6 @@ use ocx_server::store::sqlite::SqliteStore;
 /// (`no_thp`), which keeps the peak RSS of a 1,000,000-record ingest where it was.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use ocx_server::{Config, TlsConfig};
-use tracing_subscriber::EnvFilter;
 
 /// OCX, the Operator Connect Exchange server.
 #[derive(Parser)]

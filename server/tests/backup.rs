@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use common::{key, seed_carrier, start};
+use common::{call_ids, key, seed_carrier, start};
 use futures_util::StreamExt;
 use ocx_api::sample::{CallRecordGenerator, Line};
 use ocx_client::{Client, pb};
@@ -164,14 +164,6 @@ async fn a_backup_taken_during_ingest_holds_everything_acknowledged_before_it() 
     let platform = Client::connect(endpoint, key(&dir.path().join("platform.key")))
         .await
         .expect("connect to the restored server");
-    let served: BTreeSet<String> = platform
-        .call_records(pb::ListCallRecordsRequest {
-            carrier_id: CARRIER.into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .map(|r| r.expect("record").call_id)
-        .collect()
-        .await;
+    let served: BTreeSet<String> = call_ids(&platform, CARRIER).await.into_iter().collect();
     assert_eq!(served, in_copy, "the restored server serves the copy");
 }

@@ -8,11 +8,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{key, seed_carrier, start, start_configured};
+use common::{call_ids, key, seed_carrier, sigterm_and_wait, start, start_configured};
 use futures_util::StreamExt;
 use ocx_api::sample::{CallRecordGenerator, Line};
 use ocx_client::{Client, DurationUploader, pb};
@@ -130,14 +129,8 @@ async fn sigterm_drains_and_clients_resume_after_the_restart() {
         );
     }
 
-    // SIGTERM, as a service manager sends it.
-    let signalled = Instant::now();
-    let pid = server.0.id().to_string();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
+    // SIGTERM, as a service manager sends it; the process should exit by itself.
+    let exit = tokio::spawn(sigterm_and_wait(server, BOUND));
     let ended = loop {
         match tokio::time::timeout(BOUND, acks.next())
             .await
@@ -151,19 +144,7 @@ async fn sigterm_drains_and_clients_resume_after_the_restart() {
     let ended = ended.expect("the ingest stream ends with a status, not as if complete");
     assert_eq!(ended.code(), Some(Code::Unavailable), "{ended:?}");
     drop(acks);
-    let mut server = server;
-    let exited = tokio::time::timeout(
-        BOUND,
-        tokio::task::spawn_blocking(move || {
-            let status = server.0.wait();
-            (server, status)
-        }),
-    )
-    .await
-    .expect("the process exits by itself")
-    .expect("join");
-    let status = exited.1.expect("status");
-    let took = signalled.elapsed();
+    let (status, took) = exit.await.expect("join");
     assert!(status.success(), "a graceful exit is a success: {status}");
     assert!(
         took < Duration::from_secs(30),
@@ -206,15 +187,7 @@ async fn sigterm_drains_and_clients_resume_after_the_restart() {
     );
 
     // Every acknowledged record is stored, once.
-    let stored: Vec<String> = platform
-        .call_records(pb::ListCallRecordsRequest {
-            carrier_id: CARRIER.into(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .map(|r| r.expect("record").call_id)
-        .collect()
-        .await;
+    let stored = call_ids(&platform, CARRIER).await;
     let unique: BTreeSet<&String> = stored.iter().collect();
     assert_eq!(unique.len(), stored.len(), "a record stored twice");
     for id in &acknowledged {
@@ -271,28 +244,7 @@ async fn a_stream_held_open_cannot_keep_the_process_past_its_shutdown_timeout() 
         .expect("an answer")
         .expect("the stream is open");
 
-    let signalled = Instant::now();
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let mut server = server;
-    let (_, status) = tokio::time::timeout(
-        BOUND,
-        tokio::task::spawn_blocking(move || {
-            let status = server.0.wait();
-            (server, status)
-        }),
-    )
-    .await
-    .expect("the process exits by itself")
-    .expect("join");
-    let took = signalled.elapsed();
-    let status = status.expect("status");
+    let (status, took) = sigterm_and_wait(server, BOUND).await;
     assert_eq!(status.code(), Some(1), "the drain was cut short: {status}");
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(10),

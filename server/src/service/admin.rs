@@ -30,12 +30,7 @@ impl AdminService for Admin {
         let principal = auth::principal(&request)?;
         principal.require_platform()?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "CreateCarrier",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "CreateCarrier", &mut req)?;
         let mut v = Violations::new();
         v.check("carrier_id", validate::carrier_id(&req.carrier_id));
         if req.display_name.trim().is_empty() {
@@ -93,12 +88,7 @@ impl AdminService for Admin {
         let principal = auth::principal(&request)?;
         principal.require_platform()?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "CreateApiKey",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "CreateApiKey", &mut req)?;
         let mut v = Violations::new();
         let role = convert::required_enum(req.role, "role", Role::from_code, &mut v);
         match role {
@@ -151,12 +141,7 @@ impl AdminService for Admin {
         let principal = auth::principal(&request)?;
         principal.require_platform()?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "RevokeApiKey",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "RevokeApiKey", &mut req)?;
         if req.key_id.len() != 16 || !req.key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(crate::error::invalid(
                 "key_id",
@@ -237,12 +222,7 @@ impl AdminService for Admin {
         let principal = auth::principal(&request)?;
         principal.require_platform()?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "SetRetentionPolicy",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "SetRetentionPolicy", &mut req)?;
         let policy = convert::retention_policy_in(req.policy)?;
         let policy = with_request(once, self.ctx.store.set_retention_policy(policy))
             .await
@@ -261,12 +241,7 @@ impl AdminService for Admin {
         let principal = auth::principal(&request)?;
         principal.require_platform()?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "PurgeExpiredData",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "PurgeExpiredData", &mut req)?;
         let counts = with_request(once, crate::retention::purge(self.ctx.store.as_ref()))
             .await
             .map_err(store_status)?;
@@ -295,12 +270,7 @@ impl AdminService for Admin {
         let principal = auth::principal(&request)?;
         principal.require_platform()?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "EraseTenantData",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "EraseTenantData", &mut req)?;
         let mut v = Violations::new();
         let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);
         v.into_result()?;

@@ -114,12 +114,7 @@ impl CallDurationService for Durations {
     ) -> Result<Response<pb::ReportCallDurationsResponse>, Status> {
         let principal = auth::principal(&request)?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "ReportCallDurations",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "ReportCallDurations", &mut req)?;
         let results = with_request(
             once,
             report_batch(&self.ctx, &principal, &req.carrier_id, req.durations),

@@ -144,21 +144,20 @@ pub(crate) async fn pipeline<Req, Resp, F, Fut>(
     }
 }
 
-/// The request key for a write made with `request_id` (AIP-155), or `None` without one.
-/// `request` is the request with its `request_id` already taken out, so that the fingerprint
-/// covers what the request asks for and nothing else. A `request_id` that is not a UUID is
-/// INVALID_ARGUMENT.
-pub(crate) fn request_key<M: prost::Message>(
+/// The request key of a write (AIP-155), taking the `request_id` out of `request` so that the
+/// fingerprint covers what the request asks for and nothing else; `None` without one. A
+/// `request_id` that is not a UUID is INVALID_ARGUMENT.
+pub(crate) fn request_key<M: prost::Message + ocx_api::RequestId>(
     principal: &Principal,
     rpc: &'static str,
-    request_id: String,
-    request: &M,
+    request: &mut M,
 ) -> Result<Option<crate::store::request::RequestKey>, Status> {
     use sha2::{Digest, Sha256};
+    let request_id = std::mem::take(request.request_id_mut());
     if request_id.is_empty() {
         return Ok(None);
     }
-    if !is_uuid(&request_id) {
+    if !ocx_api::validate::is_guid(&request_id) {
         return Err(crate::error::invalid(
             "request_id",
             "request_id must be a UUID such as 4f3c1a2b-8d9e-4f60-a1b2-c3d4e5f60718, or empty",
@@ -174,25 +173,4 @@ pub(crate) fn request_key<M: prost::Message>(
         rpc,
         fingerprint: hash.finalize().into(),
     }))
-}
-
-/// `8-4-4-4-12` hexadecimal digits.
-fn is_uuid(s: &str) -> bool {
-    s.len() == 36
-        && s.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        })
-}
-
-#[cfg(test)]
-mod request_id_tests {
-    #[test]
-    fn uuids() {
-        assert!(super::is_uuid("4f3c1a2b-8d9e-4f60-a1b2-c3d4e5f60718"));
-        assert!(super::is_uuid("4F3C1A2B-8D9E-4F60-A1B2-C3D4E5F60718"));
-        assert!(!super::is_uuid("4f3c1a2b8d9e4f60a1b2c3d4e5f60718"));
-        assert!(!super::is_uuid("4f3c1a2b-8d9e-4f60-a1b2-c3d4e5f6071g"));
-        assert!(!super::is_uuid(""));
-    }
 }

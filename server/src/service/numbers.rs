@@ -95,12 +95,7 @@ impl NumberService for Numbers {
     ) -> Result<Response<pb::UploadNumbersResponse>, Status> {
         let principal = auth::principal(&request)?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "UploadNumbers",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "UploadNumbers", &mut req)?;
         let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
         tracing::Span::current().record("carrier", carrier.as_str());
         batch_len(
@@ -160,12 +155,7 @@ impl NumberService for Numbers {
     ) -> Result<Response<pb::ReleaseNumbersResponse>, Status> {
         let principal = auth::principal(&request)?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "ReleaseNumbers",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "ReleaseNumbers", &mut req)?;
         let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
         tracing::Span::current().record("carrier", carrier.as_str());
         batch_len(

@@ -120,12 +120,7 @@ impl PlatformService for Platform {
         let principal = auth::principal(&request)?;
         principal.require_platform()?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "GrantConsent",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "GrantConsent", &mut req)?;
         let mut v = Violations::new();
         v.check("carrier_id", validate::carrier_id(&req.carrier_id));
         let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);
@@ -178,12 +173,7 @@ impl PlatformService for Platform {
         let principal = auth::principal(&request)?;
         principal.require_platform()?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "RevokeConsent",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "RevokeConsent", &mut req)?;
         let mut v = Violations::new();
         v.check("carrier_id", validate::carrier_id(&req.carrier_id));
         let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);
@@ -208,12 +198,7 @@ impl PlatformService for Platform {
         let principal = auth::principal(&request)?;
         principal.require_platform()?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "AssignNumber",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "AssignNumber", &mut req)?;
         let mut v = Violations::new();
         v.check("number", validate::e164(&req.number));
         let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);
@@ -316,12 +301,7 @@ impl PlatformService for Platform {
         let principal = auth::principal(&request)?;
         principal.require_platform()?;
         let mut req = request.into_inner();
-        let once = request_key(
-            &principal,
-            "UnassignNumber",
-            std::mem::take(&mut req.request_id),
-            &req,
-        )?;
+        let once = request_key(&principal, "UnassignNumber", &mut req)?;
         let mut v = Violations::new();
         v.check("number", validate::e164(&req.number));
         let tenant_id = convert::tenant_id(&req.tenant_id, "tenant_id", &mut v);

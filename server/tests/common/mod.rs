@@ -143,3 +143,42 @@ pub async fn seed_carrier(
     assert_eq!(uploaded.created_count as u32, count);
     (secret, numbers)
 }
+
+/// The call ids of `carrier`'s records, in listing order, read through `platform`.
+#[allow(dead_code)]
+pub async fn call_ids(platform: &ocx_client::Client, carrier: &str) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    platform
+        .call_records(ocx_client::pb::ListCallRecordsRequest {
+            carrier_id: carrier.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .map_ok(|r| r.call_id)
+        .try_collect()
+        .await
+        .expect("list call records")
+}
+
+/// Sends SIGTERM to the server and waits (at most `bound`) for it to exit by itself; its exit
+/// status and how long it took.
+#[allow(dead_code)]
+pub async fn sigterm_and_wait(
+    server: Proc,
+    bound: std::time::Duration,
+) -> (std::process::ExitStatus, std::time::Duration) {
+    let signalled = std::time::Instant::now();
+    let pid = server.0.id().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let mut server = server;
+    let status = tokio::time::timeout(bound, tokio::task::spawn_blocking(move || server.0.wait()))
+        .await
+        .expect("the process exits by itself")
+        .expect("join")
+        .expect("exit status");
+    (status, signalled.elapsed())
+}

@@ -105,7 +105,6 @@ where
     }
 }
 
-/// Opens a connection with the pragmas every connection needs.
 /// Opens a connection with `flags` plus `NO_MUTEX`, as rusqlite's defaults have it:
 /// each connection is used by one thread at a time (a `Connection` is `Send`, not `Sync`), so
 /// SQLite's per-connection mutex, taken on every call (every column of every row) in its
@@ -331,8 +330,7 @@ fn truncate_wal(conn: &Connection) {
 
 /// Whether `e` is a failed fsync (of the log or of its directory).
 fn is_fsync_failure(e: &rusqlite::Error) -> bool {
-    const SQLITE_IOERR_FSYNC: std::ffi::c_int = 10 | (4 << 8);
-    const SQLITE_IOERR_DIR_FSYNC: std::ffi::c_int = 10 | (5 << 8);
+    use rusqlite::ffi::{SQLITE_IOERR_DIR_FSYNC, SQLITE_IOERR_FSYNC};
     matches!(
         e.sqlite_error().map(|e| e.extended_code),
         Some(SQLITE_IOERR_FSYNC | SQLITE_IOERR_DIR_FSYNC)

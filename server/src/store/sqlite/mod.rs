@@ -720,12 +720,10 @@ impl Store for SqliteStore {
         if let Some(key) = request.clone() {
             let recorded = self
                 .writer
-                .write(move |conn| quiet(requests::recorded(conn, &key)?))
+                .write(move |conn| quiet(requests::replay(conn, &key)?))
                 .await?;
-            if let Some(outcome) = recorded {
-                return serde_json::from_str(&outcome).map_err(|e| {
-                    StoreError::Internal(format!("a recorded outcome does not read: {e}"))
-                });
+            if let Some(counts) = recorded {
+                return Ok(counts);
             }
         }
         let policy = self.retention_policy().await?;
@@ -777,9 +775,6 @@ impl Store for SqliteStore {
         self.writer
             .write_once(move |conn| {
                 let (counts, appended) = privacy::erase_tenant(conn, &tenant_id)?;
-                // Recorded outcomes may hold the tenant's numbers and SIP URIs: they go too
-                // (so a retry of an earlier write runs again rather than answer from them).
-                conn.execute("DELETE FROM request_ids", [])?;
                 Ok((
                     counts,
                     Touched {

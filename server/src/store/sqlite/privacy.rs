@@ -17,7 +17,7 @@ use super::numbers;
 pub const PURGE_CHUNK: i64 = 5_000;
 
 /// A day in microseconds.
-const DAY_US: i64 = 86_400 * 1_000_000;
+pub(super) const DAY_US: i64 = 86_400 * 1_000_000;
 
 /// The policy in force.
 pub fn policy(conn: &Connection) -> StoreResult<RetentionPolicy> {
@@ -224,6 +224,9 @@ pub fn erase_tenant(conn: &Connection, tenant_id: &str) -> StoreResult<(EraseCou
                      OR json_extract(snapshot, '$.assignment.user_id') != '')",
         )?
         .execute([tenant_id])? as i64;
+    // Recorded answers to request ids may hold the tenant's numbers and SIP URIs: they go too
+    // (a retry of an earlier write then runs again rather than answer from them).
+    conn.execute("DELETE FROM request_ids", [])?;
     Ok((
         EraseCounts {
             call_records,

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::actor::Touched;
+use super::privacy::DAY_US;
 use crate::domain::now_micros;
 use crate::store::request::{REQUEST_ID_DAYS, RequestKey};
 use crate::store::{StoreError, StoreResult};
@@ -16,9 +17,7 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce(&Connection) -> StoreResult<(T, Touched)>,
 {
-    if let Some(outcome) = recorded(conn, key)? {
-        let value = serde_json::from_str(&outcome)
-            .map_err(|e| StoreError::Internal(format!("a recorded outcome does not read: {e}")))?;
+    if let Some(value) = replay(conn, key)? {
         return Ok((value, Touched::default()));
     }
     let (value, touched) = work(conn)?;
@@ -28,22 +27,24 @@ where
 
 /// The recorded outcome for `key` (within the window), or ALREADY_EXISTS if the id was used
 /// for a different request.
-pub fn recorded(conn: &Connection, key: &RequestKey) -> StoreResult<Option<String>> {
-    let cutoff = now_micros() - REQUEST_ID_DAYS * 86_400 * 1_000_000;
+pub fn replay<T: DeserializeOwned>(conn: &Connection, key: &RequestKey) -> StoreResult<Option<T>> {
     let row: Option<(String, Vec<u8>, String)> = conn
         .prepare_cached(
             "SELECT rpc, fingerprint, outcome FROM request_ids
               WHERE key_id = ?1 AND request_id = ?2 AND create_time >= ?3",
         )?
-        .query_row(params![key.key_id, key.request_id, cutoff], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
+        .query_row(
+            params![key.key_id, key.request_id, window_start(now_micros())],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .optional()?;
     match row {
         None => Ok(None),
         Some((rpc, fingerprint, outcome)) => {
             if rpc == key.rpc && fingerprint == key.fingerprint {
-                Ok(Some(outcome))
+                serde_json::from_str(&outcome).map(Some).map_err(|e| {
+                    StoreError::Internal(format!("a recorded outcome does not read: {e}"))
+                })
             } else {
                 Err(StoreError::AlreadyExists(format!(
                     "request_id {} was already used by this API key for a different request ({rpc}); \
@@ -77,8 +78,54 @@ pub fn record<T: Serialize>(conn: &Connection, key: &RequestKey, outcome: &T) ->
 
 /// Deletes records past the window; returns how many.
 pub fn purge(conn: &Connection, now: i64) -> StoreResult<usize> {
-    let cutoff = now - REQUEST_ID_DAYS * 86_400 * 1_000_000;
     Ok(conn
         .prepare_cached("DELETE FROM request_ids WHERE create_time < ?1")?
-        .execute([cutoff])?)
+        .execute([window_start(now)])?)
+}
+
+/// The oldest record time still honoured at `now`.
+fn window_start(now: i64) -> i64 {
+    now - REQUEST_ID_DAYS * DAY_US
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(request_id: &str) -> RequestKey {
+        RequestKey {
+            key_id: "k1".into(),
+            request_id: request_id.into(),
+            rpc: "UploadNumbers",
+            fingerprint: [7; 32],
+        }
+    }
+
+    #[test]
+    fn records_are_honoured_within_the_window_and_purged_after_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = super::super::baseline::open(&dir.path().join("t.db")).expect("open");
+        let (fresh, stale) = (key("a"), key("b"));
+        record(&conn, &fresh, &41).expect("record");
+        record(&conn, &stale, &42).expect("record");
+        // The stale one was written just past the window.
+        let past = now_micros() - REQUEST_ID_DAYS * DAY_US - 1;
+        conn.execute(
+            "UPDATE request_ids SET create_time = ?1 WHERE request_id = 'b'",
+            [past],
+        )
+        .expect("age it");
+        assert_eq!(replay::<i32>(&conn, &fresh).expect("replay"), Some(41));
+        assert_eq!(replay::<i32>(&conn, &stale).expect("replay"), None);
+        let other = RequestKey {
+            fingerprint: [8; 32],
+            ..fresh.clone()
+        };
+        assert!(matches!(
+            replay::<i32>(&conn, &other),
+            Err(StoreError::AlreadyExists(_))
+        ));
+        assert_eq!(purge(&conn, now_micros()).expect("purge"), 1);
+        assert_eq!(replay::<i32>(&conn, &fresh).expect("replay"), Some(41));
+    }
 }
