@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 /// Microseconds since the Unix epoch: the one time representation of the store.
 pub type Micros = i64;
 
+/// A day in microseconds.
+pub const DAY_US: Micros = 86_400 * 1_000_000;
+
 /// The current time in [`Micros`].
 pub fn now_micros() -> Micros {
     std::time::SystemTime::now()

@@ -5,7 +5,9 @@
 //! suite every backend passes.
 
 pub mod conformance;
+pub mod postgres;
 pub mod request;
+pub mod retention;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -200,6 +202,12 @@ pub trait Store: Send + Sync + 'static {
     /// Changes after every commit that created or revised call records (a wake-up, as for
     /// number events).
     fn call_record_signal(&self) -> watch::Receiver<u64>;
+    /// Changes after API keys were created or revoked by another process sharing the database
+    /// (another replica), so the key cache reloads. A single-process store never changes it:
+    /// the default is a closed channel.
+    fn api_key_signal(&self) -> watch::Receiver<u64> {
+        watch::channel(0).1
+    }
 
     /// Stores a carrier's validated duration reports in one durable commit, each independently
     /// (new, duplicate, or correction with the old content kept in history).

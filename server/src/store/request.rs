@@ -49,3 +49,30 @@ pub fn take_request() -> Option<RequestKey> {
         .ok()
         .flatten()
 }
+
+/// The oldest record time still honoured at `now`.
+pub fn window_start(now: i64) -> i64 {
+    now - REQUEST_ID_DAYS * crate::domain::DAY_US
+}
+
+/// Reads a recorded outcome for `key`, found under the same key id and request id with `rpc`
+/// and `fingerprint`: the outcome if the request is the same, ALREADY_EXISTS if the id was used
+/// for a different request.
+pub fn recorded<T: serde::de::DeserializeOwned>(
+    key: &RequestKey,
+    rpc: &str,
+    fingerprint: &[u8],
+    outcome: &str,
+) -> Result<T, super::StoreError> {
+    if rpc == key.rpc && fingerprint == key.fingerprint {
+        serde_json::from_str(outcome).map_err(|e| {
+            super::StoreError::Internal(format!("a recorded outcome does not read: {e}"))
+        })
+    } else {
+        Err(super::StoreError::AlreadyExists(format!(
+            "request_id {} was already used by this API key for a different request ({rpc}); \
+             use a new request_id for a new request",
+            key.request_id
+        )))
+    }
+}

@@ -13,11 +13,7 @@ use crate::store::StoreResult;
 
 use super::numbers;
 
-/// Rows one purge job deletes at most.
-pub const PURGE_CHUNK: i64 = 5_000;
-
-/// A day in microseconds.
-pub(super) const DAY_US: i64 = 86_400 * 1_000_000;
+pub use crate::store::retention::{Expiring, PURGE_CHUNK};
 
 /// The policy in force.
 pub fn policy(conn: &Connection) -> StoreResult<RetentionPolicy> {
@@ -65,40 +61,6 @@ pub fn set_policy(conn: &Connection, p: RetentionPolicy) -> StoreResult<Retentio
         update_time: Some(now),
         ..p
     })
-}
-
-/// What aged out, for one kind of data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiring {
-    /// Call records older than the cutoff.
-    CallRecords,
-    /// Duration reports (with their history).
-    CallDurations,
-    /// Released numbers (with their events).
-    ReleasedNumbers,
-    /// Audit events.
-    AuditEvents,
-}
-
-impl Expiring {
-    /// Every kind, in purge order.
-    pub const ALL: [Expiring; 4] = [
-        Expiring::CallRecords,
-        Expiring::CallDurations,
-        Expiring::ReleasedNumbers,
-        Expiring::AuditEvents,
-    ];
-
-    /// The cutoff for this kind under `policy` at `now`: older than this goes.
-    pub fn cutoff(self, policy: &RetentionPolicy, now: Micros) -> Micros {
-        let days = match self {
-            Expiring::CallRecords => policy.call_record_days,
-            Expiring::CallDurations => policy.call_duration_days,
-            Expiring::ReleasedNumbers => policy.released_number_days,
-            Expiring::AuditEvents => policy.audit_event_days,
-        };
-        now.saturating_sub(i64::from(days).saturating_mul(DAY_US))
-    }
 }
 
 /// Deletes up to [`PURGE_CHUNK`] rows of `kind` older than `cutoff`; returns (rows, secondary

@@ -6,9 +6,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::actor::Touched;
-use super::privacy::DAY_US;
 use crate::domain::now_micros;
-use crate::store::request::{REQUEST_ID_DAYS, RequestKey};
+use crate::store::request::{RequestKey, recorded, window_start};
 use crate::store::{StoreError, StoreResult};
 
 /// Runs `work` once for `key`: a retry gets the recorded outcome and `work` does not run.
@@ -38,22 +37,8 @@ pub fn replay<T: DeserializeOwned>(conn: &Connection, key: &RequestKey) -> Store
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    match row {
-        None => Ok(None),
-        Some((rpc, fingerprint, outcome)) => {
-            if rpc == key.rpc && fingerprint == key.fingerprint {
-                serde_json::from_str(&outcome).map(Some).map_err(|e| {
-                    StoreError::Internal(format!("a recorded outcome does not read: {e}"))
-                })
-            } else {
-                Err(StoreError::AlreadyExists(format!(
-                    "request_id {} was already used by this API key for a different request ({rpc}); \
-                     use a new request_id for a new request",
-                    key.request_id
-                )))
-            }
-        }
-    }
+    row.map(|(rpc, fingerprint, outcome)| recorded(key, &rpc, &fingerprint, &outcome))
+        .transpose()
 }
 
 /// Records `outcome` for `key`: inside the write's transaction ([`once`]), or on its own for a
@@ -83,11 +68,6 @@ pub fn purge(conn: &Connection, now: i64) -> StoreResult<usize> {
         .execute([window_start(now)])?)
 }
 
-/// The oldest record time still honoured at `now`.
-fn window_start(now: i64) -> i64 {
-    now - REQUEST_ID_DAYS * DAY_US
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,7 +89,8 @@ mod tests {
         record(&conn, &fresh, &41).expect("record");
         record(&conn, &stale, &42).expect("record");
         // The stale one was written just past the window.
-        let past = now_micros() - REQUEST_ID_DAYS * DAY_US - 1;
+        let past =
+            now_micros() - crate::store::request::REQUEST_ID_DAYS * crate::domain::DAY_US - 1;
         conn.execute(
             "UPDATE request_ids SET create_time = ?1 WHERE request_id = 'b'",
             [past],

@@ -13,8 +13,14 @@ use crate::domain::{
 };
 use crate::store::{Store, StoreError};
 
+/// Tenants with consent in [`carrier`].
 const T1: &str = "00000001-0000-4000-8000-000000000001";
 const T2: &str = "00000002-0000-4000-8000-000000000002";
+
+mod calls;
+mod durations;
+mod numbers;
+mod privacy;
 
 /// Runs every check, each on a fresh store from `fresh`.
 pub async fn run_all<F, Fut>(fresh: F)
@@ -27,8 +33,13 @@ where
     upload_outcomes_and_ownership(fresh().await).await;
     pages_are_keyset_and_totals_match(fresh().await).await;
     call_record_ingest_and_feed(fresh().await).await;
+    numbers::run_all(&fresh).await;
+    calls::run_all(&fresh).await;
+    durations::run_all(&fresh).await;
+    privacy::run_all(&fresh).await;
 }
 
+/// Creates carrier `id` with active consents from tenants [`T1`] and [`T2`].
 async fn carrier(store: &dyn Store, id: &str) {
     let c = Carrier {
         carrier_id: id.into(),
@@ -48,6 +59,7 @@ async fn carrier(store: &dyn Store, id: &str) {
     }
 }
 
+/// An upload of `number` for `tenant` with the default capabilities.
 fn upload(number: &str, tenant: &str) -> NumberUpload {
     NumberUpload {
         number: number.into(),
@@ -209,6 +221,7 @@ async fn pages_are_keyset_and_totals_match(store: Arc<dyn Store>) {
     assert_eq!(seen, expected);
 }
 
+/// An inbound call record to `number`, 1 s long, whose content hash follows its version.
 fn record(call_id: &str, version: i64, number: &str) -> CallRecord {
     CallRecord {
         call_id: call_id.into(),

@@ -1,0 +1,108 @@
+//! The LISTEN connection: one per replica, outside the pool. It turns other replicas'
+//! notifications (and this one's) into wake-ups of the local watchers.
+//!
+//! If the connection drops, it reconnects with a growing pause (up to 5 s) and, once listening
+//! again, wakes every watcher: whatever was written meanwhile is then read from the database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::{Channel, PgError, PgResult, Signals};
+
+/// Connects, listens, and returns once the first LISTEN is in place, so that no write made
+/// after the store is open can go unannounced. The task runs until aborted.
+pub async fn start(
+    config: tokio_postgres::Config,
+    signals: Arc<Signals>,
+) -> PgResult<tokio::task::JoinHandle<()>> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let task = tokio::spawn(run(config, signals, ready_tx));
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(task),
+        Ok(Err(e)) => {
+            task.abort();
+            Err(e)
+        }
+        Err(_) => Err(PgError::Store(crate::store::StoreError::Internal(
+            "the listener stopped before listening".into(),
+        ))),
+    }
+}
+
+async fn run(
+    config: tokio_postgres::Config,
+    signals: Arc<Signals>,
+    ready: oneshot::Sender<PgResult<()>>,
+) {
+    let mut ready = Some(ready);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match listen_once(&config, &signals, &mut ready).await {
+            Ok(()) => tracing::warn!("the database listener's connection closed; reconnecting"),
+            Err(e) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+                tracing::warn!(error = ?e, "the database listener failed; reconnecting");
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One connection's life: LISTEN on every channel, then relay notifications until it ends.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    signals: &Signals,
+    ready: &mut Option<oneshot::Sender<PgResult<()>>>,
+) -> PgResult<()> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // The connection must be polled for the client's queries to complete; the same poll
+    // yields the notifications.
+    let relay = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.channel().to_owned()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the database listener's connection failed");
+                    break;
+                }
+            }
+        }
+    });
+    let statements: String = Channel::ALL
+        .iter()
+        .map(|c| format!("LISTEN {};", c.name()))
+        .collect();
+    if let Err(e) = client.batch_execute(&statements).await {
+        relay.abort();
+        return Err(e.into());
+    }
+    match ready.take() {
+        Some(ready) => {
+            let _ = ready.send(Ok(()));
+        }
+        // Listening again after a gap: anything may have been written meanwhile.
+        None => signals.bump_all(),
+    }
+    while let Some(channel) = rx.recv().await {
+        if let Some(c) = Channel::ALL.into_iter().find(|c| c.name() == channel) {
+            signals.bump(c);
+        }
+    }
+    drop(client);
+    Ok(())
+}
