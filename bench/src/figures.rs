@@ -49,6 +49,12 @@ impl Figure {
         }
     }
 
+    /// The same figure with `suffix` added to its name.
+    pub fn named(mut self, suffix: &str) -> Figure {
+        self.name.push_str(suffix);
+        self
+    }
+
     /// A figure with no limit, checked against an absolute target (or none).
     pub fn value(name: impl Into<String>, shown: String, value: f64, target: Target) -> Figure {
         Figure {

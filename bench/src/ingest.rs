@@ -8,7 +8,7 @@ use ocx_api::pb;
 use ocx_client::{Client, DurationUploader};
 
 use crate::figures::{Figure, Target};
-use crate::{BATCH, CARRIER, Server, record_batches, setup};
+use crate::{BATCH, Backend, CARRIER, Server, record_batches, setup};
 
 /// Times R7 runs each side, alternating; the fastest of each counts (a replay takes well under
 /// a second per 100,000 records, so one run is at the mercy of whatever else the machine does).
@@ -104,6 +104,90 @@ fn select_all(database: &std::path::Path, records: u64) -> anyhow::Result<Durati
     Ok(elapsed)
 }
 
+/// R7's limit on PostgreSQL: the same rows read with one SELECT (every column) over one
+/// tokio-postgres connection, in feed order, streamed.
+async fn select_all_postgres(url: &str, records: u64) -> anyhow::Result<Duration> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let started = Instant::now();
+    let rows = client
+        .query_raw(
+            "SELECT * FROM call_records WHERE carrier_id = $1 AND feed_sequence > $2
+             ORDER BY feed_sequence",
+            [
+                &CARRIER as &(dyn tokio_postgres::types::ToSql + Sync),
+                &0_i64,
+            ],
+        )
+        .await?;
+    let mut rows = std::pin::pin!(rows);
+    let mut n = 0_u64;
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        // Every column decoded to its Rust type, as the server's conversion does.
+        use tokio_postgres::types::Type;
+        for (i, column) in row.columns().iter().enumerate() {
+            match *column.type_() {
+                Type::INT8 => drop(row.try_get::<_, Option<i64>>(i)?),
+                Type::BOOL => drop(row.try_get::<_, Option<bool>>(i)?),
+                Type::BYTEA => drop(row.try_get::<_, Option<Vec<u8>>>(i)?),
+                _ => drop(row.try_get::<_, Option<String>>(i)?),
+            }
+        }
+        n += 1;
+    }
+    let elapsed = started.elapsed();
+    if n != records {
+        bail!("the SELECT read {n} of {records} rows");
+    }
+    Ok(elapsed)
+}
+
+/// The ingest figures on PostgreSQL: OCX's rates (the SQLite table's limits are SQLite's own),
+/// R7 against a plain SELECT, the server's memory.
+fn postgres_figures(
+    records: u64,
+    ingest: Duration,
+    reports: usize,
+    upload: Duration,
+    (replayed, selected): (Duration, Duration),
+    peak: Option<f64>,
+) -> Vec<Figure> {
+    let per_second = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
+    let mut figures = vec![
+        Figure::info(
+            format!("R1 call-record ingest ({records} records) [PostgreSQL]"),
+            format!(
+                "{} records/s",
+                crate::figures::human(per_second(records, ingest))
+            ),
+        ),
+        Figure::info(
+            format!("R2 duration ingest ({reports} reports) [PostgreSQL]"),
+            format!(
+                "{} reports/s",
+                crate::figures::human(per_second(reports as u64, upload))
+            ),
+        ),
+        Figure::ratio(
+            format!(
+                "R7 StreamCallRecords replay ({records} records, fastest of {REPLAYS}) [PostgreSQL; limit: one SELECT]"
+            ),
+            per_second(records, replayed),
+            per_second(records, selected),
+            "records/s",
+            Target::None,
+        ),
+    ];
+    if let Some(mib) = peak {
+        figures.push(Figure::info(
+            "server peak RSS during ingest and replay [PostgreSQL]",
+            format!("{mib:.0} MiB"),
+        ));
+    }
+    figures
+}
+
 /// The batches in the store's domain types, converted before the limit's clock starts.
 fn converted<I, O, B: AsRef<[I]>>(
     batches: impl Iterator<Item = B>,
@@ -121,10 +205,10 @@ fn converted<I, O, B: AsRef<[I]>>(
         .collect()
 }
 
-pub async fn run(records: u64) -> anyhow::Result<Vec<Figure>> {
+pub async fn run(backend: &Backend, records: u64) -> anyhow::Result<Vec<Figure>> {
     let dir = tempfile::tempdir()?;
     let database = dir.path().join("ocx.db");
-    let server = Server::start(&database)?;
+    let server = Server::start(backend, &database).await?;
     let (platform, _carrier) = setup(&server).await?;
     eprintln!("ingesting {records} call records through OCX ...");
     let ocx = ingest_records(&platform, records).await?;
@@ -134,8 +218,13 @@ pub async fn run(records: u64) -> anyhow::Result<Vec<Figure>> {
     let (mut replayed, mut selected) = (Duration::MAX, Duration::MAX);
     for _ in 0..REPLAYS {
         replayed = replayed.min(replay(&platform, records).await?);
-        let path = database.clone();
-        let select = tokio::task::spawn_blocking(move || select_all(&path, records)).await??;
+        let select = match backend {
+            Backend::Sqlite => {
+                let path = database.clone();
+                tokio::task::spawn_blocking(move || select_all(&path, records)).await??
+            }
+            Backend::Postgres(_) => select_all_postgres(&server.database, records).await?,
+        };
         selected = selected.min(select);
     }
 
@@ -151,11 +240,25 @@ pub async fn run(records: u64) -> anyhow::Result<Vec<Figure>> {
     if totals.created != report_count as u64 {
         bail!("{} of {report_count} reports were created", totals.created);
     }
+    let peak_after_replay = server.peak_rss_mib();
     drop(server);
+    if backend.is_postgres() {
+        return Ok(postgres_figures(
+            records,
+            ocx,
+            report_count,
+            upload,
+            (replayed, selected),
+            peak_after_replay,
+        ));
+    }
 
     // The cost of durability: the same ingest on a server that does not sync at each commit.
     eprintln!("ingesting the same records with synchronous=NORMAL ...");
-    let normal_server = Server::start_with(&dir.path().join("normal.db"), "normal")?;
+    let normal_server = Server::start_with(
+        &dir.path().join("normal.db").display().to_string(),
+        "normal",
+    )?;
     let (normal_platform, _) = setup(&normal_server).await?;
     let normal = ingest_records(&normal_platform, records).await?;
     drop(normal_server);

@@ -7,14 +7,27 @@ use futures_util::{StreamExt, stream};
 use ocx_api::pb;
 
 use crate::figures::{Figure, Target, human};
-use crate::{Server, record_batches, setup};
+use crate::{Backend, Server, record_batches, setup};
 
-/// Feed latency: see [`Cmd::Latency`].
-pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<Vec<Figure>> {
-    const PER_BATCH: u64 = 100;
+/// Feed latency on one server: see [`Cmd::Latency`].
+pub async fn run(backend: &Backend, rate: u64, seconds: u64) -> anyhow::Result<Vec<Figure>> {
     let dir = tempfile::tempdir()?;
-    let server = Server::start(&dir.path().join("ocx.db"))?;
+    let server = Server::start(backend, &dir.path().join("ocx.db")).await?;
     let (platform, carrier) = setup(&server).await?;
+    let figure = measure(&platform, &carrier, rate, seconds).await?;
+    drop(server);
+    Ok(vec![figure.named(backend.suffix())])
+}
+
+/// Feed latency with `platform` ingesting and `carrier` following (on one server, or on two
+/// replicas of one database).
+pub async fn measure(
+    platform: &ocx_client::Client,
+    carrier: &ocx_client::Client,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Figure> {
+    const PER_BATCH: u64 = 100;
     let total = rate * seconds;
     let batches: Vec<Vec<pb::CallRecord>> = record_batches(total)
         .flatten()
@@ -74,10 +87,9 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<Vec<Figure>> {
         .collect();
     latencies.sort();
     let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-    drop(server);
     let (p50, p99, max) = (pick(0.5), pick(0.99), pick(1.0));
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    Ok(vec![Figure::value(
+    Ok(Figure::value(
         format!(
             "feed latency, acknowledged → delivered, at {} records/s ({total} records): p50 / p99 / max",
             human(achieved)
@@ -85,5 +97,5 @@ pub async fn run(rate: u64, seconds: u64) -> anyhow::Result<Vec<Figure>> {
         format!("{:.1} / {:.1} / {:.1} ms", ms(p50), ms(p99), ms(max)),
         ms(p99),
         Target::Below(50.0, "ms (p99)"),
-    )])
+    ))
 }

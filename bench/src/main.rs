@@ -9,6 +9,7 @@
 mod figures;
 mod ingest;
 mod latency;
+mod postgres;
 mod reconcile;
 mod requests;
 
@@ -121,12 +122,24 @@ enum Cmd {
         #[arg(long)]
         records: u64,
     },
+    /// The same figures with the server on PostgreSQL (a fresh schema of DATABASE for each
+    /// server), and how ingest scales from one replica to two, and the feed's latency across
+    /// replicas (ingested through one, delivered by the other).
+    Postgres {
+        /// A PostgreSQL URL the benchmark may create schemas in (e.g. what
+        /// `scripts/pg-cluster.sh start` exports as OCX_TEST_POSTGRES).
+        #[arg(long, env = "OCX_TEST_POSTGRES")]
+        database: String,
+        /// The small mode, as for `all`.
+        #[arg(long)]
+        small: bool,
+    },
     /// Serve on a loopback port over DATABASE; prints `ADDRESS PLATFORM_KEY` on its first line.
     #[command(hide = true)]
     Serve {
-        /// The SQLite file.
+        /// The SQLite file, or a PostgreSQL URL.
         #[arg(long)]
-        database: PathBuf,
+        database: String,
         /// How commits wait for the disk.
         #[arg(long, value_enum, default_value_t = Synchronous::Full)]
         synchronous: Synchronous,
@@ -161,53 +174,75 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             });
         }
-        Cmd::All { small } => runtime.block_on(all(small))?,
-        Cmd::Ingest { records } => runtime.block_on(ingest::run(records))?,
+        Cmd::All { small } => runtime.block_on(all(&Backend::Sqlite, small))?,
+        Cmd::Postgres { database, small } => {
+            let backend = Backend::Postgres(database);
+            runtime.block_on(async {
+                let mut figures = all(&backend, small).await?;
+                figures.extend(postgres::replicas(&backend, small).await?);
+                anyhow::Ok(figures)
+            })?
+        }
+        Cmd::Ingest { records } => runtime.block_on(ingest::run(&Backend::Sqlite, records))?,
         Cmd::Requests {
             requests,
             concurrency,
-        } => runtime.block_on(requests::run(requests.max(1), concurrency.max(1)))?,
-        Cmd::Latency { rate, seconds } => {
-            runtime.block_on(latency::run(rate.max(100), seconds.max(1)))?
-        }
+        } => runtime.block_on(requests::run(
+            &Backend::Sqlite,
+            requests.max(1),
+            concurrency.max(1),
+        ))?,
+        Cmd::Latency { rate, seconds } => runtime.block_on(latency::run(
+            &Backend::Sqlite,
+            rate.max(100),
+            seconds.max(1),
+        ))?,
         Cmd::Reconcile {
             records,
             runs,
             keep,
-        } => runtime.block_on(reconcile::run(records, runs.max(1), keep))?,
+        } => runtime.block_on(reconcile::run(&Backend::Sqlite, records, runs.max(1), keep))?,
     };
     print_table(&figures);
     Ok(())
 }
 
-/// Every figure: see [`Cmd::All`].
-async fn all(small: bool) -> anyhow::Result<Vec<Figure>> {
+/// Every figure on `backend`: see [`Cmd::All`].
+async fn all(backend: &Backend, small: bool) -> anyhow::Result<Vec<Figure>> {
     let (records, requests, (rate, seconds), runs) = if small {
         (5_000, 2_000, (1_000, 2), 1)
     } else {
         (1_000_000, 50_000, (10_000, 10), 3)
     };
-    let mut figures = ingest::run(records).await?;
-    figures.extend(requests::run(requests, 64).await?);
-    figures.extend(latency::run(rate, seconds).await?);
-    figures.extend(reconcile::run(records, runs, None).await?);
+    let mut figures = ingest::run(backend, records).await?;
+    figures.extend(requests::run(backend, requests, 64).await?);
+    figures.extend(latency::run(backend, rate, seconds).await?);
+    figures.extend(reconcile::run(backend, records, runs, None).await?);
     Ok(figures)
 }
 
 /// The server half: open, bootstrap a platform key, bind, say where, serve until killed. The
 /// request rate limit is lifted (the benchmark is one key at full speed); every other limit
 /// and layer is the server's default.
-async fn serve(database: &Path, synchronous: Synchronous) -> anyhow::Result<()> {
+async fn serve(database: &str, synchronous: Synchronous) -> anyhow::Result<()> {
     let durability = match synchronous {
         Synchronous::Full => Durability::Full,
         Synchronous::Normal => Durability::Normal,
     };
-    let store = ocx_server::store::sqlite::SqliteStore::open_with(database, durability)?;
-    // A fresh database gets its bootstrap key; a kept one (`reconcile --keep`) another.
-    let key = match ocx_server::bootstrap::ensure_platform_key(&store, None).await? {
+    let store: Arc<dyn ocx_server::store::Store> =
+        match ocx_server::store::Database::parse(Some(database), Path::new(".")) {
+            ocx_server::store::Database::Sqlite(path) => Arc::new(
+                ocx_server::store::sqlite::SqliteStore::open_with(&path, durability)?,
+            ),
+            ocx_server::store::Database::Postgres(url) => Arc::new(
+                ocx_server::store::postgres::PgStore::connect(&url, Default::default()).await?,
+            ),
+        };
+    // A fresh database gets its bootstrap key; a kept one (`reconcile --keep`), or a second
+    // replica's, another.
+    let key = match ocx_server::bootstrap::ensure_platform_key(store.as_ref(), None).await? {
         Some(key) => key,
         None => {
-            use ocx_server::store::Store;
             let issued = ocx_server::auth::issue_key(
                 ocx_server::domain::Role::Platform,
                 None,
@@ -230,7 +265,41 @@ async fn serve(database: &Path, synchronous: Synchronous) -> anyhow::Result<()> 
         },
         ..Default::default()
     };
-    ocx_server::run_with(listener, Arc::new(store), config, std::future::pending()).await
+    ocx_server::run_with(listener, store, config, std::future::pending()).await
+}
+
+/// Where the benchmark's servers keep their data.
+pub enum Backend {
+    /// A SQLite file in a temporary directory (each module picks the path).
+    Sqlite,
+    /// PostgreSQL: a URL the benchmark creates a fresh schema in for each server.
+    Postgres(String),
+}
+
+impl Backend {
+    fn is_postgres(&self) -> bool {
+        matches!(self, Backend::Postgres(_))
+    }
+
+    /// What a server is given as `--database`: `sqlite_file`, or a fresh PostgreSQL schema.
+    async fn database(&self, sqlite_file: &Path) -> String {
+        match self {
+            Backend::Sqlite => sqlite_file.display().to_string(),
+            Backend::Postgres(url) => {
+                ocx_server::store::postgres::testing::TestPostgres::new(url.clone())
+                    .fresh_schema("bench")
+                    .await
+            }
+        }
+    }
+
+    /// A line for the table's names: `` or ` on PostgreSQL`.
+    fn suffix(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres(_) => " [PostgreSQL]",
+        }
+    }
 }
 
 /// The server process, killed when dropped.
@@ -238,16 +307,24 @@ struct Server {
     child: Child,
     endpoint: String,
     platform_key: String,
+    /// What it was given as `--database`: another replica can be started on it.
+    database: String,
 }
 
 impl Server {
-    /// A server on `database` with `synchronous=FULL`, as OCX always runs.
-    fn start(database: &Path) -> anyhow::Result<Server> {
-        Server::start_with(database, "full")
+    /// A server on `backend` (`sqlite_file` for SQLite) with `synchronous=FULL`, as OCX
+    /// always runs.
+    async fn start(backend: &Backend, sqlite_file: &Path) -> anyhow::Result<Server> {
+        Server::start_with(&backend.database(sqlite_file).await, "full")
     }
 
-    /// A server on `database` with `synchronous` (`full` or `normal`).
-    fn start_with(database: &Path, synchronous: &str) -> anyhow::Result<Server> {
+    /// Another server on the same database (a replica, for PostgreSQL).
+    fn replica(&self) -> anyhow::Result<Server> {
+        Server::start_with(&self.database, "full")
+    }
+
+    /// A server on `database` with `synchronous` (`full` or `normal`; SQLite only).
+    fn start_with(database: &str, synchronous: &str) -> anyhow::Result<Server> {
         let mut child = Command::new(std::env::current_exe()?)
             .arg("serve")
             .arg("--database")
@@ -264,6 +341,7 @@ impl Server {
         Ok(Server {
             endpoint: format!("http://{addr}"),
             platform_key: key.to_owned(),
+            database: database.to_owned(),
             child,
         })
     }

@@ -17,7 +17,7 @@ use ocx_api::pb;
 use ocx_client::DurationUploader;
 
 use crate::figures::{Figure, Target, human};
-use crate::{BATCH, CARRIER, START, Server, TENANT, record_batches, setup, timestamp};
+use crate::{BATCH, Backend, CARRIER, START, Server, TENANT, record_batches, setup, timestamp};
 
 /// What the carrier's reports should reconcile to.
 #[derive(Debug, Default, PartialEq)]
@@ -67,7 +67,12 @@ fn reports_for(i: u64, r: &pb::CallRecord, planted: &mut Planted) -> Vec<pb::Cal
     out
 }
 
-pub async fn run(records: u64, runs: u32, keep: Option<PathBuf>) -> anyhow::Result<Vec<Figure>> {
+pub async fn run(
+    backend: &Backend,
+    records: u64,
+    runs: u32,
+    keep: Option<PathBuf>,
+) -> anyhow::Result<Vec<Figure>> {
     let temp = tempfile::tempdir()?;
     let dir = match keep {
         Some(dir) => {
@@ -80,7 +85,7 @@ pub async fn run(records: u64, runs: u32, keep: Option<PathBuf>) -> anyhow::Resu
         None => temp.path().to_owned(),
     };
     let database = dir.join("bench.db");
-    let server = Server::start(&database)?;
+    let server = Server::start(backend, &database).await?;
     let (platform, carrier) = setup(&server).await?;
 
     eprintln!("ingesting {records} call records ...");
@@ -197,7 +202,10 @@ pub async fn run(records: u64, runs: u32, keep: Option<PathBuf>) -> anyhow::Resu
     // R8's limit: the same query text in the sqlite3 shell, on a copy of the files taken while
     // the server is idle.
     drop(server);
-    let shell = shell_summary(&dir, &summary, period, runs)?;
+    let shell = match backend {
+        Backend::Sqlite => shell_summary(&dir, &summary, period, runs)?,
+        Backend::Postgres(_) => None,
+    };
 
     let per_second = |n: f64, d: Duration| n / d.as_secs_f64();
     let mut figures = vec![
@@ -232,6 +240,10 @@ pub async fn run(records: u64, runs: u32, keep: Option<PathBuf>) -> anyhow::Resu
             );
             f
         }
+        None if backend.is_postgres() => Figure::info(
+            summary_name,
+            format!("{:.2} s", summary_times[0].as_secs_f64()),
+        ),
         None => Figure::info(
             summary_name + " (no sqlite3 on PATH: limit not measured)",
             format!("{:.2} s", summary_times[0].as_secs_f64()),
@@ -254,7 +266,10 @@ pub async fn run(records: u64, runs: u32, keep: Option<PathBuf>) -> anyhow::Resu
             format!("{mib:.0} MiB"),
         ));
     }
-    Ok(figures)
+    Ok(figures
+        .into_iter()
+        .map(|f| f.named(backend.suffix()))
+        .collect())
 }
 
 /// Runs the server's summary query `runs` times in the sqlite3 shell on a copy of the

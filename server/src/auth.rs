@@ -10,7 +10,10 @@
 //! [`KeyCache`] holds every active key in memory so that the gate never touches the
 //! database; the admin service updates it after each committed create or revoke, so a revoked
 //! key fails on its very next call. Last-use times are kept in memory and flushed to the store
-//! by [`KeyCache::flush_uses`] (about once a minute).
+//! by [`KeyCache::flush_uses`] (about once a minute). With replicas sharing a PostgreSQL
+//! database, the store signals key changes made through other replicas and the cache reloads
+//! ([`KeyCache::reload`]): a key revoked on one replica fails on the others as soon as the
+//! notification arrives (milliseconds).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -117,6 +120,28 @@ impl KeyCache {
             cache.insert(&key);
         }
         Ok(cache)
+    }
+
+    /// Makes the cache hold exactly the store's active keys (after another replica created or
+    /// revoked one). Keys it already holds keep their in-memory last-use times.
+    pub async fn reload(&self, store: &dyn Store) -> StoreResult<()> {
+        let active = store.active_api_keys().await?;
+        let ids: std::collections::HashSet<&str> =
+            active.iter().map(|k| k.key_id.as_str()).collect();
+        let missing: Vec<&ApiKey> = {
+            let Ok(mut keys) = self.keys.write() else {
+                return Ok(());
+            };
+            keys.retain(|id, _| ids.contains(id.as_str()));
+            active
+                .iter()
+                .filter(|k| !keys.contains_key(&k.key_id))
+                .collect()
+        };
+        for key in missing {
+            self.insert(key);
+        }
+        Ok(())
     }
 
     /// Adds (or replaces) an active key.

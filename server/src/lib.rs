@@ -195,6 +195,11 @@ pub async fn run_with_metrics(
         Arc::clone(&store),
         ctx.shutdown.clone(),
     ));
+    let key_follower = tokio::spawn(follow_key_changes(
+        Arc::clone(&keys),
+        Arc::clone(&store),
+        ctx.shutdown.clone(),
+    ));
     let purger = config.purge_interval.map(|interval| {
         tokio::spawn(retention::purge_periodically(
             Arc::clone(&store),
@@ -280,6 +285,7 @@ pub async fn run_with_metrics(
         )
         .await?;
     flusher.await?;
+    key_follower.await?;
     if let Some(purger) = purger {
         purger.await?;
     }
@@ -289,6 +295,29 @@ pub async fn run_with_metrics(
     // The gate (and its audit queue) went with the server: the appender drains and ends.
     appender.await?;
     Ok(())
+}
+
+/// Reloads the key cache whenever the store says keys changed elsewhere (another replica);
+/// ends at shutdown, or at once for a store that never signals (SQLite).
+async fn follow_key_changes(
+    keys: Arc<KeyCache>,
+    store: Arc<dyn Store>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changes = store.api_key_signal();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = service::numbers::stopping(&mut shutdown) => return,
+        }
+        if let Err(e) = keys.reload(store.as_ref()).await {
+            tracing::warn!(error = %e, "could not reload API keys after a change on another replica");
+        }
+    }
 }
 
 /// Writes key last-use times periodically and once more at shutdown.

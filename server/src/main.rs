@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::builder::TypedValueParser;
@@ -12,7 +11,8 @@ use std::time::Duration;
 
 use ocx_server::bootstrap;
 use ocx_server::limits::Limits;
-use ocx_server::store::sqlite::SqliteStore;
+use ocx_server::store::Database;
+use ocx_server::store::postgres::PgOptions;
 use ocx_server::{Config, TlsConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -49,9 +49,14 @@ struct Cli {
     /// Directory for the database and the key files the server writes.
     #[arg(long, env = "OCX_DATA_DIR", default_value = "ocx-data", global = true)]
     data_dir: PathBuf,
-    /// SQLite database file [default: <data-dir>/ocx.db].
+    /// The database: a SQLite file (a path or sqlite://PATH) [default: <data-dir>/ocx.db], or
+    /// a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE) shared by several
+    /// replicas.
     #[arg(long, env = "OCX_DATABASE", global = true)]
-    database: Option<PathBuf>,
+    database: Option<String>,
+    /// Connections each replica keeps to PostgreSQL (ignored for SQLite).
+    #[arg(long, env = "OCX_PG_POOL_SIZE", default_value_t = PgOptions::default().pool_size, global = true)]
+    pg_pool_size: usize,
     /// Seed a demo carrier, tenants and numbers, and write its key to <data-dir>/demo-carrier.key.
     #[arg(long, env = "OCX_DEMO", global = true)]
     demo: bool,
@@ -228,11 +233,14 @@ async fn main() -> anyhow::Result<()> {
     let config = cli.config()?;
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating {}", cli.data_dir.display()))?;
-    let db_path = cli
-        .database
-        .clone()
-        .unwrap_or_else(|| cli.data_dir.join("ocx.db"));
+    let database = Database::parse(cli.database.as_deref(), &cli.data_dir);
     if let Some(Command::Backup { to }) = &cli.command {
+        let Database::Sqlite(db_path) = database else {
+            anyhow::bail!(
+                "`backup` copies the embedded SQLite database; back up PostgreSQL with its own \
+                 tools (pg_dump, base backups, or your provider's snapshots)"
+            );
+        };
         // Not through SqliteStore::open: a backup never writes to (or migrates) the database.
         let (from, dest) = (db_path.clone(), to.clone());
         let summary = tokio::task::spawn_blocking(move || {
@@ -250,10 +258,15 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let store =
-        SqliteStore::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?;
-    tracing::info!(database = %db_path.display(), "database open");
-    match bootstrap::bootstrap_platform_key(&store, &cli.data_dir).await? {
+    let options = PgOptions {
+        pool_size: cli.pg_pool_size,
+    };
+    let store = database
+        .open(options)
+        .await
+        .with_context(|| format!("opening {database}"))?;
+    tracing::info!(database = %database, "database open");
+    match bootstrap::bootstrap_platform_key(store.as_ref(), &cli.data_dir).await? {
         Some(path) => {
             tracing::info!(path = %path.display(), "first platform key written (shown nowhere else)")
         }
@@ -263,7 +276,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if cli.demo {
-        bootstrap::seed_demo(&store, &cli.data_dir).await?;
+        bootstrap::seed_demo(store.as_ref(), &cli.data_dir).await?;
     }
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
@@ -288,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(timeout).await;
     };
     tokio::select! {
-        served = ocx_server::run_with(listener, Arc::new(store), config, shutdown) => {
+        served = ocx_server::run_with(listener, store, config, shutdown) => {
             tracing::info!("stopped");
             served
         }

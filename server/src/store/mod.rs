@@ -78,6 +78,58 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Which database a server uses, from `--database`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// The embedded SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL URL (shared by replicas).
+    Postgres(String),
+}
+
+impl Database {
+    /// `postgres://` or `postgresql://` is PostgreSQL; `sqlite://PATH` or a plain path is a
+    /// SQLite file; nothing is `<data_dir>/ocx.db`.
+    pub fn parse(spec: Option<&str>, data_dir: &std::path::Path) -> Database {
+        match spec {
+            None | Some("") => Database::Sqlite(data_dir.join("ocx.db")),
+            Some(s) if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+                Database::Postgres(s.to_owned())
+            }
+            Some(s) => Database::Sqlite(s.strip_prefix("sqlite://").unwrap_or(s).into()),
+        }
+    }
+
+    /// Opens (creating or migrating) the database.
+    pub async fn open(
+        &self,
+        options: postgres::PgOptions,
+    ) -> StoreResult<std::sync::Arc<dyn Store>> {
+        Ok(match self {
+            Database::Sqlite(path) => std::sync::Arc::new(sqlite::SqliteStore::open(path)?),
+            Database::Postgres(url) => {
+                std::sync::Arc::new(postgres::PgStore::connect(url, options).await?)
+            }
+        })
+    }
+}
+
+/// Shown in logs and errors: the file, or the PostgreSQL server and database without the user
+/// or password.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => {
+                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+                let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+                let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+                write!(f, "postgres://{rest}")
+            }
+        }
+    }
+}
+
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -277,7 +329,30 @@ pub trait Store: Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::StoreError;
+    use super::{Database, StoreError};
+
+    #[test]
+    fn database_specs_choose_the_backend_and_display_without_secrets() {
+        let dir = std::path::Path::new("d");
+        assert_eq!(
+            Database::parse(None, dir),
+            Database::Sqlite(dir.join("ocx.db"))
+        );
+        assert_eq!(
+            Database::parse(Some("sqlite:///x/y.db"), dir),
+            Database::Sqlite("/x/y.db".into())
+        );
+        assert_eq!(
+            Database::parse(Some("y.db"), dir),
+            Database::Sqlite("y.db".into())
+        );
+        let pg = Database::parse(
+            Some("postgresql://ocx:s3cret@db:5432/ocx?sslmode=disable"),
+            dir,
+        );
+        assert!(matches!(pg, Database::Postgres(_)));
+        assert_eq!(pg.to_string(), "postgres://db:5432/ocx");
+    }
 
     fn sqlite(code: std::ffi::c_int) -> rusqlite::Error {
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)

@@ -830,7 +830,7 @@ impl Store for PgStore {
         self.read(async |db| {
             let stmt = db
                 .prepare_cached(
-                    "SELECT coalesce(max(sequence), 0)::BIGINT FROM number_events WHERE carrier_id = $1",
+                    "SELECT coalesce((SELECT number_event_seq FROM carrier_heads WHERE carrier_id = $1), 0)",
                 )
                 .await?;
             Ok(db.query_one(&stmt, &[&carrier_id]).await?.get(0))
@@ -842,7 +842,7 @@ impl Store for PgStore {
         self.read(async |db| {
             let stmt = db
                 .prepare_cached(
-                    "SELECT coalesce(max(feed_sequence), 0)::BIGINT FROM call_records WHERE carrier_id = $1",
+                    "SELECT coalesce((SELECT call_record_seq FROM carrier_heads WHERE carrier_id = $1), 0)",
                 )
                 .await?;
             Ok(db.query_one(&stmt, &[&carrier_id]).await?.get(0))

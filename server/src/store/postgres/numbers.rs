@@ -1,73 +1,645 @@
-//! Numbers and number events (the port of `sqlite::numbers`).
+//! Numbers and number events (the port of `sqlite::numbers`). Every function that changes a
+//! number appends its event in the same transaction, so the event log and the numbers table
+//! can never disagree.
+//!
+//! Concurrency (see the module `postgres`): a write locks the rows of the numbers it names
+//! (`FOR UPDATE`, in number order) before deciding, so two writers of one number decide one
+//! after the other on what the first committed. A number that has no row yet is inserted with a
+//! plain `INSERT`: a concurrent transaction inserting the same number makes one of them fail on
+//! the primary key, and its rerun sees the winner's row (another carrier's number is then
+//! rejected, as on SQLite). Event sequences are drawn from `carrier_heads` after the numbers
+//! are written, a whole batch's range at once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Transaction};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
-use super::{PgError, PgResult};
+use super::{Channel, PgResult, notify};
 use crate::domain::{
-    AssignRequest, ItemOutcome, NumberEvent, NumberFilter, NumberUpload, PhoneNumber,
+    AssignRequest, Assignment, AssignmentType, Capability, ConsentStatus, ItemOutcome, NumberEvent,
+    NumberEventType, NumberFilter, NumberState, NumberUpload, PhoneNumber, now_micros,
 };
 use crate::store::StoreError;
 
-fn unwritten<T>() -> PgResult<T> {
-    Err(PgError::Store(StoreError::Internal(
-        "not written yet".into(),
-    )))
+const COLUMNS: &str = "number, carrier_id, tenant_id, state, assignment_type, sip_uri, user_id, \
+    assign_time, capabilities, civic_address_id, location_id, country_code, provision_time, \
+    update_time, version";
+
+/// The column list with each column typed as an array, for `unnest`.
+const UNNEST: &str = "unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], \
+    $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], \
+    $13::BIGINT[], $14::BIGINT[], $15::BIGINT[])";
+
+fn code(value: i64) -> Option<i32> {
+    i32::try_from(value).ok()
 }
 
+fn from_row(row: &Row) -> PhoneNumber {
+    let state: i64 = row.get(3);
+    let state = code(state)
+        .and_then(NumberState::from_code)
+        .unwrap_or(NumberState::Released);
+    let assignment_type: Option<i64> = row.get(4);
+    let assignment = match (
+        state,
+        assignment_type
+            .and_then(code)
+            .and_then(AssignmentType::from_code),
+    ) {
+        (NumberState::Assigned, Some(assignment_type)) => Some(Assignment {
+            assignment_type,
+            sip_uri: row.get::<_, Option<String>>(5).unwrap_or_default(),
+            user_id: row.get::<_, Option<String>>(6).unwrap_or_default(),
+            assign_time: row.get::<_, Option<i64>>(7).unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    PhoneNumber {
+        number: row.get(0),
+        carrier_id: row.get(1),
+        tenant_id: row.get(2),
+        state,
+        assignment,
+        capabilities: Capability::from_mask(row.get(8)),
+        civic_address_id: row.get(9),
+        location_id: row.get(10),
+        country_code: row.get(11),
+        provision_time: row.get(12),
+        update_time: row.get(13),
+        version: row.get(14),
+    }
+}
+
+/// One number, whoever owns it.
+pub async fn get(db: &impl GenericClient, number: &str) -> PgResult<Option<PhoneNumber>> {
+    let stmt = db
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM numbers WHERE number = $1"))
+        .await?;
+    Ok(db
+        .query_opt(&stmt, &[&number])
+        .await?
+        .as_ref()
+        .map(from_row))
+}
+
+/// The rows of `numbers` that exist, locked until commit (in number order, so that two
+/// writers of overlapping batches do not deadlock).
+async fn lock(tx: &Transaction<'_>, numbers: &[String]) -> PgResult<HashMap<String, PhoneNumber>> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM numbers WHERE number = ANY($1) ORDER BY number FOR UPDATE"
+        ))
+        .await?;
+    Ok(tx
+        .query(&stmt, &[&numbers])
+        .await?
+        .iter()
+        .map(|r| {
+            let n = from_row(r);
+            (n.number.clone(), n)
+        })
+        .collect())
+}
+
+/// Numbers as the columns of the `numbers` table, one array per column.
+#[derive(Default)]
+struct NumberColumns {
+    number: Vec<String>,
+    carrier_id: Vec<String>,
+    tenant_id: Vec<String>,
+    state: Vec<i64>,
+    assignment_type: Vec<Option<i64>>,
+    sip_uri: Vec<Option<String>>,
+    user_id: Vec<Option<String>>,
+    assign_time: Vec<Option<i64>>,
+    capabilities: Vec<i64>,
+    civic_address_id: Vec<String>,
+    location_id: Vec<String>,
+    country_code: Vec<String>,
+    provision_time: Vec<i64>,
+    update_time: Vec<i64>,
+    version: Vec<i64>,
+}
+
+impl NumberColumns {
+    fn push(&mut self, n: &PhoneNumber) {
+        let a = n.assignment.as_ref();
+        self.number.push(n.number.clone());
+        self.carrier_id.push(n.carrier_id.clone());
+        self.tenant_id.push(n.tenant_id.clone());
+        self.state.push(i64::from(n.state.code()));
+        self.assignment_type
+            .push(a.map(|a| i64::from(a.assignment_type.code())));
+        self.sip_uri.push(a.map(|a| a.sip_uri.clone()));
+        self.user_id.push(a.map(|a| a.user_id.clone()));
+        self.assign_time.push(a.map(|a| a.assign_time));
+        self.capabilities.push(Capability::to_mask(&n.capabilities));
+        self.civic_address_id.push(n.civic_address_id.clone());
+        self.location_id.push(n.location_id.clone());
+        self.country_code.push(n.country_code.clone());
+        self.provision_time.push(n.provision_time);
+        self.update_time.push(n.update_time);
+        self.version.push(n.version);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.number.is_empty()
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 15] {
+        [
+            &self.number,
+            &self.carrier_id,
+            &self.tenant_id,
+            &self.state,
+            &self.assignment_type,
+            &self.sip_uri,
+            &self.user_id,
+            &self.assign_time,
+            &self.capabilities,
+            &self.civic_address_id,
+            &self.location_id,
+            &self.country_code,
+            &self.provision_time,
+            &self.update_time,
+            &self.version,
+        ]
+    }
+}
+
+/// The changes a write makes, in order, on top of the rows it locked.
+struct Changes {
+    /// The numbers that had a row when locked.
+    existed: HashSet<String>,
+    /// Each number as it is now (locked rows, then every change applied).
+    current: HashMap<String, PhoneNumber>,
+    /// The events, in the order the changes were made.
+    events: Vec<(NumberEventType, PhoneNumber)>,
+}
+
+impl Changes {
+    fn new(locked: HashMap<String, PhoneNumber>) -> Changes {
+        Changes {
+            existed: locked.keys().cloned().collect(),
+            current: locked,
+            events: Vec::new(),
+        }
+    }
+
+    /// Records a change (version + 1) and its event.
+    fn commit(&mut self, event_type: NumberEventType, mut n: PhoneNumber) -> PhoneNumber {
+        n.version += 1;
+        n.update_time = now_micros();
+        self.current.insert(n.number.clone(), n.clone());
+        self.events.push((event_type, n.clone()));
+        n
+    }
+
+    /// Writes the changed numbers, then appends the events with sequences drawn from the
+    /// carriers' heads (in carrier order) and announces them. Returns whether events were
+    /// appended.
+    async fn save(self, tx: &Transaction<'_>) -> PgResult<bool> {
+        if self.events.is_empty() {
+            return Ok(false);
+        }
+        let mut changed: Vec<&String> = self
+            .events
+            .iter()
+            .map(|(_, n)| &n.number)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        changed.sort();
+        let (mut updates, mut inserts) = (NumberColumns::default(), NumberColumns::default());
+        for number in changed {
+            let Some(n) = self.current.get(number) else {
+                continue;
+            };
+            if self.existed.contains(number) {
+                updates.push(n);
+            } else {
+                inserts.push(n);
+            }
+        }
+        if !updates.is_empty() {
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "UPDATE numbers AS n SET
+                        carrier_id = u.carrier_id, tenant_id = u.tenant_id, state = u.state,
+                        assignment_type = u.assignment_type, sip_uri = u.sip_uri,
+                        user_id = u.user_id, assign_time = u.assign_time,
+                        capabilities = u.capabilities, civic_address_id = u.civic_address_id,
+                        location_id = u.location_id, country_code = u.country_code,
+                        provision_time = u.provision_time, update_time = u.update_time,
+                        version = u.version
+                       FROM {UNNEST} AS u({COLUMNS})
+                      WHERE n.number = u.number"
+                ))
+                .await?;
+            tx.execute(&stmt, &updates.params()).await?;
+        }
+        if !inserts.is_empty() {
+            // A plain INSERT: a concurrent writer of the same new number makes one of the two
+            // fail on the primary key, and its rerun sees the other's row.
+            let stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO numbers ({COLUMNS}) SELECT * FROM {UNNEST}"
+                ))
+                .await?;
+            tx.execute(&stmt, &inserts.params()).await?;
+        }
+        let mut by_carrier: BTreeMap<&str, Vec<&(NumberEventType, PhoneNumber)>> = BTreeMap::new();
+        for event in &self.events {
+            by_carrier
+                .entry(event.1.carrier_id.as_str())
+                .or_default()
+                .push(event);
+        }
+        for (carrier_id, events) in by_carrier {
+            append_events(tx, carrier_id, &events).await?;
+        }
+        notify(tx, Channel::NumberEvents).await?;
+        Ok(true)
+    }
+}
+
+/// Appends a carrier's events, in order, with the next sequences of its head.
+async fn append_events(
+    tx: &Transaction<'_>,
+    carrier_id: &str,
+    events: &[&(NumberEventType, PhoneNumber)],
+) -> PgResult<()> {
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let draw = tx
+        .prepare_cached(
+            "INSERT INTO carrier_heads (carrier_id, number_event_seq) VALUES ($1, $2)
+             ON CONFLICT (carrier_id) DO UPDATE
+               SET number_event_seq = carrier_heads.number_event_seq + excluded.number_event_seq
+             RETURNING number_event_seq",
+        )
+        .await?;
+    let last: i64 = tx.query_one(&draw, &[&carrier_id, &count]).await?.get(0);
+    let first = last - count + 1;
+    let mut sequences = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut snapshots = Vec::with_capacity(events.len());
+    let mut times = Vec::with_capacity(events.len());
+    for (sequence, (event_type, n)) in (first..).zip(events) {
+        sequences.push(sequence);
+        types.push(i64::from(event_type.code()));
+        snapshots.push(serde_json::to_string(n).map_err(|e| StoreError::Internal(e.to_string()))?);
+        times.push(n.update_time);
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO number_events (carrier_id, sequence, event_type, snapshot, event_time)
+             SELECT $1::TEXT, * FROM unnest($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[])",
+        )
+        .await?;
+    tx.execute(
+        &insert,
+        &[&carrier_id, &sequences, &types, &snapshots, &times],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Why the carrier may not put `item` in its tenant now (consent status and countries, as
+/// `(status, countries)` of the consent row, if there is one).
+fn consent_problem(consent: Option<&(i64, String)>, item: &NumberUpload) -> Option<String> {
+    match consent {
+        None => Some(format!(
+            "tenant {} has not consented to this carrier",
+            item.tenant_id
+        )),
+        Some((status, _)) if *status != i64::from(ConsentStatus::Active.code()) => Some(format!(
+            "the consent of tenant {} is not active; numbers can be uploaded only to tenants with an active consent",
+            item.tenant_id
+        )),
+        Some((_, countries)) if !countries.is_empty() && item.country_code.is_empty() => {
+            Some(format!(
+                "tenant {} consented only to numbers from {countries}: set country_code",
+                item.tenant_id
+            ))
+        }
+        Some((_, countries))
+            if !countries.is_empty() && !countries.split(',').any(|c| c == item.country_code) =>
+        {
+            Some(format!(
+                "tenant {} has not consented to numbers from {} (consented: {countries})",
+                item.tenant_id, item.country_code
+            ))
+        }
+        Some(_) => None,
+    }
+}
+
+/// Provisions each item independently (in order: an item sees the ones before it).
 pub async fn upload(
     tx: &Transaction<'_>,
     carrier_id: &str,
     items: &[NumberUpload],
 ) -> PgResult<Vec<ItemOutcome>> {
-    let _ = (tx, carrier_id, items);
-    unwritten()
+    // The consents, held (FOR SHARE) so that a revocation commits before or after this
+    // upload, never in between.
+    let mut tenants: Vec<String> = items.iter().map(|i| i.tenant_id.clone()).collect();
+    tenants.sort();
+    tenants.dedup();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT tenant_id, status, countries FROM consents
+              WHERE carrier_id = $1 AND tenant_id = ANY($2) ORDER BY tenant_id FOR SHARE",
+        )
+        .await?;
+    let consents: HashMap<String, (i64, String)> = tx
+        .query(&stmt, &[&carrier_id, &tenants])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let numbers: Vec<String> = items.iter().map(|i| i.number.clone()).collect();
+    let mut changes = Changes::new(lock(tx, &numbers).await?);
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        if let Some(reason) = consent_problem(consents.get(&item.tenant_id), item) {
+            outcomes.push(ItemOutcome::Rejected(reason));
+            continue;
+        }
+        let now = now_micros();
+        let fresh = |version: i64| PhoneNumber {
+            number: item.number.clone(),
+            carrier_id: carrier_id.to_owned(),
+            tenant_id: item.tenant_id.clone(),
+            state: NumberState::Provisioned,
+            assignment: None,
+            capabilities: item.capabilities.clone(),
+            civic_address_id: item.civic_address_id.clone(),
+            location_id: item.location_id.clone(),
+            country_code: item.country_code.clone(),
+            provision_time: now,
+            update_time: now,
+            version,
+        };
+        let outcome = match changes.current.get(&item.number).cloned() {
+            // New, or released (by anyone) and free to provision again.
+            None => ItemOutcome::Created(changes.commit(NumberEventType::Provisioned, fresh(0))),
+            Some(old) if old.state == NumberState::Released => ItemOutcome::Created(
+                changes.commit(NumberEventType::Provisioned, fresh(old.version)),
+            ),
+            // Held by another carrier: say no without saying who.
+            Some(old) if old.carrier_id != carrier_id => {
+                ItemOutcome::Rejected("the number is not available to this carrier".into())
+            }
+            Some(old) => {
+                let same = old.tenant_id == item.tenant_id
+                    && old.capabilities == item.capabilities
+                    && old.civic_address_id == item.civic_address_id
+                    && old.location_id == item.location_id
+                    && old.country_code == item.country_code;
+                if same {
+                    ItemOutcome::Unchanged(old)
+                } else if old.state == NumberState::Assigned && old.tenant_id != item.tenant_id {
+                    ItemOutcome::Rejected(format!(
+                        "the number is assigned in tenant {}; it must be unassigned there and released before it can move",
+                        old.tenant_id
+                    ))
+                } else {
+                    let n = PhoneNumber {
+                        tenant_id: item.tenant_id.clone(),
+                        capabilities: item.capabilities.clone(),
+                        civic_address_id: item.civic_address_id.clone(),
+                        location_id: item.location_id.clone(),
+                        country_code: item.country_code.clone(),
+                        ..old
+                    };
+                    ItemOutcome::Updated(changes.commit(NumberEventType::Updated, n))
+                }
+            }
+        };
+        outcomes.push(outcome);
+    }
+    changes.save(tx).await?;
+    Ok(outcomes)
 }
 
+/// Releases each item independently (in order).
 pub async fn release(
     tx: &Transaction<'_>,
     carrier_id: &str,
     numbers: &[String],
 ) -> PgResult<Vec<ItemOutcome>> {
-    let _ = (tx, carrier_id, numbers);
-    unwritten()
+    let mut changes = Changes::new(lock(tx, numbers).await?);
+    let mut outcomes = Vec::with_capacity(numbers.len());
+    for number in numbers {
+        let current = changes
+            .current
+            .get(number)
+            .filter(|n| n.carrier_id == carrier_id)
+            .cloned();
+        let outcome = match current {
+            None => ItemOutcome::Rejected("number not found".into()),
+            Some(n) if n.state == NumberState::Released => ItemOutcome::Unchanged(n),
+            Some(n) if n.state == NumberState::Assigned => ItemOutcome::Rejected(
+                "the number is assigned in its tenant; the tenant must unassign it before it can be released".into(),
+            ),
+            Some(mut n) => {
+                n.state = NumberState::Released;
+                ItemOutcome::Updated(changes.commit(NumberEventType::Released, n))
+            }
+        };
+        outcomes.push(outcome);
+    }
+    changes.save(tx).await?;
+    Ok(outcomes)
 }
 
-pub async fn get(db: &impl GenericClient, number: &str) -> PgResult<Option<PhoneNumber>> {
-    let _ = (db, number);
-    unwritten()
+/// A number the platform may (un)assign in `tenant_id`, locked, with the changes to make.
+async fn assignable(
+    tx: &Transaction<'_>,
+    number: &str,
+    tenant_id: &str,
+) -> PgResult<(PhoneNumber, Changes)> {
+    let locked = lock(tx, &[number.to_owned()]).await?;
+    let n = locked.get(number).cloned().ok_or_else(|| {
+        StoreError::NotFound(format!("number {number} is not provisioned by any carrier"))
+    })?;
+    if n.state == NumberState::Released {
+        return Err(StoreError::FailedPrecondition(format!(
+            "number {number} has been released by its carrier"
+        ))
+        .into());
+    }
+    if n.tenant_id != tenant_id {
+        return Err(StoreError::FailedPrecondition(format!(
+            "number {number} is not provisioned to tenant {tenant_id}"
+        ))
+        .into());
+    }
+    Ok((n, Changes::new(locked)))
 }
 
-pub async fn list(
-    db: &impl GenericClient,
-    carrier_id: &str,
-    filter: &NumberFilter,
-    after: Option<&str>,
-    limit_plus_one: usize,
-) -> PgResult<(Vec<PhoneNumber>, i64)> {
-    let _ = (db, carrier_id, filter, after, limit_plus_one);
-    unwritten()
+/// Assigns a number; returns it as it is now.
+pub async fn assign(tx: &Transaction<'_>, req: &AssignRequest) -> PgResult<PhoneNumber> {
+    let (mut n, mut changes) = assignable(tx, &req.number, &req.tenant_id).await?;
+    if let Some(a) = &n.assignment
+        && a.assignment_type == req.assignment_type
+        && a.sip_uri == req.sip_uri
+        && a.user_id == req.user_id
+    {
+        return Ok(n);
+    }
+    n.state = NumberState::Assigned;
+    n.assignment = Some(Assignment {
+        assignment_type: req.assignment_type,
+        sip_uri: req.sip_uri.clone(),
+        user_id: req.user_id.clone(),
+        assign_time: now_micros(),
+    });
+    let n = changes.commit(NumberEventType::Assigned, n);
+    changes.save(tx).await?;
+    Ok(n)
 }
 
-pub async fn assign(tx: &Transaction<'_>, request: &AssignRequest) -> PgResult<PhoneNumber> {
-    let _ = (tx, request);
-    unwritten()
-}
-
+/// Unassigns a number; returns it as it is now.
 pub async fn unassign(
     tx: &Transaction<'_>,
     number: &str,
     tenant_id: &str,
 ) -> PgResult<PhoneNumber> {
-    let _ = (tx, number, tenant_id);
-    unwritten()
+    let (n, mut changes) = assignable(tx, number, tenant_id).await?;
+    if n.state != NumberState::Assigned {
+        return Ok(n);
+    }
+    let n = changes.commit(NumberEventType::Unassigned, unassigned(n));
+    changes.save(tx).await?;
+    Ok(n)
 }
 
+fn unassigned(n: PhoneNumber) -> PhoneNumber {
+    PhoneNumber {
+        state: NumberState::Provisioned,
+        assignment: None,
+        ..n
+    }
+}
+
+/// Unassigns every assigned number of `tenant_id` (for erasure), one event each; returns how
+/// many.
+pub async fn unassign_tenant(tx: &Transaction<'_>, tenant_id: &str) -> PgResult<i64> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM numbers WHERE tenant_id = $1 AND state = $2
+              ORDER BY number FOR UPDATE"
+        ))
+        .await?;
+    let locked: HashMap<String, PhoneNumber> = tx
+        .query(
+            &stmt,
+            &[&tenant_id, &i64::from(NumberState::Assigned.code())],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let n = from_row(r);
+            (n.number.clone(), n)
+        })
+        .collect();
+    let mut assigned: Vec<PhoneNumber> = locked.values().cloned().collect();
+    assigned.sort_by(|a, b| a.number.cmp(&b.number));
+    let mut changes = Changes::new(locked);
+    for n in &assigned {
+        changes.commit(NumberEventType::Unassigned, unassigned(n.clone()));
+    }
+    changes.save(tx).await?;
+    Ok(i64::try_from(assigned.len()).unwrap_or(i64::MAX))
+}
+
+/// A page of a carrier's numbers (`fetch` rows at most) and the total matching the filter.
+pub async fn list(
+    db: &impl GenericClient,
+    carrier_id: &str,
+    filter: &NumberFilter,
+    after: Option<&str>,
+    fetch: usize,
+) -> PgResult<(Vec<PhoneNumber>, i64)> {
+    const WHERE: &str = "carrier_id = $1 AND ($2::TEXT IS NULL OR tenant_id = $2)
+        AND ($3::BIGINT IS NULL OR state = $3) AND ($4::BIGINT IS NULL OR update_time >= $4)";
+    let state = filter.state.map(|s| i64::from(s.code()));
+    let fetch = i64::try_from(fetch).unwrap_or(i64::MAX);
+    let stmt = db
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM numbers WHERE {WHERE} AND ($5::TEXT IS NULL OR number > $5)
+             ORDER BY number LIMIT $6"
+        ))
+        .await?;
+    let items = db
+        .query(
+            &stmt,
+            &[
+                &carrier_id,
+                &filter.tenant_id,
+                &state,
+                &filter.updated_since,
+                &after,
+                &fetch,
+            ],
+        )
+        .await?
+        .iter()
+        .map(from_row)
+        .collect();
+    let count = db
+        .prepare_cached(&format!("SELECT count(*) FROM numbers WHERE {WHERE}"))
+        .await?;
+    let total: i64 = db
+        .query_one(
+            &count,
+            &[
+                &carrier_id,
+                &filter.tenant_id,
+                &state,
+                &filter.updated_since,
+            ],
+        )
+        .await?
+        .get(0);
+    Ok((items, total))
+}
+
+/// A carrier's events after `after`, in sequence order.
 pub async fn events_after(
     db: &impl GenericClient,
     carrier_id: &str,
     after: i64,
     limit: usize,
 ) -> PgResult<Vec<NumberEvent>> {
-    let _ = (db, carrier_id, after, limit);
-    unwritten()
+    let stmt = db
+        .prepare_cached(
+            "SELECT sequence, event_type, snapshot, event_time FROM number_events
+             WHERE carrier_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+        )
+        .await?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    db.query(&stmt, &[&carrier_id, &after, &limit])
+        .await?
+        .iter()
+        .map(|r| {
+            let (sequence, code, snapshot, event_time): (i64, i64, String, i64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            let event_type = i32::try_from(code)
+                .ok()
+                .and_then(NumberEventType::from_code)
+                .ok_or_else(|| StoreError::Internal(format!("unknown event type {code}")))?;
+            let number = serde_json::from_str(&snapshot)
+                .map_err(|e| StoreError::Internal(format!("event {sequence}: {e}")))?;
+            Ok(NumberEvent {
+                sequence,
+                event_type,
+                number,
+                event_time,
+            })
+        })
+        .collect()
 }

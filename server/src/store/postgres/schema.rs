@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use super::PgResult;
 
 /// Advisory lock key held while migrating ("OCX" in ASCII).
-const MIGRATION_LOCK: i64 = 0x4f43_58;
+const MIGRATION_LOCK: i64 = 0x004f_4358;
 
 /// Every migration, in order; its index + 1 is its version.
 const MIGRATIONS: &[&str] = &[r#"

@@ -17,6 +17,11 @@ pub struct TestPostgres {
 }
 
 impl TestPostgres {
+    /// The server at `url`.
+    pub fn new(url: String) -> TestPostgres {
+        TestPostgres { url }
+    }
+
     /// The server named by [`ENV`]. Without it: under `CI=true` a panic (CI must run the
     /// PostgreSQL tests), elsewhere `None` and a line saying the test did not run.
     pub fn from_env() -> Option<TestPostgres> {

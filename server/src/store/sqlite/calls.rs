@@ -116,7 +116,9 @@ impl Ingest {
         let last = match self.sequences.get(carrier_id) {
             Some(last) => *last,
             None => conn
-                .prepare_cached("SELECT coalesce(max(feed_sequence), 0) FROM call_records WHERE carrier_id = ?1")?
+                .prepare_cached(
+                    "SELECT coalesce((SELECT call_record_seq FROM carrier_heads WHERE carrier_id = ?1), 0)",
+                )?
                 .query_row([carrier_id], |r| r.get(0))?,
         };
         self.sequences.insert(carrier_id.to_owned(), last + 1);
@@ -195,6 +197,15 @@ pub fn ingest(conn: &Connection, records: Vec<CallRecord>) -> StoreResult<Vec<In
             }
         };
         outcomes.push(outcome);
+    }
+    // The carriers' heads move past every sequence drawn, and never back: a sequence stays
+    // used even when retention or erasure deletes its record later.
+    let mut head = conn.prepare_cached(
+        "INSERT INTO carrier_heads (carrier_id, call_record_seq) VALUES (?1, ?2)
+         ON CONFLICT (carrier_id) DO UPDATE SET call_record_seq = excluded.call_record_seq",
+    )?;
+    for (carrier_id, last) in &memo.sequences {
+        head.execute(params![carrier_id, last])?;
     }
     Ok(outcomes)
 }

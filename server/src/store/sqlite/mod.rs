@@ -16,7 +16,7 @@ pub mod backup;
 pub mod baseline;
 mod calls;
 mod durations;
-mod media;
+pub(crate) mod media;
 mod numbers;
 mod privacy;
 mod requests;
@@ -530,7 +530,7 @@ impl Store for SqliteStore {
         self.readers
             .read(move |conn| {
                 Ok(conn
-                    .prepare_cached("SELECT coalesce(max(sequence), 0) FROM number_events WHERE carrier_id = ?1")?
+                    .prepare_cached("SELECT coalesce((SELECT number_event_seq FROM carrier_heads WHERE carrier_id = ?1), 0)")?
                     .query_row([carrier_id], |r| r.get(0))?)
             })
             .await
@@ -541,7 +541,7 @@ impl Store for SqliteStore {
         self.readers
             .read(move |conn| {
                 Ok(conn
-                    .prepare_cached("SELECT coalesce(max(feed_sequence), 0) FROM call_records WHERE carrier_id = ?1")?
+                    .prepare_cached("SELECT coalesce((SELECT call_record_seq FROM carrier_heads WHERE carrier_id = ?1), 0)")?
                     .query_row([carrier_id], |r| r.get(0))?)
             })
             .await

@@ -77,20 +77,34 @@ fn put(conn: &Connection, n: &PhoneNumber) -> StoreResult<()> {
     Ok(())
 }
 
-/// Appends the next event of the number's carrier. The sequence is `max + 1` read inside the
-/// writer's transaction; with a single writer this is gapless and strictly increasing.
+/// Appends the next event of the number's carrier. The sequence comes from the carrier's row in
+/// `carrier_heads`, inside the writer's transaction: with a single writer it is gapless and
+/// strictly increasing, and a sequence is never drawn twice, even after retention or erasure
+/// deleted the events that had the latest ones.
 fn append_event(
     conn: &Connection,
     event_type: NumberEventType,
     n: &PhoneNumber,
 ) -> StoreResult<()> {
     let snapshot = serde_json::to_string(n).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let sequence: i64 = conn
+        .prepare_cached(
+            "INSERT INTO carrier_heads (carrier_id, number_event_seq) VALUES (?1, 1)
+             ON CONFLICT (carrier_id) DO UPDATE SET number_event_seq = number_event_seq + 1
+             RETURNING number_event_seq",
+        )?
+        .query_row([&n.carrier_id], |r| r.get(0))?;
     conn.prepare_cached(
         "INSERT INTO number_events (carrier_id, sequence, event_type, snapshot, event_time)
-         VALUES (?1, (SELECT coalesce(max(sequence), 0) + 1 FROM number_events WHERE carrier_id = ?1),
-                 ?2, ?3, ?4)",
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![n.carrier_id, event_type.code(), snapshot, n.update_time])?;
+    .execute(params![
+        n.carrier_id,
+        sequence,
+        event_type.code(),
+        snapshot,
+        n.update_time
+    ])?;
     Ok(())
 }
 

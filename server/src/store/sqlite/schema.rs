@@ -191,6 +191,25 @@ CREATE TABLE request_ids (
 CREATE INDEX request_ids_by_time ON request_ids(create_time);
 "#,
         ),
+        // Each carrier's last number-event and feed sequence. Before this, the next sequence was
+        // the largest one still stored + 1, so after retention or erasure deleted a carrier's
+        // newest events or records, sequences that followers had already passed were drawn
+        // again, and those followers missed what came under them.
+        M::up(
+            r#"
+CREATE TABLE carrier_heads (
+    carrier_id       TEXT PRIMARY KEY,
+    number_event_seq INTEGER NOT NULL DEFAULT 0,
+    call_record_seq  INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO carrier_heads (carrier_id, number_event_seq, call_record_seq)
+SELECT carrier_id, max(e), max(r) FROM (
+    SELECT carrier_id, max(sequence) AS e, 0 AS r FROM number_events GROUP BY carrier_id
+    UNION ALL
+    SELECT carrier_id, 0, max(feed_sequence) FROM call_records GROUP BY carrier_id
+) GROUP BY carrier_id;
+"#,
+        ),
     ])
 }
 

@@ -1,0 +1,123 @@
+//! What only PostgreSQL has: several replicas on one database. How call-record ingest scales
+//! from one replica to two, and the feed's latency when the records are ingested through one
+//! replica and delivered by the other (the LISTEN/NOTIFY wake-up between them).
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures_util::{StreamExt, stream};
+use ocx_api::pb;
+use ocx_client::Client;
+
+use crate::figures::{Figure, Target, human};
+use crate::{Backend, Server, record_batches, setup};
+
+/// Ingests `batches` over one stream per client, all at once; the time to the last
+/// acknowledgement of all of them.
+async fn ingest_on(
+    platforms: &[Client],
+    batches: Vec<Vec<pb::CallRecord>>,
+) -> anyhow::Result<Duration> {
+    let records: usize = batches.iter().map(Vec::len).sum();
+    let mut shares: Vec<Vec<Vec<pb::CallRecord>>> = vec![Vec::new(); platforms.len()];
+    for (i, batch) in batches.into_iter().enumerate() {
+        shares[i % platforms.len()].push(batch);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (platform, share) in platforms.iter().zip(shares) {
+        let platform = platform.clone();
+        tasks.push(tokio::spawn(async move {
+            let acks = platform.ingest_call_records(stream::iter(share)).await?;
+            let mut acks = std::pin::pin!(acks);
+            let mut created = 0_i64;
+            while let Some(ack) = acks.next().await {
+                created += i64::from(ack?.created_count);
+            }
+            anyhow::Ok(created)
+        }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        created += task.await??;
+    }
+    let elapsed = started.elapsed();
+    if created != records as i64 {
+        bail!("{created} of {records} records were created");
+    }
+    Ok(elapsed)
+}
+
+/// Replica figures: see the module's comment.
+pub async fn replicas(backend: &Backend, small: bool) -> anyhow::Result<Vec<Figure>> {
+    let (records, (rate, seconds)) = if small {
+        (4_000, (1_000, 2))
+    } else {
+        (400_000, (5_000, 10))
+    };
+    let dir = tempfile::tempdir()?;
+    let batches: Vec<Vec<pb::CallRecord>> = record_batches(records).collect();
+    let per_second = |d: Duration| records as f64 / d.as_secs_f64();
+
+    eprintln!("ingesting {records} records: one replica, one stream ...");
+    let one = Server::start(backend, &dir.path().join("a.db")).await?;
+    let (platform, _) = setup(&one).await?;
+    let single = ingest_on(std::slice::from_ref(&platform), batches.clone()).await?;
+    drop(one);
+
+    eprintln!("ingesting {records} records: one replica, two streams ...");
+    let one = Server::start(backend, &dir.path().join("b.db")).await?;
+    let (platform, _) = setup(&one).await?;
+    let one_two = ingest_on(&[platform.clone(), platform], batches.clone()).await?;
+    drop(one);
+
+    eprintln!("ingesting {records} records: two replicas, a stream each ...");
+    let a = Server::start(backend, &dir.path().join("c.db")).await?;
+    let b = a.replica()?;
+    let (platform_a, _) = setup(&a).await?;
+    let platform_b = Client::connect(b.endpoint.clone(), b.platform_key.clone()).await?;
+    let two = ingest_on(&[platform_a, platform_b], batches).await?;
+    drop((a, b));
+
+    eprintln!("feed latency across replicas: ingested through A, followed on B ...");
+    let a = Server::start(backend, &dir.path().join("d.db")).await?;
+    let b = a.replica()?;
+    let (platform_a, _) = setup(&a).await?;
+    // The follower's key is made through B, so B knows it at once.
+    let platform_b = Client::connect(b.endpoint.clone(), b.platform_key.clone()).await?;
+    let created = platform_b
+        .create_api_key(pb::CreateApiKeyRequest {
+            request_id: String::new(),
+            role: pb::ApiKeyRole::Carrier.into(),
+            carrier_id: crate::CARRIER.to_owned(),
+            display_name: "bench-follower".to_owned(),
+        })
+        .await?;
+    let carrier_b = platform_b.with_key(created.secret)?;
+    let latency = crate::latency::measure(&platform_a, &carrier_b, rate, seconds)
+        .await?
+        .named(" [PostgreSQL, ingested through replica A, delivered by replica B]");
+    drop((a, b));
+
+    let rate_of = |d| format!("{} records/s", human(per_second(d)));
+    Ok(vec![
+        Figure::info(
+            format!("ingest, 1 replica, 1 stream ({records} records) [PostgreSQL]"),
+            rate_of(single),
+        ),
+        Figure::info(
+            format!("ingest, 1 replica, 2 streams ({records} records) [PostgreSQL]"),
+            rate_of(one_two),
+        ),
+        Figure::ratio(
+            format!(
+                "ingest, 2 replicas, a stream each ({records} records) [PostgreSQL; limit: 1 replica, 2 streams]"
+            ),
+            per_second(two),
+            per_second(one_two),
+            "records/s",
+            Target::None,
+        ),
+        latency,
+    ])
+}
