@@ -30,8 +30,10 @@ const NUMBERS: u32 = 30;
 /// Records per ingest batch, and batches per replica.
 const BATCH: usize = 40;
 const BATCHES: usize = 12;
-/// B is killed after this many of its ingest batches were acknowledged.
+/// B is killed after this many of its ingest batches were acknowledged, and this many number
+/// changes made through it.
 const KILL_AFTER: usize = 4;
+const CHANGES_BEFORE_KILL: usize = 20;
 /// The longest any wait in this test may take.
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -96,8 +98,14 @@ where
 }
 
 /// Assigns and unassigns each of `numbers` `rounds` times through `platform`; stops at the
-/// first failure (its replica was killed). Returns how many calls succeeded.
-async fn churn(platform: Client, numbers: Vec<String>, rounds: usize) -> usize {
+/// first failure (its replica was killed). Returns how many calls succeeded, and publishes the
+/// count as it goes.
+async fn churn(
+    platform: Client,
+    numbers: Vec<String>,
+    rounds: usize,
+    progress: watch::Sender<usize>,
+) -> usize {
     let mut done = 0;
     for round in 0..rounds {
         for number in &numbers {
@@ -114,10 +122,12 @@ async fn churn(platform: Client, numbers: Vec<String>, rounds: usize) -> usize {
                 return done;
             }
             done += 1;
+            progress.send_replace(done);
             if platform.unassign_number(number, TENANT).await.is_err() {
                 return done;
             }
             done += 1;
+            progress.send_replace(done);
         }
     }
     done
@@ -128,15 +138,10 @@ async fn churn(platform: Client, numbers: Vec<String>, rounds: usize) -> usize {
 /// `killed` and keeps reading until the stream fails.
 async fn ingest(
     platform: Client,
-    batches: Vec<Vec<pb::CallRecord>>,
+    batches: impl Stream<Item = Vec<pb::CallRecord>> + Send + 'static,
     mut kill: Option<(usize, oneshot::Sender<()>)>,
 ) -> (BTreeSet<usize>, i32) {
-    let mut acks = Box::pin(
-        platform
-            .ingest_call_records(stream::iter(batches))
-            .await
-            .expect("ingest"),
-    );
+    let mut acks = Box::pin(platform.ingest_call_records(batches).await.expect("ingest"));
     let (mut acked, mut created) = (BTreeSet::new(), 0);
     while let Some(ack) = acks.next().await {
         let Ok(ack) = ack else { break };
@@ -356,10 +361,20 @@ async fn two_replicas_serve_as_one_and_survive_a_sigkill() {
     let reports_b: Vec<_> = via_b.iter().map(|b| reports_for(b)).collect();
     let third = (NUMBERS / 3) as usize;
     let (kill_tx, kill_rx) = oneshot::channel();
-    let ingest_a = tokio::spawn(ingest(platform_a.clone(), via_a.clone(), None));
+    let ingest_a = tokio::spawn(ingest(
+        platform_a.clone(),
+        stream::iter(via_a.clone()),
+        None,
+    ));
+    // B's batches go out as the test releases them: KILL_AFTER first, two more just before
+    // the kill (in flight when it comes), the rest never.
+    let (release_b, released_b) = tokio::sync::mpsc::unbounded_channel();
+    for batch in &via_b[..KILL_AFTER] {
+        release_b.send(batch.clone()).expect("release");
+    }
     let ingest_b = tokio::spawn(ingest(
         platform_b.clone(),
-        via_b.clone(),
+        tokio_stream::wrappers::UnboundedReceiverStream::new(released_b),
         Some((KILL_AFTER, kill_tx)),
     ));
     let report_a = tokio::spawn(report(carrier_a.clone(), reports_a.clone()));
@@ -372,14 +387,28 @@ async fn two_replicas_serve_as_one_and_survive_a_sigkill() {
             .cloned()
             .collect(),
         3,
+        watch::channel(0).0,
     ));
-    let churn_b = tokio::spawn(churn(platform_b.clone(), numbers[third..].to_vec(), 1000));
+    let (progress_b, mut changes_b) = watch::channel(0);
+    let churn_b = tokio::spawn(churn(
+        platform_b.clone(),
+        numbers[third..].to_vec(),
+        1000,
+        progress_b,
+    ));
 
     // SIGKILL B in the middle of its streams.
     tokio::time::timeout(BOUND, kill_rx)
         .await
         .expect("B acknowledged batches")
         .expect("B's ingest told");
+    tokio::time::timeout(BOUND, changes_b.wait_for(|n| *n >= CHANGES_BEFORE_KILL))
+        .await
+        .expect("B made number changes")
+        .expect("B's changes");
+    for batch in &via_b[KILL_AFTER..KILL_AFTER + 2] {
+        release_b.send(batch.clone()).expect("release");
+    }
     let mut b = replica_b.take().expect("B");
     b.0.kill().expect("SIGKILL B");
     b.0.wait().expect("reap B");
@@ -391,7 +420,10 @@ async fn two_replicas_serve_as_one_and_survive_a_sigkill() {
     );
     let reported_b = report_b.await.expect("B's reports");
     let churned_b = churn_b.await.expect("B's assignments");
-    assert!(churned_b > 0, "B made number changes before it died");
+    assert!(
+        churned_b >= CHANGES_BEFORE_KILL,
+        "B made number changes before it died"
+    );
 
     // B's clients move to A: the feeds resume after the last sequence they saw, and the
     // writers resend everything (ingest and reports are idempotent; what B acknowledged must
@@ -413,7 +445,7 @@ async fn two_replicas_serve_as_one_and_survive_a_sigkill() {
         None,
     );
     let acked_again: Vec<Vec<pb::CallRecord>> = acked_b.iter().map(|i| via_b[*i].clone()).collect();
-    let (_, created_again) = ingest(platform_a.clone(), acked_again, None).await;
+    let (_, created_again) = ingest(platform_a.clone(), stream::iter(acked_again), None).await;
     assert_eq!(
         created_again, 0,
         "what B acknowledged is stored: resending it creates nothing"
@@ -422,7 +454,7 @@ async fn two_replicas_serve_as_one_and_survive_a_sigkill() {
         .filter(|i| !acked_b.contains(i))
         .map(|i| via_b[i].clone())
         .collect();
-    let resent = ingest(platform_a.clone(), unacked.clone(), None).await;
+    let resent = ingest(platform_a.clone(), stream::iter(unacked.clone()), None).await;
     assert_eq!(
         resent.0.len(),
         unacked.len(),
@@ -454,6 +486,16 @@ async fn two_replicas_serve_as_one_and_survive_a_sigkill() {
         "SELECT feed_sequence, call_id FROM call_records WHERE carrier_id = $1 ORDER BY feed_sequence",
     )
     .await;
+    eprintln!(
+        "{} number events, {} feed entries; B acknowledged {} of {BATCHES} ingest batches and {} \
+         number changes before SIGKILL; B's watcher had seen {} events, its feed {} records",
+        events.len(),
+        records.len(),
+        acked_b.len(),
+        churned_b,
+        events_b.len(),
+        records_b.len()
+    );
     assert_gapless("number events in the database", &events);
     assert_gapless("the call-record feed in the database", &records);
     let _ = target_events.send(events.len() as i64);
