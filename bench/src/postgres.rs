@@ -12,6 +12,9 @@ use ocx_client::Client;
 use crate::figures::{Figure, Target, human};
 use crate::{Backend, Server, record_batches, setup};
 
+/// The carrier that half of the records name in the two-carrier runs.
+const SECOND_CARRIER: &str = "bench-tel-2";
+
 /// Ingests `batches` over one stream per client, all at once; the time to the last
 /// acknowledgement of all of them.
 async fn ingest_on(
@@ -65,19 +68,41 @@ pub async fn replicas(backend: &Backend, small: bool) -> anyhow::Result<Vec<Figu
     let single = ingest_on(std::slice::from_ref(&platform), batches.clone()).await?;
     drop(one);
 
-    eprintln!("ingesting {records} records: one replica, two streams ...");
-    let one = Server::start(backend, &dir.path().join("b.db")).await?;
-    let (platform, _) = setup(&one).await?;
-    let one_two = ingest_on(&[platform.clone(), platform], batches.clone()).await?;
-    drop(one);
-
-    eprintln!("ingesting {records} records: two replicas, a stream each ...");
-    let a = Server::start(backend, &dir.path().join("c.db")).await?;
-    let b = a.replica()?;
-    let (platform_a, _) = setup(&a).await?;
-    let platform_b = Client::connect(b.endpoint.clone(), b.platform_key.clone()).await?;
-    let two = ingest_on(&[platform_a, platform_b], batches).await?;
-    drop((a, b));
+    // Two streams, on one replica or one each on two; the records of one carrier, or half of
+    // them named for a second carrier (a carrier's feed is ordered, so its writes take turns).
+    let mut two_streams = Vec::new();
+    for carriers in [1, 2] {
+        for replicas in [1, 2] {
+            eprintln!(
+                "ingesting {records} records: {replicas} replica(s), two streams, {carriers} carrier(s) ..."
+            );
+            let a = Server::start(backend, &dir.path().join("b.db")).await?;
+            let (platform_a, _) = setup(&a).await?;
+            let b = if replicas == 2 {
+                Some(a.replica()?)
+            } else {
+                None
+            };
+            let platform_b = match &b {
+                Some(b) => Client::connect(b.endpoint.clone(), b.platform_key.clone()).await?,
+                None => platform_a.clone(),
+            };
+            let mut batches = batches.clone();
+            if carriers == 2 {
+                platform_a.create_carrier(SECOND_CARRIER, "Bench 2").await?;
+                // Batches alternate between the streams: every other one goes to the second
+                // carrier, on the second stream.
+                for batch in batches.iter_mut().skip(1).step_by(2) {
+                    for record in batch.iter_mut() {
+                        record.carrier_id = SECOND_CARRIER.to_owned();
+                    }
+                }
+            }
+            let took = ingest_on(&[platform_a, platform_b], batches).await?;
+            two_streams.push((carriers, replicas, took));
+            drop((a, b));
+        }
+    }
 
     eprintln!("feed latency across replicas: ingested through A, followed on B ...");
     let a = Server::start(backend, &dir.path().join("d.db")).await?;
@@ -100,24 +125,29 @@ pub async fn replicas(backend: &Backend, small: bool) -> anyhow::Result<Vec<Figu
     drop((a, b));
 
     let rate_of = |d| format!("{} records/s", human(per_second(d)));
-    Ok(vec![
-        Figure::info(
-            format!("ingest, 1 replica, 1 stream ({records} records) [PostgreSQL]"),
-            rate_of(single),
-        ),
-        Figure::info(
-            format!("ingest, 1 replica, 2 streams ({records} records) [PostgreSQL]"),
-            rate_of(one_two),
-        ),
-        Figure::ratio(
-            format!(
-                "ingest, 2 replicas, a stream each ({records} records) [PostgreSQL; limit: 1 replica, 2 streams]"
-            ),
-            per_second(two),
-            per_second(one_two),
+    let mut figures = vec![Figure::info(
+        format!("ingest, 1 replica, 1 stream ({records} records) [PostgreSQL]"),
+        rate_of(single),
+    )];
+    for carriers in [1, 2] {
+        let took = |replicas| {
+            two_streams
+                .iter()
+                .find(|(c, r, _)| *c == carriers && *r == replicas)
+                .map_or(Duration::MAX, |t| t.2)
+        };
+        figures.push(Figure::info(
+            format!("ingest, 1 replica, 2 streams, {carriers} carrier(s) ({records} records) [PostgreSQL]"),
+            rate_of(took(1)),
+        ));
+        figures.push(Figure::ratio(
+            format!("ingest, 2 replicas, a stream each, {carriers} carrier(s) ({records} records) [PostgreSQL; limit: 1 replica]"),
+            per_second(took(2)),
+            per_second(took(1)),
             "records/s",
             Target::None,
-        ),
-        latency,
-    ])
+        ));
+    }
+    figures.push(latency);
+    Ok(figures)
 }

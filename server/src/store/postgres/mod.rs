@@ -115,6 +115,7 @@ mod numbers;
 mod privacy;
 mod reconcile;
 mod requests;
+pub use self::reconcile::summary_sql;
 mod schema;
 pub mod testing;
 
