@@ -346,6 +346,11 @@ impl Server {
         })
     }
 
+    /// The process id.
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Peak resident set size so far (`VmHWM`), in MiB.
     fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;

@@ -51,6 +51,43 @@ async fn ingest_on(
     Ok(elapsed)
 }
 
+/// CPU seconds used so far by `pid`, from /proc (user + system; 100 ticks a second, Linux's
+/// USER_HZ); 0 if it cannot be read.
+fn cpu_of(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name's closing parenthesis: state is the 1st, utime the 12th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds so far of: the processes `servers`, every process named `postgres`, and this
+/// one (the load generator).
+fn cpu_split(servers: &[u32]) -> (f64, f64, f64) {
+    let ocx = servers.iter().map(|p| cpu_of(&p.to_string())).sum();
+    let mut postgres = 0.0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "postgres" {
+                postgres += cpu_of(&pid);
+            }
+        }
+    }
+    (ocx, postgres, cpu_of("self"))
+}
+
 /// Replica figures: see the module's comment.
 pub async fn replicas(backend: &Backend, small: bool) -> anyhow::Result<Vec<Figure>> {
     let (records, (rate, seconds)) = if small {
@@ -65,8 +102,11 @@ pub async fn replicas(backend: &Backend, small: bool) -> anyhow::Result<Vec<Figu
     eprintln!("ingesting {records} records: one replica, one stream ...");
     let one = Server::start(backend, &dir.path().join("a.db")).await?;
     let (platform, _) = setup(&one).await?;
+    let before = cpu_split(&[one.pid()]);
     let single = ingest_on(std::slice::from_ref(&platform), batches.clone()).await?;
+    let after = cpu_split(&[one.pid()]);
     drop(one);
+    let cpu = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
 
     // Two streams, on one replica or one each on two; the records of one carrier, or half of
     // them named for a second carrier (a carrier's feed is ordered, so its writes take turns).
@@ -125,10 +165,22 @@ pub async fn replicas(backend: &Backend, small: bool) -> anyhow::Result<Vec<Figu
     drop((a, b));
 
     let rate_of = |d| format!("{} records/s", human(per_second(d)));
-    let mut figures = vec![Figure::info(
-        format!("ingest, 1 replica, 1 stream ({records} records) [PostgreSQL]"),
-        rate_of(single),
-    )];
+    let mut figures = vec![
+        Figure::info(
+            format!("ingest, 1 replica, 1 stream ({records} records) [PostgreSQL]"),
+            rate_of(single),
+        ),
+        Figure::info(
+            "CPU during that ingest: OCX / PostgreSQL / load generator, of wall × 2 cores [PostgreSQL]",
+            format!(
+                "{:.1} / {:.1} / {:.1} s of {:.1} s",
+                cpu.0,
+                cpu.1,
+                cpu.2,
+                single.as_secs_f64() * 2.0
+            ),
+        ),
+    ];
     for carriers in [1, 2] {
         let took = |replicas| {
             two_streams

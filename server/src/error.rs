@@ -10,6 +10,7 @@ use crate::store::StoreError;
 pub fn store_status(error: StoreError) -> Status {
     match error {
         StoreError::NotFound(m) => Status::not_found(m),
+        StoreError::InvalidArgument(m) => Status::invalid_argument(m),
         StoreError::AlreadyExists(m) => Status::already_exists(m),
         StoreError::FailedPrecondition(m) => Status::failed_precondition(m),
         StoreError::Unavailable(m) => {

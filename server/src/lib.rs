@@ -140,6 +140,8 @@ pub async fn run_with_metrics(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
+    // Subscribed before the load: a key changed elsewhere while it runs is reloaded after.
+    let key_changes = store.api_key_signal();
     let keys = Arc::new(KeyCache::load(store.as_ref()).await?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (audit_log, appender) = audit::AuditLog::start(Arc::clone(&store));
@@ -198,6 +200,7 @@ pub async fn run_with_metrics(
     let key_follower = tokio::spawn(follow_key_changes(
         Arc::clone(&keys),
         Arc::clone(&store),
+        key_changes,
         ctx.shutdown.clone(),
     ));
     let purger = config.purge_interval.map(|interval| {
@@ -302,9 +305,9 @@ pub async fn run_with_metrics(
 async fn follow_key_changes(
     keys: Arc<KeyCache>,
     store: Arc<dyn Store>,
+    mut changes: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut changes = store.api_key_signal();
     loop {
         tokio::select! {
             changed = changes.changed() => {
@@ -314,8 +317,16 @@ async fn follow_key_changes(
             }
             () = service::numbers::stopping(&mut shutdown) => return,
         }
-        if let Err(e) = keys.reload(store.as_ref()).await {
-            tracing::warn!(error = %e, "could not reload API keys after a change on another replica");
+        // A failed reload is tried again (a revoked key must not stay valid here), with a
+        // pause that grows to 5 s; a change meanwhile is covered by the same reload.
+        let mut pause = Duration::from_millis(100);
+        while let Err(e) = keys.reload(store.as_ref()).await {
+            tracing::warn!(error = %e, "could not reload API keys after a change on another replica; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = service::numbers::stopping(&mut shutdown) => return,
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 }

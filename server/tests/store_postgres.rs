@@ -29,3 +29,31 @@ async fn postgres_passes_the_store_conformance_suite() {
     })
     .await;
 }
+
+/// A value PostgreSQL cannot hold (a NUL character in text) that reaches a query is the
+/// caller's error, INVALID_ARGUMENT, not INTERNAL; and the message carries no database text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_is_invalid_argument() {
+    let Some(server) = TestPostgres::from_env() else {
+        return;
+    };
+    let url = server.fresh_schema("nul").await;
+    let store = PgStore::connect(&url, PgOptions::default())
+        .await
+        .expect("connect");
+    match store.get_call_record("acme", "call\0id").await {
+        Err(ocx_server::store::StoreError::InvalidArgument(message)) => {
+            assert!(message.contains("SQLSTATE 22"), "{message}");
+            assert!(!message.contains("call"), "{message}");
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    // The store still serves.
+    assert!(
+        store
+            .get_call_record("acme", "call-id")
+            .await
+            .expect("get")
+            .is_none()
+    );
+}

@@ -40,6 +40,10 @@ pub enum StoreError {
     /// A thing with that id already exists.
     #[error("{0}")]
     AlreadyExists(String),
+    /// A value the database cannot hold (e.g. a NUL character in a text field) that
+    /// validation let through.
+    #[error("{0}")]
+    InvalidArgument(String),
     /// The request is valid but the current state forbids it.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -93,7 +97,10 @@ impl Database {
     pub fn parse(spec: Option<&str>, data_dir: &std::path::Path) -> Database {
         match spec {
             None | Some("") => Database::Sqlite(data_dir.join("ocx.db")),
-            Some(s) if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+            Some(s)
+                if s.to_ascii_lowercase().starts_with("postgres://")
+                    || s.to_ascii_lowercase().starts_with("postgresql://") =>
+            {
                 Database::Postgres(s.to_owned())
             }
             Some(s) => Database::Sqlite(s.strip_prefix("sqlite://").unwrap_or(s).into()),
@@ -352,6 +359,10 @@ mod tests {
         );
         assert!(matches!(pg, Database::Postgres(_)));
         assert_eq!(pg.to_string(), "postgres://db:5432/ocx");
+        assert!(matches!(
+            Database::parse(Some("POSTGRES://u:p@h/d"), dir),
+            Database::Postgres(_)
+        ));
     }
 
     fn sqlite(code: std::ffi::c_int) -> rusqlite::Error {

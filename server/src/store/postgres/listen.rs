@@ -1,8 +1,11 @@
 //! The LISTEN connection: one per replica, outside the pool. It turns other replicas'
 //! notifications (and this one's) into wake-ups of the local watchers.
 //!
-//! If the connection drops, it reconnects with a growing pause (up to 5 s) and, once listening
-//! again, wakes every watcher: whatever was written meanwhile is then read from the database.
+//! If the connection drops, it reconnects with a growing pause (up to 5 s, back to 100 ms once
+//! it listened again) and, once listening again, wakes every watcher: whatever was written
+//! meanwhile is then read from the database. A connection that only listens never writes, so
+//! a dead peer (a failover, a dropped NAT entry) would go unnoticed: every
+//! [`HEARTBEAT`] it runs `SELECT 1`, and reconnects if that takes longer than [`HEARTBEAT_TIMEOUT`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +15,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{Channel, PgError, PgResult, Signals};
+
+/// How often the listener checks that its connection is alive.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How long the check may take before the connection counts as dead.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects, listens, and returns once the first LISTEN is in place, so that no write made
 /// after the store is open can go unannounced. The task runs until aborted.
@@ -42,7 +50,10 @@ async fn run(
     let mut pause = Duration::from_millis(100);
     loop {
         match listen_once(&config, &signals, &mut ready).await {
-            Ok(()) => tracing::warn!("the database listener's connection closed; reconnecting"),
+            Ok(()) => {
+                tracing::warn!("the database listener's connection closed; reconnecting");
+                pause = Duration::from_millis(100);
+            }
             Err(e) => {
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(Err(e));
@@ -98,11 +109,26 @@ async fn listen_once(
         // Listening again after a gap: anything may have been written meanwhile.
         None => signals.bump_all(),
     }
-    while let Some(channel) = rx.recv().await {
-        if let Some(c) = Channel::ALL.into_iter().find(|c| c.name() == channel) {
-            signals.bump(c);
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            channel = rx.recv() => {
+                let Some(channel) = channel else { break };
+                if let Some(c) = Channel::ALL.into_iter().find(|c| c.name() == channel) {
+                    signals.bump(c);
+                }
+            }
+            _ = heartbeat.tick() => {
+                let alive = tokio::time::timeout(HEARTBEAT_TIMEOUT, client.simple_query("SELECT 1")).await;
+                if !matches!(alive, Ok(Ok(_))) {
+                    tracing::warn!("the database listener's connection stopped answering");
+                    break;
+                }
+            }
         }
     }
+    relay.abort();
     drop(client);
     Ok(())
 }

@@ -96,13 +96,27 @@ macro_rules! write_once {
             };
             match recorded {
                 Some(recorded) => Ok(recorded),
-                None => {
-                    let value = $crate::store::postgres::pg_result($body)?;
-                    if let Some(key) = &request {
-                        $crate::store::postgres::requests::record($tx, key, &value).await?;
+                None => match $crate::store::postgres::pg_result($body) {
+                    Ok(value) => {
+                        if let Some(key) = &request {
+                            $crate::store::postgres::requests::record($tx, key, &value).await?;
+                        }
+                        Ok(value)
                     }
-                    Ok(value)
-                }
+                    // The body refused (not found, already exists, ...). If a twin of this
+                    // request (the same id, sent to another replica) committed meanwhile, the
+                    // refusal may be its doing: its recorded outcome is the answer.
+                    Err($crate::store::postgres::PgError::Store(refusal)) => {
+                        let twin = match &request {
+                            Some(key) => {
+                                $crate::store::postgres::requests::replay($tx, key).await?
+                            }
+                            None => None,
+                        };
+                        twin.ok_or($crate::store::postgres::PgError::Store(refusal))
+                    }
+                    Err(e) => Err(e),
+                },
             }
         })
     }};
@@ -175,48 +189,56 @@ impl From<PgError> for StoreError {
                 "the database is busy with conflicting writes; nothing of this request was stored: retry"
                     .into(),
             ),
-            PgError::Pool(e) => StoreError::Unavailable(format!(
-                "the server cannot reach its database ({e}); nothing of this request was stored: retry later"
-            )),
-            PgError::Db(e) => {
-                let code = e.code().cloned();
-                match code {
-                    Some(c) if c == SqlState::DISK_FULL || c == SqlState::OUT_OF_MEMORY => {
-                        StoreError::Unavailable(
-                            "the server's storage is full; nothing of this request was stored: retry later"
-                                .into(),
-                        )
-                    }
-                    Some(c) if c == SqlState::QUERY_CANCELED => StoreError::Cancelled(
-                        "the query was interrupted: its caller stopped waiting".into(),
-                    ),
-                    Some(c)
-                        if c == SqlState::T_R_SERIALIZATION_FAILURE
-                            || c == SqlState::T_R_DEADLOCK_DETECTED
-                            || c == SqlState::UNIQUE_VIOLATION =>
-                    {
-                        StoreError::Unavailable(format!(
-                            "the database is busy with conflicting writes ({e}); nothing of this request was stored: retry"
-                        ))
-                    }
-                    Some(c)
-                        if c.code().starts_with("08")
-                            || c == SqlState::ADMIN_SHUTDOWN
-                            || c == SqlState::CRASH_SHUTDOWN
-                            || c == SqlState::CANNOT_CONNECT_NOW
-                            || c == SqlState::READ_ONLY_SQL_TRANSACTION =>
-                    {
-                        StoreError::Unavailable(format!(
-                            "the server cannot write to its database ({e}): retry later"
-                        ))
-                    }
-                    None if e.is_closed() => StoreError::Unavailable(format!(
-                        "the server lost its database connection ({e}): retry later"
-                    )),
-                    _ => StoreError::Internal(format!("{e:?}")),
-                }
+            PgError::Pool(e) => {
+                // The pool's error can name the database user: logged, not sent.
+                tracing::warn!(error = %e, "no database connection");
+                StoreError::Unavailable(
+                    "the server cannot reach its database; nothing of this request was stored: retry later"
+                        .into(),
+                )
             }
+            PgError::Db(e) => from_db(&e),
         }
+    }
+}
+
+/// A database error as clients see it: by SQLSTATE class, with the code but never the
+/// database's own text (its DETAIL can quote the row's values: numbers, SIP URIs).
+fn from_db(e: &tokio_postgres::Error) -> StoreError {
+    let Some(code) = e.code() else {
+        tracing::warn!(error = %e, "database connection failed");
+        return StoreError::Unavailable(
+            "the server lost its database connection; the outcome of this request is unknown: \
+             retry it (with the same request_id, if it had one)"
+                .into(),
+        );
+    };
+    let sqlstate = code.code();
+    let class = &sqlstate[..2.min(sqlstate.len())];
+    if *code == SqlState::DISK_FULL {
+        tracing::warn!(error = %e, "database storage full");
+        return StoreError::Unavailable(
+            "the server's storage is full; nothing of this request was stored: retry later".into(),
+        );
+    }
+    match class {
+        // Data exceptions: a value PostgreSQL cannot hold (a NUL character in text, say).
+        "22" => StoreError::InvalidArgument(format!(
+            "a value in the request cannot be stored or searched for (SQLSTATE {sqlstate}): \
+             remove control characters"
+        )),
+        // Conflicts past the retries, connection loss, lack of resources, shutdown, timeouts,
+        // operator intervention, system errors, a plan invalidated by a migration: transient.
+        "40" | "08" | "53" | "57" | "58" | "55" | "25" | "0A" => {
+            tracing::warn!(error = %e, "database unavailable");
+            StoreError::Unavailable(format!(
+                "the database cannot serve this request now (SQLSTATE {sqlstate}); nothing of it was stored: retry later"
+            ))
+        }
+        "23" => StoreError::Unavailable(format!(
+            "the database is busy with conflicting writes (SQLSTATE {sqlstate}); nothing of this request was stored: retry"
+        )),
+        _ => StoreError::Internal(format!("{e:?}")),
     }
 }
 
@@ -352,6 +374,8 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
+        // A dead database host is noticed in about a minute, not the system's two hours.
+        config.keepalives_idle(Duration::from_secs(30));
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -383,13 +407,40 @@ impl PgStore {
         Ok(self.pool.get().await?)
     }
 
-    /// Runs `read` on a pooled connection.
+    /// Runs `read` on a pooled connection. If the caller stops waiting (its deadline passed,
+    /// the client went away) the query is cancelled, and the connection is closed rather than
+    /// returned to the pool, so the cancellation can never hit the next borrower's query.
     async fn read<T>(
         &self,
         read: impl AsyncFnOnce(&deadpool_postgres::Client) -> PgResult<T>,
     ) -> StoreResult<T> {
-        let client = self.client().await?;
-        Ok(read(&client).await?)
+        let mut guard = CancelOnDrop(Some(self.client().await?));
+        let result = match &guard.0 {
+            Some(client) => read(client).await,
+            None => Err(StoreError::Internal("a read lost its connection".into()).into()),
+        };
+        // Finished: the connection goes back to the pool as usual.
+        drop(guard.0.take());
+        Ok(result?)
+    }
+}
+
+/// Holds a pooled connection while a read runs; dropped early (the read's future was dropped),
+/// it takes the connection out of the pool, cancels its query and closes it.
+struct CancelOnDrop(Option<deadpool_postgres::Client>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            let cancel = client.cancel_token();
+            let detached = deadpool_postgres::Object::take(client);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = cancel.cancel_query(NoTls).await;
+                    drop(detached);
+                });
+            }
+        }
     }
 }
 

@@ -244,6 +244,25 @@ async fn delete_history(tx: &Transaction<'_>, ids: &[i64]) -> PgResult<i64> {
 /// reclaims them; that physical removal is PostgreSQL's, as the operator documentation says,
 /// and nothing more is done here after the deletes.
 pub async fn erase_tenant(tx: &Transaction<'_>, tenant_id: &str) -> PgResult<EraseCounts> {
+    // Locks in the order every writer takes them (numbers, then carriers' heads, then call
+    // records), so an erasure never deadlocks with an upload or an ingest: all the tenant's
+    // numbers first, so none is assigned meanwhile.
+    tx.execute(
+        "SELECT number FROM numbers WHERE tenant_id = $1 ORDER BY number FOR UPDATE",
+        &[&tenant_id],
+    )
+    .await?;
+    // Assigned numbers are unassigned (their carriers see an UNASSIGNED event, announced by
+    // `unassign_tenant`); then no number of the tenant holds a SIP URI or user id.
+    let numbers = numbers::unassign_tenant(tx, tenant_id).await?;
+    tx.execute(
+        "UPDATE numbers SET sip_uri = NULL, user_id = NULL, assignment_type = NULL,
+                            assign_time = NULL
+         WHERE tenant_id = $1 AND (sip_uri IS NOT NULL OR user_id IS NOT NULL)",
+        &[&tenant_id],
+    )
+    .await?;
+
     // Reports first, while the records they match are still there.
     let stmt = tx
         .prepare_cached(
@@ -271,17 +290,6 @@ pub async fn erase_tenant(tx: &Transaction<'_>, tenant_id: &str) -> PgResult<Era
         )
         .await?,
     );
-
-    // Assigned numbers are unassigned (their carriers see an UNASSIGNED event, announced by
-    // `unassign_tenant`); then no number of the tenant holds a SIP URI or user id.
-    let numbers = numbers::unassign_tenant(tx, tenant_id).await?;
-    tx.execute(
-        "UPDATE numbers SET sip_uri = NULL, user_id = NULL, assignment_type = NULL,
-                            assign_time = NULL
-         WHERE tenant_id = $1 AND (sip_uri IS NOT NULL OR user_id IS NOT NULL)",
-        &[&tenant_id],
-    )
-    .await?;
 
     // Past events keep what happened (assigned, to what kind of assignee) but not to whom.
     // Rewritten here rather than with jsonb_set, so the snapshot stays the text the SQLite
