@@ -8,6 +8,7 @@ pub mod conformance;
 pub mod postgres;
 pub mod request;
 pub mod retention;
+pub mod rules;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -16,6 +16,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
 use std::sync::LazyLock;
 
 use deadpool_postgres::{GenericClient, Transaction};
@@ -27,6 +28,7 @@ use crate::domain::{
     CallDirection, CallRecord, CallRecordFilter, CallType, DestinationContext, IngestOutcome,
     QualityMetric, QualityVerdict, now_micros,
 };
+use crate::store::rules;
 use crate::store::sqlite::media;
 use crate::store::{CallRecordCursor, KeyedPage, StoreError};
 
@@ -263,29 +265,18 @@ struct Slot<'a> {
     write: Option<(&'a CallRecord, usize)>,
 }
 
-/// The owner of `r` or why it has none (the SQLite backend's reasons, word for word).
+/// The owner of `r` or why it has none, from the carriers and numbers the batch looked up.
 fn owner(
     r: &CallRecord,
     carriers: &HashSet<String>,
     numbers: &HashMap<String, String>,
 ) -> Result<String, String> {
-    if !r.carrier_id.is_empty() {
-        return if carriers.contains(&r.carrier_id) {
-            Ok(r.carrier_id.clone())
-        } else {
-            Err(format!("carrier {:?} does not exist", r.carrier_id))
-        };
-    }
-    let number = r.tenant_number();
-    numbers.get(number).cloned().ok_or_else(|| {
-        let side = match r.direction {
-            CallDirection::Inbound => "callee",
-            CallDirection::Outbound => "caller",
-        };
-        format!(
-            "the tenant's number on this call ({side} {number}) belongs to no carrier; provision it or set carrier_id"
-        )
-    })
+    let Ok(owner) = rules::call_owner(
+        r,
+        |carrier_id| Ok::<_, Infallible>(carriers.contains(carrier_id)),
+        |number| Ok(numbers.get(number).cloned()),
+    );
+    owner
 }
 
 /// Ingests each record independently (one outcome per record, in order).
@@ -374,18 +365,9 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
         let outcome = match slots.entry(r.call_id.clone()) {
             Entry::Occupied(mut e) => {
                 let slot = e.get_mut();
-                if slot.version == r.version && slot.hash == r.content_hash {
-                    IngestOutcome::Unchanged(slot.carrier_id.clone())
-                } else if slot.version > r.version {
-                    IngestOutcome::Rejected(format!(
-                        "stale: version {} is older than the stored version {}",
-                        r.version, slot.version
-                    ))
-                } else if slot.version == r.version {
-                    IngestOutcome::Rejected(format!(
-                        "stale: version {} is stored with other content; send a higher version to revise it",
-                        slot.version
-                    ))
+                let stored = (slot.version, slot.hash, slot.carrier_id.as_str());
+                if let Some(refusal) = rules::ingest_refusal(Some(stored), r) {
+                    refusal
                 } else {
                     if slot.write.is_none() {
                         written.push(&r.call_id);

@@ -16,6 +16,7 @@ use tokio_postgres::Row;
 use super::{PgError, PgResult};
 use crate::domain::{CallDuration, DurationOutcome, DurationReport, Micros, now_micros};
 use crate::store::KeyedPage;
+use crate::store::rules;
 
 const COLUMNS: &str = "record_id, call_id, correlation_id, caller_number, callee_number, start_time, \
     duration_us, carrier_id, corrections, create_time, update_time";
@@ -119,7 +120,8 @@ pub async fn report(
     // Record ids in first-seen order of those this batch changes.
     let mut changed: Vec<&str> = Vec::new();
     for r in reports {
-        let outcome = match slots.entry(r.record_id.clone()) {
+        let outcome = rules::duration_outcome(slots.get(&r.record_id).map(|s| &s.content), r);
+        match slots.entry(r.record_id.clone()) {
             Entry::Vacant(e) => {
                 changed.push(&r.record_id);
                 e.insert(Slot {
@@ -129,9 +131,8 @@ pub async fn report(
                     corrections: 0,
                     replaced: Vec::new(),
                 });
-                DurationOutcome::Created
             }
-            Entry::Occupied(e) if e.get().content == *r => DurationOutcome::Unchanged,
+            Entry::Occupied(_) if outcome == DurationOutcome::Unchanged => {}
             Entry::Occupied(mut e) => {
                 let slot = e.get_mut();
                 if slot.id.is_some() && slot.replaced.is_empty() {
@@ -140,9 +141,8 @@ pub async fn report(
                 slot.corrections += 1;
                 let old = std::mem::replace(&mut slot.content, r.clone());
                 slot.replaced.push((slot.corrections, old));
-                DurationOutcome::Corrected
             }
-        };
+        }
         outcomes.push(outcome);
     }
     if changed.is_empty() {

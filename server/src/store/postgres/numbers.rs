@@ -18,10 +18,11 @@ use tokio_postgres::types::ToSql;
 
 use super::{Channel, PgResult, notify};
 use crate::domain::{
-    AssignRequest, Assignment, AssignmentType, Capability, ConsentStatus, ItemOutcome, NumberEvent,
+    AssignRequest, Assignment, AssignmentType, Capability, ItemOutcome, NumberEvent,
     NumberEventType, NumberFilter, NumberState, NumberUpload, PhoneNumber, now_micros,
 };
 use crate::store::StoreError;
+use crate::store::rules::{self, NumberChange};
 
 const COLUMNS: &str = "number, carrier_id, tenant_id, state, assignment_type, sip_uri, user_id, \
     assign_time, capabilities, civic_address_id, location_id, country_code, provision_time, \
@@ -197,6 +198,17 @@ impl Changes {
         n
     }
 
+    /// Records what `change` says (if anything) and returns the item's outcome.
+    fn apply(&mut self, change: NumberChange) -> ItemOutcome {
+        match change {
+            NumberChange::Answer(outcome) => outcome,
+            NumberChange::Create(n) => {
+                ItemOutcome::Created(self.commit(NumberEventType::Provisioned, n))
+            }
+            NumberChange::Update(event_type, n) => ItemOutcome::Updated(self.commit(event_type, n)),
+        }
+    }
+
     /// Writes the changed numbers, then appends the events with sequences drawn from the
     /// carriers' heads (in carrier order) and announces them. Returns whether events were
     /// appended.
@@ -306,36 +318,6 @@ async fn append_events(
     Ok(())
 }
 
-/// Why the carrier may not put `item` in its tenant now (consent status and countries, as
-/// `(status, countries)` of the consent row, if there is one).
-fn consent_problem(consent: Option<&(i64, String)>, item: &NumberUpload) -> Option<String> {
-    match consent {
-        None => Some(format!(
-            "tenant {} has not consented to this carrier",
-            item.tenant_id
-        )),
-        Some((status, _)) if *status != i64::from(ConsentStatus::Active.code()) => Some(format!(
-            "the consent of tenant {} is not active; numbers can be uploaded only to tenants with an active consent",
-            item.tenant_id
-        )),
-        Some((_, countries)) if !countries.is_empty() && item.country_code.is_empty() => {
-            Some(format!(
-                "tenant {} consented only to numbers from {countries}: set country_code",
-                item.tenant_id
-            ))
-        }
-        Some((_, countries))
-            if !countries.is_empty() && !countries.split(',').any(|c| c == item.country_code) =>
-        {
-            Some(format!(
-                "tenant {} has not consented to numbers from {} (consented: {countries})",
-                item.tenant_id, item.country_code
-            ))
-        }
-        Some(_) => None,
-    }
-}
-
 /// Provisions each item independently (in order: an item sees the ones before it).
 pub async fn upload(
     tx: &Transaction<'_>,
@@ -363,62 +345,17 @@ pub async fn upload(
     let mut changes = Changes::new(lock(tx, &numbers).await?);
     let mut outcomes = Vec::with_capacity(items.len());
     for item in items {
-        if let Some(reason) = consent_problem(consents.get(&item.tenant_id), item) {
+        let consent = consents
+            .get(&item.tenant_id)
+            .map(|(status, countries)| (*status, countries.as_str()));
+        if let Some(reason) = rules::consent_problem(consent, item) {
             outcomes.push(ItemOutcome::Rejected(reason));
             continue;
         }
         let now = now_micros();
-        let fresh = |version: i64| PhoneNumber {
-            number: item.number.clone(),
-            carrier_id: carrier_id.to_owned(),
-            tenant_id: item.tenant_id.clone(),
-            state: NumberState::Provisioned,
-            assignment: None,
-            capabilities: item.capabilities.clone(),
-            civic_address_id: item.civic_address_id.clone(),
-            location_id: item.location_id.clone(),
-            country_code: item.country_code.clone(),
-            provision_time: now,
-            update_time: now,
-            version,
-        };
-        let outcome = match changes.current.get(&item.number).cloned() {
-            // New, or released (by anyone) and free to provision again.
-            None => ItemOutcome::Created(changes.commit(NumberEventType::Provisioned, fresh(0))),
-            Some(old) if old.state == NumberState::Released => ItemOutcome::Created(
-                changes.commit(NumberEventType::Provisioned, fresh(old.version)),
-            ),
-            // Held by another carrier: say no without saying who.
-            Some(old) if old.carrier_id != carrier_id => {
-                ItemOutcome::Rejected("the number is not available to this carrier".into())
-            }
-            Some(old) => {
-                let same = old.tenant_id == item.tenant_id
-                    && old.capabilities == item.capabilities
-                    && old.civic_address_id == item.civic_address_id
-                    && old.location_id == item.location_id
-                    && old.country_code == item.country_code;
-                if same {
-                    ItemOutcome::Unchanged(old)
-                } else if old.state == NumberState::Assigned && old.tenant_id != item.tenant_id {
-                    ItemOutcome::Rejected(format!(
-                        "the number is assigned in tenant {}; it must be unassigned there and released before it can move",
-                        old.tenant_id
-                    ))
-                } else {
-                    let n = PhoneNumber {
-                        tenant_id: item.tenant_id.clone(),
-                        capabilities: item.capabilities.clone(),
-                        civic_address_id: item.civic_address_id.clone(),
-                        location_id: item.location_id.clone(),
-                        country_code: item.country_code.clone(),
-                        ..old
-                    };
-                    ItemOutcome::Updated(changes.commit(NumberEventType::Updated, n))
-                }
-            }
-        };
-        outcomes.push(outcome);
+        let current = changes.current.get(&item.number).cloned();
+        let change = rules::upload(carrier_id, item, current, now);
+        outcomes.push(changes.apply(change));
     }
     changes.save(tx).await?;
     Ok(outcomes)
@@ -433,23 +370,8 @@ pub async fn release(
     let mut changes = Changes::new(lock(tx, numbers).await?);
     let mut outcomes = Vec::with_capacity(numbers.len());
     for number in numbers {
-        let current = changes
-            .current
-            .get(number)
-            .filter(|n| n.carrier_id == carrier_id)
-            .cloned();
-        let outcome = match current {
-            None => ItemOutcome::Rejected("number not found".into()),
-            Some(n) if n.state == NumberState::Released => ItemOutcome::Unchanged(n),
-            Some(n) if n.state == NumberState::Assigned => ItemOutcome::Rejected(
-                "the number is assigned in its tenant; the tenant must unassign it before it can be released".into(),
-            ),
-            Some(mut n) => {
-                n.state = NumberState::Released;
-                ItemOutcome::Updated(changes.commit(NumberEventType::Released, n))
-            }
-        };
-        outcomes.push(outcome);
+        let change = rules::release(carrier_id, changes.current.get(number).cloned());
+        outcomes.push(changes.apply(change));
     }
     changes.save(tx).await?;
     Ok(outcomes)
@@ -462,41 +384,16 @@ async fn assignable(
     tenant_id: &str,
 ) -> PgResult<(PhoneNumber, Changes)> {
     let locked = lock(tx, &[number.to_owned()]).await?;
-    let n = locked.get(number).cloned().ok_or_else(|| {
-        StoreError::NotFound(format!("number {number} is not provisioned by any carrier"))
-    })?;
-    if n.state == NumberState::Released {
-        return Err(StoreError::FailedPrecondition(format!(
-            "number {number} has been released by its carrier"
-        ))
-        .into());
-    }
-    if n.tenant_id != tenant_id {
-        return Err(StoreError::FailedPrecondition(format!(
-            "number {number} is not provisioned to tenant {tenant_id}"
-        ))
-        .into());
-    }
+    let n = rules::assignable(number, tenant_id, locked.get(number).cloned())?;
     Ok((n, Changes::new(locked)))
 }
 
 /// Assigns a number; returns it as it is now.
 pub async fn assign(tx: &Transaction<'_>, req: &AssignRequest) -> PgResult<PhoneNumber> {
-    let (mut n, mut changes) = assignable(tx, &req.number, &req.tenant_id).await?;
-    if let Some(a) = &n.assignment
-        && a.assignment_type == req.assignment_type
-        && a.sip_uri == req.sip_uri
-        && a.user_id == req.user_id
-    {
+    let (n, mut changes) = assignable(tx, &req.number, &req.tenant_id).await?;
+    let Some(n) = rules::assigned(&n, req, now_micros()) else {
         return Ok(n);
-    }
-    n.state = NumberState::Assigned;
-    n.assignment = Some(Assignment {
-        assignment_type: req.assignment_type,
-        sip_uri: req.sip_uri.clone(),
-        user_id: req.user_id.clone(),
-        assign_time: now_micros(),
-    });
+    };
     let n = changes.commit(NumberEventType::Assigned, n);
     changes.save(tx).await?;
     Ok(n)
@@ -509,20 +406,12 @@ pub async fn unassign(
     tenant_id: &str,
 ) -> PgResult<PhoneNumber> {
     let (n, mut changes) = assignable(tx, number, tenant_id).await?;
-    if n.state != NumberState::Assigned {
+    let Some(n) = rules::unassigned(&n) else {
         return Ok(n);
-    }
-    let n = changes.commit(NumberEventType::Unassigned, unassigned(n));
+    };
+    let n = changes.commit(NumberEventType::Unassigned, n);
     changes.save(tx).await?;
     Ok(n)
-}
-
-fn unassigned(n: PhoneNumber) -> PhoneNumber {
-    PhoneNumber {
-        state: NumberState::Provisioned,
-        assignment: None,
-        ..n
-    }
 }
 
 /// Unassigns every assigned number of `tenant_id` (for erasure), one event each; returns how
@@ -549,8 +438,9 @@ pub async fn unassign_tenant(tx: &Transaction<'_>, tenant_id: &str) -> PgResult<
     let mut assigned: Vec<PhoneNumber> = locked.values().cloned().collect();
     assigned.sort_by(|a, b| a.number.cmp(&b.number));
     let mut changes = Changes::new(locked);
-    for n in &assigned {
-        changes.commit(NumberEventType::Unassigned, unassigned(n.clone()));
+    // Every one is assigned (selected so, and locked).
+    for n in assigned.iter().filter_map(rules::unassigned) {
+        changes.commit(NumberEventType::Unassigned, n);
     }
     changes.save(tx).await?;
     Ok(i64::try_from(assigned.len()).unwrap_or(i64::MAX))
@@ -628,18 +518,7 @@ pub async fn events_after(
         .map(|r| {
             let (sequence, code, snapshot, event_time): (i64, i64, String, i64) =
                 (r.get(0), r.get(1), r.get(2), r.get(3));
-            let event_type = i32::try_from(code)
-                .ok()
-                .and_then(NumberEventType::from_code)
-                .ok_or_else(|| StoreError::Internal(format!("unknown event type {code}")))?;
-            let number = serde_json::from_str(&snapshot)
-                .map_err(|e| StoreError::Internal(format!("event {sequence}: {e}")))?;
-            Ok(NumberEvent {
-                sequence,
-                event_type,
-                number,
-                event_time,
-            })
+            Ok(rules::number_event(sequence, code, &snapshot, event_time)?)
         })
         .collect()
 }

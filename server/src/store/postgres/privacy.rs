@@ -21,6 +21,7 @@ use crate::domain::{
 use crate::store::StoreError;
 use crate::store::StoreResult;
 use crate::store::retention::{Expiring, PURGE_CHUNK};
+use crate::store::rules;
 
 /// A day count as stored (BIGINT) back to the policy's type.
 fn days(value: i64) -> PgResult<i32> {
@@ -95,15 +96,7 @@ pub async fn purge_expired(store: &PgStore, now: Micros) -> StoreResult<PurgeCou
         let cutoff = kind.cutoff(&policy, now);
         loop {
             let (rows, secondary) = transaction!(store, |tx| purge_chunk(tx, kind, cutoff).await)?;
-            match kind {
-                Expiring::CallRecords => counts.call_records += rows,
-                Expiring::CallDurations => counts.call_durations += rows,
-                Expiring::ReleasedNumbers => {
-                    counts.released_numbers += rows;
-                    counts.number_events += secondary;
-                }
-                Expiring::AuditEvents => counts.audit_events += rows,
-            }
+            rules::count_purged(&mut counts, kind, rows, secondary);
             if rows < PURGE_CHUNK {
                 break;
             }

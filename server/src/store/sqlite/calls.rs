@@ -8,6 +8,7 @@ use crate::domain::{
     CallDirection, CallRecord, CallRecordFilter, CallType, DestinationContext, IngestOutcome,
     QualityMetric, QualityVerdict, now_micros,
 };
+use crate::store::rules;
 use crate::store::{CallRecordCursor, KeyedPage, StoreResult};
 
 const COLUMNS: &str = "call_id, carrier_id, feed_sequence, version, content_hash, correlation_id, \
@@ -127,27 +128,16 @@ impl Ingest {
 
     /// The owner of a record, or why it has none.
     fn owner(&mut self, conn: &Connection, r: &CallRecord) -> StoreResult<Result<String, String>> {
-        if !r.carrier_id.is_empty() {
-            return Ok(if self.carrier_exists(conn, &r.carrier_id)? {
-                Ok(r.carrier_id.clone())
-            } else {
-                Err(format!("carrier {:?} does not exist", r.carrier_id))
-            });
-        }
-        let number = r.tenant_number();
-        let owner: Option<String> = conn
-            .prepare_cached("SELECT carrier_id FROM numbers WHERE number = ?1")?
-            .query_row([number], |row| row.get(0))
-            .optional()?;
-        Ok(owner.ok_or_else(|| {
-            let side = match r.direction {
-                CallDirection::Inbound => "callee",
-                CallDirection::Outbound => "caller",
-            };
-            format!(
-                "the tenant's number on this call ({side} {number}) belongs to no carrier; provision it or set carrier_id"
-            )
-        }))
+        rules::call_owner(
+            r,
+            |carrier_id| self.carrier_exists(conn, carrier_id),
+            |number| -> StoreResult<Option<String>> {
+                Ok(conn
+                    .prepare_cached("SELECT carrier_id FROM numbers WHERE number = ?1")?
+                    .query_row([number], |row| row.get(0))
+                    .optional()?)
+            },
+        )
     }
 }
 
@@ -172,18 +162,15 @@ pub fn ingest(conn: &Connection, records: Vec<CallRecord>) -> StoreResult<Vec<In
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })
             .optional()?;
-        let outcome = match stored {
-            Some((_, version, hash, owner)) if version == r.version && hash == r.content_hash => {
-                IngestOutcome::Unchanged(owner)
-            }
-            Some((_, version, _, _)) if version > r.version => IngestOutcome::Rejected(format!(
-                "stale: version {} is older than the stored version {version}",
-                r.version
-            )),
-            Some((_, version, _, _)) if version == r.version => IngestOutcome::Rejected(format!(
-                "stale: version {version} is stored with other content; send a higher version to revise it"
-            )),
-            stored => {
+        let refusal = rules::ingest_refusal(
+            stored
+                .as_ref()
+                .map(|(_, version, hash, owner)| (*version, *hash, owner.as_str())),
+            &r,
+        );
+        let outcome = match refusal {
+            Some(refusal) => refusal,
+            None => {
                 r.carrier_id = carrier_id.clone();
                 r.feed_sequence = memo.next_sequence(conn, &carrier_id)?;
                 r.update_time = now;

@@ -11,6 +11,7 @@ use crate::domain::{
     CallDirection, CallDuration, Discrepancy, DiscrepancyCursor, DiscrepancyKind, DurationOutcome,
     DurationReport, Micros, ReconciliationSummary, UsageGrouping, UsageRow, now_micros,
 };
+use crate::store::rules;
 use crate::store::{KeyedPage, StoreResult};
 
 const COLUMNS: &str = "record_id, call_id, correlation_id, caller_number, callee_number, start_time, \
@@ -75,12 +76,10 @@ pub fn report(
                 Ok((row.get(11)?, from_row(row)?))
             })
             .optional()?;
-        let outcome = match stored {
-            None => {
-                insert(conn, carrier_id, r, now)?;
-                DurationOutcome::Created
-            }
-            Some((_, old)) if old.report == *r => DurationOutcome::Unchanged,
+        let outcome = rules::duration_outcome(stored.as_ref().map(|(_, old)| &old.report), r);
+        match stored {
+            None => insert(conn, carrier_id, r, now)?,
+            Some(_) if outcome == DurationOutcome::Unchanged => {}
             Some((id, old)) => {
                 let o = &old.report;
                 conn.prepare_cached(
@@ -115,9 +114,8 @@ pub fn report(
                     r.duration_us,
                     now
                 ])?;
-                DurationOutcome::Corrected
             }
-        };
+        }
         outcomes.push(outcome);
     }
     Ok(outcomes)

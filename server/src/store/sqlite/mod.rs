@@ -744,15 +744,7 @@ impl Store for SqliteStore {
                         ))
                     })
                     .await?;
-                match kind {
-                    privacy::Expiring::CallRecords => counts.call_records += rows,
-                    privacy::Expiring::CallDurations => counts.call_durations += rows,
-                    privacy::Expiring::ReleasedNumbers => {
-                        counts.released_numbers += rows;
-                        counts.number_events += secondary;
-                    }
-                    privacy::Expiring::AuditEvents => counts.audit_events += rows,
-                }
+                crate::store::rules::count_purged(&mut counts, kind, rows, secondary);
                 if rows < privacy::PURGE_CHUNK {
                     break;
                 }

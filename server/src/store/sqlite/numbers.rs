@@ -4,9 +4,10 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::domain::{
-    AssignRequest, Assignment, AssignmentType, Capability, ConsentStatus, ItemOutcome, NumberEvent,
+    AssignRequest, Assignment, AssignmentType, Capability, ItemOutcome, NumberEvent,
     NumberEventType, NumberFilter, NumberState, NumberUpload, PhoneNumber, now_micros,
 };
+use crate::store::rules::{self, NumberChange};
 use crate::store::{StoreError, StoreResult};
 
 const COLUMNS: &str = "number, carrier_id, tenant_id, state, assignment_type, sip_uri, user_id, \
@@ -134,30 +135,25 @@ fn consent_problem(
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
-    Ok(match row {
-        None => Some(format!(
-            "tenant {} has not consented to this carrier",
-            item.tenant_id
-        )),
-        Some((status, _)) if status != ConsentStatus::Active.code() => Some(format!(
-            "the consent of tenant {} is not active; numbers can be uploaded only to tenants with an active consent",
-            item.tenant_id
-        )),
-        Some((_, countries)) if !countries.is_empty() && item.country_code.is_empty() => {
-            Some(format!(
-                "tenant {} consented only to numbers from {countries}: set country_code",
-                item.tenant_id
-            ))
+    Ok(rules::consent_problem(
+        row.as_ref()
+            .map(|(status, countries)| (i64::from(*status), countries.as_str())),
+        item,
+    ))
+}
+
+/// Saves what `change` says (if anything) and returns the item's outcome.
+fn apply(conn: &Connection, change: NumberChange) -> StoreResult<ItemOutcome> {
+    Ok(match change {
+        NumberChange::Answer(outcome) => outcome,
+        NumberChange::Create(mut n) => {
+            commit_change(conn, NumberEventType::Provisioned, &mut n)?;
+            ItemOutcome::Created(n)
         }
-        Some((_, countries))
-            if !countries.is_empty() && !countries.split(',').any(|c| c == item.country_code) =>
-        {
-            Some(format!(
-                "tenant {} has not consented to numbers from {} (consented: {countries})",
-                item.tenant_id, item.country_code
-            ))
+        NumberChange::Update(event_type, mut n) => {
+            commit_change(conn, event_type, &mut n)?;
+            ItemOutcome::Updated(n)
         }
-        Some(_) => None,
     })
 }
 
@@ -174,64 +170,8 @@ pub fn upload(
             continue;
         }
         let now = now_micros();
-        let fresh = |version: i64| PhoneNumber {
-            number: item.number.clone(),
-            carrier_id: carrier_id.to_owned(),
-            tenant_id: item.tenant_id.clone(),
-            state: NumberState::Provisioned,
-            assignment: None,
-            capabilities: item.capabilities.clone(),
-            civic_address_id: item.civic_address_id.clone(),
-            location_id: item.location_id.clone(),
-            country_code: item.country_code.clone(),
-            provision_time: now,
-            update_time: now,
-            version,
-        };
-        let outcome = match get(conn, &item.number)? {
-            // New, or released (by anyone) and free to provision again.
-            None => {
-                let mut n = fresh(0);
-                commit_change(conn, NumberEventType::Provisioned, &mut n)?;
-                ItemOutcome::Created(n)
-            }
-            Some(old) if old.state == NumberState::Released => {
-                let mut n = fresh(old.version);
-                commit_change(conn, NumberEventType::Provisioned, &mut n)?;
-                ItemOutcome::Created(n)
-            }
-            // Held by another carrier: say no without saying who.
-            Some(old) if old.carrier_id != carrier_id => {
-                ItemOutcome::Rejected("the number is not available to this carrier".into())
-            }
-            Some(old) => {
-                let same = old.tenant_id == item.tenant_id
-                    && old.capabilities == item.capabilities
-                    && old.civic_address_id == item.civic_address_id
-                    && old.location_id == item.location_id
-                    && old.country_code == item.country_code;
-                if same {
-                    ItemOutcome::Unchanged(old)
-                } else if old.state == NumberState::Assigned && old.tenant_id != item.tenant_id {
-                    ItemOutcome::Rejected(format!(
-                        "the number is assigned in tenant {}; it must be unassigned there and released before it can move",
-                        old.tenant_id
-                    ))
-                } else {
-                    let mut n = PhoneNumber {
-                        tenant_id: item.tenant_id.clone(),
-                        capabilities: item.capabilities.clone(),
-                        civic_address_id: item.civic_address_id.clone(),
-                        location_id: item.location_id.clone(),
-                        country_code: item.country_code.clone(),
-                        ..old
-                    };
-                    commit_change(conn, NumberEventType::Updated, &mut n)?;
-                    ItemOutcome::Updated(n)
-                }
-            }
-        };
-        outcomes.push(outcome);
+        let change = rules::upload(carrier_id, item, get(conn, &item.number)?, now);
+        outcomes.push(apply(conn, change)?);
     }
     Ok(outcomes)
 }
@@ -244,58 +184,23 @@ pub fn release(
 ) -> StoreResult<Vec<ItemOutcome>> {
     let mut outcomes = Vec::with_capacity(numbers.len());
     for number in numbers {
-        let outcome = match get(conn, number)?.filter(|n| n.carrier_id == carrier_id) {
-            None => ItemOutcome::Rejected("number not found".into()),
-            Some(n) if n.state == NumberState::Released => ItemOutcome::Unchanged(n),
-            Some(n) if n.state == NumberState::Assigned => ItemOutcome::Rejected(
-                "the number is assigned in its tenant; the tenant must unassign it before it can be released".into(),
-            ),
-            Some(mut n) => {
-                n.state = NumberState::Released;
-                commit_change(conn, NumberEventType::Released, &mut n)?;
-                ItemOutcome::Updated(n)
-            }
-        };
-        outcomes.push(outcome);
+        let change = rules::release(carrier_id, get(conn, number)?);
+        outcomes.push(apply(conn, change)?);
     }
     Ok(outcomes)
 }
 
 /// A number the platform may (un)assign in `tenant_id`.
 fn assignable(conn: &Connection, number: &str, tenant_id: &str) -> StoreResult<PhoneNumber> {
-    let n = get(conn, number)?.ok_or_else(|| {
-        StoreError::NotFound(format!("number {number} is not provisioned by any carrier"))
-    })?;
-    if n.state == NumberState::Released {
-        return Err(StoreError::FailedPrecondition(format!(
-            "number {number} has been released by its carrier"
-        )));
-    }
-    if n.tenant_id != tenant_id {
-        return Err(StoreError::FailedPrecondition(format!(
-            "number {number} is not provisioned to tenant {tenant_id}"
-        )));
-    }
-    Ok(n)
+    rules::assignable(number, tenant_id, get(conn, number)?)
 }
 
 /// Assigns a number; returns it and whether anything changed.
 pub fn assign(conn: &Connection, req: &AssignRequest) -> StoreResult<(PhoneNumber, bool)> {
-    let mut n = assignable(conn, &req.number, &req.tenant_id)?;
-    if let Some(a) = &n.assignment
-        && a.assignment_type == req.assignment_type
-        && a.sip_uri == req.sip_uri
-        && a.user_id == req.user_id
-    {
+    let n = assignable(conn, &req.number, &req.tenant_id)?;
+    let Some(mut n) = rules::assigned(&n, req, now_micros()) else {
         return Ok((n, false));
-    }
-    n.state = NumberState::Assigned;
-    n.assignment = Some(Assignment {
-        assignment_type: req.assignment_type,
-        sip_uri: req.sip_uri.clone(),
-        user_id: req.user_id.clone(),
-        assign_time: now_micros(),
-    });
+    };
     commit_change(conn, NumberEventType::Assigned, &mut n)?;
     Ok((n, true))
 }
@@ -306,12 +211,10 @@ pub fn unassign(
     number: &str,
     tenant_id: &str,
 ) -> StoreResult<(PhoneNumber, bool)> {
-    let mut n = assignable(conn, number, tenant_id)?;
-    if n.state != NumberState::Assigned {
+    let n = assignable(conn, number, tenant_id)?;
+    let Some(mut n) = rules::unassigned(&n) else {
         return Ok((n, false));
-    }
-    n.state = NumberState::Provisioned;
-    n.assignment = None;
+    };
     commit_change(conn, NumberEventType::Unassigned, &mut n)?;
     Ok((n, true))
 }
@@ -376,16 +279,7 @@ pub fn events_after(
         .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter()
         .map(|(sequence, code, snapshot, event_time)| {
-            let event_type = NumberEventType::from_code(code)
-                .ok_or_else(|| StoreError::Internal(format!("unknown event type {code}")))?;
-            let number = serde_json::from_str(&snapshot)
-                .map_err(|e| StoreError::Internal(format!("event {sequence}: {e}")))?;
-            Ok(NumberEvent {
-                sequence,
-                event_type,
-                number,
-                event_time,
-            })
+            rules::number_event(sequence, i64::from(code), &snapshot, event_time)
         })
         .collect()
 }

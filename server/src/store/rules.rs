@@ -1,0 +1,351 @@
+//! The decisions both backends make the same way, written once: each backend reads what a
+//! decision needs (in its own SQL, under its own locks), asks here, and writes what comes back.
+//! Nothing here touches a database, so the SQLite and PostgreSQL backends cannot drift apart in
+//! what they decide or in the words of their refusals.
+
+use crate::domain::{
+    AssignRequest, Assignment, CallDirection, CallRecord, ConsentStatus, DurationOutcome,
+    DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberEventType, NumberState,
+    NumberUpload, PhoneNumber, PurgeCounts,
+};
+use crate::store::StoreError;
+use crate::store::retention::Expiring;
+
+/// Why the carrier may not put `item` in its tenant now, or `None` if it may. `consent` is the
+/// carrier's consent in the item's tenant as stored (status code, comma-separated countries),
+/// if there is one.
+pub fn consent_problem(consent: Option<(i64, &str)>, item: &NumberUpload) -> Option<String> {
+    match consent {
+        None => Some(format!(
+            "tenant {} has not consented to this carrier",
+            item.tenant_id
+        )),
+        Some((status, _)) if status != i64::from(ConsentStatus::Active.code()) => Some(format!(
+            "the consent of tenant {} is not active; numbers can be uploaded only to tenants with an active consent",
+            item.tenant_id
+        )),
+        Some((_, countries)) if !countries.is_empty() && item.country_code.is_empty() => {
+            Some(format!(
+                "tenant {} consented only to numbers from {countries}: set country_code",
+                item.tenant_id
+            ))
+        }
+        Some((_, countries))
+            if !countries.is_empty() && !countries.split(',').any(|c| c == item.country_code) =>
+        {
+            Some(format!(
+                "tenant {} has not consented to numbers from {} (consented: {countries})",
+                item.tenant_id, item.country_code
+            ))
+        }
+        Some(_) => None,
+    }
+}
+
+/// What a write does with one number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NumberChange {
+    /// Nothing to write: the item's outcome as it stands.
+    Answer(ItemOutcome),
+    /// Provision the number afresh: save it (version + 1) with a `Provisioned` event and answer
+    /// `Created`.
+    Create(PhoneNumber),
+    /// Change the number: save it (version + 1) with this event and answer `Updated`.
+    Update(NumberEventType, PhoneNumber),
+}
+
+/// What uploading `item` by `carrier_id` does to the number as it is now (`current`, `None`
+/// if it has no row), at `now`. The consent is checked before ([`consent_problem`]).
+pub fn upload(
+    carrier_id: &str,
+    item: &NumberUpload,
+    current: Option<PhoneNumber>,
+    now: Micros,
+) -> NumberChange {
+    let fresh = |version: i64| PhoneNumber {
+        number: item.number.clone(),
+        carrier_id: carrier_id.to_owned(),
+        tenant_id: item.tenant_id.clone(),
+        state: NumberState::Provisioned,
+        assignment: None,
+        capabilities: item.capabilities.clone(),
+        civic_address_id: item.civic_address_id.clone(),
+        location_id: item.location_id.clone(),
+        country_code: item.country_code.clone(),
+        provision_time: now,
+        update_time: now,
+        version,
+    };
+    match current {
+        // New, or released (by anyone) and free to provision again.
+        None => NumberChange::Create(fresh(0)),
+        Some(old) if old.state == NumberState::Released => NumberChange::Create(fresh(old.version)),
+        // Held by another carrier: say no without saying who.
+        Some(old) if old.carrier_id != carrier_id => NumberChange::Answer(ItemOutcome::Rejected(
+            "the number is not available to this carrier".into(),
+        )),
+        Some(old) => {
+            let same = old.tenant_id == item.tenant_id
+                && old.capabilities == item.capabilities
+                && old.civic_address_id == item.civic_address_id
+                && old.location_id == item.location_id
+                && old.country_code == item.country_code;
+            if same {
+                NumberChange::Answer(ItemOutcome::Unchanged(old))
+            } else if old.state == NumberState::Assigned && old.tenant_id != item.tenant_id {
+                NumberChange::Answer(ItemOutcome::Rejected(format!(
+                    "the number is assigned in tenant {}; it must be unassigned there and released before it can move",
+                    old.tenant_id
+                )))
+            } else {
+                NumberChange::Update(
+                    NumberEventType::Updated,
+                    PhoneNumber {
+                        tenant_id: item.tenant_id.clone(),
+                        capabilities: item.capabilities.clone(),
+                        civic_address_id: item.civic_address_id.clone(),
+                        location_id: item.location_id.clone(),
+                        country_code: item.country_code.clone(),
+                        ..old
+                    },
+                )
+            }
+        }
+    }
+}
+
+/// What releasing a number by `carrier_id` does to it as it is now (`current`, `None` if it
+/// has no row).
+pub fn release(carrier_id: &str, current: Option<PhoneNumber>) -> NumberChange {
+    match current.filter(|n| n.carrier_id == carrier_id) {
+        None => NumberChange::Answer(ItemOutcome::Rejected("number not found".into())),
+        Some(n) if n.state == NumberState::Released => {
+            NumberChange::Answer(ItemOutcome::Unchanged(n))
+        }
+        Some(n) if n.state == NumberState::Assigned => NumberChange::Answer(ItemOutcome::Rejected(
+            "the number is assigned in its tenant; the tenant must unassign it before it can be released".into(),
+        )),
+        Some(n) => NumberChange::Update(
+            NumberEventType::Released,
+            PhoneNumber {
+                state: NumberState::Released,
+                ..n
+            },
+        ),
+    }
+}
+
+/// `number` as it is now (`current`, `None` if it has no row) if the platform may (un)assign
+/// it in `tenant_id`; why not otherwise.
+pub fn assignable(
+    number: &str,
+    tenant_id: &str,
+    current: Option<PhoneNumber>,
+) -> Result<PhoneNumber, StoreError> {
+    let n = current.ok_or_else(|| {
+        StoreError::NotFound(format!("number {number} is not provisioned by any carrier"))
+    })?;
+    if n.state == NumberState::Released {
+        return Err(StoreError::FailedPrecondition(format!(
+            "number {number} has been released by its carrier"
+        )));
+    }
+    if n.tenant_id != tenant_id {
+        return Err(StoreError::FailedPrecondition(format!(
+            "number {number} is not provisioned to tenant {tenant_id}"
+        )));
+    }
+    Ok(n)
+}
+
+/// `n` (from [`assignable`]) assigned as `req` says at `now`, to save with an `Assigned`
+/// event; `None` if it is assigned so already.
+pub fn assigned(n: &PhoneNumber, req: &AssignRequest, now: Micros) -> Option<PhoneNumber> {
+    if let Some(a) = &n.assignment
+        && a.assignment_type == req.assignment_type
+        && a.sip_uri == req.sip_uri
+        && a.user_id == req.user_id
+    {
+        return None;
+    }
+    Some(PhoneNumber {
+        state: NumberState::Assigned,
+        assignment: Some(Assignment {
+            assignment_type: req.assignment_type,
+            sip_uri: req.sip_uri.clone(),
+            user_id: req.user_id.clone(),
+            assign_time: now,
+        }),
+        ..n.clone()
+    })
+}
+
+/// `n` (from [`assignable`]) unassigned, to save with an `Unassigned` event; `None` if it is
+/// not assigned.
+pub fn unassigned(n: &PhoneNumber) -> Option<PhoneNumber> {
+    if n.state != NumberState::Assigned {
+        return None;
+    }
+    Some(PhoneNumber {
+        state: NumberState::Provisioned,
+        assignment: None,
+        ..n.clone()
+    })
+}
+
+/// The owner of call record `r`, or why it has none: the carrier it names, if that carrier
+/// exists; otherwise the carrier of its tenant-side number. Only the lookup needed is made:
+/// `carrier_exists` for a named carrier, `number_owner` (the carrier holding a number)
+/// otherwise.
+pub fn call_owner<E>(
+    r: &CallRecord,
+    carrier_exists: impl FnOnce(&str) -> Result<bool, E>,
+    number_owner: impl FnOnce(&str) -> Result<Option<String>, E>,
+) -> Result<Result<String, String>, E> {
+    if !r.carrier_id.is_empty() {
+        return Ok(if carrier_exists(&r.carrier_id)? {
+            Ok(r.carrier_id.clone())
+        } else {
+            Err(format!("carrier {:?} does not exist", r.carrier_id))
+        });
+    }
+    let number = r.tenant_number();
+    Ok(number_owner(number)?.ok_or_else(|| {
+        let side = match r.direction {
+            CallDirection::Inbound => "callee",
+            CallDirection::Outbound => "caller",
+        };
+        format!(
+            "the tenant's number on this call ({side} {number}) belongs to no carrier; provision it or set carrier_id"
+        )
+    }))
+}
+
+/// The answer to ingesting `r` when it is not written, given the record stored under its call
+/// id as `(version, content hash, owner)`: the same version and content is `Unchanged`, an
+/// older version or the same version with other content is stale. `None`: `r` is written
+/// (created when nothing is stored, revised otherwise).
+pub fn ingest_refusal(stored: Option<(i64, i64, &str)>, r: &CallRecord) -> Option<IngestOutcome> {
+    match stored {
+        Some((version, hash, owner)) if version == r.version && hash == r.content_hash => {
+            Some(IngestOutcome::Unchanged(owner.to_owned()))
+        }
+        Some((version, _, _)) if version > r.version => Some(IngestOutcome::Rejected(format!(
+            "stale: version {} is older than the stored version {version}",
+            r.version
+        ))),
+        Some((version, _, _)) if version == r.version => Some(IngestOutcome::Rejected(format!(
+            "stale: version {version} is stored with other content; send a higher version to revise it"
+        ))),
+        _ => None,
+    }
+}
+
+/// What storing report `r` is, given the content stored under its record id (`None` if
+/// none): new, a duplicate, or a correction.
+pub fn duration_outcome(stored: Option<&DurationReport>, r: &DurationReport) -> DurationOutcome {
+    match stored {
+        None => DurationOutcome::Created,
+        Some(old) if old == r => DurationOutcome::Unchanged,
+        Some(_) => DurationOutcome::Corrected,
+    }
+}
+
+/// A number event from its stored parts: the event type's code and the number's JSON snapshot
+/// are checked here, the same way for both backends.
+pub fn number_event(
+    sequence: i64,
+    code: i64,
+    snapshot: &str,
+    event_time: Micros,
+) -> Result<NumberEvent, StoreError> {
+    let event_type = i32::try_from(code)
+        .ok()
+        .and_then(NumberEventType::from_code)
+        .ok_or_else(|| StoreError::Internal(format!("unknown event type {code}")))?;
+    let number = serde_json::from_str(snapshot)
+        .map_err(|e| StoreError::Internal(format!("event {sequence}: {e}")))?;
+    Ok(NumberEvent {
+        sequence,
+        event_type,
+        number,
+        event_time,
+    })
+}
+
+/// Adds one purge step of `kind` to `counts`: `rows` deleted and `secondary` rows deleted with
+/// them (counted for released numbers' events only).
+pub fn count_purged(counts: &mut PurgeCounts, kind: Expiring, rows: i64, secondary: i64) {
+    match kind {
+        Expiring::CallRecords => counts.call_records += rows,
+        Expiring::CallDurations => counts.call_durations += rows,
+        Expiring::ReleasedNumbers => {
+            counts.released_numbers += rows;
+            counts.number_events += secondary;
+        }
+        Expiring::AuditEvents => counts.audit_events += rows,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(country_code: &str) -> NumberUpload {
+        NumberUpload {
+            number: "+41445551234".into(),
+            tenant_id: "t1".into(),
+            capabilities: Vec::new(),
+            civic_address_id: String::new(),
+            location_id: String::new(),
+            country_code: country_code.into(),
+        }
+    }
+
+    #[test]
+    fn consent_problems_in_order() {
+        let active = i64::from(ConsentStatus::Active.code());
+        let suspended = i64::from(ConsentStatus::Suspended.code());
+        assert_eq!(
+            consent_problem(None, &item("CH")).as_deref(),
+            Some("tenant t1 has not consented to this carrier")
+        );
+        assert!(
+            consent_problem(Some((suspended, "")), &item("CH"))
+                .is_some_and(|m| m.starts_with("the consent of tenant t1 is not active"))
+        );
+        assert_eq!(
+            consent_problem(Some((active, "CH,DE")), &item("")).as_deref(),
+            Some("tenant t1 consented only to numbers from CH,DE: set country_code")
+        );
+        assert_eq!(
+            consent_problem(Some((active, "CH,DE")), &item("FR")).as_deref(),
+            Some("tenant t1 has not consented to numbers from FR (consented: CH,DE)")
+        );
+        assert_eq!(consent_problem(Some((active, "CH,DE")), &item("DE")), None);
+        assert_eq!(consent_problem(Some((active, "")), &item("")), None);
+    }
+
+    #[test]
+    fn duration_outcomes() {
+        let r = DurationReport {
+            record_id: "r1".into(),
+            call_id: "c1".into(),
+            correlation_id: String::new(),
+            caller_number: "+41445551234".into(),
+            callee_number: "+41445554321".into(),
+            start_time: 1,
+            duration_us: 2,
+        };
+        let corrected = DurationReport {
+            duration_us: 3,
+            ..r.clone()
+        };
+        assert_eq!(duration_outcome(None, &r), DurationOutcome::Created);
+        assert_eq!(duration_outcome(Some(&r), &r), DurationOutcome::Unchanged);
+        assert_eq!(
+            duration_outcome(Some(&r), &corrected),
+            DurationOutcome::Corrected
+        );
+    }
+}
