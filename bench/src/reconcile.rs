@@ -370,7 +370,7 @@ fn shell_summary(
     );
     // Kept beside the database (see `--keep`) to rerun by hand: `sqlite3 copy.db < r8.sql`.
     std::fs::write(dir.join("r8.sql"), &script)?;
-    eprintln!("running the same summary query in the sqlite3 shell {version} ...");
+    eprintln!("running the same summary query {version} ...");
     let mut best = Duration::MAX;
     for _ in 0..runs {
         let started = Instant::now();
