@@ -57,3 +57,52 @@ async fn a_nul_character_is_invalid_argument() {
             .is_none()
     );
 }
+
+/// Two replicas (two stores on one database) answer the same request id at the same moment:
+/// whichever commits first, the other answers with its recorded outcome, never with the
+/// refusal its twin's write caused (here: ALREADY_EXISTS for the carrier the twin created).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_id_raced_on_two_replicas_gets_one_answer() {
+    use ocx_server::domain::Carrier;
+    use ocx_server::store::request::{RequestKey, with_request};
+    let Some(server) = TestPostgres::from_env() else {
+        return;
+    };
+    let url = server.fresh_schema("twins").await;
+    let a = Arc::new(
+        PgStore::connect(&url, PgOptions::default())
+            .await
+            .expect("a"),
+    );
+    let b = Arc::new(
+        PgStore::connect(&url, PgOptions::default())
+            .await
+            .expect("b"),
+    );
+    for round in 0..40 {
+        let key = RequestKey {
+            key_id: "platform-key".into(),
+            request_id: format!("00000000-0000-4000-8000-{round:012}"),
+            rpc: "CreateCarrier",
+            fingerprint: [round as u8; 32],
+        };
+        let carrier = Carrier {
+            carrier_id: format!("twin-{round}"),
+            display_name: "Twin".into(),
+            create_time: 1,
+        };
+        let on = |store: Arc<PgStore>| {
+            let (key, carrier) = (key.clone(), carrier.clone());
+            tokio::spawn(
+                async move { with_request(Some(key), store.create_carrier(carrier)).await },
+            )
+        };
+        let (first, second) = (on(Arc::clone(&a)), on(Arc::clone(&b)));
+        let first = first.await.expect("task").expect("first answer");
+        let second = second.await.expect("task").expect("second answer");
+        assert_eq!(first, second, "round {round}: one answer for both");
+        assert_eq!(first.carrier_id, carrier.carrier_id);
+    }
+    let page = a.list_carriers(None, 100).await.expect("list");
+    assert_eq!(page.total, 40, "each round created its carrier once");
+}
