@@ -106,3 +106,58 @@ async fn a_request_id_raced_on_two_replicas_gets_one_answer() {
     let page = a.list_carriers(None, 100).await.expect("list");
     assert_eq!(page.total, 40, "each round created its carrier once");
 }
+
+/// A read whose caller stops waiting (a deadline, a client gone) is cancelled in PostgreSQL,
+/// not left running: here the read waits on a table lock another session holds, the caller
+/// gives up after 200 ms, and the waiting query disappears from `pg_stat_activity` while the
+/// lock is still held. The store keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_read_is_cancelled() {
+    let Some(server) = TestPostgres::from_env() else {
+        return;
+    };
+    let url = server.fresh_schema("abandoned").await;
+    let store = PgStore::connect(&url, PgOptions::default())
+        .await
+        .expect("connect");
+    let (mut locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let lock = locker.transaction().await.expect("begin");
+    lock.batch_execute("LOCK TABLE carriers IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                    WHERE wait_event_type = 'Lock' AND query LIKE '%FROM carriers%'";
+    let (observer, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let count = || async {
+        let n: i64 = observer
+            .query_one(waiting, &[])
+            .await
+            .expect("count")
+            .get(0);
+        n
+    };
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        store.get_carrier("acme"),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the read waits on the lock");
+    // The cancellation is sent as the read is dropped; it lands within a bounded time.
+    let started = std::time::Instant::now();
+    while count().await > 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the abandoned read is still waiting in PostgreSQL"
+        );
+        tokio::task::yield_now().await;
+    }
+    lock.rollback().await.expect("unlock");
+    assert!(store.get_carrier("acme").await.expect("read").is_none());
+}
