@@ -37,6 +37,33 @@ pub struct Line {
     pub number: String,
 }
 
+impl Line {
+    /// One line for each of `numbers`, all in `tenant_id`.
+    pub fn all(tenant_id: &str, numbers: &[String]) -> Vec<Line> {
+        numbers
+            .iter()
+            .map(|number| Line {
+                tenant_id: tenant_id.to_owned(),
+                number: number.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The duration report a carrier that agrees with the platform sends for `record`, under
+/// `record_id`: the same call id, correlation id, numbers, start and duration.
+pub fn report_for(record: &pb::CallRecord, record_id: String) -> pb::CallDurationReport {
+    pb::CallDurationReport {
+        record_id,
+        call_id: record.call_id.clone(),
+        correlation_id: record.correlation_id.clone(),
+        caller_number: record.caller_number.clone(),
+        callee_number: record.callee_number.clone(),
+        start_time: record.start_time,
+        duration: record.duration,
+    }
+}
+
 /// Generates call records; see the module documentation for what they look like.
 ///
 /// Also an endless [`Iterator`] of [`CallRecordGenerator::next_record`].

@@ -27,13 +27,7 @@ async fn a_backup_taken_during_ingest_holds_everything_acknowledged_before_it() 
 
     // An ingest stream that keeps sending batches of 100 until told to stop: the backup runs
     // while it is open and busy.
-    let lines = numbers
-        .iter()
-        .map(|n| Line {
-            tenant_id: TENANT.into(),
-            number: n.clone(),
-        })
-        .collect();
+    let lines = Line::all(TENANT, &numbers);
     let generator = Arc::new(Mutex::new(CallRecordGenerator::new(
         11,
         lines,

@@ -53,13 +53,7 @@ async fn acknowledged_records_survive_sigkill() {
 
     // 40 batches of 250 on one stream; kill the process as soon as 20 are acknowledged, while
     // later batches are still in flight.
-    let lines = numbers
-        .iter()
-        .map(|n| Line {
-            tenant_id: TENANT.into(),
-            number: n.clone(),
-        })
-        .collect();
+    let lines = Line::all(TENANT, &numbers);
     let records: Vec<pb::CallRecord> = CallRecordGenerator::new(7, lines, 1_790_000_000)
         .take(10_000)
         .collect();

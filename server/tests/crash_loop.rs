@@ -17,7 +17,7 @@ use std::path::Path;
 
 use common::{key, seed_carrier, start};
 use futures_util::{StreamExt, TryStreamExt, stream};
-use ocx_api::sample::{CallRecordGenerator, Line};
+use ocx_api::sample::{CallRecordGenerator, Line, report_for};
 use ocx_client::{Client, pb};
 
 const TENANT: &str = "1b2c3d4e-0000-4000-8000-000000000004";
@@ -97,13 +97,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
         .expect("connect");
     let (carrier_key, numbers) = seed_carrier(&platform, CARRIER, TENANT, "+4420793", 20).await;
     drop(server);
-    let lines = numbers
-        .iter()
-        .map(|n| Line {
-            tenant_id: TENANT.into(),
-            number: n.clone(),
-        })
-        .collect();
+    let lines = Line::all(TENANT, &numbers);
     let mut generator = CallRecordGenerator::new(seed, lines, 1_790_000_000);
 
     // Everything ever sent, and what is still unacknowledged (to resend).
@@ -121,15 +115,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
             let batch: Vec<pb::CallRecord> = (0..BATCH).map(|_| generator.next_record()).collect();
             let reports = batch
                 .iter()
-                .map(|r| pb::CallDurationReport {
-                    record_id: format!("report-{}", r.call_id),
-                    call_id: r.call_id.clone(),
-                    correlation_id: r.correlation_id.clone(),
-                    caller_number: r.caller_number.clone(),
-                    callee_number: r.callee_number.clone(),
-                    start_time: r.start_time,
-                    duration: r.duration,
-                })
+                .map(|r| report_for(r, format!("report-{}", r.call_id)))
                 .collect::<Vec<_>>();
             all_records.push(batch.clone());
             all_reports.push(reports.clone());

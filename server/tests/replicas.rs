@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{Proc, key, seed_carrier, start_configured};
 use futures_util::{Stream, StreamExt, TryStreamExt, stream};
-use ocx_api::sample::{CallRecordGenerator, Line};
+use ocx_api::sample::{CallRecordGenerator, Line, report_for};
 use ocx_client::{Client, pb};
 use ocx_server::store::postgres::testing::TestPostgres;
 use tokio::sync::{oneshot, watch};
@@ -178,15 +178,7 @@ async fn report(carrier: Client, batches: Vec<Vec<pb::CallDurationReport>>) -> B
 fn reports_for(batch: &[pb::CallRecord]) -> Vec<pb::CallDurationReport> {
     batch
         .iter()
-        .map(|r| pb::CallDurationReport {
-            record_id: format!("report-{}", r.call_id),
-            call_id: r.call_id.clone(),
-            correlation_id: r.correlation_id.clone(),
-            caller_number: r.caller_number.clone(),
-            callee_number: r.callee_number.clone(),
-            start_time: r.start_time,
-            duration: r.duration,
-        })
+        .map(|r| report_for(r, format!("report-{}", r.call_id)))
         .collect()
 }
 
@@ -337,13 +329,7 @@ async fn two_replicas_serve_as_one_and_survive_a_sigkill() {
 
     // Writes through both at once: call records (a third of them sent to both), duration
     // reports, and number assignments (the last third of the numbers through both).
-    let lines = numbers
-        .iter()
-        .map(|n| Line {
-            tenant_id: TENANT.into(),
-            number: n.clone(),
-        })
-        .collect();
+    let lines = Line::all(TENANT, &numbers);
     let mut generator = CallRecordGenerator::new(9, lines, 1_790_000_000);
     let mut batch =
         || -> Vec<pb::CallRecord> { (0..BATCH).map(|_| generator.next_record()).collect() };

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{call_ids, key, seed_carrier, sigterm_and_wait, start, start_configured};
 use futures_util::StreamExt;
-use ocx_api::sample::{CallRecordGenerator, Line};
+use ocx_api::sample::{CallRecordGenerator, Line, report_for};
 use ocx_client::{Client, DurationUploader, pb};
 use tonic::Code;
 
@@ -41,13 +41,7 @@ async fn sigterm_drains_and_clients_resume_after_the_restart() {
         .expect("connect");
     let (carrier_key, numbers) = seed_carrier(&platform, CARRIER, TENANT, "+4420796", 20).await;
     let carrier = platform.with_key(carrier_key).expect("carrier client");
-    let lines: Vec<Line> = numbers
-        .iter()
-        .map(|n| Line {
-            tenant_id: TENANT.into(),
-            number: n.clone(),
-        })
-        .collect();
+    let lines: Vec<Line> = Line::all(TENANT, &numbers);
 
     // The carrier follows the feed from the start, through the restart; what it gets comes
     // here.
@@ -86,15 +80,7 @@ async fn sigterm_drains_and_clients_resume_after_the_restart() {
             batch
                 .into_iter()
                 .enumerate()
-                .map(|(i, r)| pb::CallDurationReport {
-                    record_id: format!("term-{b}-{i}"),
-                    call_id: r.call_id,
-                    correlation_id: r.correlation_id,
-                    caller_number: r.caller_number,
-                    callee_number: r.callee_number,
-                    start_time: r.start_time,
-                    duration: r.duration,
-                })
+                .map(|(i, r)| report_for(&r, format!("term-{b}-{i}")))
                 .collect()
         })
         .collect();

@@ -31,13 +31,7 @@ async fn writers_and_readers_together_never_see_busy_and_the_wal_stays_bounded()
     consent(&platform, "soak-tel", &t).await;
     let lines_numbers = numbers("+4420797", 0, 50);
     provision(&a.client, &t, &lines_numbers).await;
-    let lines: Vec<Line> = lines_numbers
-        .iter()
-        .map(|n| Line {
-            tenant_id: t.clone(),
-            number: n.clone(),
-        })
-        .collect();
+    let lines: Vec<Line> = Line::all(&t, &lines_numbers);
     let wal = server.db_path.with_extension("db-wal");
     let wal_size = move || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
 

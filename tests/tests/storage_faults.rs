@@ -64,13 +64,7 @@ async fn a_full_disk_fails_writes_cleanly_keeps_reads_and_recovers() {
     consent(&platform, "full-tel", &t).await;
     let tenant_numbers = numbers("+4420799", 0, 20);
     provision(&a.client, &t, &tenant_numbers).await;
-    let lines: Vec<Line> = tenant_numbers
-        .iter()
-        .map(|n| Line {
-            tenant_id: t.clone(),
-            number: n.clone(),
-        })
-        .collect();
+    let lines: Vec<Line> = Line::all(&t, &tenant_numbers);
     let mut generator = CallRecordGenerator::new(3, lines, 1_790_000_000);
     // Far more than 3 MB of records.
     let batches: Vec<Vec<pb::CallRecord>> = (0..100)

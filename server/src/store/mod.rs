@@ -5,6 +5,7 @@
 //! suite every backend passes.
 
 pub mod conformance;
+pub mod media;
 pub mod postgres;
 pub mod request;
 pub mod retention;

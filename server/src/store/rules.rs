@@ -4,12 +4,130 @@
 //! what they decide or in the words of their refusals.
 
 use crate::domain::{
-    AssignRequest, Assignment, CallDirection, CallRecord, ConsentStatus, DurationOutcome,
-    DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberEventType, NumberState,
-    NumberUpload, PhoneNumber, PurgeCounts,
+    AssignRequest, Assignment, CallDirection, CallRecord, Consent, ConsentStatus, Contact,
+    DurationOutcome, DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEvent,
+    NumberEventType, NumberState, NumberUpload, PhoneNumber, PurgeCounts, Role,
 };
 use crate::store::StoreError;
 use crate::store::retention::Expiring;
+
+/// A page from `limit + 1` fetched rows: one more than asked says whether more follow.
+pub fn page<T>(mut items: Vec<T>, limit: usize, total: i64) -> crate::domain::Page<T> {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    crate::domain::Page { items, more, total }
+}
+
+/// A value a listing's condition compares a column with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bound {
+    /// An integer column (times, codes, ids).
+    Int(i64),
+    /// A text column.
+    Text(String),
+}
+
+/// The conditions of a call-record listing after `carrier_id = ?`: only the filters that are
+/// set (so each combination is its own prepared statement and the planner can use the
+/// `(carrier_id, start_time)` index), then the cursor. Each is SQL with `?` placeholders and
+/// the values they take, in order.
+pub fn call_record_conditions(
+    f: &crate::domain::CallRecordFilter,
+    after: Option<super::CallRecordCursor>,
+) -> Vec<(&'static str, Vec<Bound>)> {
+    let mut out = Vec::new();
+    if let Some(from) = f.from {
+        out.push(("start_time >= ?", vec![Bound::Int(from)]));
+    }
+    if let Some(to) = f.to {
+        out.push(("start_time < ?", vec![Bound::Int(to)]));
+    }
+    if let Some(t) = &f.tenant_id {
+        out.push(("tenant_id = ?", vec![Bound::Text(t.clone())]));
+    }
+    if let Some(n) = &f.number {
+        out.push((
+            "(caller_number = ? OR callee_number = ?)",
+            vec![Bound::Text(n.clone()), Bound::Text(n.clone())],
+        ));
+    }
+    if let Some(d) = f.direction {
+        out.push(("direction = ?", vec![Bound::Int(i64::from(d.code()))]));
+    }
+    if let Some(t) = f.call_type {
+        out.push(("call_type = ?", vec![Bound::Int(i64::from(t.code()))]));
+    }
+    if let Some(q) = f.quality {
+        out.push(("quality = ?", vec![Bound::Int(i64::from(q.code()))]));
+    }
+    if let Some((start, id)) = after {
+        out.push((
+            "(start_time, id) > (?, ?)",
+            vec![Bound::Int(start), Bound::Int(id)],
+        ));
+    }
+    out
+}
+
+/// A consent row's stored columns, as both backends store them: the status code, the
+/// countries comma-separated, the contact as JSON. An unknown status reads as removed (it
+/// grants nothing); a contact that does not read is empty.
+pub struct StoredConsent {
+    /// `carrier_id`.
+    pub carrier_id: String,
+    /// `tenant_id`.
+    pub tenant_id: String,
+    /// `status`.
+    pub status: i64,
+    /// `countries`.
+    pub countries: String,
+    /// `contact`.
+    pub contact: String,
+    /// `consent_time`.
+    pub consent_time: Micros,
+    /// `update_time`.
+    pub update_time: Micros,
+}
+
+impl From<StoredConsent> for Consent {
+    fn from(c: StoredConsent) -> Consent {
+        Consent {
+            carrier_id: c.carrier_id,
+            tenant_id: c.tenant_id,
+            status: i32::try_from(c.status)
+                .ok()
+                .and_then(ConsentStatus::from_code)
+                .unwrap_or(ConsentStatus::Removed),
+            countries: c
+                .countries
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            contact: serde_json::from_str(&c.contact).unwrap_or_default(),
+            consent_time: c.consent_time,
+            update_time: c.update_time,
+        }
+    }
+}
+
+/// A consent's contact as it is stored (JSON).
+pub fn contact_json(contact: &Contact) -> Result<String, StoreError> {
+    serde_json::to_string(contact).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// An API key's stored role code and secret hash, checked. A row that does not decode is an
+/// error, never a guess: guessing could grant access.
+pub fn key_secrets(role: i64, hash: Vec<u8>) -> Result<(Role, [u8; 32]), StoreError> {
+    let role = i32::try_from(role)
+        .ok()
+        .and_then(Role::from_code)
+        .ok_or_else(|| StoreError::Internal(format!("an API key has role code {role}")))?;
+    let hash: [u8; 32] = hash.try_into().map_err(|h: Vec<u8>| {
+        StoreError::Internal(format!("an API key's secret_hash has {} bytes", h.len()))
+    })?;
+    Ok((role, hash))
+}
 
 /// Why the carrier may not put `item` in its tenant now, or `None` if it may. `consent` is the
 /// carrier's consent in the item's tenant as stored (status code, comma-separated countries),

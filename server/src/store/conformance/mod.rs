@@ -59,6 +59,17 @@ async fn carrier(store: &dyn Store, id: &str) {
     }
 }
 
+/// A user assignment of `number` in `tenant` to `sip_uri` (user id `user-1`).
+fn assign(number: &str, tenant: &str, sip_uri: &str) -> AssignRequest {
+    AssignRequest {
+        number: number.into(),
+        tenant_id: tenant.into(),
+        assignment_type: AssignmentType::User,
+        sip_uri: sip_uri.into(),
+        user_id: "user-1".into(),
+    }
+}
+
 /// An upload of `number` for `tenant` with the default capabilities.
 fn upload(number: &str, tenant: &str) -> NumberUpload {
     NumberUpload {

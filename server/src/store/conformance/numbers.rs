@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{T1, T2, carrier, upload};
+use super::{T1, T2, assign, carrier, upload};
 use crate::domain::{
     AssignRequest, AssignmentType, Capability, ItemOutcome, NumberEventType, NumberFilter,
     NumberState, PhoneNumber, now_micros,
@@ -24,17 +24,6 @@ where
     upload_updates_and_moves(fresh().await).await;
     concurrent_uploads_of_the_same_numbers(fresh().await).await;
     concurrent_assign_unassign_of_one_number(fresh().await).await;
-}
-
-/// An assignment of `number` in `tenant` to `sip_uri`.
-fn assign(number: &str, tenant: &str, sip_uri: &str) -> AssignRequest {
-    AssignRequest {
-        number: number.into(),
-        tenant_id: tenant.into(),
-        assignment_type: AssignmentType::User,
-        sip_uri: sip_uri.into(),
-        user_id: String::new(),
-    }
 }
 
 /// The number of an outcome that carries one.

@@ -3,11 +3,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{T1, T2, carrier, record, upload};
+use super::{T1, T2, assign, carrier, record, upload};
 use crate::domain::{
-    AssignRequest, AssignmentType, AuditEvent, AuditFilter, CallRecord, DAY_US, DurationOutcome,
-    DurationReport, EraseCounts, IngestOutcome, ItemOutcome, Micros, NumberEventType, NumberFilter,
-    NumberState, PurgeCounts, RetentionPolicy, now_micros,
+    AssignmentType, AuditEvent, AuditFilter, CallRecord, DAY_US, DurationOutcome, DurationReport,
+    EraseCounts, IngestOutcome, ItemOutcome, Micros, NumberEventType, NumberFilter, NumberState,
+    PurgeCounts, RetentionPolicy, now_micros,
 };
 use crate::store::request::{RequestKey, with_request};
 use crate::store::{Store, StoreError};
@@ -25,16 +25,6 @@ where
     request_ids_answer_retries_once(fresh().await).await;
     concurrent_retries_of_one_request_id(fresh().await).await;
     sequences_are_never_drawn_twice_after_deletions(fresh().await).await;
-}
-
-fn assign(number: &str, tenant: &str, sip_uri: &str) -> AssignRequest {
-    AssignRequest {
-        number: number.into(),
-        tenant_id: tenant.into(),
-        assignment_type: AssignmentType::User,
-        sip_uri: sip_uri.into(),
-        user_id: "user-1".into(),
-    }
 }
 
 /// A call record of `tenant` to `number` starting at `start`.

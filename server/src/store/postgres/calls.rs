@@ -28,8 +28,8 @@ use crate::domain::{
     CallDirection, CallRecord, CallRecordFilter, CallType, DestinationContext, IngestOutcome,
     QualityMetric, QualityVerdict, now_micros,
 };
+use crate::store::media;
 use crate::store::rules;
-use crate::store::sqlite::media;
 use crate::store::{CallRecordCursor, KeyedPage, StoreError};
 
 /// Every stored column but `id`, with its type (for `unnest` casts), in [`from_row`]'s order.
@@ -143,7 +143,7 @@ fn from_row(row: &Row) -> CallRecord {
             .and_then(DestinationContext::from_code),
         usage_country_code: row.get(21),
         trunk_fqdn: row.get(22),
-        media_streams: media::decode(rusqlite::types::ValueRef::Blob(streams)),
+        media_streams: media::decode(streams),
         quality: QualityVerdict::from_code(int(row, 24)).unwrap_or(QualityVerdict::Unclassified),
         poor_due_to: QualityMetric::from_mask(row.get(25)),
         update_time: row.get(26),
@@ -517,45 +517,18 @@ pub async fn list(
         *COLUMNS
     );
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(carrier_id.to_owned())];
-    // Appends ` AND clause`, its `?`s becoming the next parameters, bound to `values`.
-    let mut cond = |clause: &str, values: Vec<Box<dyn ToSql + Sync + Send>>| {
+    // Each ` AND clause`, its `?`s becoming the next numbered parameters.
+    for (clause, values) in rules::call_record_conditions(f, after) {
         sql.push_str(" AND ");
         let mut parts = clause.split('?');
         sql.push_str(parts.next().unwrap_or_default());
         for (part, value) in parts.zip(values) {
-            args.push(value);
+            args.push(match value {
+                rules::Bound::Int(i) => Box::new(i),
+                rules::Bound::Text(t) => Box::new(t),
+            });
             sql.push_str(&format!("${}{part}", args.len()));
         }
-    };
-    if let Some(from) = f.from {
-        cond("start_time >= ?", vec![Box::new(from)]);
-    }
-    if let Some(to) = f.to {
-        cond("start_time < ?", vec![Box::new(to)]);
-    }
-    if let Some(t) = &f.tenant_id {
-        cond("tenant_id = ?", vec![Box::new(t.clone())]);
-    }
-    if let Some(n) = &f.number {
-        cond(
-            "(caller_number = ? OR callee_number = ?)",
-            vec![Box::new(n.clone()), Box::new(n.clone())],
-        );
-    }
-    if let Some(d) = f.direction {
-        cond("direction = ?", vec![Box::new(i64::from(d.code()))]);
-    }
-    if let Some(t) = f.call_type {
-        cond("call_type = ?", vec![Box::new(i64::from(t.code()))]);
-    }
-    if let Some(q) = f.quality {
-        cond("quality = ?", vec![Box::new(i64::from(q.code()))]);
-    }
-    if let Some((start, id)) = after {
-        cond(
-            "(start_time, id) > (?, ?)",
-            vec![Box::new(start), Box::new(id)],
-        );
     }
     args.push(Box::new(super::plus_one(limit)));
     sql.push_str(&format!(" ORDER BY start_time, id LIMIT ${}", args.len()));

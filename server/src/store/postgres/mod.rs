@@ -41,10 +41,11 @@ use crate::domain::{
     ApiKey, AssignRequest, CallDuration, CallRecord, CallRecordFilter, Carrier, Consent,
     ConsentGrant, ConsentStatus, Discrepancy, DiscrepancyCursor, DiscrepancyKind, DurationOutcome,
     DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberFilter, NumberUpload,
-    Page, PhoneNumber, ReconciliationPeriod, ReconciliationSummary, Role, UsageGrouping, UsageRow,
+    Page, PhoneNumber, ReconciliationPeriod, ReconciliationSummary, UsageGrouping, UsageRow,
     now_micros,
 };
 use crate::domain::{AuditEvent, AuditFilter, EraseCounts, PurgeCounts, RetentionPolicy};
+use crate::store::rules::{self, page};
 use crate::store::{CallRecordCursor, KeyedPage, Store, StoreError, StoreResult};
 
 /// How many times a transaction that lost a conflict is run again before the caller gets
@@ -444,13 +445,6 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Turns `limit + 1` fetched rows into a page.
-fn page<T>(mut items: Vec<T>, limit: usize, total: i64) -> Page<T> {
-    let more = items.len() > limit;
-    items.truncate(limit);
-    Page { items, more, total }
-}
-
 /// `limit + 1` as a query parameter: one row more than asked tells whether more follow.
 fn plus_one(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
@@ -468,16 +462,7 @@ const KEY_COLUMNS: &str =
     "key_id, role, carrier_id, display_name, secret_hash, create_time, last_use_time, revoke_time";
 
 fn key_from_row(row: &tokio_postgres::Row) -> PgResult<ApiKey> {
-    let role: i64 = row.get(1);
-    let hash: Vec<u8> = row.get(4);
-    // A row that cannot be decoded is an error, never a guess: guessing could grant access.
-    let role = i32::try_from(role)
-        .ok()
-        .and_then(Role::from_code)
-        .ok_or_else(|| StoreError::Internal(format!("an API key has role code {role}")))?;
-    let secret_hash: [u8; 32] = hash.try_into().map_err(|h: Vec<u8>| {
-        StoreError::Internal(format!("an API key's secret_hash has {} bytes", h.len()))
-    })?;
+    let (role, secret_hash) = rules::key_secrets(row.get(1), row.get(4))?;
     Ok(ApiKey {
         key_id: row.get(0),
         role,
@@ -506,25 +491,16 @@ const CONSENT_COLUMNS: &str =
     "carrier_id, tenant_id, status, countries, contact, consent_time, update_time";
 
 fn consent_from_row(row: &tokio_postgres::Row) -> Consent {
-    let status: i64 = row.get(2);
-    let countries: String = row.get(3);
-    let contact: String = row.get(4);
-    Consent {
+    rules::StoredConsent {
         carrier_id: row.get(0),
         tenant_id: row.get(1),
-        status: i32::try_from(status)
-            .ok()
-            .and_then(ConsentStatus::from_code)
-            .unwrap_or(ConsentStatus::Removed),
-        countries: countries
-            .split(',')
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        contact: serde_json::from_str(&contact).unwrap_or_default(),
+        status: row.get(2),
+        countries: row.get(3),
+        contact: row.get(4),
         consent_time: row.get(5),
         update_time: row.get(6),
     }
+    .into()
 }
 
 async fn get_consent(
@@ -746,8 +722,7 @@ impl Store for PgStore {
             if !carrier_exists(tx, &grant.carrier_id).await? {
                 return Err(not_found_carrier(&grant.carrier_id));
             }
-            let contact = serde_json::to_string(&grant.contact)
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            let contact = rules::contact_json(&grant.contact)?;
             let now = now_micros();
             tx.execute(
                 &format!(

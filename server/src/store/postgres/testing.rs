@@ -41,11 +41,6 @@ impl TestPostgres {
         }
     }
 
-    /// The server's URL, as given.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Creates an empty schema (its name starts with `prefix`, then this process's id and a
     /// counter) and returns a URL whose connections use it.
     pub async fn fresh_schema(&self, prefix: &str) -> String {

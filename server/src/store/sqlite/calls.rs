@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::domain::{
     CallDirection, CallRecord, CallRecordFilter, CallType, DestinationContext, IngestOutcome,
@@ -45,7 +45,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
             .and_then(DestinationContext::from_code),
         usage_country_code: row.get(21)?,
         trunk_fqdn: row.get(22)?,
-        media_streams: super::media::decode(row.get_ref(23)?),
+        media_streams: crate::store::media::decode_sqlite(row.get_ref(23)?),
         quality: QualityVerdict::from_code(code(24)?).unwrap_or(QualityVerdict::Unclassified),
         poor_due_to: QualityMetric::from_mask(row.get(25)?),
         update_time: row.get(26)?,
@@ -54,7 +54,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
 
 /// Writes `r` as row `id` (a new row when `id` is `None`).
 pub(super) fn put(conn: &Connection, id: Option<i64>, r: &CallRecord) -> StoreResult<()> {
-    let streams = super::media::encode(&r.media_streams);
+    let streams = crate::store::media::encode(&r.media_streams);
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO call_records (id, {COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
          ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"
@@ -216,45 +216,19 @@ pub fn list(
     after: Option<CallRecordCursor>,
     limit: usize,
 ) -> StoreResult<KeyedPage<CallRecord, CallRecordCursor>> {
+    use rusqlite::types::Value;
     let mut sql = format!("SELECT {COLUMNS}, id FROM call_records WHERE carrier_id = ?");
-    let mut args: Vec<Box<dyn ToSql>> = vec![Box::new(carrier_id.to_owned())];
-    let mut cond = |clause: &str, values: Vec<Box<dyn ToSql>>| {
+    let mut args: Vec<Value> = vec![Value::Text(carrier_id.to_owned())];
+    for (clause, values) in rules::call_record_conditions(f, after) {
         sql.push_str(" AND ");
         sql.push_str(clause);
-        args.extend(values);
-    };
-    if let Some(from) = f.from {
-        cond("start_time >= ?", vec![Box::new(from)]);
-    }
-    if let Some(to) = f.to {
-        cond("start_time < ?", vec![Box::new(to)]);
-    }
-    if let Some(t) = &f.tenant_id {
-        cond("tenant_id = ?", vec![Box::new(t.clone())]);
-    }
-    if let Some(n) = &f.number {
-        cond(
-            "(caller_number = ? OR callee_number = ?)",
-            vec![Box::new(n.clone()), Box::new(n.clone())],
-        );
-    }
-    if let Some(d) = f.direction {
-        cond("direction = ?", vec![Box::new(d.code())]);
-    }
-    if let Some(t) = f.call_type {
-        cond("call_type = ?", vec![Box::new(t.code())]);
-    }
-    if let Some(q) = f.quality {
-        cond("quality = ?", vec![Box::new(q.code())]);
-    }
-    if let Some((start, id)) = after {
-        cond(
-            "(start_time, id) > (?, ?)",
-            vec![Box::new(start), Box::new(id)],
-        );
+        args.extend(values.into_iter().map(|v| match v {
+            rules::Bound::Int(i) => Value::Integer(i),
+            rules::Bound::Text(t) => Value::Text(t),
+        }));
     }
     sql.push_str(" ORDER BY start_time, id LIMIT ?");
-    args.push(Box::new(limit as i64 + 1));
+    args.push(Value::Integer(limit as i64 + 1));
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows: Vec<(CallRecord, CallRecordCursor)> = stmt
         .query_map(rusqlite::params_from_iter(args.iter()), |row| {

@@ -16,7 +16,6 @@ pub mod backup;
 pub mod baseline;
 mod calls;
 mod durations;
-pub(crate) mod media;
 mod numbers;
 mod privacy;
 mod requests;
@@ -33,12 +32,13 @@ use self::actor::{Lane, Readers, Touched, Writer};
 pub use self::durations::summary_sql;
 use crate::domain::{
     ApiKey, AssignRequest, CallDuration, CallRecord, CallRecordFilter, Carrier, Consent,
-    ConsentGrant, ConsentStatus, Contact, Discrepancy, DiscrepancyCursor, DiscrepancyKind,
-    DurationOutcome, DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberFilter,
-    NumberUpload, Page, PhoneNumber, ReconciliationPeriod, ReconciliationSummary, Role,
-    UsageGrouping, UsageRow, now_micros,
+    ConsentGrant, ConsentStatus, Discrepancy, DiscrepancyCursor, DiscrepancyKind, DurationOutcome,
+    DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberFilter, NumberUpload,
+    Page, PhoneNumber, ReconciliationPeriod, ReconciliationSummary, UsageGrouping, UsageRow,
+    now_micros,
 };
 use crate::domain::{AuditEvent, AuditFilter, EraseCounts, PurgeCounts, RetentionPolicy};
+use crate::store::rules::{self, page};
 use crate::store::{CallRecordCursor, KeyedPage, Store, StoreError, StoreResult};
 
 /// The SQLite store. Cheap to clone: clones share the writer and the readers.
@@ -88,13 +88,6 @@ fn quiet<T>(value: T) -> StoreResult<(T, Touched)> {
     Ok((value, Touched::default()))
 }
 
-/// Turns `limit + 1` fetched rows into a page.
-fn page<T>(mut items: Vec<T>, limit: usize, total: i64) -> Page<T> {
-    let more = items.len() > limit;
-    items.truncate(limit);
-    Page { items, more, total }
-}
-
 fn carrier_from_row(row: &Row<'_>) -> rusqlite::Result<Carrier> {
     Ok(Carrier {
         carrier_id: row.get(0)?,
@@ -107,18 +100,8 @@ const KEY_COLUMNS: &str =
     "key_id, role, carrier_id, display_name, secret_hash, create_time, last_use_time, revoke_time";
 
 fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
-    let role: i32 = row.get(1)?;
-    let hash: Vec<u8> = row.get(4)?;
-    // A row that cannot be decoded is an error, never a guess: guessing could grant access.
-    let role = Role::from_code(role)
-        .ok_or(rusqlite::Error::IntegralValueOutOfRange(1, i64::from(role)))?;
-    let hash_len = hash.len();
-    let secret_hash: [u8; 32] = hash.try_into().map_err(|_| {
-        rusqlite::Error::InvalidColumnType(
-            4,
-            format!("secret_hash of {hash_len} bytes"),
-            rusqlite::types::Type::Blob,
-        )
+    let (role, secret_hash) = rules::key_secrets(row.get(1)?, row.get(4)?).map_err(|e| {
+        rusqlite::Error::InvalidColumnType(4, e.to_string(), rusqlite::types::Type::Blob)
     })?;
     Ok(ApiKey {
         key_id: row.get(0)?,
@@ -145,22 +128,16 @@ const CONSENT_COLUMNS: &str =
     "carrier_id, tenant_id, status, countries, contact, consent_time, update_time";
 
 fn consent_from_row(row: &Row<'_>) -> rusqlite::Result<Consent> {
-    let status: i32 = row.get(2)?;
-    let countries: String = row.get(3)?;
-    let contact: String = row.get(4)?;
-    Ok(Consent {
+    Ok(rules::StoredConsent {
         carrier_id: row.get(0)?,
         tenant_id: row.get(1)?,
-        status: ConsentStatus::from_code(status).unwrap_or(ConsentStatus::Removed),
-        countries: countries
-            .split(',')
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        contact: serde_json::from_str(&contact).unwrap_or_default(),
+        status: row.get(2)?,
+        countries: row.get(3)?,
+        contact: row.get(4)?,
         consent_time: row.get(5)?,
         update_time: row.get(6)?,
-    })
+    }
+    .into())
 }
 
 fn get_consent(
@@ -180,10 +157,6 @@ fn carrier_exists(conn: &Connection, carrier_id: &str) -> StoreResult<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM carriers WHERE carrier_id = ?1")?
         .exists([carrier_id])?)
-}
-
-fn contact_json(contact: &Contact) -> StoreResult<String> {
-    serde_json::to_string(contact).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 #[async_trait]
@@ -358,7 +331,7 @@ impl Store for SqliteStore {
                     grant.tenant_id,
                     grant.status.code(),
                     grant.countries.join(","),
-                    contact_json(&grant.contact)?,
+                    rules::contact_json(&grant.contact)?,
                     now
                 ])?;
                 let consent = get_consent(conn, &grant.carrier_id, &grant.tenant_id)?
