@@ -9,7 +9,6 @@
 //! - [`validate`]: the format checks every side agrees on (E.164, SIP URI, tenant id, ...).
 //! - [`metadata`]: wire constants (header names).
 
-pub mod sample;
 pub mod validate;
 
 /// Generated code for package `ocx.v1`. Kept in its own module so lints stay off it.

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use ocx_api::pb;
-use ocx_api::sample::{CallRecordGenerator, Line};
 use ocx_client::Client;
+use ocx_sample::{CallRecordGenerator, Line};
 use ocx_server::store::sqlite::Durability;
 
 use crate::figures::{Figure, print_table};
@@ -286,7 +286,7 @@ impl Backend {
         match self {
             Backend::Sqlite => sqlite_file.display().to_string(),
             Backend::Postgres(url) => {
-                ocx_server::store::postgres::testing::TestPostgres::new(url.clone())
+                ocx_testkit::postgres::TestPostgres::new(url.clone())
                     .fresh_schema("bench")
                     .await
             }

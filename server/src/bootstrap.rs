@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use ocx_api::sample::{CallRecordGenerator, Line};
+use ocx_sample::{CallRecordGenerator, Line};
 
 use crate::auth::issue_key;
 use crate::convert_calls;

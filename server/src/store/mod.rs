@@ -1,10 +1,9 @@
 //! The storage interface: what the services need from a database, in domain types.
 //!
-//! One trait, [`Store`], so that a second backend (a networked SQL engine) can be added without
-//! touching the services. [`sqlite`] is the embedded default; [`conformance`] is the test
-//! suite every backend passes.
+//! One trait, [`Store`], with two backends: [`sqlite`] (the embedded default) and [`postgres`]
+//! (shared by several replicas); the services never know which. Every backend passes one
+//! conformance suite (`server/tests/it/conformance`), written against this trait alone.
 
-pub mod conformance;
 pub mod media;
 pub mod postgres;
 pub mod request;

@@ -132,7 +132,6 @@ mod reconcile;
 mod requests;
 pub use self::reconcile::summary_sql;
 mod schema;
-pub mod testing;
 
 /// Why a PostgreSQL operation failed, before it becomes a [`StoreError`].
 #[derive(Debug)]

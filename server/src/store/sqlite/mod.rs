@@ -13,6 +13,7 @@
 
 mod actor;
 pub mod backup;
+#[cfg(any(test, feature = "bench"))]
 pub mod baseline;
 mod calls;
 mod durations;

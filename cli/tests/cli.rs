@@ -1,0 +1,502 @@
+//! The `ocx` command-line tool end to end, against a real server on a loopback port.
+
+use std::process::{Command, Output};
+
+use ocx_testkit::TestServer;
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+
+/// Runs `ocx` with `key`; returns the exit code, stdout and stderr.
+fn ocx(endpoint: &str, key: &str, args: &[&str]) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_ocx"))
+        .args(args)
+        .env("OCX_ENDPOINT", endpoint)
+        .env("OCX_KEY", key)
+        .env_remove("OCX_KEY_FILE")
+        .output()
+        .expect("run ocx");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
+    (status.code().unwrap_or(-1), text(stdout), text(stderr))
+}
+
+/// A server on a loopback port over a fresh database, and its platform key.
+struct Served {
+    server: TestServer,
+    endpoint: String,
+    platform: String,
+}
+
+impl Served {
+    async fn start() -> Served {
+        let server = TestServer::start().await;
+        Served {
+            endpoint: server.endpoint(),
+            platform: server.platform_key.clone(),
+            server,
+        }
+    }
+
+    /// Runs `ocx` with `key` and whitespace-separated `args`, off the async threads (the CLI
+    /// blocks).
+    async fn run(&self, key: &str, args: &str) -> (i32, String, String) {
+        let (endpoint, key) = (self.endpoint.clone(), key.to_owned());
+        let args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
+        tokio::task::spawn_blocking(move || {
+            ocx(
+                &endpoint,
+                &key,
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .expect("join")
+    }
+
+    async fn stop(mut self) {
+        self.server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn carriers_keys_consents_numbers_and_assignments_through_the_cli() {
+    let served = Served::start().await;
+    let (dir, endpoint, platform) = (
+        served.server.dir(),
+        served.endpoint.clone(),
+        served.platform.clone(),
+    );
+
+    let (code, out, err) = served
+        .run(&platform, "carriers create fabrikam-tel --name Fabrikam")
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = served.run(&platform, "carriers list").await;
+    assert_eq!(code, 0);
+    assert!(out.contains("fabrikam-tel"), "{out}");
+
+    let (code, out, err) = served
+        .run(
+            &platform,
+            "--output json keys create --role carrier --carrier fabrikam-tel --name ops",
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let created: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let carrier_key = created["secret"].as_str().expect("secret").to_owned();
+    assert!(carrier_key.starts_with("ocx_"));
+
+    let grant = format!("consents grant --carrier fabrikam-tel --tenant {TENANT} --country GB");
+    let (code, _, err) = served.run(&platform, &grant).await;
+    assert_eq!(code, 0, "{err}");
+
+    // Upload: line 4 has a bad number and line 5 a country the tenant did not consent to.
+    let csv = dir.join("numbers.csv");
+    std::fs::write(
+        &csv,
+        "number,tenant_id,country_code\n+442079460001,,GB\n+442079460002,,GB\n+4420x,,GB\n+12065550100,,US\n",
+    )
+    .expect("csv");
+    let upload = format!("numbers upload {} --tenant {TENANT}", csv.display());
+    let (code, out, err) = served.run(&carrier_key, &upload).await;
+    assert_eq!(code, 1, "rejected rows make the exit code 1: {out}{err}");
+    assert!(out.contains("created 2"), "{out}");
+    assert!(out.contains("rejected 2"), "{out}");
+    assert!(out.contains("line 4"), "{out}");
+    assert!(out.contains("line 5"), "{out}");
+
+    let (code, out, _) = served.run(&carrier_key, "--output json numbers list").await;
+    assert_eq!(code, 0);
+    let listed: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["number"], "+442079460001");
+
+    let assign = format!(
+        "assign +442079460001 --tenant {TENANT} --type user --sip-uri sip:gina@contoso.com"
+    );
+    let (code, _, err) = served.run(&platform, &assign).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = served
+        .run(&carrier_key, "--output json numbers get +442079460001")
+        .await;
+    assert_eq!(code, 0);
+    let got: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(got["sip_uri"], "sip:gina@contoso.com");
+    assert_eq!(got["state"], "assigned");
+
+    // A server-side error: status, message and violations on stderr, exit code 2.
+    let (code, _, err) = served.run(&carrier_key, "carriers list").await;
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("error: PERMISSION_DENIED: ") && err.lines().count() == 1,
+        "{err}"
+    );
+    let unknown = "ocx_0000000000000000_".to_owned() + &"0".repeat(64);
+    let (code, _, err) = served.run(&unknown, "numbers list").await;
+    assert_eq!(code, 2);
+    assert!(err.starts_with("error: UNAUTHENTICATED: "), "{err}");
+
+    // Call records: generate (platform), then list, get, export and follow (carrier).
+    let generate = format!(
+        "--output json calls generate --count 300 --seed 11 --tenant {TENANT} --number +442079460001 --number +442079460002 --revise-percent 10 --start 2026-01-01T00:00:00Z"
+    );
+    let (code, out, err) = served.run(&platform, &generate).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("json summary");
+    assert_eq!(summary["created"], 300, "{summary}");
+    assert_eq!(summary["revised"], 30, "{summary}");
+    assert_eq!(summary["rejected"], 0, "{summary}");
+
+    let (code, out, err) = served
+        .run(
+            &carrier_key,
+            "--output json calls list --number +442079460002 --direction outbound",
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert!(!listed.is_empty());
+    assert!(
+        listed
+            .iter()
+            .all(|r| r["direction"] == "outbound" && r["caller_number"] == "+442079460002"),
+        "{out}"
+    );
+    let call_id = listed[0]["call_id"].as_str().expect("call id").to_owned();
+    let (code, out, _) = served
+        .run(&carrier_key, &format!("--output json calls get {call_id}"))
+        .await;
+    assert_eq!(code, 0);
+    let got: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(got["call_id"], call_id.as_str());
+
+    let csv_out = dir.join("calls.csv");
+    let export = format!(
+        "calls export --since 2025-12-01T00:00:00Z --until 2026-12-01T00:00:00Z --format csv --out {}",
+        csv_out.display()
+    );
+    let (code, _, err) = served.run(&carrier_key, &export).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.is_empty(),
+        "no progress output when stderr is not a terminal: {err}"
+    );
+    let mut reader = csv::Reader::from_path(&csv_out).expect("csv");
+    let headers = reader.headers().expect("headers").clone();
+    assert_eq!(&headers[0], "call_id");
+    let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("rows");
+    assert_eq!(rows.len(), 300, "each call once, at its latest version");
+    let (code, out, _) = served
+        .run(
+            &carrier_key,
+            "calls export --since 2025-12-01T00:00:00Z --until 2026-12-01T00:00:00Z --format jsonl",
+        )
+        .await;
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 300);
+
+    // follow runs until stopped; read its first lines from a child process and kill it.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ocx"))
+        .args(["--output", "json", "calls", "follow", "--after", "325"])
+        .env("OCX_ENDPOINT", &endpoint)
+        .env("OCX_KEY", &carrier_key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn follow");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(5)
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .expect("join")
+    .expect("lines");
+    let _ = child.kill();
+    let _ = child.wait();
+    let seqs: Vec<i64> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["feed_sequence"]
+                .as_i64()
+                .expect("seq")
+        })
+        .collect();
+    assert_eq!(seqs, [326, 327, 328, 329, 330]);
+
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn durations_reconciliation_and_usage_through_the_cli() {
+    let served = Served::start().await;
+    let platform = served.platform.clone();
+    let ok = |(code, out, err): (i32, String, String)| {
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    ok(served
+        .run(&platform, "carriers create fabrikam-tel --name Fabrikam")
+        .await);
+    let created = ok(served
+        .run(
+            &platform,
+            "--output json keys create --role carrier --carrier fabrikam-tel",
+        )
+        .await);
+    let created: serde_json::Value = serde_json::from_str(created.trim()).expect("json");
+    let carrier = created["secret"].as_str().expect("secret").to_owned();
+    ok(served
+        .run(
+            &platform,
+            &format!("consents grant --carrier fabrikam-tel --tenant {TENANT}"),
+        )
+        .await);
+    let numbers = served.server.dir().join("numbers.csv");
+    std::fs::write(&numbers, "number\n+442079460001\n").expect("write");
+    ok(served
+        .run(
+            &carrier,
+            &format!("numbers upload {} --tenant {TENANT}", numbers.display()),
+        )
+        .await);
+    ok(served
+        .run(
+            &platform,
+            &format!(
+                "calls generate --count 40 --seed 3 --tenant {TENANT} --number +442079460001 \
+                 --revise-percent 0 --start 2026-01-01T00:00:00Z"
+            ),
+        )
+        .await);
+    let listed = ok(served.run(&carrier, "--output json calls list").await);
+    let calls: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(calls.len(), 40);
+
+    // The carrier's file: calls 0..30 reported (1 by correlation id only, 2 off by 5 s), three
+    // bad rows, and the last ten calls not reported.
+    let mut csv = String::from(
+        "record_id,call_id,correlation_id,caller_number,callee_number,start_time,duration_seconds\n",
+    );
+    for (i, call) in calls.iter().take(30).enumerate() {
+        let duration =
+            call["duration_seconds"].as_f64().unwrap_or(0.0) + [0.0, 5.0][usize::from(i % 15 == 7)];
+        let call_id = if i == 4 {
+            ""
+        } else {
+            call["call_id"].as_str().expect("id")
+        };
+        csv.push_str(&format!(
+            "fab-{i},{call_id},{},{},{},{},{duration:.3}\n",
+            call["correlation_id"].as_str().expect("correlation"),
+            call["caller_number"].as_str().expect("caller"),
+            call["callee_number"].as_str().expect("callee"),
+            call["start_time"].as_str().expect("start"),
+        ));
+    }
+    csv.push_str("bad-time,c,,+442079460001,+14255550100,yesterday,10\n"); // line 32: not sent
+    csv.push_str("bad-neg,c,,+442079460001,+14255550100,2026-01-01T00:00:00Z,-4\n"); // 33
+    csv.push_str("bad-id,,,+442079460001,+14255550100,2026-01-01T00:00:00Z,4\n"); // 34
+    let file = served.server.dir().join("may.csv");
+    std::fs::write(&file, csv).expect("write");
+
+    let upload = format!("--output json durations upload {}", file.display());
+    let (code, out, err) = served.run(&carrier, &upload).await;
+    assert_eq!(code, 1, "some rows were rejected: {out}{err}");
+    assert!(err.is_empty(), "no progress bar off a terminal: {err}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(
+        (
+            &summary["created"],
+            &summary["rejected"],
+            &summary["rejected_before_sending"]
+        ),
+        (&30.into(), &3.into(), &1.into()),
+        "{summary}"
+    );
+    let rejects = served.server.dir().join("may.rejects.csv");
+    let mut reader = csv::Reader::from_path(&rejects).expect("rejects file");
+    let rows: Vec<(String, String, String)> = reader
+        .records()
+        .map(|r| {
+            let r = r.expect("row");
+            (r[0].to_owned(), r[1].to_owned(), r[8].to_owned())
+        })
+        .collect();
+    let lines: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(l, id, _)| (l.as_str(), id.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        [("32", "bad-time"), ("33", "bad-neg"), ("34", "bad-id")]
+    );
+    assert!(rows[0].2.starts_with("start_time"), "{rows:?}");
+    assert!(rows[1].2.starts_with("duration"), "{rows:?}");
+    assert!(rows[2].2.contains("call_id"), "{rows:?}");
+
+    // Again: nothing new; the table form names the rejects file.
+    let (code, out, _) = served
+        .run(&carrier, &format!("durations upload {}", file.display()))
+        .await;
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("created 0, unchanged 30, corrected 0, rejected 3"),
+        "{out}"
+    );
+    assert!(out.contains("line 32: bad-time: start_time"), "{out}");
+    assert!(out.contains("may.rejects.csv"), "{out}");
+
+    let listed = ok(served.run(&carrier, "--output json durations list").await);
+    assert_eq!(listed.lines().count(), 30);
+    let out = ok(served
+        .run(&carrier, "--output csv durations list --limit 2")
+        .await);
+    let mut reader = csv::Reader::from_reader(out.as_bytes());
+    assert_eq!(
+        reader.headers().expect("header").get(1),
+        Some("record_id"),
+        "{out}"
+    );
+    assert_eq!(reader.records().count(), 2, "{out}");
+    // A field violation, on the one error line.
+    let (code, _, err) = served
+        .run(
+            &carrier,
+            "reconcile summary --from 2026-01-01T00:00:00Z --to 2026-01-01T00:00:00Z",
+        )
+        .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with("error: INVALID_ARGUMENT: ")
+            && err.contains("end_time")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    let (code, completion, _) = served.run(&carrier, "completions bash").await;
+    assert_eq!(code, 0);
+    assert!(
+        completion.contains("durations") && completion.contains("complete"),
+        "bash completion"
+    );
+
+    let period = "--from 2025-12-01T00:00:00Z --to 2026-12-01T00:00:00Z";
+    let out = ok(served
+        .run(
+            &carrier,
+            &format!("--output json reconcile summary {period}"),
+        )
+        .await);
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(summary["platform_count"], 40, "{summary}");
+    assert_eq!(summary["carrier_count"], 30, "{summary}");
+    assert_eq!(summary["matched_count"], 28, "{summary}");
+    assert_eq!(summary["mismatched_count"], 2, "{summary}");
+    assert_eq!(summary["missing_on_carrier_count"], 10, "{summary}");
+    // A tolerance above the skew agrees with every reported call.
+    let out = ok(served
+        .run(
+            &carrier,
+            &format!("--output json reconcile summary {period} --tolerance 6s"),
+        )
+        .await);
+    let loose: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(loose["matched_count"], 30, "{loose}");
+
+    let out = ok(served
+        .run(
+            &carrier,
+            &format!("--output json reconcile discrepancies {period} --kind mismatched"),
+        )
+        .await);
+    let mismatched: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let d: serde_json::Value = serde_json::from_str(l).expect("json");
+            d["record_id"].as_str().expect("record").to_owned()
+        })
+        .collect();
+    assert_eq!(mismatched, ["fab-7", "fab-22"]);
+    let out = ok(served
+        .run(
+            &carrier,
+            &format!("reconcile discrepancies {period} --limit 3"),
+        )
+        .await);
+    assert_eq!(out.lines().count(), 4, "a heading and three rows: {out}");
+
+    let usage = format!("--output json usage --tenant {TENANT} {period} --by number");
+    let out = ok(served.run(&platform, &usage).await);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let total = rows.last().expect("total");
+    assert_eq!(total["call_count"], 40, "{out}");
+    let operator: i64 = rows
+        .iter()
+        .filter_map(|r| r["operator_count"].as_i64())
+        .sum();
+    let from_platform: i64 = rows
+        .iter()
+        .filter_map(|r| r["platform_count"].as_i64())
+        .sum();
+    assert_eq!((operator, from_platform), (30, 10), "{out}");
+    let (code, _, err) = served
+        .run(&carrier, &format!("usage --tenant {TENANT} {period}"))
+        .await;
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("error: PERMISSION_DENIED: ") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // The operator's privacy commands: retention, audit, erasure.
+    let out = ok(served.run(&platform, "--output json retention get").await);
+    let policy: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(policy["call_record_days"], 90, "{policy}");
+    let out = ok(served
+        .run(
+            &platform,
+            "--output json retention set --call-records 30 --call-durations 60 --released-numbers 7 --audit-events 400",
+        )
+        .await);
+    let policy: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(policy["call_duration_days"], 60, "{policy}");
+    let out = ok(served
+        .run(
+            &platform,
+            "--output json audit --carrier fabrikam-tel --rpc ocx.v1.CallDurationService/UploadCallDurations",
+        )
+        .await);
+    assert_eq!(out.lines().count(), 2, "the two uploads: {out}");
+    let (code, _, err) = served
+        .run(&platform, &format!("erase --tenant {TENANT}"))
+        .await;
+    assert_eq!(code, 2, "erasure wants --yes: {err}");
+    let out = ok(served
+        .run(
+            &platform,
+            &format!("--output json erase --tenant {TENANT} --yes"),
+        )
+        .await);
+    let erased: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(erased["call_records"], 40, "{erased}");
+    assert_eq!(erased["call_durations"], 30, "{erased}");
+
+    served.stop().await;
+}

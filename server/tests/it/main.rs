@@ -1,0 +1,29 @@
+//! The server crate's integration tests, one binary (one link of the whole server, not one per
+//! file). Each module says what it checks:
+//!
+//! - the real binary: [`binary`], [`settings`], [`logs`], [`shutdown`], [`crash`],
+//!   [`crash_loop`], [`backup`], [`replicas`];
+//! - the store: [`conformance`] (the suite every backend passes), run by [`store_sqlite`] and
+//!   [`store_postgres`]; [`deadline`] (a caller's deadline interrupts the query);
+//! - properties of the edge and of reconciliation: [`convert_property`],
+//!   [`reconcile_property`].
+
+use ocx_testkit::process::ServerBinary;
+
+/// The binary these tests run: cargo names it only to this crate's tests.
+pub const OCX_SERVER: ServerBinary = ServerBinary(env!("CARGO_BIN_EXE_ocx-server"));
+
+mod backup;
+mod binary;
+mod conformance;
+mod convert_property;
+mod crash;
+mod crash_loop;
+mod deadline;
+mod logs;
+mod reconcile_property;
+mod replicas;
+mod settings;
+mod shutdown;
+mod store_postgres;
+mod store_sqlite;

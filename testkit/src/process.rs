@@ -1,0 +1,123 @@
+//! The real `ocx-server` binary as a child process: started on an ephemeral loopback port,
+//! its address read from its log, killed on drop, or stopped by SIGTERM.
+//!
+//! Cargo tells only the server crate's own tests where the binary is
+//! (`env!("CARGO_BIN_EXE_ocx-server")`), so they name it: [`ServerBinary`].
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A server process, killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The path of the `ocx-server` binary to run.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerBinary(pub &'static str);
+
+impl ServerBinary {
+    /// Starts the binary on an ephemeral loopback port; returns it and its address, read from the
+    /// "serving" log line (the binary logs the address it actually bound).
+    pub fn start(self, data_dir: &Path, demo: bool) -> (Proc, String) {
+        let (proc, endpoint, _) = self.start_logged(data_dir, demo, "info");
+        (proc, endpoint)
+    }
+
+    /// [`start`] with `RUST_LOG=rust_log`, keeping every log line: the returned thread ends when
+    /// the process does, and returns them all.
+    pub fn start_logged(
+        self,
+        data_dir: &Path,
+        demo: bool,
+        rust_log: &str,
+    ) -> (Proc, String, std::thread::JoinHandle<Vec<String>>) {
+        let demo: &[&str] = if demo { &["--demo"] } else { &[] };
+        self.start_configured(data_dir, demo, &[("RUST_LOG", rust_log)])
+    }
+
+    /// [`start_logged`] with more flags and environment variables.
+    pub fn start_configured(
+        self,
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> (Proc, String, std::thread::JoinHandle<Vec<String>>) {
+        let mut cmd = Command::new(self.0);
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "info");
+        for (name, value) in envs {
+            cmd.env(name, value);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ocx-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let proc = Proc(child);
+        let mut lines = BufReader::new(stdout).lines();
+        let mut seen = Vec::new();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server exited before serving")
+                .expect("read log");
+            seen.push(line.clone());
+            if !line.contains("serving") {
+                continue;
+            }
+            // Text logs say `addr=127.0.0.1:1234`; JSON logs `"addr":"127.0.0.1:1234"`.
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest.split_whitespace().next().expect("address").to_owned();
+            }
+            if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+                break rest.split('"').next().expect("address").to_owned();
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        let drain = std::thread::spawn(move || {
+            seen.extend(lines.map_while(Result::ok));
+            seen
+        });
+        (proc, format!("http://{addr}"), drain)
+    }
+}
+
+/// The key in a key file the server wrote (`platform.key`, `demo-carrier.key`).
+pub fn key(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .expect("key file")
+        .trim()
+        .to_owned()
+}
+
+/// Sends SIGTERM to the server and waits (at most `bound`) for it to exit by itself; its exit
+/// status and how long it took.
+pub async fn sigterm_and_wait(
+    server: Proc,
+    bound: std::time::Duration,
+) -> (std::process::ExitStatus, std::time::Duration) {
+    let signalled = std::time::Instant::now();
+    let pid = server.0.id().to_string();
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let mut server = server;
+    let status = tokio::time::timeout(bound, tokio::task::spawn_blocking(move || server.0.wait()))
+        .await
+        .expect("the process exits by itself")
+        .expect("join")
+        .expect("exit status");
+    (status, signalled.elapsed())
+}

@@ -1,0 +1,18 @@
+//! OCX end to end: a real server on a loopback port (`ocx_testkit::TestServer`), driven through
+//! the SDK. One binary (one link of the whole server, not one per file); each module says what
+//! it checks.
+
+mod auth;
+mod call_records;
+mod contention;
+mod durations;
+mod idempotency;
+mod limits;
+mod matrix;
+mod metrics;
+mod numbers;
+mod privacy;
+mod restart;
+mod storage_faults;
+mod tls;
+mod watch;
