@@ -55,6 +55,15 @@ impl Violations {
         self.items.is_empty()
     }
 
+    /// `value` if nothing was recorded; otherwise these violations.
+    pub fn into_value<T>(self, value: T) -> Result<T, Violations> {
+        if self.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+
     /// The recorded violations as (field, description) pairs.
     pub fn into_pairs(self) -> Vec<(String, String)> {
         self.items

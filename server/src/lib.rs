@@ -34,6 +34,7 @@ pub mod paging;
 pub mod quality;
 pub mod retention;
 pub mod service;
+pub mod shutdown;
 pub mod store;
 
 use std::future::Future;
@@ -315,7 +316,7 @@ async fn follow_key_changes(
                     return;
                 }
             }
-            () = service::numbers::stopping(&mut shutdown) => return,
+            () = crate::shutdown::stopping(&mut shutdown) => return,
         }
         // A failed reload is tried again (a revoked key must not stay valid here), with a
         // pause that grows to 5 s; a change meanwhile is covered by the same reload.
@@ -324,7 +325,7 @@ async fn follow_key_changes(
             tracing::warn!(error = %e, "could not reload API keys after a change on another replica; retrying");
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                () = service::numbers::stopping(&mut shutdown) => return,
+                () = crate::shutdown::stopping(&mut shutdown) => return,
             }
             pause = (pause * 2).min(Duration::from_secs(5));
         }
@@ -341,7 +342,7 @@ async fn flush_key_uses(
     loop {
         let stopping = tokio::select! {
             _ = tick.tick() => false,
-            () = service::numbers::stopping(&mut shutdown) => true,
+            () = crate::shutdown::stopping(&mut shutdown) => true,
         };
         if let Err(e) = keys.flush_uses(store.as_ref()).await {
             tracing::warn!(error = %e, "could not record API key use");

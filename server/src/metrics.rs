@@ -190,7 +190,7 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = crate::service::numbers::stopping(&mut shutdown) => return,
+            () = crate::shutdown::stopping(&mut shutdown) => return,
         };
         let Ok((stream, _)) = accepted else { continue };
         let (metrics, store) = (Arc::clone(&metrics), Arc::clone(&store));

@@ -32,7 +32,7 @@ pub async fn purge_periodically(
                     tracing::warn!(error = %e, "periodic purge failed; retrying at the next interval");
                 }
             }
-            () = crate::service::numbers::stopping(&mut shutdown) => return,
+            () = crate::shutdown::stopping(&mut shutdown) => return,
         }
     }
 }

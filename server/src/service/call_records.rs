@@ -6,12 +6,12 @@ use futures_util::Stream;
 use ocx_api::pb;
 use ocx_api::pb::call_record_service_server::CallRecordService;
 use ocx_api::validate;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Ctx;
-use super::numbers::{check_cursor, send_or_stop, still_authorised, stopping};
+use super::stream::{check_cursor, next_commit, send_or_stop, still_authorised};
 use crate::auth;
 use crate::convert::{self, filter_enum};
 use crate::convert_calls;
@@ -222,13 +222,9 @@ async fn feed_loop(
             }
             next = prefetched;
         }
-        tokio::select! {
-            changed = signal.changed() => if changed.is_err() { return },
-            () = stopping(&mut shutdown) => {
-                let _ = tx.send(Err(Status::unavailable("the server is shutting down; reconnect with your last feed_sequence"))).await;
-                return;
-            }
-            () = tx.closed() => return,
+        let resume = "reconnect with your last feed_sequence";
+        if !next_commit(&mut signal, &mut shutdown, &tx, resume).await {
+            return;
         }
     }
 }
@@ -238,7 +234,7 @@ async fn feed_loop(
 async fn send_all(
     tx: &mpsc::Sender<Result<pb::StreamCallRecordsResponse, Status>>,
     records: Vec<crate::domain::CallRecord>,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
     items: &crate::audit::StreamItems,
 ) -> bool {
     let mut records = records.into_iter().peekable();

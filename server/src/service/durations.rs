@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::batch::{accept, item_violations};
 use super::{Ctx, request_key};
 use crate::auth::{self, Principal};
 use crate::convert;
@@ -52,56 +53,46 @@ async fn report_batch(
             format!("{n} reports: send 1 to {max} per call or batch"),
         ));
     }
-    let mut results = Vec::with_capacity(n);
-    let mut valid = Vec::with_capacity(n);
-    let mut valid_index = Vec::with_capacity(n);
-    for (i, r) in batch.iter().enumerate() {
-        let mut result = pb::CallDurationResult {
-            index: i as i32,
-            record_id: r.record_id.chars().take(128).collect(),
-            ..Default::default()
-        };
-        match convert_durations::report_in(r, &format!("durations[{i}]")) {
-            Ok(report) => {
-                valid.push(report);
-                valid_index.push(i);
+    let store = |valid| ctx.store.report_call_durations(&carrier, valid);
+    let results = accept(
+        &batch,
+        "durations",
+        convert_durations::report_in,
+        store,
+        |i, r, outcome| {
+            let mut result = pb::CallDurationResult {
+                index: i as i32,
+                record_id: r.record_id.chars().take(128).collect(),
+                ..Default::default()
+            };
+            match outcome {
+                Ok(outcome) => {
+                    result.status = match outcome {
+                        DurationOutcome::Created => pb::ItemStatus::Created,
+                        DurationOutcome::Unchanged => pb::ItemStatus::Unchanged,
+                        DurationOutcome::Corrected => pb::ItemStatus::Corrected,
+                    } as i32;
+                }
+                Err(violations) => {
+                    result.status = pb::ItemStatus::Rejected as i32;
+                    (result.violations, result.reason) = item_violations(violations);
+                }
             }
-            Err(violations) => {
-                result.status = pb::ItemStatus::Rejected as i32;
-                result.violations = violations
-                    .into_pairs()
-                    .into_iter()
-                    .map(|(field, description)| pb::FieldViolation { field, description })
-                    .collect();
-                result.reason = result
-                    .violations
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-            }
-        }
-        results.push(result);
-    }
-    if !valid.is_empty() {
-        let outcomes = ctx
-            .store
-            .report_call_durations(&carrier, valid)
-            .await
-            .map_err(store_status)?;
-        let stored = outcomes
-            .iter()
-            .filter(|o| !matches!(o, DurationOutcome::Unchanged))
-            .count();
-        ctx.metrics.rows("call_duration", stored);
-        for (i, outcome) in valid_index.into_iter().zip(outcomes) {
-            results[i].status = match outcome {
-                DurationOutcome::Created => pb::ItemStatus::Created,
-                DurationOutcome::Unchanged => pb::ItemStatus::Unchanged,
-                DurationOutcome::Corrected => pb::ItemStatus::Corrected,
-            } as i32;
-        }
-    }
+            result
+        },
+    )
+    .await?;
+    let stored = results
+        .iter()
+        .filter(|r| {
+            [
+                pb::ItemStatus::Created as i32,
+                pb::ItemStatus::Corrected as i32,
+            ]
+            .contains(&r.status)
+        })
+        .count();
+    ctx.metrics.rows("call_duration", stored);
     Ok(results)
 }
 
@@ -145,7 +136,7 @@ impl CallDurationService for Durations {
     ) -> Result<Response<Self::UploadCallDurationsStream>, Status> {
         let principal = auth::principal(&request)?;
         let items = crate::audit::StreamItems::of(&request);
-        let (tx, rx) = mpsc::channel(super::STREAM_IN_FLIGHT);
+        let (tx, rx) = mpsc::channel(super::stream::STREAM_IN_FLIGHT);
         let ctx = self.ctx.clone();
         let shutdown = ctx.shutdown.clone();
         let handle = move |batch: pb::UploadCallDurationsRequest| {
@@ -170,7 +161,12 @@ impl CallDurationService for Durations {
                 })
             }
         };
-        tokio::spawn(super::pipeline(request.into_inner(), tx, shutdown, handle));
+        tokio::spawn(super::stream::pipeline(
+            request.into_inner(),
+            tx,
+            shutdown,
+            handle,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

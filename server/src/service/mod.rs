@@ -9,22 +9,26 @@
 //! - [`numbers`]: `NumberService` (upload, release, get, list, watch).
 //! - [`platform`]: `PlatformService` (consents, assignments, call-record ingestion, usage).
 //! - [`reconciliation`]: `ReconciliationService` (summary, discrepancies).
+//!
+//! Below the services, shared by them: `batch` (the partial-accept batch write: validate each
+//! item, store the valid ones together, answer every item in order) and `stream` (the plumbing
+//! of the feeds and of the upload streams: cursors, sending with backpressure, revoked keys,
+//! waiting for the next commit, the in-order acknowledgement pipeline).
 
 pub mod admin;
+mod batch;
 pub mod call_records;
 pub mod consent;
 pub mod durations;
 pub mod numbers;
 pub mod platform;
 pub mod reconciliation;
+mod stream;
 
-use std::future::Future;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
-use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
+use tokio::sync::watch;
+use tonic::Status;
 
 use crate::auth::{KeyCache, Principal};
 use crate::error::{Violations, store_status};
@@ -86,61 +90,6 @@ impl Ctx {
                 Ok(requested.to_owned())
             }
         }
-    }
-}
-
-/// Batches of one upload stream that may be committing at once. While this many wait for their
-/// commit the server stops reading the stream, so HTTP/2 flow control slows the sender.
-pub const STREAM_IN_FLIGHT: usize = 8;
-
-/// Drives one batched upload stream (call-record ingestion, duration uploads): reads batches
-/// while fewer than [`STREAM_IN_FLIGHT`] are being handled, and sends each acknowledgement
-/// strictly in batch order once `handle` (validation and a durable commit) finishes. An error
-/// from `handle` is sent and ends the stream. On shutdown it stops reading, finishes the batches
-/// it has, and ends the stream with UNAVAILABLE.
-pub(crate) async fn pipeline<Req, Resp, F, Fut>(
-    mut inbound: Streaming<Req>,
-    tx: mpsc::Sender<Result<Resp, Status>>,
-    mut shutdown: watch::Receiver<bool>,
-    handle: F,
-) where
-    F: Fn(Req) -> Fut,
-    Fut: Future<Output = Result<Resp, Status>>,
-{
-    let mut in_flight = FuturesOrdered::new();
-    let mut reading = true;
-    let mut ending: Option<Status> = None;
-    loop {
-        tokio::select! {
-            biased;
-            Some(ack) = in_flight.next(), if !in_flight.is_empty() => {
-                let ack: Result<Resp, Status> = ack;
-                let stop = ack.is_err();
-                if tx.send(ack).await.is_err() || stop {
-                    return;
-                }
-            }
-            message = inbound.message(), if reading && in_flight.len() < STREAM_IN_FLIGHT => match message {
-                Ok(Some(batch)) => in_flight.push_back(handle(batch)),
-                Ok(None) => reading = false,
-                Err(status) => {
-                    // A message the server cannot take (over the size limit, undecodable) or a
-                    // broken connection: the batches already read are still answered, then the
-                    // stream ends with this status (a client that went away never reads it).
-                    tracing::debug!(error = %status, "upload stream broke");
-                    reading = false;
-                    ending = Some(status);
-                }
-            },
-            () = numbers::stopping(&mut shutdown), if reading => {
-                reading = false;
-                ending = Some(Status::unavailable("the server is shutting down; send unacknowledged batches again"));
-            }
-            else => break,
-        }
-    }
-    if let Some(status) = ending {
-        let _ = tx.send(Err(status)).await;
     }
 }
 

@@ -10,6 +10,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::batch::{accept, batch_len, item_violations};
+use super::stream::{check_cursor, next_commit, send_or_stop, still_authorised};
 use super::{Ctx, request_key};
 use crate::auth;
 use crate::convert;
@@ -29,60 +31,40 @@ pub struct Numbers {
     pub ctx: Ctx,
 }
 
-/// Checks the item count of a batch write.
-fn batch_len(len: usize, max: usize, field: &str) -> Result<(), Status> {
-    if len == 0 {
-        return Err(invalid(
-            field,
-            format!("{field} is empty: send 1 to {max} items"),
-        ));
-    }
-    if len > max {
-        return Err(invalid(
-            field,
-            format!("{len} items exceed the limit of {max} per call; split the batch"),
-        ));
-    }
-    Ok(())
-}
-
-/// A result line for a batch item.
-fn result(index: usize, number: String, outcome: ItemOutcome) -> pb::NumberResult {
-    let (status, reason, phone_number) = match outcome {
-        ItemOutcome::Created(n) => (pb::ItemStatus::Created, String::new(), Some(n)),
-        ItemOutcome::Unchanged(n) => (pb::ItemStatus::Unchanged, String::new(), Some(n)),
-        ItemOutcome::Updated(n) => (pb::ItemStatus::Updated, String::new(), Some(n)),
-        ItemOutcome::Rejected(reason) => (pb::ItemStatus::Rejected, reason, None),
+/// The answer for item `index` of a batch write on `number`: the store's outcome, or the
+/// item's violations (the number quoted at most [`validate::MAX_QUOTED`] characters).
+fn number_result(
+    index: usize,
+    number: &str,
+    outcome: Result<ItemOutcome, Violations>,
+) -> pb::NumberResult {
+    let (status, reason, violations, phone_number) = match outcome {
+        Ok(ItemOutcome::Created(n)) => (pb::ItemStatus::Created, String::new(), vec![], Some(n)),
+        Ok(ItemOutcome::Unchanged(n)) => {
+            (pb::ItemStatus::Unchanged, String::new(), vec![], Some(n))
+        }
+        Ok(ItemOutcome::Updated(n)) => (pb::ItemStatus::Updated, String::new(), vec![], Some(n)),
+        Ok(ItemOutcome::Rejected(reason)) => (pb::ItemStatus::Rejected, reason, vec![], None),
+        Err(violations) => {
+            let (violations, reason) = item_violations(violations);
+            let number = number.chars().take(validate::MAX_QUOTED).collect();
+            return pb::NumberResult {
+                index: index as i32,
+                number,
+                status: pb::ItemStatus::Rejected as i32,
+                reason,
+                violations,
+                phone_number: None,
+            };
+        }
     };
     pb::NumberResult {
         index: index as i32,
-        number,
+        number: number.to_owned(),
         status: status as i32,
         reason,
-        violations: Vec::new(),
-        phone_number: phone_number.map(convert::phone_number),
-    }
-}
-
-/// A rejected result carrying field violations.
-fn rejected(index: usize, number: String, violations: Violations) -> pb::NumberResult {
-    let violations: Vec<pb::FieldViolation> = violations
-        .into_pairs()
-        .into_iter()
-        .map(|(field, description)| pb::FieldViolation { field, description })
-        .collect();
-    let reason = violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ");
-    pb::NumberResult {
-        index: index as i32,
-        number: number.chars().take(validate::MAX_QUOTED).collect(),
-        status: pb::ItemStatus::Rejected as i32,
-        reason,
         violations,
-        phone_number: None,
+        phone_number: phone_number.map(convert::phone_number),
     }
 }
 
@@ -104,29 +86,15 @@ impl NumberService for Numbers {
             "numbers",
         )?;
 
-        // Invalid items are answered here; valid ones go to the store together.
-        let mut results: Vec<Option<pb::NumberResult>> = vec![None; req.numbers.len()];
-        let mut valid = Vec::new();
-        let mut valid_index = Vec::new();
-        for (i, item) in req.numbers.into_iter().enumerate() {
-            let number = item.number.clone();
-            match convert::number_upload(item, &format!("numbers[{i}]")) {
-                Ok(upload) => {
-                    valid.push(upload);
-                    valid_index.push((i, number));
-                }
-                Err(violations) => results[i] = Some(rejected(i, number, violations)),
-            }
-        }
-        if !valid.is_empty() {
-            let outcomes = with_request(once, self.ctx.store.upload_numbers(&carrier, valid))
-                .await
-                .map_err(store_status)?;
-            for ((i, number), outcome) in valid_index.into_iter().zip(outcomes) {
-                results[i] = Some(result(i, number, outcome));
-            }
-        }
-        let results: Vec<pb::NumberResult> = results.into_iter().flatten().collect();
+        let store = |valid| with_request(once, self.ctx.store.upload_numbers(&carrier, valid));
+        let results = accept(
+            &req.numbers,
+            "numbers",
+            |item, path| convert::number_upload(item.clone(), path),
+            store,
+            |i, item, outcome| number_result(i, &item.number, outcome),
+        )
+        .await?;
         let count =
             |s: pb::ItemStatus| results.iter().filter(|r| r.status == s as i32).count() as i32;
         let stored = count(pb::ItemStatus::Created) + count(pb::ItemStatus::Updated);
@@ -163,29 +131,21 @@ impl NumberService for Numbers {
             self.ctx.limits.max_batch_items,
             "numbers",
         )?;
-        let mut results: Vec<Option<pb::NumberResult>> = vec![None; req.numbers.len()];
-        let mut valid = Vec::new();
-        let mut valid_index = Vec::new();
-        for (i, number) in req.numbers.into_iter().enumerate() {
-            let mut v = Violations::new();
-            v.check(format!("numbers[{i}]"), validate::e164(&number));
-            if v.is_empty() {
-                valid.push(number.clone());
-                valid_index.push((i, number));
-            } else {
-                results[i] = Some(rejected(i, number, v));
-            }
-        }
-        if !valid.is_empty() {
-            let outcomes = with_request(once, self.ctx.store.release_numbers(&carrier, valid))
-                .await
-                .map_err(store_status)?;
-            for ((i, number), outcome) in valid_index.into_iter().zip(outcomes) {
-                results[i] = Some(result(i, number, outcome));
-            }
-        }
+        let store = |valid| with_request(once, self.ctx.store.release_numbers(&carrier, valid));
+        let results = accept(
+            &req.numbers,
+            "numbers",
+            |number, path| {
+                let mut v = Violations::new();
+                v.check(path, validate::e164(number));
+                v.into_value(number.clone())
+            },
+            store,
+            |i, number, outcome| number_result(i, number, outcome),
+        )
+        .await?;
         Ok(crate::audit::respond(pb::ReleaseNumbersResponse {
-            results: results.into_iter().flatten().collect(),
+            results,
         }))
     }
 
@@ -292,53 +252,6 @@ impl NumberService for Numbers {
     }
 }
 
-/// A cursor past the last sequence would silently skip whatever gets those sequences later
-/// (for example after a restore from backup), so it is refused.
-pub(crate) fn check_cursor(after: i64, head: i64) -> Result<(), Status> {
-    if after > head {
-        return Err(Status::out_of_range(format!(
-            "after_sequence {after} is beyond the last sequence {head}; resume from a sequence you received, or 0"
-        )));
-    }
-    Ok(())
-}
-
-/// Sends one message unless the server starts shutting down first (a client that stops
-/// reading must not hold shutdown up). Returns whether the stream should go on.
-pub(crate) async fn send_or_stop<T>(
-    tx: &mpsc::Sender<Result<T, Status>>,
-    message: T,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
-) -> bool {
-    tokio::select! {
-        sent = tx.send(Ok(message)) => sent.is_ok(),
-        () = stopping(shutdown) => false,
-    }
-}
-
-/// Whether the key that opened a stream is still active; if not, ends the stream with
-/// UNAUTHENTICATED (revoking a key also cuts off the streams it opened).
-pub(crate) async fn still_authorised<T>(
-    ctx: &Ctx,
-    key_id: &str,
-    tx: &mpsc::Sender<Result<T, Status>>,
-) -> bool {
-    if ctx.keys.is_active(key_id) {
-        return true;
-    }
-    let _ = tx
-        .send(Err(Status::unauthenticated(
-            "the API key of this stream has been revoked",
-        )))
-        .await;
-    false
-}
-
-/// Resolves once the server starts shutting down (or its signal is gone).
-pub(crate) async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|down| *down).await;
-}
-
 /// Feeds one watcher: replay from the store, then wait for the commit signal and read again.
 /// The signal is marked seen *before* each read, so a commit that lands during the read wakes
 /// the next wait: nothing committed is ever left unsent.
@@ -383,13 +296,9 @@ async fn watch_loop(
         if !caught_up {
             continue;
         }
-        tokio::select! {
-            changed = signal.changed() => if changed.is_err() { return },
-            () = stopping(&mut shutdown) => {
-                let _ = tx.send(Err(Status::unavailable("the server is shutting down; reconnect with your last sequence"))).await;
-                return;
-            }
-            () = tx.closed() => return,
+        let resume = "reconnect with your last sequence";
+        if !next_commit(&mut signal, &mut shutdown, &tx, resume).await {
+            return;
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
+use super::batch::{accept, item_violations};
 use super::{Ctx, request_key};
 use crate::auth;
 use crate::convert;
@@ -39,58 +40,46 @@ async fn ingest_batch(
             ),
         ));
     }
-    let mut results: Vec<pb::CallRecordResult> = Vec::with_capacity(n);
-    let mut valid = Vec::with_capacity(n);
-    let mut valid_index = Vec::with_capacity(n);
-    for (i, record) in batch.call_records.iter().enumerate() {
+    let store = |valid| ctx.store.ingest_call_records(valid);
+    let answer = |i: usize, record: &pb::CallRecord, outcome| {
         let mut result = pb::CallRecordResult {
             index: i as i32,
             call_id: record.call_id.chars().take(128).collect(),
             ..Default::default()
         };
-        match convert_calls::call_record_in(record, &format!("call_records[{i}]")) {
-            Ok(r) => {
-                valid.push(r);
-                valid_index.push(i);
+        let status = match outcome {
+            Ok(IngestOutcome::Created(c)) => {
+                result.carrier_id = c;
+                pb::ItemStatus::Created
+            }
+            Ok(IngestOutcome::Revised(c)) => {
+                result.carrier_id = c;
+                pb::ItemStatus::Revised
+            }
+            Ok(IngestOutcome::Unchanged(c)) => {
+                result.carrier_id = c;
+                pb::ItemStatus::Unchanged
+            }
+            Ok(IngestOutcome::Rejected(reason)) => {
+                result.reason = reason;
+                pb::ItemStatus::Rejected
             }
             Err(violations) => {
-                result.status = pb::ItemStatus::Rejected as i32;
-                result.violations = violations
-                    .into_pairs()
-                    .into_iter()
-                    .map(|(field, description)| pb::FieldViolation { field, description })
-                    .collect();
-                result.reason = result
-                    .violations
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                (result.violations, result.reason) = item_violations(violations);
+                pb::ItemStatus::Rejected
             }
-        }
-        results.push(result);
-    }
-    if !valid.is_empty() {
-        let outcomes = ctx
-            .store
-            .ingest_call_records(valid)
-            .await
-            .map_err(store_status)?;
-        for (i, outcome) in valid_index.into_iter().zip(outcomes) {
-            let r = &mut results[i];
-            let (status, carrier) = match outcome {
-                IngestOutcome::Created(c) => (pb::ItemStatus::Created, c),
-                IngestOutcome::Revised(c) => (pb::ItemStatus::Revised, c),
-                IngestOutcome::Unchanged(c) => (pb::ItemStatus::Unchanged, c),
-                IngestOutcome::Rejected(reason) => {
-                    r.reason = reason;
-                    (pb::ItemStatus::Rejected, String::new())
-                }
-            };
-            r.status = status as i32;
-            r.carrier_id = carrier;
-        }
-    }
+        };
+        result.status = status as i32;
+        result
+    };
+    let results = accept(
+        &batch.call_records,
+        "call_records",
+        convert_calls::call_record_in,
+        store,
+        answer,
+    )
+    .await?;
     let count = |s: pb::ItemStatus| results.iter().filter(|r| r.status == s as i32).count() as i32;
     let stored = count(pb::ItemStatus::Created) + count(pb::ItemStatus::Revised);
     ctx.metrics.rows("call_record", stored as usize);
@@ -238,7 +227,7 @@ impl PlatformService for Platform {
     ) -> Result<Response<Self::IngestCallRecordsStream>, Status> {
         auth::principal(&request)?.require_platform()?;
         let items = crate::audit::StreamItems::of(&request);
-        let (tx, rx) = mpsc::channel(super::STREAM_IN_FLIGHT);
+        let (tx, rx) = mpsc::channel(super::stream::STREAM_IN_FLIGHT);
         let ctx = self.ctx.clone();
         let shutdown = ctx.shutdown.clone();
         let handle = move |batch| {
@@ -249,7 +238,12 @@ impl PlatformService for Platform {
                 Ok(ack)
             }
         };
-        tokio::spawn(super::pipeline(request.into_inner(), tx, shutdown, handle));
+        tokio::spawn(super::stream::pipeline(
+            request.into_inner(),
+            tx,
+            shutdown,
+            handle,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
