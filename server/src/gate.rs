@@ -224,7 +224,7 @@ impl Gate {
             event.carrier_id = carrier.to_owned();
         }
         let key_id = principal.key_id().to_owned();
-        if let Err(wait) = self.limiter.check(&key_id, Instant::now()) {
+        if let Err(wait) = self.limiter.check(&key_id) {
             let status = Status::with_error_details(
                 Code::ResourceExhausted,
                 format!(

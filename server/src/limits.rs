@@ -1,8 +1,18 @@
 //! The limits a server enforces, their defaults, and the per-key rate and stream accounting.
+//!
+//! The per-key rate is a `governor` keyed limiter (GCRA) that forgets idle keys as it goes; the
+//! per-key stream count is a map of counters that drops a key when its last stream ends.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use governor::Quota;
+use governor::clock::{Clock, DefaultClock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
 
 /// Every configurable limit. The defaults are safe for a shared server; `ocx-server --help`
 /// and the README list them.
@@ -39,55 +49,197 @@ impl Default for Limits {
     }
 }
 
-/// One key's token bucket.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    /// Tokens left (fractional).
-    tokens: f64,
-    /// When `tokens` was last brought up to date.
-    at: Instant,
+/// Governor's limiter keyed by key id, on clock `C`. The state store is governor's
+/// `HashMapStateStore`: one `parking_lot` mutex around a `HashMap`, held for a lookup and a
+/// compare-and-swap. It is chosen over `DashMapStateStore` because the keys are authenticated
+/// API keys (a handful, not one per client address), so one lock is not contended, and it
+/// needs no further dependency. `parking_lot` locks are never poisoned, so there is no error
+/// path on which a check could let a request through.
+type Keyed<C> = governor::RateLimiter<
+    String,
+    HashMapStateStore<String>,
+    C,
+    NoOpMiddleware<<C as Clock>::Instant>,
+>;
+
+/// The shortest replenish period governor can represent: a sustained rate of 10^9 per second,
+/// which is what an infinite or enormous `--rate` becomes.
+const MIN_PERIOD: Duration = Duration::from_nanos(1);
+
+/// The longest replenish period: one request a year, which is what a `--rate` of zero, below
+/// zero or NaN becomes (only the burst, then next to nothing), so that a mistaken setting
+/// refuses rather than lets everything through.
+const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The longest time a full bucket may take to refill (period × burst). Governor keeps its state
+/// as `u64` nanoseconds since the limiter was made and multiplies and adds them unchecked
+/// (`u64::MAX` ns is 584 years), so the bucket's span is kept far below that.
+const MAX_BUCKET_SPAN: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// How often, at most, the limiter forgets idle keys.
+///
+/// Forgetting is done by `check` itself, by the first check at or after this interval, rather
+/// than by a background task: the map only grows in `check`, so sweeping there bounds it where
+/// it grows; the limiter needs no runtime, task handle or shutdown wiring; an idle server is
+/// not woken; and the cost is bounded: one O(keys) pass under the store's lock (microseconds
+/// for the number of API keys a server has) per interval, made by one caller (the others see
+/// the advanced deadline and go on).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The governor quota for `rate` requests per second sustained and a bucket of `burst`.
+///
+/// The period is `1 / rate`, clamped to [`MIN_PERIOD`]..=[`MAX_PERIOD`] (a rate that is not
+/// positive, or is NaN, gets [`MAX_PERIOD`]; an infinite one [`MIN_PERIOD`]). The burst is
+/// whole requests: `floor(burst)`, at least 1 (NaN is 1), and at most what keeps
+/// period × burst within [`MAX_BUCKET_SPAN`] (and `u32::MAX`).
+fn quota(rate: f64, burst: f64) -> Quota {
+    let period = if rate > 0.0 {
+        Duration::try_from_secs_f64(rate.recip())
+            .unwrap_or(MAX_PERIOD)
+            .clamp(MIN_PERIOD, MAX_PERIOD)
+    } else {
+        MAX_PERIOD
+    };
+    let most = MAX_BUCKET_SPAN.as_nanos() / period.as_nanos();
+    let most = u32::try_from(most).unwrap_or(u32::MAX);
+    // `as` saturates (and is 0 for NaN), and truncates: a bucket holds whole requests.
+    let burst = (burst as u32).clamp(1, most);
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
 
-/// Per-key token buckets: `rate` tokens per second up to `burst`; a request takes one.
-#[derive(Debug, Clone)]
-pub struct RateLimiter {
-    /// Refill rate, tokens per second.
-    rate: f64,
-    /// Bucket size.
-    burst: f64,
-    /// The buckets by key id.
-    buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+/// Per-key rate limits: `rate` requests per second sustained, and a bucket of `burst` that
+/// starts full (GCRA, by the `governor` crate). Cheap to clone: clones share the state.
+///
+/// `C` is the clock; servers use governor's monotonic [`DefaultClock`], tests a
+/// `FakeRelativeClock` they advance by hand.
+pub struct RateLimiter<C: Clock = DefaultClock> {
+    /// The state, shared by the clones.
+    shared: Arc<Shared<C>>,
+}
+
+/// What the clones of a [`RateLimiter`] share.
+struct Shared<C: Clock> {
+    /// The per-key GCRA states.
+    keyed: Keyed<C>,
+    /// When the limiter was made: sweep deadlines are nanoseconds after this.
+    start: C::Instant,
+    /// Nanoseconds after `start` at or after which the next check sweeps idle keys.
+    next_sweep: AtomicU64,
+}
+
+impl<C: Clock> Clone for RateLimiter<C> {
+    fn clone(&self) -> Self {
+        RateLimiter {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<C: Clock> std::fmt::Debug for RateLimiter<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("keys", &self.shared.keyed.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RateLimiter {
-    /// A limiter with the given rate and burst (both at least 1).
+    /// A limiter of `rate` requests per second per key with a bucket of `burst`, on the
+    /// monotonic clock. The period is `1 / rate` (1 ns to a year; a rate of 0 or less, or NaN,
+    /// is a year); the burst is whole requests, at least 1.
     pub fn new(rate: f64, burst: f64) -> RateLimiter {
+        RateLimiter::with_clock(rate, burst, DefaultClock::default())
+    }
+}
+
+impl<C: Clock> RateLimiter<C> {
+    /// A limiter like [`RateLimiter::new`] on the given clock.
+    pub fn with_clock(rate: f64, burst: f64, clock: C) -> RateLimiter<C> {
+        // Written so that NaN counts as out of range.
+        let in_range = rate > 0.0 && burst >= 1.0;
+        if !in_range {
+            tracing::warn!(
+                rate,
+                burst,
+                "the request rate should be above 0 and the burst at least 1; a rate of 0 or \
+                 less allows only the burst (then one request a year), a burst below 1 is 1"
+            );
+        }
+        let quota = quota(rate, burst);
+        tracing::debug!(
+            period = ?quota.replenish_interval(),
+            burst = quota.burst_size().get(),
+            "rate limit"
+        );
+        let keyed = governor::RateLimiter::hashmap_with_clock(quota, clock);
+        let start = keyed.clock().now();
         RateLimiter {
-            rate: rate.max(f64::MIN_POSITIVE),
-            burst: burst.max(1.0),
-            buckets: Arc::new(Mutex::new(HashMap::new())),
+            shared: Arc::new(Shared {
+                keyed,
+                start,
+                next_sweep: AtomicU64::new(nanos(SWEEP_EVERY)),
+            }),
         }
     }
 
-    /// Takes a token for `key` at `now`, or says how long until one is available.
-    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return Ok(());
-        };
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate))
-        }
+    /// Counts a request by `key`: `Ok` if it is within the rate, otherwise the time until the
+    /// key's next request would be (governor's `NotUntil::wait_time_from` now).
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        self.sweep_if_due();
+        let keyed = &self.shared.keyed;
+        // The store is keyed by `String` and looks up by `&String`: one small allocation.
+        keyed
+            .check_key(&key.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(keyed.clock().now()))
     }
+
+    /// Forgets the keys whose buckets are full again (governor's `retain_recent`: their state
+    /// is the same as a new key's, so forgetting them changes no decision) and releases the
+    /// memory, if [`SWEEP_EVERY`] has passed since the last sweep.
+    fn sweep_if_due(&self) {
+        let shared = &*self.shared;
+        let now = u64::from(shared.keyed.clock().now().duration_since(shared.start));
+        let due = shared.next_sweep.load(Ordering::Relaxed);
+        if now < due
+            || shared
+                .next_sweep
+                .compare_exchange(
+                    due,
+                    now.saturating_add(nanos(SWEEP_EVERY)),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            // Not yet, or another check is sweeping.
+            return;
+        }
+        let before = shared.keyed.len();
+        shared.keyed.retain_recent();
+        let after = shared.keyed.len();
+        if after < before {
+            shared.keyed.shrink_to_fit();
+        }
+        tracing::debug!(
+            // Checks may add keys between the counts.
+            forgotten = before.saturating_sub(after),
+            kept = after,
+            "rate limiter swept"
+        );
+    }
+
+    /// The number of keys the limiter holds state for.
+    #[cfg(test)]
+    fn keys(&self) -> usize {
+        self.shared.keyed.len()
+    }
+}
+
+/// `d` in nanoseconds (saturating; the durations here are far shorter).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Open streams per key.
@@ -149,21 +301,142 @@ impl Drop for StreamSlot {
 mod tests {
     use super::*;
 
+    use governor::clock::FakeRelativeClock;
+
+    /// A limiter on a clock the test advances.
+    fn fake(rate: f64, burst: f64) -> (RateLimiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (RateLimiter::with_clock(rate, burst, clock.clone()), clock)
+    }
+
     #[test]
-    fn bucket_allows_the_burst_then_the_rate() {
-        let limiter = RateLimiter::new(10.0, 3.0);
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert!(limiter.check("k", t0).is_ok());
+    fn a_key_gets_its_burst_then_is_told_how_long_to_wait() {
+        let (limiter, _clock) = fake(10.0, 3.0);
+        for n in 1..=3 {
+            assert_eq!(limiter.check("k"), Ok(()), "request {n} of the burst");
         }
-        let wait = limiter.check("k", t0).expect_err("burst used up");
-        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
+        assert_eq!(
+            limiter.check("k"),
+            Err(Duration::from_millis(100)),
+            "one period at 10/s"
+        );
         // Another key has its own bucket.
-        assert!(limiter.check("other", t0).is_ok());
-        // 100 ms later one token is back, and only one.
-        let t1 = t0 + Duration::from_millis(100);
-        assert!(limiter.check("k", t1).is_ok());
-        assert!(limiter.check("k", t1).is_err());
+        assert_eq!(limiter.check("other"), Ok(()));
+    }
+
+    #[test]
+    fn the_bucket_refills_at_the_rate_and_no_further_than_the_burst() {
+        let (limiter, clock) = fake(10.0, 3.0);
+        for _ in 0..3 {
+            limiter.check("k").expect("burst");
+        }
+        limiter.check("k").expect_err("burst used up");
+        clock.advance(Duration::from_millis(40));
+        assert_eq!(limiter.check("k"), Err(Duration::from_millis(60)));
+        // 100 ms after the burst one request is back, and only one.
+        clock.advance(Duration::from_millis(60));
+        assert_eq!(limiter.check("k"), Ok(()));
+        assert_eq!(limiter.check("k"), Err(Duration::from_millis(100)));
+        // A long pause refills the bucket, but only to the burst.
+        clock.advance(Duration::from_secs(10));
+        for _ in 0..3 {
+            limiter.check("k").expect("a full bucket");
+        }
+        limiter.check("k").expect_err("no more than the burst");
+    }
+
+    #[test]
+    fn fractional_and_large_rates_are_kept() {
+        let (slow, clock) = fake(0.5, 3.0);
+        for _ in 0..3 {
+            slow.check("k").expect("burst");
+        }
+        assert_eq!(slow.check("k"), Err(Duration::from_secs(2)), "0.5/s");
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(slow.check("k"), Ok(()));
+
+        let defaults = Limits::default();
+        let (fast, clock) = fake(defaults.rate_per_second, defaults.rate_burst);
+        for _ in 0..2000 {
+            fast.check("k").expect("burst of 2000");
+        }
+        assert_eq!(fast.check("k"), Err(Duration::from_millis(1)), "1000/s");
+        clock.advance(Duration::from_millis(5));
+        for _ in 0..5 {
+            fast.check("k").expect("five more after 5 ms");
+        }
+        fast.check("k").expect_err("and no more");
+    }
+
+    #[test]
+    fn rates_and_bursts_map_to_quotas_without_overflow() {
+        let q = quota(0.5, 3.0);
+        assert_eq!(
+            (q.replenish_interval(), q.burst_size().get()),
+            (Duration::from_secs(2), 3)
+        );
+        let q = quota(1000.0, 2000.0);
+        assert_eq!(
+            (q.replenish_interval(), q.burst_size().get()),
+            (Duration::from_millis(1), 2000)
+        );
+        assert_eq!(quota(10.0, 2.9).burst_size().get(), 2, "whole requests");
+        for burst in [0.0, 0.5, -3.0, f64::NAN, f64::NEG_INFINITY] {
+            assert_eq!(quota(10.0, burst).burst_size().get(), 1, "burst {burst}");
+        }
+        for rate in [0.0, -1.0, f64::NAN, f64::NEG_INFINITY, 1e-300] {
+            let q = quota(rate, 1e12);
+            assert_eq!(q.replenish_interval(), MAX_PERIOD, "rate {rate}");
+            assert!(
+                q.burst_size_replenished_in() <= MAX_BUCKET_SPAN,
+                "rate {rate}"
+            );
+        }
+        for rate in [1e12, f64::INFINITY] {
+            let q = quota(rate, f64::INFINITY);
+            assert_eq!(q.replenish_interval(), MIN_PERIOD, "rate {rate}");
+            assert_eq!(q.burst_size().get(), u32::MAX, "rate {rate}");
+        }
+    }
+
+    #[test]
+    fn a_rate_of_zero_refuses_after_the_burst_and_never_panics() {
+        let (limiter, clock) = fake(0.0, 2.0);
+        limiter.check("k").expect("first");
+        limiter.check("k").expect("second");
+        let wait = limiter.check("k").expect_err("then nothing");
+        assert_eq!(wait, MAX_PERIOD);
+        clock.advance(Duration::from_secs(24 * 60 * 60));
+        limiter.check("k").expect_err("not even a day later");
+        // An absurdly fast rate lets everything through and does not overflow.
+        let (unlimited, _clock) = fake(f64::INFINITY, f64::INFINITY);
+        for _ in 0..10_000 {
+            unlimited.check("k").expect("unlimited");
+        }
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten_at_most_once_per_interval_and_busy_ones_kept() {
+        let (limiter, clock) = fake(10.0, 3.0);
+        for n in 0..100 {
+            limiter.check(&format!("idle-{n}")).expect("first request");
+        }
+        // Just before the interval: nothing is swept yet, though the keys are long idle.
+        clock.advance(SWEEP_EVERY - Duration::from_millis(1));
+        for _ in 0..3 {
+            limiter.check("busy").expect("burst");
+        }
+        assert_eq!(limiter.keys(), 101);
+        // The first check after the interval sweeps: the idle keys go, the busy key (whose
+        // bucket is still empty) stays, and stays limited.
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(limiter.check("busy"), Err(Duration::from_millis(99)));
+        assert_eq!(limiter.keys(), 1);
+        // A forgotten key starts again with a full bucket.
+        for _ in 0..3 {
+            limiter.check("idle-0").expect("a full bucket again");
+        }
+        limiter.check("idle-0").expect_err("and only the burst");
     }
 
     #[test]
