@@ -230,11 +230,11 @@ async fn serve(database: &str, synchronous: Synchronous) -> anyhow::Result<()> {
         Synchronous::Normal => Durability::Normal,
     };
     let store: Arc<dyn ocx_server::store::Store> =
-        match ocx_server::store::Database::parse(Some(database), Path::new(".")) {
-            ocx_server::store::Database::Sqlite(path) => Arc::new(
+        match ocx_server::database::Database::parse(Some(database), Path::new(".")) {
+            ocx_server::database::Database::Sqlite(path) => Arc::new(
                 ocx_server::store::sqlite::SqliteStore::open_with(&path, durability)?,
             ),
-            ocx_server::store::Database::Postgres(url) => Arc::new(
+            ocx_server::database::Database::Postgres(url) => Arc::new(
                 ocx_server::store::postgres::PgStore::connect(&url, Default::default()).await?,
             ),
         };

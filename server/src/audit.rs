@@ -1,5 +1,6 @@
 //! The audit trail: one event per call to an OCX service (health and reflection are not
-//! audited), written by [`crate::gate`] when the call is answered.
+//! audited), written by [`crate::gate`] when the call is answered. An event's resource kind comes
+//! from its method's row in [`crate::rpcs::RPCS`].
 //!
 //! Events are queued and appended by one task in batches (a batch per writer commit), so a
 //! read never waits for a write of its own: the cost is that a crash of the process can lose
@@ -18,101 +19,6 @@ use crate::store::Store;
 const QUEUE: usize = 4096;
 /// Most events appended in one write.
 const BATCH: usize = 1000;
-
-/// Every RPC of the OCX services: full method, the kind of resource it reads or writes, and
-/// whether it is a streaming call. A method not in this table is refused (a new RPC must be
-/// given a row here, and the authorization matrix test checks every row).
-pub const RPCS: &[(&str, &str, bool)] = &[
-    ("ocx.v1.AdminService/CreateCarrier", "carrier", false),
-    ("ocx.v1.AdminService/ListCarriers", "carrier", false),
-    ("ocx.v1.AdminService/CreateApiKey", "api_key", false),
-    ("ocx.v1.AdminService/RevokeApiKey", "api_key", false),
-    ("ocx.v1.AdminService/ListApiKeys", "api_key", false),
-    (
-        "ocx.v1.AdminService/GetRetentionPolicy",
-        "retention_policy",
-        false,
-    ),
-    (
-        "ocx.v1.AdminService/SetRetentionPolicy",
-        "retention_policy",
-        false,
-    ),
-    (
-        "ocx.v1.AdminService/PurgeExpiredData",
-        "expired_data",
-        false,
-    ),
-    ("ocx.v1.AdminService/EraseTenantData", "tenant_data", false),
-    ("ocx.v1.AdminService/ListAuditEvents", "audit_event", false),
-    ("ocx.v1.ConsentService/ListConsents", "consent", false),
-    ("ocx.v1.NumberService/UploadNumbers", "number", false),
-    ("ocx.v1.NumberService/ReleaseNumbers", "number", false),
-    ("ocx.v1.NumberService/GetNumber", "number", false),
-    ("ocx.v1.NumberService/ListNumbers", "number", false),
-    (
-        "ocx.v1.NumberService/WatchNumberEvents",
-        "number_event",
-        true,
-    ),
-    (
-        "ocx.v1.CallRecordService/GetCallRecord",
-        "call_record",
-        false,
-    ),
-    (
-        "ocx.v1.CallRecordService/ListCallRecords",
-        "call_record",
-        false,
-    ),
-    (
-        "ocx.v1.CallRecordService/StreamCallRecords",
-        "call_record",
-        true,
-    ),
-    (
-        "ocx.v1.CallDurationService/ReportCallDurations",
-        "call_duration",
-        false,
-    ),
-    (
-        "ocx.v1.CallDurationService/UploadCallDurations",
-        "call_duration",
-        true,
-    ),
-    (
-        "ocx.v1.CallDurationService/ListCallDurations",
-        "call_duration",
-        false,
-    ),
-    (
-        "ocx.v1.ReconciliationService/GetReconciliationSummary",
-        "reconciliation",
-        false,
-    ),
-    (
-        "ocx.v1.ReconciliationService/ListDiscrepancies",
-        "reconciliation",
-        false,
-    ),
-    ("ocx.v1.PlatformService/GrantConsent", "consent", false),
-    ("ocx.v1.PlatformService/RevokeConsent", "consent", false),
-    ("ocx.v1.PlatformService/AssignNumber", "number", false),
-    ("ocx.v1.PlatformService/UnassignNumber", "number", false),
-    (
-        "ocx.v1.PlatformService/IngestCallRecords",
-        "call_record",
-        true,
-    ),
-    ("ocx.v1.PlatformService/GetTenantUsage", "usage", false),
-];
-
-/// The row of `rpc` (`package.Service/Method`), if it is an OCX method.
-pub fn rpc_info(rpc: &str) -> Option<(&'static str, bool)> {
-    RPCS.iter()
-        .find(|(name, _, _)| *name == rpc)
-        .map(|(_, kind, streaming)| (*kind, *streaming))
-}
 
 /// How many items a call read or wrote, set by a handler on its response when it is not one
 /// (a page, a batch). The gate copies it into the call's audit event.
@@ -253,6 +159,27 @@ impl AuditLog {
         if self.tx.send(Message::Flush(done)).await.is_ok() {
             let _ = flushed.await;
         }
+    }
+
+    /// A log whose events arrive on the returned receiver instead of in a store, for unit
+    /// tests of what gets audited.
+    #[cfg(test)]
+    pub(crate) fn in_memory() -> (AuditLog, mpsc::UnboundedReceiver<AuditEvent>) {
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                match message {
+                    Message::Event(event) => {
+                        let _ = events_tx.send(event);
+                    }
+                    Message::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        (AuditLog { tx }, events)
     }
 }
 

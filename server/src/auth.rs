@@ -266,16 +266,6 @@ impl Principal {
             Principal::Platform { key_id } | Principal::Carrier { key_id, .. } => key_id,
         }
     }
-
-    /// Ok for platform keys; PERMISSION_DENIED for carrier keys.
-    pub fn require_platform(&self) -> Result<(), Status> {
-        match self {
-            Principal::Platform { .. } => Ok(()),
-            Principal::Carrier { .. } => Err(Status::permission_denied(
-                "this method needs a platform key; a carrier key may not call it",
-            )),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -237,8 +237,147 @@ pub enum ItemOutcome {
     Unchanged(PhoneNumber),
     /// Changed to what was requested.
     Updated(PhoneNumber),
-    /// Not stored, with the reason for a person.
-    Rejected(String),
+    /// Not stored, and why.
+    Rejected(#[serde(deserialize_with = "refusal_or_words")] Refusal),
+}
+
+impl ItemOutcome {
+    /// Whether the number changed (and an event was appended).
+    pub fn changed(&self) -> bool {
+        matches!(self, ItemOutcome::Created(_) | ItemOutcome::Updated(_))
+    }
+}
+
+/// A refusal as a request-id record holds it: typed, or in words (recorded by a server from
+/// before refusals were typed; such records expire within two days of the upgrade).
+fn refusal_or_words<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Refusal, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Recorded {
+        Typed(Refusal),
+        Words(String),
+    }
+    Ok(match Recorded::deserialize(d)? {
+        Recorded::Typed(refusal) => refusal,
+        Recorded::Words(words) => Refusal::InWords(words),
+    })
+}
+
+/// Why the store refused a write, or one item of a batch: the facts of the case. The store
+/// decides ([`crate::store::rules`]); only the error layer (`error::refusal`) turns a refusal
+/// into a status code and words for a person, so both backends answer alike, word for word.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// `CreateCarrier`: the id is taken.
+    CarrierExists {
+        /// The id asked for.
+        carrier_id: String,
+    },
+    /// A write names a carrier that does not exist.
+    CarrierNotFound {
+        /// The id named.
+        carrier_id: String,
+    },
+    /// `RevokeApiKey`: no such key.
+    KeyNotFound {
+        /// The id named.
+        key_id: String,
+    },
+    /// `RevokeConsent`: the tenant has no consent for the carrier.
+    ConsentNotFound {
+        /// The carrier.
+        carrier_id: String,
+        /// The tenant.
+        tenant_id: String,
+    },
+    /// A request id already used by the same key for a different request (AIP-155).
+    RequestIdReused {
+        /// The id.
+        request_id: String,
+        /// The RPC it was used for first.
+        rpc: String,
+    },
+    /// A number upload item: the tenant has no consent for the carrier.
+    NoConsent {
+        /// The item's tenant.
+        tenant_id: String,
+    },
+    /// A number upload item: the tenant's consent is suspended or removed.
+    ConsentInactive {
+        /// The item's tenant.
+        tenant_id: String,
+    },
+    /// A number upload item without a country, in a tenant that consented to some countries.
+    CountryRequired {
+        /// The item's tenant.
+        tenant_id: String,
+        /// The consented countries, comma-separated.
+        countries: String,
+    },
+    /// A number upload item from a country the tenant did not consent to.
+    CountryNotConsented {
+        /// The item's tenant.
+        tenant_id: String,
+        /// The item's country.
+        country_code: String,
+        /// The consented countries, comma-separated.
+        countries: String,
+    },
+    /// A number upload item: another carrier holds the number (who is not said).
+    NumberUnavailable,
+    /// A number upload item that would move a number assigned in another tenant.
+    NumberAssignedInTenant {
+        /// The tenant it is assigned in.
+        tenant_id: String,
+    },
+    /// A number release item: the carrier holds no such number.
+    NumberNotFound,
+    /// A number release item: the number is assigned in its tenant.
+    NumberStillAssigned,
+    /// `AssignNumber`/`UnassignNumber`: no carrier provisioned the number.
+    NumberNotProvisioned {
+        /// The number.
+        number: String,
+    },
+    /// `AssignNumber`/`UnassignNumber`: the number's carrier released it.
+    NumberReleased {
+        /// The number.
+        number: String,
+    },
+    /// `AssignNumber`/`UnassignNumber`: the number is provisioned to another tenant.
+    NumberNotInTenant {
+        /// The number.
+        number: String,
+        /// The tenant named.
+        tenant_id: String,
+    },
+    /// An ingested call record names a carrier that does not exist.
+    UnknownCarrier {
+        /// The carrier named.
+        carrier_id: String,
+    },
+    /// An ingested call record whose tenant-side number no carrier holds.
+    NoCarrierForNumber {
+        /// Which side of the call is the tenant's: the callee of an inbound call, the caller
+        /// of an outbound one.
+        direction: CallDirection,
+        /// The number.
+        number: String,
+    },
+    /// An ingested call record older than the stored version.
+    OlderVersion {
+        /// The record's version.
+        version: i64,
+        /// The stored version.
+        stored: i64,
+    },
+    /// An ingested call record of the stored version with other content.
+    VersionConflict {
+        /// The version.
+        version: i64,
+    },
+    /// A refusal recorded in words by an earlier server version (see `refusal_or_words`).
+    InWords(String),
 }
 
 /// What the platform says when a number is assigned (already validated).
@@ -477,8 +616,15 @@ pub enum IngestOutcome {
     Revised(String),
     /// The same version and content is stored already.
     Unchanged(String),
-    /// Not stored, with the reason.
-    Rejected(String),
+    /// Not stored, and why.
+    Rejected(Refusal),
+}
+
+impl IngestOutcome {
+    /// Whether a record was created or revised (and feeds have something new).
+    pub fn changed(&self) -> bool {
+        matches!(self, IngestOutcome::Created(_) | IngestOutcome::Revised(_))
+    }
 }
 
 /// Filters of a call-record listing.
@@ -736,4 +882,24 @@ pub struct AuditFilter {
     pub start: Option<Micros>,
     /// Before.
     pub end: Option<Micros>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_refusals_read_typed_or_in_words() {
+        let typed = ItemOutcome::Rejected(Refusal::NumberNotFound);
+        let json = serde_json::to_string(&typed).expect("encode");
+        let back: ItemOutcome = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back, typed);
+        // Recorded before refusals were typed.
+        let old: ItemOutcome =
+            serde_json::from_str(r#"{"Rejected":"number not found"}"#).expect("decode old");
+        assert_eq!(
+            old,
+            ItemOutcome::Rejected(Refusal::InWords("number not found".into()))
+        );
+    }
 }

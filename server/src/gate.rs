@@ -1,13 +1,17 @@
 //! The gate every call to an OCX service passes (a tower layer around all of them; health and
-//! reflection go straight through): authentication, the per-key rate limit, the per-key
-//! stream limit, the default deadline, and the call's audit event.
+//! reflection go straight through): authentication, the per-key rate limit, the caller's
+//! role, the per-key stream limit, the default deadline, and the call's audit event.
 //!
-//! Order: a method not in [`audit::RPCS`] is UNIMPLEMENTED; then the key (UNAUTHENTICATED);
-//! then its rate (RESOURCE_EXHAUSTED with `google.rpc.RetryInfo`); then, for streams, its open
-//! streams (RESOURCE_EXHAUSTED). Every outcome, refusals included, is audited. The caller's
-//! own deadline (`grpc-timeout`) is enforced by tonic around this layer; a unary call without
-//! one gets [`Limits::default_deadline`]. Either way the handler's future is dropped when time
-//! is up, which interrupts its database query (see `Readers::read`).
+//! Order: a method of package `ocx.v1` that is not in [`rpcs::RPCS`] is UNIMPLEMENTED (paths
+//! outside the package pass to the router, which answers UNIMPLEMENTED for unknown ones); then
+//! the key (UNAUTHENTICATED); then its rate (RESOURCE_EXHAUSTED with `google.rpc.RetryInfo`);
+//! then its role against the method's [`rpcs::Access`] (PERMISSION_DENIED), so handlers never
+//! check it; then, for streams, its open streams (RESOURCE_EXHAUSTED). Every outcome, refusals
+//! included, is audited.
+//!
+//! The caller's own deadline (`grpc-timeout`) is enforced by tonic around this layer; a unary
+//! call without one gets [`Limits::default_deadline`]. Either way the handler's future is
+//! dropped when time is up, which interrupts its database query (see `Readers::read`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,6 +30,7 @@ use crate::auth::{KeyCache, Principal};
 use crate::domain::{AuditEvent, now_micros};
 use crate::limits::{Limits, RateLimiter, StreamCounter, StreamSlot};
 use crate::metrics::Metrics;
+use crate::rpcs;
 
 /// What the gate needs, shared by every call.
 #[derive(Clone)]
@@ -175,7 +180,7 @@ impl Gate {
         S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
     {
         let rpc = request.uri().path().trim_start_matches('/').to_owned();
-        if !rpc.starts_with("ocx.v1.") {
+        if !rpcs::in_package(&rpc) {
             // Health and reflection: open to all, not audited.
             return match inner.call(request).await {
                 Ok(response) => response,
@@ -205,16 +210,17 @@ impl Gate {
             latency: None,
             metrics: Arc::clone(&self.metrics),
         };
-        let Some((kind, streaming)) = audit::rpc_info(&rpc) else {
+        let Some(method) = rpcs::find(&rpc) else {
             let status = Status::unimplemented(format!("{rpc} is not a method of this server"));
             return refuse(pending, status).await;
         };
+        let streaming = method.streaming();
         let principal = match self.keys.authenticate(header) {
             Ok(principal) => principal,
             Err(status) => return refuse(pending, status).await,
         };
         if let Some(event) = pending.event.as_mut() {
-            event.resource_kind = kind.to_owned();
+            event.resource_kind = method.resource_kind.to_owned();
             event.key_id = principal.key_id().to_owned();
             let (role, carrier) = match &principal {
                 Principal::Platform { .. } => ("platform", ""),
@@ -232,6 +238,14 @@ impl Gate {
                     wait.as_millis().max(1)
                 ),
                 ErrorDetails::with_retry_info(Some(wait)),
+            );
+            return refuse(pending, status).await;
+        }
+        // After the rate, so refused calls count against it; before the stream slot, which a
+        // refused call does not need.
+        if !method.access.admits(&principal) {
+            let status = Status::permission_denied(
+                "this method needs a platform key; a carrier key may not call it",
             );
             return refuse(pending, status).await;
         }
@@ -419,7 +433,183 @@ impl Drop for Slotted {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::mpsc::UnboundedReceiver;
+
     use super::*;
+    use crate::auth::issue_key;
+    use crate::domain::Role;
+    use crate::rpcs::{Access, RPCS};
+
+    /// Stands in for the router: counts the calls that reach it and answers OK.
+    #[derive(Clone, Default)]
+    struct Handlers(Arc<AtomicUsize>);
+
+    impl Handlers {
+        fn reached(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    impl tower::Service<http::Request<Body>> for Handlers {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<http::Response<Body>, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(http::Response::new(Body::empty())))
+        }
+    }
+
+    /// A gate with a platform key and a carrier key (`c1`), and the audit events it records.
+    struct Fixture {
+        gate: Gate,
+        handlers: Handlers,
+        events: UnboundedReceiver<AuditEvent>,
+        platform: String,
+        carrier: String,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let keys = KeyCache::default();
+            let platform = issue_key(Role::Platform, None, String::new());
+            let carrier = issue_key(Role::Carrier, Some("c1".into()), String::new());
+            keys.insert(&platform.record);
+            keys.insert(&carrier.record);
+            let (audit, events) = AuditLog::in_memory();
+            let gate = Gate::new(
+                Arc::new(keys),
+                audit,
+                &Limits::default(),
+                Arc::new(Metrics::new()),
+            );
+            Fixture {
+                gate,
+                handlers: Handlers::default(),
+                events,
+                platform: platform.token,
+                carrier: carrier.token,
+            }
+        }
+
+        /// Calls `path` with `token`; the response's code and message, and whether the call
+        /// reached a handler.
+        async fn call(&mut self, path: &str, token: Option<&str>) -> (Code, String, bool) {
+            let mut request = http::Request::builder().uri(format!("/{path}"));
+            if let Some(token) = token {
+                request =
+                    request.header(ocx_api::metadata::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let Ok(request) = request.body(Body::empty()) else {
+                panic!("a malformed test request for {path}");
+            };
+            let before = self.handlers.reached();
+            let response = self.gate.pass(self.handlers.clone(), request).await;
+            // A refusal's status is in its headers; a response without one is a handler's OK.
+            let status = Status::from_header_map(response.headers());
+            drop(response);
+            let (code, message) = status.map_or((Code::Ok, String::new()), |s| {
+                (s.code(), s.message().to_owned())
+            });
+            (code, message, self.handlers.reached() > before)
+        }
+
+        /// The next audit event.
+        async fn event(&mut self) -> AuditEvent {
+            match self.events.recv().await {
+                Some(event) => event,
+                None => panic!("the audit log closed"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_carrier_key_reaches_no_platform_only_handler() {
+        let mut fx = Fixture::new();
+        let carrier = fx.carrier.clone();
+        let platform = fx.platform.clone();
+        for rpc in RPCS {
+            let path = rpc.path();
+            // A call let through: OK, or for a stream CANCELLED, as the test drops its body
+            // unread (a client that left).
+            let through = if rpc.streaming() { "CANCELLED" } else { "OK" };
+            let (code, message, reached) = fx.call(&path, Some(&carrier)).await;
+            let event = fx.event().await;
+            assert_eq!(event.rpc, path);
+            assert_eq!(event.role, "carrier", "{path}");
+            assert_eq!(event.carrier_id, "c1", "{path}");
+            assert_eq!(event.resource_kind, rpc.resource_kind, "{path}");
+            match rpc.access {
+                Access::PlatformOnly => {
+                    assert_eq!(code, Code::PermissionDenied, "{path}");
+                    assert_eq!(
+                        message,
+                        "this method needs a platform key; a carrier key may not call it"
+                    );
+                    assert!(!reached, "{path} reached its handler with a carrier key");
+                    assert_eq!(event.outcome, "PERMISSION_DENIED", "{path}");
+                    assert_eq!(event.item_count, 0, "{path}");
+                }
+                Access::CarrierAndPlatform => {
+                    assert_eq!(code, Code::Ok, "{path}");
+                    assert!(
+                        reached,
+                        "{path} did not reach its handler with a carrier key"
+                    );
+                    assert_eq!(event.outcome, through, "{path}");
+                }
+            }
+            let (code, _, reached) = fx.call(&path, Some(&platform)).await;
+            assert_eq!(code, Code::Ok, "{path}");
+            assert!(
+                reached,
+                "{path} did not reach its handler with a platform key"
+            );
+            let event = fx.event().await;
+            assert_eq!(
+                (event.role.as_str(), event.outcome.as_str()),
+                ("platform", through),
+                "{path}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_method_missing_from_the_table_is_refused_not_let_through() {
+        let mut fx = Fixture::new();
+        let platform = fx.platform.clone();
+        for path in [
+            "ocx.v1.AdminService/DropEverything",
+            "ocx.v1.NoSuchService/CreateCarrier",
+        ] {
+            for token in [Some(platform.as_str()), None] {
+                let (code, message, reached) = fx.call(path, token).await;
+                assert_eq!(code, Code::Unimplemented, "{path}");
+                assert_eq!(message, format!("{path} is not a method of this server"));
+                assert!(!reached, "{path} reached the router");
+                let event = fx.event().await;
+                assert_eq!(event.rpc, path);
+                assert_eq!(event.outcome, "UNIMPLEMENTED");
+            }
+        }
+        // Outside the OCX package (health, reflection, anything else) the router answers, so
+        // an unknown path there is its UNIMPLEMENTED; nothing is audited.
+        let (code, _, reached) = fx.call("grpc.health.v1.Health/Check", None).await;
+        assert_eq!(code, Code::Ok);
+        assert!(reached);
+        fx.gate.audit.flush().await;
+        assert!(
+            fx.events.try_recv().is_err(),
+            "a call outside ocx.v1 was audited"
+        );
+    }
 
     #[test]
     fn claimed_key_ids_never_include_the_secret() {

@@ -7,8 +7,11 @@
 //! - [`run`]: serves every service on a listener the caller bound, until `shutdown` resolves.
 //! - [`service`]: one module per gRPC service; thin handlers.
 //! - [`auth`]: API keys, their cache, the [`auth::Principal`].
-//! - [`gate`]: the layer every OCX call passes: authentication, rate and stream limits,
-//!   deadlines, the audit event ([`audit`]); [`limits`]: the configurable limits.
+//! - [`rpcs`]: every RPC of the contract, once: who may call it, whether it streams, its
+//!   audit resource kind.
+//! - [`gate`]: the layer every OCX call passes: authentication, rate limits, roles (from
+//!   [`rpcs`]), stream limits, deadlines, the audit event ([`audit`]); [`limits`]: the
+//!   configurable limits.
 //! - [`retention`]: the purge, on demand and periodic.
 //! - [`store`]: the storage interface ([`store::Store`]) and its SQLite backend.
 //! - [`domain`]: the types the store speaks; [`convert`] and [`convert_calls`]: wire ↔ domain
@@ -24,6 +27,7 @@ pub mod bootstrap;
 pub mod convert;
 pub mod convert_calls;
 pub mod convert_durations;
+pub mod database;
 pub mod domain;
 pub mod error;
 pub mod gate;
@@ -33,6 +37,7 @@ pub mod metrics;
 pub mod paging;
 pub mod quality;
 pub mod retention;
+pub mod rpcs;
 pub mod service;
 pub mod shutdown;
 pub mod store;

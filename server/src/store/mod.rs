@@ -8,6 +8,7 @@ pub mod media;
 pub mod postgres;
 pub mod request;
 pub mod retention;
+pub mod rows;
 pub mod rules;
 pub mod sqlite;
 
@@ -35,19 +36,14 @@ pub type CallRecordCursor = (Micros, i64);
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The named thing does not exist (or is not visible to the caller).
-    #[error("{0}")]
-    NotFound(String),
-    /// A thing with that id already exists.
-    #[error("{0}")]
-    AlreadyExists(String),
+    /// The store refused: a thing is missing or taken, or the current state forbids the
+    /// write. Facts, not words: the error layer words it.
+    #[error("{0:?}")]
+    Refused(crate::domain::Refusal),
     /// A value the database cannot hold (e.g. a NUL character in a text field) that
     /// validation let through.
     #[error("{0}")]
     InvalidArgument(String),
-    /// The request is valid but the current state forbids it.
-    #[error("{0}")]
-    FailedPrecondition(String),
     /// The store cannot serve now (writer stopped, disk full, read-only); retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -57,6 +53,12 @@ pub enum StoreError {
     /// A bug or an unexpected database error; logged, never shown to clients.
     #[error("internal store error: {0}")]
     Internal(String),
+}
+
+impl From<crate::domain::Refusal> for StoreError {
+    fn from(r: crate::domain::Refusal) -> Self {
+        StoreError::Refused(r)
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -79,61 +81,6 @@ impl From<rusqlite::Error> for StoreError {
                 StoreError::Unavailable(format!("the database is busy: {e}"))
             }
             _ => StoreError::Internal(e.to_string()),
-        }
-    }
-}
-
-/// Which database a server uses, from `--database`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Database {
-    /// The embedded SQLite file.
-    Sqlite(std::path::PathBuf),
-    /// A PostgreSQL URL (shared by replicas).
-    Postgres(String),
-}
-
-impl Database {
-    /// `postgres://` or `postgresql://` is PostgreSQL; `sqlite://PATH` or a plain path is a
-    /// SQLite file; nothing is `<data_dir>/ocx.db`.
-    pub fn parse(spec: Option<&str>, data_dir: &std::path::Path) -> Database {
-        match spec {
-            None | Some("") => Database::Sqlite(data_dir.join("ocx.db")),
-            Some(s)
-                if s.to_ascii_lowercase().starts_with("postgres://")
-                    || s.to_ascii_lowercase().starts_with("postgresql://") =>
-            {
-                Database::Postgres(s.to_owned())
-            }
-            Some(s) => Database::Sqlite(s.strip_prefix("sqlite://").unwrap_or(s).into()),
-        }
-    }
-
-    /// Opens (creating or migrating) the database.
-    pub async fn open(
-        &self,
-        options: postgres::PgOptions,
-    ) -> StoreResult<std::sync::Arc<dyn Store>> {
-        Ok(match self {
-            Database::Sqlite(path) => std::sync::Arc::new(sqlite::SqliteStore::open(path)?),
-            Database::Postgres(url) => {
-                std::sync::Arc::new(postgres::PgStore::connect(url, options).await?)
-            }
-        })
-    }
-}
-
-/// Shown in logs and errors: the file, or the PostgreSQL server and database without the user
-/// or password.
-impl std::fmt::Display for Database {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Database::Sqlite(path) => write!(f, "{}", path.display()),
-            Database::Postgres(url) => {
-                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-                let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-                let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
-                write!(f, "postgres://{rest}")
-            }
         }
     }
 }
@@ -337,34 +284,7 @@ pub trait Store: Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::{Database, StoreError};
-
-    #[test]
-    fn database_specs_choose_the_backend_and_display_without_secrets() {
-        let dir = std::path::Path::new("d");
-        assert_eq!(
-            Database::parse(None, dir),
-            Database::Sqlite(dir.join("ocx.db"))
-        );
-        assert_eq!(
-            Database::parse(Some("sqlite:///x/y.db"), dir),
-            Database::Sqlite("/x/y.db".into())
-        );
-        assert_eq!(
-            Database::parse(Some("y.db"), dir),
-            Database::Sqlite("y.db".into())
-        );
-        let pg = Database::parse(
-            Some("postgresql://ocx:s3cret@db:5432/ocx?sslmode=disable"),
-            dir,
-        );
-        assert!(matches!(pg, Database::Postgres(_)));
-        assert_eq!(pg.to_string(), "postgres://db:5432/ocx");
-        assert!(matches!(
-            Database::parse(Some("POSTGRES://u:p@h/d"), dir),
-            Database::Postgres(_)
-        ));
-    }
+    use super::StoreError;
 
     fn sqlite(code: std::ffi::c_int) -> rusqlite::Error {
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)

@@ -69,10 +69,10 @@ pub fn recorded<T: serde::de::DeserializeOwned>(
             super::StoreError::Internal(format!("a recorded outcome does not read: {e}"))
         })
     } else {
-        Err(super::StoreError::AlreadyExists(format!(
-            "request_id {} was already used by this API key for a different request ({rpc}); \
-             use a new request_id for a new request",
-            key.request_id
-        )))
+        Err(crate::domain::Refusal::RequestIdReused {
+            request_id: key.request_id.clone(),
+            rpc: rpc.to_owned(),
+        }
+        .into())
     }
 }

@@ -1,21 +1,75 @@
-//! The decisions both backends make the same way, written once: each backend reads what a
-//! decision needs (in its own SQL, under its own locks), asks here, and writes what comes back.
-//! Nothing here touches a database, so the SQLite and PostgreSQL backends cannot drift apart in
-//! what they decide or in the words of their refusals.
+//! The decisions both backends make the same way, written once: each backend reads the facts a
+//! decision needs (in its own SQL, under its own locks), passes them here, and writes what
+//! comes back. Nothing here touches a database or calls back into one, so the SQLite and
+//! PostgreSQL backends cannot drift apart in what they decide. A refusal comes back typed
+//! ([`Refusal`]); the error layer words it.
 
 use crate::domain::{
-    AssignRequest, Assignment, CallDirection, CallRecord, Consent, ConsentStatus, Contact,
+    ApiKey, AssignRequest, Assignment, CallRecord, Consent, ConsentStatus, Contact,
     DurationOutcome, DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEvent,
-    NumberEventType, NumberState, NumberUpload, PhoneNumber, PurgeCounts, Role,
+    NumberEventType, NumberState, NumberUpload, PhoneNumber, PurgeCounts, Refusal, Role,
 };
-use crate::store::StoreError;
 use crate::store::retention::Expiring;
+use crate::store::{StoreError, StoreResult};
 
 /// A page from `limit + 1` fetched rows: one more than asked says whether more follow.
 pub fn page<T>(mut items: Vec<T>, limit: usize, total: i64) -> crate::domain::Page<T> {
     let more = items.len() > limit;
     items.truncate(limit);
     crate::domain::Page { items, more, total }
+}
+
+/// At most `limit` of `limit + 1` fetched rows, and whether more follow (the extra row says
+/// so): a keyset page.
+pub fn limited<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    (rows, more)
+}
+
+/// Who a reconciliation query covers: one carrier (its records and reports), or one tenant
+/// (its records, for usage; reports only count through their match). Each backend's
+/// `pairs_cte` writes its SQL for either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A carrier's period.
+    Carrier,
+    /// A tenant's period.
+    Tenant,
+}
+
+/// The figures a reconciliation summary query returns, in its column order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SummaryCounts {
+    /// The platform's records of the period.
+    pub platform_count: i64,
+    /// Their summed durations.
+    pub platform_duration_us: i64,
+    /// Pairs whose durations agree within the tolerance.
+    pub matched: i64,
+    /// Pairs whose durations differ by more.
+    pub mismatched: i64,
+    /// The summed durations of the paired reports.
+    pub paired_report_us: i64,
+    /// The carrier's reports of the period that paired with nothing.
+    pub unmatched: i64,
+    /// Their summed durations.
+    pub unmatched_us: i64,
+}
+
+impl From<SummaryCounts> for crate::domain::ReconciliationSummary {
+    fn from(c: SummaryCounts) -> Self {
+        crate::domain::ReconciliationSummary {
+            platform_count: c.platform_count,
+            platform_duration_us: c.platform_duration_us,
+            carrier_count: c.matched + c.mismatched + c.unmatched,
+            carrier_duration_us: c.paired_report_us + c.unmatched_us,
+            matched: c.matched,
+            mismatched: c.mismatched,
+            missing_on_carrier: c.platform_count - c.matched - c.mismatched,
+            missing_on_platform: c.unmatched,
+        }
+    }
 }
 
 /// A value a listing's condition compares a column with.
@@ -132,32 +186,77 @@ pub fn key_secrets(role: i64, hash: Vec<u8>) -> Result<(Role, [u8; 32]), StoreEr
 /// Why the carrier may not put `item` in its tenant now, or `None` if it may. `consent` is the
 /// carrier's consent in the item's tenant as stored (status code, comma-separated countries),
 /// if there is one.
-pub fn consent_problem(consent: Option<(i64, &str)>, item: &NumberUpload) -> Option<String> {
+pub fn consent_problem(consent: Option<(i64, &str)>, item: &NumberUpload) -> Option<Refusal> {
+    let tenant_id = item.tenant_id.clone();
     match consent {
-        None => Some(format!(
-            "tenant {} has not consented to this carrier",
-            item.tenant_id
-        )),
-        Some((status, _)) if status != i64::from(ConsentStatus::Active.code()) => Some(format!(
-            "the consent of tenant {} is not active; numbers can be uploaded only to tenants with an active consent",
-            item.tenant_id
-        )),
+        None => Some(Refusal::NoConsent { tenant_id }),
+        Some((status, _)) if status != i64::from(ConsentStatus::Active.code()) => {
+            Some(Refusal::ConsentInactive { tenant_id })
+        }
         Some((_, countries)) if !countries.is_empty() && item.country_code.is_empty() => {
-            Some(format!(
-                "tenant {} consented only to numbers from {countries}: set country_code",
-                item.tenant_id
-            ))
+            Some(Refusal::CountryRequired {
+                tenant_id,
+                countries: countries.to_owned(),
+            })
         }
         Some((_, countries))
             if !countries.is_empty() && !countries.split(',').any(|c| c == item.country_code) =>
         {
-            Some(format!(
-                "tenant {} has not consented to numbers from {} (consented: {countries})",
-                item.tenant_id, item.country_code
-            ))
+            Some(Refusal::CountryNotConsented {
+                tenant_id,
+                country_code: item.country_code.clone(),
+                countries: countries.to_owned(),
+            })
         }
         Some(_) => None,
     }
+}
+
+/// `CreateCarrier` of `carrier_id`, when a carrier with that id `exists` or not.
+pub fn new_carrier(carrier_id: &str, exists: bool) -> StoreResult<()> {
+    if exists {
+        return Err(Refusal::CarrierExists {
+            carrier_id: carrier_id.to_owned(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// A write naming carrier `carrier_id`, which `exists` or not.
+pub fn existing_carrier(carrier_id: &str, exists: bool) -> StoreResult<()> {
+    if !exists {
+        return Err(Refusal::CarrierNotFound {
+            carrier_id: carrier_id.to_owned(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The key `key_id` a write changed, as found after it (`None`: there is no such key).
+pub fn existing_key(key_id: &str, found: Option<ApiKey>) -> StoreResult<ApiKey> {
+    found.ok_or_else(|| {
+        Refusal::KeyNotFound {
+            key_id: key_id.to_owned(),
+        }
+        .into()
+    })
+}
+
+/// The consent a revocation changed, as found after it (`None`: the tenant has none).
+pub fn existing_consent(
+    carrier_id: &str,
+    tenant_id: &str,
+    found: Option<Consent>,
+) -> StoreResult<Consent> {
+    found.ok_or_else(|| {
+        Refusal::ConsentNotFound {
+            carrier_id: carrier_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+        }
+        .into()
+    })
 }
 
 /// What a write does with one number.
@@ -199,9 +298,9 @@ pub fn upload(
         None => NumberChange::Create(fresh(0)),
         Some(old) if old.state == NumberState::Released => NumberChange::Create(fresh(old.version)),
         // Held by another carrier: say no without saying who.
-        Some(old) if old.carrier_id != carrier_id => NumberChange::Answer(ItemOutcome::Rejected(
-            "the number is not available to this carrier".into(),
-        )),
+        Some(old) if old.carrier_id != carrier_id => {
+            NumberChange::Answer(ItemOutcome::Rejected(Refusal::NumberUnavailable))
+        }
         Some(old) => {
             let same = old.tenant_id == item.tenant_id
                 && old.capabilities == item.capabilities
@@ -211,10 +310,9 @@ pub fn upload(
             if same {
                 NumberChange::Answer(ItemOutcome::Unchanged(old))
             } else if old.state == NumberState::Assigned && old.tenant_id != item.tenant_id {
-                NumberChange::Answer(ItemOutcome::Rejected(format!(
-                    "the number is assigned in tenant {}; it must be unassigned there and released before it can move",
-                    old.tenant_id
-                )))
+                NumberChange::Answer(ItemOutcome::Rejected(Refusal::NumberAssignedInTenant {
+                    tenant_id: old.tenant_id,
+                }))
             } else {
                 NumberChange::Update(
                     NumberEventType::Updated,
@@ -236,13 +334,13 @@ pub fn upload(
 /// has no row).
 pub fn release(carrier_id: &str, current: Option<PhoneNumber>) -> NumberChange {
     match current.filter(|n| n.carrier_id == carrier_id) {
-        None => NumberChange::Answer(ItemOutcome::Rejected("number not found".into())),
+        None => NumberChange::Answer(ItemOutcome::Rejected(Refusal::NumberNotFound)),
         Some(n) if n.state == NumberState::Released => {
             NumberChange::Answer(ItemOutcome::Unchanged(n))
         }
-        Some(n) if n.state == NumberState::Assigned => NumberChange::Answer(ItemOutcome::Rejected(
-            "the number is assigned in its tenant; the tenant must unassign it before it can be released".into(),
-        )),
+        Some(n) if n.state == NumberState::Assigned => {
+            NumberChange::Answer(ItemOutcome::Rejected(Refusal::NumberStillAssigned))
+        }
         Some(n) => NumberChange::Update(
             NumberEventType::Released,
             PhoneNumber {
@@ -260,18 +358,19 @@ pub fn assignable(
     tenant_id: &str,
     current: Option<PhoneNumber>,
 ) -> Result<PhoneNumber, StoreError> {
-    let n = current.ok_or_else(|| {
-        StoreError::NotFound(format!("number {number} is not provisioned by any carrier"))
+    let number = number.to_owned();
+    let n = current.ok_or_else(|| Refusal::NumberNotProvisioned {
+        number: number.clone(),
     })?;
     if n.state == NumberState::Released {
-        return Err(StoreError::FailedPrecondition(format!(
-            "number {number} has been released by its carrier"
-        )));
+        return Err(Refusal::NumberReleased { number }.into());
     }
     if n.tenant_id != tenant_id {
-        return Err(StoreError::FailedPrecondition(format!(
-            "number {number} is not provisioned to tenant {tenant_id}"
-        )));
+        return Err(Refusal::NumberNotInTenant {
+            number,
+            tenant_id: tenant_id.to_owned(),
+        }
+        .into());
     }
     Ok(n)
 }
@@ -311,32 +410,48 @@ pub fn unassigned(n: &PhoneNumber) -> Option<PhoneNumber> {
     })
 }
 
-/// The owner of call record `r`, or why it has none: the carrier it names, if that carrier
-/// exists; otherwise the carrier of its tenant-side number. Only the lookup needed is made:
-/// `carrier_exists` for a named carrier, `number_owner` (the carrier holding a number)
-/// otherwise.
-pub fn call_owner<E>(
-    r: &CallRecord,
-    carrier_exists: impl FnOnce(&str) -> Result<bool, E>,
-    number_owner: impl FnOnce(&str) -> Result<Option<String>, E>,
-) -> Result<Result<String, String>, E> {
-    if !r.carrier_id.is_empty() {
-        return Ok(if carrier_exists(&r.carrier_id)? {
-            Ok(r.carrier_id.clone())
-        } else {
-            Err(format!("carrier {:?} does not exist", r.carrier_id))
-        });
+/// The one fact deciding the owner of a call record takes: whether the carrier it names
+/// exists, or (when it names none) which carrier holds its tenant-side number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerQuestion<'a> {
+    /// Does this carrier exist?
+    CarrierExists(&'a str),
+    /// Which carrier holds this number?
+    NumberHolder(&'a str),
+}
+
+/// The answer a backend found to an [`OwnerQuestion`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerFact {
+    /// Whether the named carrier exists.
+    CarrierExists(bool),
+    /// The carrier holding the number, if any.
+    NumberHolder(Option<String>),
+}
+
+/// What to look up to decide the owner of `r` ([`call_owner`]).
+pub fn owner_question(r: &CallRecord) -> OwnerQuestion<'_> {
+    if r.carrier_id.is_empty() {
+        OwnerQuestion::NumberHolder(r.tenant_number())
+    } else {
+        OwnerQuestion::CarrierExists(&r.carrier_id)
     }
-    let number = r.tenant_number();
-    Ok(number_owner(number)?.ok_or_else(|| {
-        let side = match r.direction {
-            CallDirection::Inbound => "callee",
-            CallDirection::Outbound => "caller",
-        };
-        format!(
-            "the tenant's number on this call ({side} {number}) belongs to no carrier; provision it or set carrier_id"
-        )
-    }))
+}
+
+/// The owner of call record `r`, given the answer to its [`owner_question`]: the carrier it
+/// names, if that carrier exists; otherwise the carrier of its tenant-side number.
+pub fn call_owner(r: &CallRecord, fact: OwnerFact) -> Result<String, Refusal> {
+    match fact {
+        OwnerFact::CarrierExists(true) => Ok(r.carrier_id.clone()),
+        OwnerFact::CarrierExists(false) => Err(Refusal::UnknownCarrier {
+            carrier_id: r.carrier_id.clone(),
+        }),
+        OwnerFact::NumberHolder(Some(carrier_id)) => Ok(carrier_id),
+        OwnerFact::NumberHolder(None) => Err(Refusal::NoCarrierForNumber {
+            direction: r.direction,
+            number: r.tenant_number().to_owned(),
+        }),
+    }
 }
 
 /// The answer to ingesting `r` when it is not written, given the record stored under its call
@@ -348,13 +463,17 @@ pub fn ingest_refusal(stored: Option<(i64, i64, &str)>, r: &CallRecord) -> Optio
         Some((version, hash, owner)) if version == r.version && hash == r.content_hash => {
             Some(IngestOutcome::Unchanged(owner.to_owned()))
         }
-        Some((version, _, _)) if version > r.version => Some(IngestOutcome::Rejected(format!(
-            "stale: version {} is older than the stored version {version}",
-            r.version
-        ))),
-        Some((version, _, _)) if version == r.version => Some(IngestOutcome::Rejected(format!(
-            "stale: version {version} is stored with other content; send a higher version to revise it"
-        ))),
+        Some((stored, _, _)) if stored > r.version => {
+            Some(IngestOutcome::Rejected(Refusal::OlderVersion {
+                version: r.version,
+                stored,
+            }))
+        }
+        Some((version, _, _)) if version == r.version => {
+            Some(IngestOutcome::Rejected(Refusal::VersionConflict {
+                version,
+            }))
+        }
         _ => None,
     }
 }
@@ -424,21 +543,29 @@ mod tests {
     fn consent_problems_in_order() {
         let active = i64::from(ConsentStatus::Active.code());
         let suspended = i64::from(ConsentStatus::Suspended.code());
+        let t1 = || "t1".to_owned();
         assert_eq!(
-            consent_problem(None, &item("CH")).as_deref(),
-            Some("tenant t1 has not consented to this carrier")
-        );
-        assert!(
-            consent_problem(Some((suspended, "")), &item("CH"))
-                .is_some_and(|m| m.starts_with("the consent of tenant t1 is not active"))
+            consent_problem(None, &item("CH")),
+            Some(Refusal::NoConsent { tenant_id: t1() })
         );
         assert_eq!(
-            consent_problem(Some((active, "CH,DE")), &item("")).as_deref(),
-            Some("tenant t1 consented only to numbers from CH,DE: set country_code")
+            consent_problem(Some((suspended, "")), &item("CH")),
+            Some(Refusal::ConsentInactive { tenant_id: t1() })
         );
         assert_eq!(
-            consent_problem(Some((active, "CH,DE")), &item("FR")).as_deref(),
-            Some("tenant t1 has not consented to numbers from FR (consented: CH,DE)")
+            consent_problem(Some((active, "CH,DE")), &item("")),
+            Some(Refusal::CountryRequired {
+                tenant_id: t1(),
+                countries: "CH,DE".into()
+            })
+        );
+        assert_eq!(
+            consent_problem(Some((active, "CH,DE")), &item("FR")),
+            Some(Refusal::CountryNotConsented {
+                tenant_id: t1(),
+                country_code: "FR".into(),
+                countries: "CH,DE".into()
+            })
         );
         assert_eq!(consent_problem(Some((active, "CH,DE")), &item("DE")), None);
         assert_eq!(consent_problem(Some((active, "")), &item("")), None);

@@ -6,7 +6,8 @@
 //! - the store: [`conformance`] (the suite every backend passes), run by [`store_sqlite`] and
 //!   [`store_postgres`]; [`deadline`] (a caller's deadline interrupts the query);
 //! - properties of the edge and of reconciliation: [`convert_property`],
-//!   [`reconcile_property`].
+//!   [`reconcile_property`];
+//! - the code itself: [`layers`] (modules import only downward).
 
 use ocx_testkit::process::ServerBinary;
 
@@ -20,6 +21,7 @@ mod convert_property;
 mod crash;
 mod crash_loop;
 mod deadline;
+mod layers;
 mod logs;
 mod reconcile_property;
 mod replicas;

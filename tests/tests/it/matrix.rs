@@ -947,19 +947,19 @@ fn contract_methods() -> BTreeMap<String, bool> {
 }
 
 #[test]
-fn the_contract_the_server_and_the_matrix_list_the_same_rpcs() {
+fn the_contract_the_server_and_the_matrix_list_the_same_rpcs_and_roles() {
     let contract = contract_methods();
     assert!(contract.len() >= 30, "too few methods parsed: {contract:?}");
     assert!(contract["ocx.v1.PlatformService/IngestCallRecords"]);
     assert!(!contract["ocx.v1.NumberService/GetNumber"]);
 
-    let server: BTreeMap<String, bool> = ocx_server::audit::RPCS
+    let server: BTreeMap<String, bool> = ocx_server::rpcs::RPCS
         .iter()
-        .map(|(name, _, streaming)| ((*name).to_owned(), *streaming))
+        .map(|rpc| (rpc.path(), rpc.streaming()))
         .collect();
     assert_eq!(
         server, contract,
-        "ocx_server::audit::RPCS and the contract disagree"
+        "ocx_server::rpcs::RPCS and the contract disagree"
     );
 
     let rows = rows();
@@ -973,6 +973,19 @@ fn the_contract_the_server_and_the_matrix_list_the_same_rpcs() {
         "the matrix must have exactly one row per RPC of the contract; without a row: \
          {missing:?}; not in the contract: {extra:?}"
     );
+    for row in &rows {
+        let path = format!("ocx.v1.{}", row.rpc);
+        let declared = ocx_server::rpcs::find(&path).map(|rpc| rpc.access);
+        let expected = match row.scope {
+            Scope::PlatformOnly => ocx_server::rpcs::Access::PlatformOnly,
+            Scope::Carrier { .. } => ocx_server::rpcs::Access::CarrierAndPlatform,
+        };
+        assert_eq!(
+            declared,
+            Some(expected),
+            "{path}: the server declares another access than the matrix expects"
+        );
+    }
 }
 
 // ----- the fixture -----

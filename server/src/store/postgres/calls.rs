@@ -16,23 +16,22 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::convert::Infallible;
 use std::sync::LazyLock;
 
 use deadpool_postgres::{GenericClient, Transaction};
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{PgError, PgResult};
+use super::pool::{PgError, PgResult};
+use super::query;
 use crate::domain::{
-    CallDirection, CallRecord, CallRecordFilter, CallType, DestinationContext, IngestOutcome,
-    QualityMetric, QualityVerdict, now_micros,
+    CallRecord, CallRecordFilter, IngestOutcome, QualityMetric, Refusal, now_micros,
 };
 use crate::store::media;
-use crate::store::rules;
+use crate::store::rows;
+use crate::store::rules::{self, OwnerFact, OwnerQuestion};
 use crate::store::{CallRecordCursor, KeyedPage, StoreError};
 
-/// Every stored column but `id`, with its type (for `unnest` casts), in [`from_row`]'s order.
+/// Every stored column but `id`, with its type (for `unnest` casts), in `store::rows::call_record`'s order.
 const COLUMN_TYPES: [(&str, &str); 27] = [
     ("call_id", "TEXT"),
     ("carrier_id", "TEXT"),
@@ -108,47 +107,6 @@ static UPDATE: LazyLock<String> = LazyLock::new(|| {
         *COLUMNS
     )
 });
-
-/// A BIGINT column that holds an `i32` (codes, SIP and Q.850 codes).
-fn int(row: &Row, i: usize) -> i32 {
-    i32::try_from(row.get::<_, i64>(i)).unwrap_or_default()
-}
-
-fn from_row(row: &Row) -> CallRecord {
-    let streams: &[u8] = row.get(23);
-    CallRecord {
-        call_id: row.get(0),
-        carrier_id: row.get(1),
-        feed_sequence: row.get(2),
-        version: row.get(3),
-        content_hash: row.get(4),
-        correlation_id: row.get(5),
-        tenant_id: row.get(6),
-        call_type: CallType::from_code(int(row, 7)).unwrap_or(CallType::UserOut),
-        direction: CallDirection::from_code(int(row, 8)).unwrap_or(CallDirection::Outbound),
-        caller_number: row.get(9),
-        callee_number: row.get(10),
-        user_sip_uri: row.get(11),
-        invite_time: row.get(12),
-        start_time: row.get(13),
-        end_time: row.get(14),
-        duration_us: row.get(15),
-        final_sip_code: int(row, 16),
-        final_sip_phrase: row.get(17),
-        q850_cause: int(row, 18),
-        successful: row.get(19),
-        destination_context: row
-            .get::<_, Option<i64>>(20)
-            .and_then(|c| i32::try_from(c).ok())
-            .and_then(DestinationContext::from_code),
-        usage_country_code: row.get(21),
-        trunk_fqdn: row.get(22),
-        media_streams: media::decode(streams),
-        quality: QualityVerdict::from_code(int(row, 24)).unwrap_or(QualityVerdict::Unclassified),
-        poor_due_to: QualityMetric::from_mask(row.get(25)),
-        update_time: row.get(26),
-    }
-}
 
 /// Rows to write, one array per column of [`COLUMN_TYPES`] (in that order).
 #[derive(Default)]
@@ -270,13 +228,16 @@ fn owner(
     r: &CallRecord,
     carriers: &HashSet<String>,
     numbers: &HashMap<String, String>,
-) -> Result<String, String> {
-    let Ok(owner) = rules::call_owner(
-        r,
-        |carrier_id| Ok::<_, Infallible>(carriers.contains(carrier_id)),
-        |number| Ok(numbers.get(number).cloned()),
-    );
-    owner
+) -> Result<String, Refusal> {
+    let fact = match rules::owner_question(r) {
+        OwnerQuestion::CarrierExists(carrier_id) => {
+            OwnerFact::CarrierExists(carriers.contains(carrier_id))
+        }
+        OwnerQuestion::NumberHolder(number) => {
+            OwnerFact::NumberHolder(numbers.get(number).cloned())
+        }
+    };
+    rules::call_owner(r, fact)
 }
 
 /// Ingests each record independently (one outcome per record, in order).
@@ -293,14 +254,9 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
     let carriers: HashSet<String> = if named.is_empty() {
         HashSet::new()
     } else {
-        let stmt = tx
-            .prepare_cached("SELECT carrier_id FROM carriers WHERE carrier_id = ANY($1)")
-            .await?;
-        tx.query(&stmt, &[&named])
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
+        let sql = "SELECT carrier_id FROM carriers WHERE carrier_id = ANY($1)";
+        let found = query::all(tx, sql, &[&named], rows::text).await?;
+        found.into_iter().collect()
     };
     let by_number: Vec<&str> = distinct(
         records
@@ -311,14 +267,9 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
     let numbers: HashMap<String, String> = if by_number.is_empty() {
         HashMap::new()
     } else {
-        let stmt = tx
-            .prepare_cached("SELECT number, carrier_id FROM numbers WHERE number = ANY($1)")
-            .await?;
-        tx.query(&stmt, &[&by_number])
-            .await?
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect()
+        let sql = "SELECT number, carrier_id FROM numbers WHERE number = ANY($1)";
+        let found = query::all(tx, sql, &[&by_number], rows::text_pair).await?;
+        found.into_iter().collect()
     };
 
     // The stored rows of the batch's call ids.
@@ -474,7 +425,7 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
             return Err(PgError::Conflict);
         }
     }
-    super::notify(tx, super::Channel::CallRecords).await?;
+    super::listen::notify(tx, super::listen::Channel::CallRecords).await?;
     Ok(outcomes)
 }
 
@@ -496,10 +447,8 @@ pub async fn get(
             *COLUMNS
         ))
         .await?;
-    Ok(db
-        .query_opt(&stmt, &[&call_id, &carrier_id])
-        .await?
-        .map(|row| from_row(&row)))
+    let row = db.query_opt(&stmt, &[&call_id, &carrier_id]).await?;
+    Ok(row.map(|r| rows::call_record(&r)).transpose()?)
 }
 
 /// A page of a carrier's records by (start time, id). Only the filters that are set become SQL
@@ -530,27 +479,16 @@ pub async fn list(
             sql.push_str(&format!("${}{part}", args.len()));
         }
     }
-    args.push(Box::new(super::plus_one(limit)));
+    args.push(Box::new(super::pool::plus_one(limit)));
     sql.push_str(&format!(" ORDER BY start_time, id LIMIT ${}", args.len()));
     let stmt = db.prepare_cached(&sql).await?;
     let params: Vec<&(dyn ToSql + Sync)> = args
         .iter()
         .map(|a| a.as_ref() as &(dyn ToSql + Sync))
         .collect();
-    let mut rows: Vec<(CallRecord, CallRecordCursor)> = db
-        .query(&stmt, &params)
-        .await?
-        .iter()
-        .map(|row| {
-            let record = from_row(row);
-            let id: i64 = row.get(COLUMN_TYPES.len());
-            let start = record.start_time;
-            (record, (start, id))
-        })
-        .collect();
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    Ok((rows, more))
+    let found = db.query(&stmt, &params).await?;
+    let page = query::decode_all(&found, rows::call_record_listed)?;
+    Ok(rules::limited(page, limit))
 }
 
 /// A carrier's feed after `after`.
@@ -568,10 +506,14 @@ pub async fn feed(
         ))
         .await?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    Ok(db
-        .query(&stmt, &[&carrier_id, &after, &limit])
+    let found = db.query(&stmt, &[&carrier_id, &after, &limit]).await?;
+    query::decode_all(&found, rows::call_record)
+}
+
+/// The carrier's last feed sequence (0 before its first record).
+pub async fn head(db: &impl GenericClient, carrier_id: &str) -> PgResult<i64> {
+    let sql = "SELECT call_record_seq FROM carrier_heads WHERE carrier_id = $1";
+    Ok(query::first(db, sql, &[&carrier_id], rows::int)
         .await?
-        .iter()
-        .map(from_row)
-        .collect())
+        .unwrap_or(0))
 }

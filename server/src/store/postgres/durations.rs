@@ -11,39 +11,15 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use deadpool_postgres::{GenericClient, Transaction};
-use tokio_postgres::Row;
 
-use super::{PgError, PgResult};
+use super::pool::{PgError, PgResult};
+use super::query;
 use crate::domain::{CallDuration, DurationOutcome, DurationReport, Micros, now_micros};
 use crate::store::KeyedPage;
-use crate::store::rules;
+use crate::store::{rows, rules};
 
 const COLUMNS: &str = "record_id, call_id, correlation_id, caller_number, callee_number, start_time, \
     duration_us, carrier_id, corrections, create_time, update_time";
-
-fn from_row(row: &Row) -> CallDuration {
-    CallDuration {
-        report: report_from_row(row, 0),
-        carrier_id: row.get(7),
-        corrections: i32::try_from(row.get::<_, i64>(8)).unwrap_or(i32::MAX),
-        create_time: row.get(9),
-        update_time: row.get(10),
-    }
-}
-
-/// The report in columns `first..first + 7` (record_id, call_id, correlation_id,
-/// caller_number, callee_number, start_time, duration_us).
-fn report_from_row(row: &Row, first: usize) -> DurationReport {
-    DurationReport {
-        record_id: row.get(first),
-        call_id: row.get(first + 1),
-        correlation_id: row.get(first + 2),
-        caller_number: row.get(first + 3),
-        callee_number: row.get(first + 4),
-        start_time: row.get(first + 5),
-        duration_us: row.get(first + 6),
-    }
-}
 
 /// What the batch knows of one record id: as stored, then as each report leaves it.
 struct Slot {
@@ -99,22 +75,20 @@ pub async fn report(
                FROM call_durations WHERE carrier_id = $1 AND record_id = ANY($2)",
         )
         .await?;
-    let mut slots: HashMap<String, Slot> = tx
-        .query(&stmt, &[&carrier_id, &record_ids])
-        .await?
-        .iter()
-        .map(|row| {
-            let corrections: i64 = row.get(8);
-            let slot = Slot {
-                id: Some(row.get(7)),
-                stored_corrections: corrections,
-                content: report_from_row(row, 0),
-                corrections,
-                replaced: Vec::new(),
-            };
-            (slot.content.record_id.clone(), slot)
-        })
-        .collect();
+    let stored = tx.query(&stmt, &[&carrier_id, &record_ids]).await?;
+    let mut slots: HashMap<String, Slot> = query::decode_all(&stored, |row| {
+        let corrections: i64 = row.col(8)?;
+        let slot = Slot {
+            id: Some(row.col(7)?),
+            stored_corrections: corrections,
+            content: rows::duration_report(row, 0)?,
+            corrections,
+            replaced: Vec::new(),
+        };
+        Ok((slot.content.record_id.clone(), slot))
+    })?
+    .into_iter()
+    .collect();
 
     let mut outcomes = Vec::with_capacity(reports.len());
     // Record ids in first-seen order of those this batch changes.
@@ -296,9 +270,9 @@ pub async fn list(
 ) -> PgResult<KeyedPage<CallDuration, (Micros, i64)>> {
     let from = from.unwrap_or(i64::MIN);
     let to = to.unwrap_or(i64::MAX);
-    let limit_plus_one = super::plus_one(limit);
+    let limit_plus_one = super::pool::plus_one(limit);
     // Two statements rather than `$n IS NULL OR ...`, so that the cursor is an index bound.
-    let rows = match after {
+    let found = match after {
         None => {
             let stmt = db
                 .prepare_cached(&format!(
@@ -333,16 +307,6 @@ pub async fn list(
             .await?
         }
     };
-    let mut items: Vec<(CallDuration, (Micros, i64))> = rows
-        .iter()
-        .map(|row| {
-            let d = from_row(row);
-            let id: i64 = row.get(11);
-            let key = (d.report.start_time, id);
-            (d, key)
-        })
-        .collect();
-    let more = items.len() > limit;
-    items.truncate(limit);
-    Ok((items, more))
+    let items = query::decode_all(&found, rows::call_duration_listed)?;
+    Ok(rules::limited(items, limit))
 }

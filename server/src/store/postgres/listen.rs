@@ -1,5 +1,6 @@
 //! The LISTEN connection: one per replica, outside the pool. It turns other replicas'
-//! notifications (and this one's) into wake-ups of the local watchers.
+//! notifications (and this one's) into wake-ups of the local watchers ([`Signals`]); a write
+//! announces itself with [`notify`] on a [`Channel`].
 //!
 //! If the connection drops, it reconnects with a growing pause (up to 5 s, back to 100 ms once
 //! it listened again) and, once listening again, wakes every watcher: whatever was written
@@ -14,7 +15,86 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{Channel, PgError, PgResult, Signals};
+use deadpool_postgres::GenericClient;
+use tokio::sync::watch;
+
+use super::pool::{PgError, PgResult};
+
+/// The LISTEN/NOTIFY channels.
+#[derive(Debug, Clone, Copy)]
+pub enum Channel {
+    /// Number events were appended.
+    NumberEvents,
+    /// Call records were created or revised.
+    CallRecords,
+    /// An API key was created or revoked.
+    ApiKeys,
+}
+
+impl Channel {
+    const ALL: [Channel; 3] = [
+        Channel::NumberEvents,
+        Channel::CallRecords,
+        Channel::ApiKeys,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Channel::NumberEvents => "ocx_number_events",
+            Channel::CallRecords => "ocx_call_records",
+            Channel::ApiKeys => "ocx_api_keys",
+        }
+    }
+}
+
+/// Announces a change on `channel` to every replica when the transaction commits. PostgreSQL
+/// folds identical notifications of one transaction into one.
+pub async fn notify(tx: &impl GenericClient, channel: Channel) -> PgResult<()> {
+    tx.batch_execute(&format!("NOTIFY {}", channel.name()))
+        .await?;
+    Ok(())
+}
+
+/// The wake-up channels of this replica.
+#[derive(Debug)]
+pub struct Signals {
+    /// Number events were appended.
+    pub number_events: watch::Sender<u64>,
+    /// Call records were created or revised.
+    pub call_records: watch::Sender<u64>,
+    /// API keys were created or revoked.
+    pub api_keys: watch::Sender<u64>,
+}
+
+impl Signals {
+    pub fn new() -> Signals {
+        Signals {
+            number_events: watch::channel(0).0,
+            call_records: watch::channel(0).0,
+            api_keys: watch::channel(0).0,
+        }
+    }
+
+    fn sender(&self, channel: Channel) -> &watch::Sender<u64> {
+        match channel {
+            Channel::NumberEvents => &self.number_events,
+            Channel::CallRecords => &self.call_records,
+            Channel::ApiKeys => &self.api_keys,
+        }
+    }
+
+    /// Wakes the watchers of `channel`.
+    pub fn bump(&self, channel: Channel) {
+        self.sender(channel).send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Wakes everyone (after a gap in notifications).
+    pub fn bump_all(&self) {
+        for channel in Channel::ALL {
+            self.bump(channel);
+        }
+    }
+}
 
 /// How often the listener checks that its connection is alive.
 const HEARTBEAT: Duration = Duration::from_secs(15);

@@ -13,15 +13,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use deadpool_postgres::{GenericClient, Transaction};
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{Channel, PgResult, notify};
+use super::listen::{Channel, notify};
+use super::pool::PgResult;
+use super::query;
 use crate::domain::{
-    AssignRequest, Assignment, AssignmentType, Capability, ItemOutcome, NumberEvent,
-    NumberEventType, NumberFilter, NumberState, NumberUpload, PhoneNumber, now_micros,
+    AssignRequest, Capability, ItemOutcome, NumberEvent, NumberEventType, NumberFilter,
+    NumberState, NumberUpload, PhoneNumber, now_micros,
 };
 use crate::store::StoreError;
+use crate::store::rows;
 use crate::store::rules::{self, NumberChange};
 
 const COLUMNS: &str = "number, carrier_id, tenant_id, state, assignment_type, sip_uri, user_id, \
@@ -33,75 +35,24 @@ const UNNEST: &str = "unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $
     $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], \
     $13::BIGINT[], $14::BIGINT[], $15::BIGINT[])";
 
-fn code(value: i64) -> Option<i32> {
-    i32::try_from(value).ok()
-}
-
-fn from_row(row: &Row) -> PhoneNumber {
-    let state: i64 = row.get(3);
-    let state = code(state)
-        .and_then(NumberState::from_code)
-        .unwrap_or(NumberState::Released);
-    let assignment_type: Option<i64> = row.get(4);
-    let assignment = match (
-        state,
-        assignment_type
-            .and_then(code)
-            .and_then(AssignmentType::from_code),
-    ) {
-        (NumberState::Assigned, Some(assignment_type)) => Some(Assignment {
-            assignment_type,
-            sip_uri: row.get::<_, Option<String>>(5).unwrap_or_default(),
-            user_id: row.get::<_, Option<String>>(6).unwrap_or_default(),
-            assign_time: row.get::<_, Option<i64>>(7).unwrap_or_default(),
-        }),
-        _ => None,
-    };
-    PhoneNumber {
-        number: row.get(0),
-        carrier_id: row.get(1),
-        tenant_id: row.get(2),
-        state,
-        assignment,
-        capabilities: Capability::from_mask(row.get(8)),
-        civic_address_id: row.get(9),
-        location_id: row.get(10),
-        country_code: row.get(11),
-        provision_time: row.get(12),
-        update_time: row.get(13),
-        version: row.get(14),
-    }
+/// Numbers by number.
+fn by_number(numbers: Vec<PhoneNumber>) -> HashMap<String, PhoneNumber> {
+    numbers.into_iter().map(|n| (n.number.clone(), n)).collect()
 }
 
 /// One number, whoever owns it.
 pub async fn get(db: &impl GenericClient, number: &str) -> PgResult<Option<PhoneNumber>> {
-    let stmt = db
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM numbers WHERE number = $1"))
-        .await?;
-    Ok(db
-        .query_opt(&stmt, &[&number])
-        .await?
-        .as_ref()
-        .map(from_row))
+    let sql = format!("SELECT {COLUMNS} FROM numbers WHERE number = $1");
+    query::first(db, &sql, &[&number], rows::phone_number).await
 }
 
 /// The rows of `numbers` that exist, locked until commit (in number order, so that two
 /// writers of overlapping batches do not deadlock).
 async fn lock(tx: &Transaction<'_>, numbers: &[String]) -> PgResult<HashMap<String, PhoneNumber>> {
-    let stmt = tx
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM numbers WHERE number = ANY($1) ORDER BY number FOR UPDATE"
-        ))
-        .await?;
-    Ok(tx
-        .query(&stmt, &[&numbers])
-        .await?
-        .iter()
-        .map(|r| {
-            let n = from_row(r);
-            (n.number.clone(), n)
-        })
-        .collect())
+    let sql =
+        format!("SELECT {COLUMNS} FROM numbers WHERE number = ANY($1) ORDER BY number FOR UPDATE");
+    let rows = query::all(tx, &sql, &[&numbers], rows::phone_number).await?;
+    Ok(by_number(rows))
 }
 
 /// Numbers as the columns of the `numbers` table, one array per column.
@@ -423,18 +374,13 @@ pub async fn unassign_tenant(tx: &Transaction<'_>, tenant_id: &str) -> PgResult<
               ORDER BY number FOR UPDATE"
         ))
         .await?;
-    let locked: HashMap<String, PhoneNumber> = tx
+    let rows = tx
         .query(
             &stmt,
             &[&tenant_id, &i64::from(NumberState::Assigned.code())],
         )
-        .await?
-        .iter()
-        .map(|r| {
-            let n = from_row(r);
-            (n.number.clone(), n)
-        })
-        .collect();
+        .await?;
+    let locked = by_number(query::decode_all(&rows, rows::phone_number)?);
     let mut assigned: Vec<PhoneNumber> = locked.values().cloned().collect();
     assigned.sort_by(|a, b| a.number.cmp(&b.number));
     let mut changes = Changes::new(locked);
@@ -476,10 +422,8 @@ pub async fn list(
                 &fetch,
             ],
         )
-        .await?
-        .iter()
-        .map(from_row)
-        .collect();
+        .await?;
+    let items = query::decode_all(&items, rows::phone_number)?;
     let count = db
         .prepare_cached(&format!("SELECT count(*) FROM numbers WHERE {WHERE}"))
         .await?;
@@ -505,20 +449,16 @@ pub async fn events_after(
     after: i64,
     limit: usize,
 ) -> PgResult<Vec<NumberEvent>> {
-    let stmt = db
-        .prepare_cached(
-            "SELECT sequence, event_type, snapshot, event_time FROM number_events
-             WHERE carrier_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
-        )
-        .await?;
+    let sql = "SELECT sequence, event_type, snapshot, event_time FROM number_events
+               WHERE carrier_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3";
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    db.query(&stmt, &[&carrier_id, &after, &limit])
+    query::all(db, sql, &[&carrier_id, &after, &limit], rows::number_event).await
+}
+
+/// The carrier's last number-event sequence (0 before its first event).
+pub async fn event_head(db: &impl GenericClient, carrier_id: &str) -> PgResult<i64> {
+    let sql = "SELECT number_event_seq FROM carrier_heads WHERE carrier_id = $1";
+    Ok(query::first(db, sql, &[&carrier_id], rows::int)
         .await?
-        .iter()
-        .map(|r| {
-            let (sequence, code, snapshot, event_time): (i64, i64, String, i64) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
-            Ok(rules::number_event(sequence, code, &snapshot, event_time)?)
-        })
-        .collect()
+        .unwrap_or(0))
 }

@@ -13,7 +13,10 @@
 use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 
-use super::{PgResult, PgStore, numbers, requests};
+use super::pool::Db;
+use super::pool::PgResult;
+use super::query;
+use super::{numbers, requests};
 use crate::domain::{
     AuditEvent, AuditFilter, EraseCounts, Micros, NumberState, PhoneNumber, PurgeCounts,
     RetentionPolicy, now_micros,
@@ -21,7 +24,7 @@ use crate::domain::{
 use crate::store::StoreError;
 use crate::store::StoreResult;
 use crate::store::retention::{Expiring, PURGE_CHUNK};
-use crate::store::rules;
+use crate::store::{rows, rules};
 
 /// A day count as stored (BIGINT) back to the policy's type.
 fn days(value: i64) -> PgResult<i32> {
@@ -81,7 +84,7 @@ pub async fn set_policy(tx: &Transaction<'_>, p: &RetentionPolicy) -> PgResult<R
 /// Deletes what the policy no longer allows as of `now`, a chunk per transaction. A request
 /// id is looked up first and recorded last, not in one transaction with the deletes: running a
 /// purge twice is harmless.
-pub async fn purge_expired(store: &PgStore, now: Micros) -> StoreResult<PurgeCounts> {
+pub async fn purge_expired(store: &Db, now: Micros) -> StoreResult<PurgeCounts> {
     let request = crate::store::request::take_request();
     if let Some(key) = &request {
         let recorded: Option<PurgeCounts> =
@@ -391,20 +394,6 @@ pub async fn append_audit(tx: &Transaction<'_>, events: &[AuditEvent]) -> PgResu
     Ok(())
 }
 
-fn audit_from_row(r: &Row) -> AuditEvent {
-    AuditEvent {
-        id: r.get(0),
-        time: r.get(1),
-        key_id: r.get(2),
-        carrier_id: r.get(3),
-        role: r.get(4),
-        rpc: r.get(5),
-        resource_kind: r.get(6),
-        item_count: r.get(7),
-        outcome: r.get(8),
-    }
-}
-
 /// A page of audit events, newest (highest id) first, and whether more follow.
 ///
 /// Ids come from an identity column, drawn when a row is inserted rather than when it commits:
@@ -430,7 +419,7 @@ pub async fn list_audit(
               ORDER BY id DESC LIMIT $7",
         )
         .await?;
-    let mut rows: Vec<AuditEvent> = db
+    let found = db
         .query(
             &stmt,
             &[
@@ -440,14 +429,12 @@ pub async fn list_audit(
                 &f.rpc,
                 &f.start,
                 &f.end,
-                &super::plus_one(limit),
+                &super::pool::plus_one(limit),
             ],
         )
-        .await?
-        .iter()
-        .map(audit_from_row)
-        .collect();
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    Ok((rows, more))
+        .await?;
+    Ok(rules::limited(
+        query::decode_all(&found, rows::audit_event)?,
+        limit,
+    ))
 }

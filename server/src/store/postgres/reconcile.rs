@@ -1,4 +1,4 @@
-//! Reconciliation and usage (the port of `sqlite::durations`' set-based SQL).
+//! Reconciliation and tenant usage (the port of `sqlite::reconcile`'s set-based SQL).
 //!
 //! The same matching rules as the SQLite backend, written once in [`pairs_cte`] and shared by
 //! the summary, the discrepancy listing and usage, run inside PostgreSQL. Where the SQLite text
@@ -22,26 +22,21 @@
 
 use deadpool_postgres::GenericClient;
 
-use super::PgResult;
+use super::pool::PgResult;
+use super::pool::plus_one;
+use super::query;
 use crate::domain::{
-    CallDirection, Discrepancy, DiscrepancyCursor, DiscrepancyKind, Micros, ReconciliationSummary,
-    UsageGrouping, UsageRow,
+    Discrepancy, DiscrepancyCursor, DiscrepancyKind, Micros, ReconciliationSummary, UsageGrouping,
+    UsageRow,
 };
-use crate::store::{KeyedPage, StoreError};
-
-/// Who is reconciled: one carrier (its records and reports), or one tenant (its records, for
-/// usage; reports only count through their match).
-enum Scope {
-    /// `$1` is the carrier.
-    Carrier,
-    /// `$1` is the tenant.
-    Tenant,
-}
+use crate::store::KeyedPage;
+use crate::store::rules::Scope;
+use crate::store::{rows, rules};
 
 /// The matching rules as CTEs, ending in `pairs(did, rid, ddur)`: one row per matched (report,
 /// platform record), one to one, with the report's duration. Parameters: `$1` (the carrier or
 /// the tenant, see [`Scope`]), `$2` and `$3` (the period, microseconds). The stages are those
-/// of `sqlite::durations::pairs_cte`:
+/// of `sqlite::reconcile::pairs_cte`:
 ///
 /// - `pw`: the platform records of the period.
 /// - `dr`: each report of the period (carrier scope; none for a tenant) with the record its
@@ -158,23 +153,7 @@ pub async fn summary(
             &[&carrier_id, &start, &end, &tolerance_us],
         )
         .await?;
-    let platform_count: i64 = row.try_get(0)?;
-    let platform_duration_us: i64 = row.try_get(1)?;
-    let matched: i64 = row.try_get(2)?;
-    let mismatched: i64 = row.try_get(3)?;
-    let paired_report_us: i64 = row.try_get(4)?;
-    let unmatched: i64 = row.try_get(5)?;
-    let unmatched_us: i64 = row.try_get(6)?;
-    Ok(ReconciliationSummary {
-        platform_count,
-        platform_duration_us,
-        carrier_count: matched + mismatched + unmatched,
-        carrier_duration_us: paired_report_us + unmatched_us,
-        matched,
-        mismatched,
-        missing_on_carrier: platform_count - matched - mismatched,
-        missing_on_platform: unmatched,
-    })
+    Ok(rows::summary_counts(&row)?.into())
 }
 
 /// The query behind [`discrepancies`]: `$1`..`$4` as [`summary_sql`], `$5` the kind code (or
@@ -208,11 +187,6 @@ fn discrepancies_sql() -> String {
     )
 }
 
-/// `limit + 1` as a query parameter: one row more than asked tells whether more follow.
-fn plus_one(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
-}
-
 /// A page of discrepancies by (start time, kind, row id).
 #[allow(clippy::too_many_arguments)]
 pub async fn discrepancies(
@@ -230,7 +204,7 @@ pub async fn discrepancies(
         Some((s, k, id)) => (Some(s), Some(i64::from(k)), Some(id)),
         None => (None, None, None),
     };
-    let rows = db
+    let found = db
         .query(
             discrepancies_sql().as_str(),
             &[
@@ -246,32 +220,8 @@ pub async fn discrepancies(
             ],
         )
         .await?;
-    let mut page = rows
-        .iter()
-        .map(|r| {
-            let code: i32 = r.try_get(0)?;
-            let kind = DiscrepancyKind::from_code(code).unwrap_or(DiscrepancyKind::Mismatched);
-            let start_time: i64 = r.try_get(1)?;
-            let key: i64 = r.try_get(2)?;
-            Ok((
-                Discrepancy {
-                    kind,
-                    start_time,
-                    call_id: r.try_get(3)?,
-                    correlation_id: r.try_get(4)?,
-                    record_id: r.try_get(5)?,
-                    caller_number: r.try_get(6)?,
-                    callee_number: r.try_get(7)?,
-                    platform_duration_us: r.try_get(8)?,
-                    carrier_duration_us: r.try_get(9)?,
-                },
-                (start_time, code, key),
-            ))
-        })
-        .collect::<PgResult<Vec<_>>>()?;
-    let more = page.len() > limit;
-    page.truncate(limit);
-    Ok((page, more))
+    let page = query::decode_all(&found, rows::discrepancy)?;
+    Ok(rules::limited(page, limit))
 }
 
 /// The query behind [`usage`]: `$1` the tenant, `$2` and `$3` the period. Each call's
@@ -312,22 +262,8 @@ pub async fn usage(
     end: Micros,
     grouping: UsageGrouping,
 ) -> PgResult<Vec<UsageRow>> {
-    db.query(usage_sql(grouping).as_str(), &[&tenant_id, &start, &end])
-        .await?
-        .iter()
-        .map(|r| {
-            let direction: i64 = r.try_get(2)?;
-            let direction = i32::try_from(direction).map_err(|_| {
-                StoreError::Internal(format!("a call record has direction code {direction}"))
-            })?;
-            Ok(UsageRow {
-                day: r.try_get(0)?,
-                number: r.try_get(1)?,
-                direction: CallDirection::from_code(direction),
-                calls: r.try_get(3)?,
-                duration_us: r.try_get(4)?,
-                operator_count: r.try_get(5)?,
-            })
-        })
-        .collect()
+    let found = db
+        .query(usage_sql(grouping).as_str(), &[&tenant_id, &start, &end])
+        .await?;
+    query::decode_all(&found, rows::usage_row)
 }

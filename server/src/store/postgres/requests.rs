@@ -6,10 +6,49 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{PgError, PgResult};
+use super::pool::{PgError, PgResult};
 use crate::domain::now_micros;
 use crate::store::StoreError;
 use crate::store::request::{RequestKey, window_start};
+
+/// `transaction!` for a write that honours request ids (see `store::request`): a retry of a
+/// recorded request gets the recorded outcome and `$body` does not run; otherwise the outcome
+/// is recorded in the same transaction.
+macro_rules! write_once {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let request = $crate::store::request::take_request();
+        transaction!($store, |$tx| {
+            let recorded = match &request {
+                Some(key) => $crate::store::postgres::requests::replay($tx, key).await?,
+                None => None,
+            };
+            match recorded {
+                Some(recorded) => Ok(recorded),
+                None => match $crate::store::postgres::pool::pg_result($body) {
+                    Ok(value) => {
+                        if let Some(key) = &request {
+                            $crate::store::postgres::requests::record($tx, key, &value).await?;
+                        }
+                        Ok(value)
+                    }
+                    // The body refused (not found, already exists, ...). If a twin of this
+                    // request (the same id, sent to another replica) committed meanwhile, the
+                    // refusal may be its doing: its recorded outcome is the answer.
+                    Err($crate::store::postgres::pool::PgError::Store(refusal)) => {
+                        let twin = match &request {
+                            Some(key) => {
+                                $crate::store::postgres::requests::replay($tx, key).await?
+                            }
+                            None => None,
+                        };
+                        twin.ok_or($crate::store::postgres::pool::PgError::Store(refusal))
+                    }
+                    Err(e) => Err(e),
+                },
+            }
+        })
+    }};
+}
 
 /// The recorded outcome for `key` (within the window), or ALREADY_EXISTS if the id was used
 /// for a different request.

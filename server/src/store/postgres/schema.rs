@@ -11,7 +11,7 @@
 
 use tokio_postgres::Client;
 
-use super::PgResult;
+use super::pool::PgResult;
 
 /// Advisory lock key held while migrating ("OCX" in ASCII).
 const MIGRATION_LOCK: i64 = 0x004f_4358;
@@ -207,7 +207,7 @@ pub async fn migrate(client: &mut Client) -> PgResult<i64> {
         .get(0);
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(super::PgError::Store(crate::store::StoreError::Internal(
+        return Err(super::pool::PgError::Store(crate::store::StoreError::Internal(
             format!(
                 "the database's schema is version {current}, newer than this server's {known}: \
              run a newer ocx-server"

@@ -55,6 +55,24 @@ pub struct Touched {
     pub checkpoint: bool,
 }
 
+impl Touched {
+    /// Number events were appended if `changed`.
+    pub fn number_events(changed: bool) -> Touched {
+        Touched {
+            number_events: changed,
+            ..Touched::default()
+        }
+    }
+
+    /// Call records were created or revised if `changed`.
+    pub fn call_records(changed: bool) -> Touched {
+        Touched {
+            call_records: changed,
+            ..Touched::default()
+        }
+    }
+}
+
 /// One unit of work for the writer; type-erased so jobs of any result type share a queue.
 trait Job: Send {
     /// Runs inside the group transaction (the writer wraps it in a savepoint).
@@ -199,22 +217,6 @@ impl Writer {
         rx.await.map_err(|_| {
             StoreError::Unavailable("the database writer stopped before committing".into())
         })?
-    }
-
-    /// [`Writer::write`] for a write a caller may retry: with a request id in scope (see
-    /// `store::request`), a retry returns the recorded outcome and `work` does not run again.
-    pub async fn write_once<T, F>(&self, work: F) -> StoreResult<T>
-    where
-        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<(T, Touched)> + Send + 'static,
-    {
-        match crate::store::request::take_request() {
-            None => self.write(work).await,
-            Some(key) => {
-                self.write(move |conn| super::requests::once(conn, &key, work))
-                    .await
-            }
-        }
     }
 
     /// A receiver that changes after each commit that appended number events.

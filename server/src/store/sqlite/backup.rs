@@ -26,19 +26,31 @@ pub struct BackupSummary {
     pub numbers: i64,
 }
 
+/// Why a backup was not made. The operator's command line words these, not the API's error
+/// layer: a backup is not a gRPC call.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Nothing to copy.
+    #[error("no database at {}", .0.display())]
+    NoDatabase(PathBuf),
+    /// A backup never overwrites.
+    #[error("{} already exists; choose a new file (a backup never overwrites)", .0.display())]
+    TargetExists(PathBuf),
+    /// SQLite's `VACUUM INTO` takes the path as text.
+    #[error("the backup path is not valid UTF-8")]
+    NotUtf8,
+    /// Reading, copying or checking failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Copies the database at `database` to `to`, which must not exist yet.
-pub fn backup(database: &Path, to: &Path) -> StoreResult<BackupSummary> {
+pub fn backup(database: &Path, to: &Path) -> Result<BackupSummary, BackupError> {
     if !database.exists() {
-        return Err(StoreError::NotFound(format!(
-            "no database at {}",
-            database.display()
-        )));
+        return Err(BackupError::NoDatabase(database.to_path_buf()));
     }
     if to.exists() {
-        return Err(StoreError::AlreadyExists(format!(
-            "{} already exists; choose a new file (a backup never overwrites)",
-            to.display()
-        )));
+        return Err(BackupError::TargetExists(to.to_path_buf()));
     }
     let partial = partial_path(to);
     let _ = std::fs::remove_file(&partial);
@@ -65,15 +77,17 @@ fn partial_path(to: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn copy_and_check(database: &Path, partial: &Path) -> StoreResult<BackupSummary> {
+fn copy_and_check(database: &Path, partial: &Path) -> Result<BackupSummary, BackupError> {
+    let target = partial.to_str().ok_or(BackupError::NotUtf8)?;
+    Ok(copy_to(database, partial, target)?)
+}
+
+fn copy_to(database: &Path, partial: &Path, target: &str) -> StoreResult<BackupSummary> {
     let source = Connection::open_with_flags(
         database,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     source.busy_timeout(std::time::Duration::from_secs(30))?;
-    let target = partial.to_str().ok_or_else(|| {
-        StoreError::FailedPrecondition("the backup path is not valid UTF-8".into())
-    })?;
     source.execute("VACUUM INTO ?1", [target])?;
     drop(source);
 

@@ -2,13 +2,15 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use super::query;
 use crate::domain::{
-    CallDirection, CallRecord, CallRecordFilter, CallType, DestinationContext, IngestOutcome,
-    QualityMetric, QualityVerdict, now_micros,
+    CallRecord, CallRecordFilter, DestinationContext, IngestOutcome, QualityMetric, Refusal,
+    now_micros,
 };
-use crate::store::rules;
+use crate::store::rows;
+use crate::store::rules::{self, OwnerFact, OwnerQuestion};
 use crate::store::{CallRecordCursor, KeyedPage, StoreResult};
 
 const COLUMNS: &str = "call_id, carrier_id, feed_sequence, version, content_hash, correlation_id, \
@@ -16,41 +18,6 @@ const COLUMNS: &str = "call_id, carrier_id, feed_sequence, version, content_hash
     start_time, end_time, duration_us, final_sip_code, final_sip_phrase, q850_cause, successful, \
     destination_context, usage_country_code, trunk_fqdn, media_streams, quality, poor_due_to, \
     update_time";
-
-fn from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
-    let code = |i: usize| row.get::<_, i32>(i);
-    Ok(CallRecord {
-        call_id: row.get(0)?,
-        carrier_id: row.get(1)?,
-        feed_sequence: row.get(2)?,
-        version: row.get(3)?,
-        content_hash: row.get(4)?,
-        correlation_id: row.get(5)?,
-        tenant_id: row.get(6)?,
-        call_type: CallType::from_code(code(7)?).unwrap_or(CallType::UserOut),
-        direction: CallDirection::from_code(code(8)?).unwrap_or(CallDirection::Outbound),
-        caller_number: row.get(9)?,
-        callee_number: row.get(10)?,
-        user_sip_uri: row.get(11)?,
-        invite_time: row.get(12)?,
-        start_time: row.get(13)?,
-        end_time: row.get(14)?,
-        duration_us: row.get(15)?,
-        final_sip_code: row.get(16)?,
-        final_sip_phrase: row.get(17)?,
-        q850_cause: row.get(18)?,
-        successful: row.get(19)?,
-        destination_context: row
-            .get::<_, Option<i32>>(20)?
-            .and_then(DestinationContext::from_code),
-        usage_country_code: row.get(21)?,
-        trunk_fqdn: row.get(22)?,
-        media_streams: crate::store::media::decode_sqlite(row.get_ref(23)?),
-        quality: QualityVerdict::from_code(code(24)?).unwrap_or(QualityVerdict::Unclassified),
-        poor_due_to: QualityMetric::from_mask(row.get(25)?),
-        update_time: row.get(26)?,
-    })
-}
 
 /// Writes `r` as row `id` (a new row when `id` is `None`).
 pub(super) fn put(conn: &Connection, id: Option<i64>, r: &CallRecord) -> StoreResult<()> {
@@ -127,17 +94,18 @@ impl Ingest {
     }
 
     /// The owner of a record, or why it has none.
-    fn owner(&mut self, conn: &Connection, r: &CallRecord) -> StoreResult<Result<String, String>> {
-        rules::call_owner(
-            r,
-            |carrier_id| self.carrier_exists(conn, carrier_id),
-            |number| -> StoreResult<Option<String>> {
-                Ok(conn
-                    .prepare_cached("SELECT carrier_id FROM numbers WHERE number = ?1")?
+    fn owner(&mut self, conn: &Connection, r: &CallRecord) -> StoreResult<Result<String, Refusal>> {
+        let fact = match rules::owner_question(r) {
+            OwnerQuestion::CarrierExists(carrier_id) => {
+                OwnerFact::CarrierExists(self.carrier_exists(conn, carrier_id)?)
+            }
+            OwnerQuestion::NumberHolder(number) => OwnerFact::NumberHolder(
+                conn.prepare_cached("SELECT carrier_id FROM numbers WHERE number = ?1")?
                     .query_row([number], |row| row.get(0))
-                    .optional()?)
-            },
-        )
+                    .optional()?,
+            ),
+        };
+        Ok(rules::call_owner(r, fact))
     }
 }
 
@@ -199,12 +167,8 @@ pub fn ingest(conn: &Connection, records: Vec<CallRecord>) -> StoreResult<Vec<In
 
 /// One record of a carrier.
 pub fn get(conn: &Connection, carrier_id: &str, call_id: &str) -> StoreResult<Option<CallRecord>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM call_records WHERE call_id = ?1 AND carrier_id = ?2"
-        ))?
-        .query_row([call_id, carrier_id], from_row)
-        .optional()?)
+    let sql = format!("SELECT {COLUMNS} FROM call_records WHERE call_id = ?1 AND carrier_id = ?2");
+    query::first(conn, &sql, [call_id, carrier_id], rows::call_record)
 }
 
 /// A page of a carrier's records by (start time, id). Only the filters that are set become SQL
@@ -229,18 +193,8 @@ pub fn list(
     }
     sql.push_str(" ORDER BY start_time, id LIMIT ?");
     args.push(Value::Integer(limit as i64 + 1));
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows: Vec<(CallRecord, CallRecordCursor)> = stmt
-        .query_map(rusqlite::params_from_iter(args.iter()), |row| {
-            let record = from_row(row)?;
-            let id: i64 = row.get(27)?;
-            let start = record.start_time;
-            Ok((record, (start, id)))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    Ok((rows, more))
+    let params = rusqlite::params_from_iter(args.iter());
+    query::page(conn, &sql, params, rows::call_record_listed, limit)
 }
 
 /// A carrier's feed after `after`.
@@ -250,11 +204,16 @@ pub fn feed(
     after: i64,
     limit: usize,
 ) -> StoreResult<Vec<CallRecord>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM call_records WHERE carrier_id = ?1 AND feed_sequence > ?2
-             ORDER BY feed_sequence LIMIT ?3"
-        ))?
-        .query_map(params![carrier_id, after, limit as i64], from_row)?
-        .collect::<rusqlite::Result<_>>()?)
+    let sql = format!(
+        "SELECT {COLUMNS} FROM call_records WHERE carrier_id = ?1 AND feed_sequence > ?2
+         ORDER BY feed_sequence LIMIT ?3"
+    );
+    let params = params![carrier_id, after, limit as i64];
+    query::all(conn, &sql, params, rows::call_record)
+}
+
+/// The carrier's last feed sequence (0 before its first record).
+pub fn head(conn: &Connection, carrier_id: &str) -> StoreResult<i64> {
+    let sql = "SELECT call_record_seq FROM carrier_heads WHERE carrier_id = ?1";
+    Ok(query::first(conn, sql, [carrier_id], rows::int)?.unwrap_or(0))
 }

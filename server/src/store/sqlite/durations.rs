@@ -1,38 +1,39 @@
-//! Carriers' duration reports, reconciliation and tenant usage.
-//!
-//! Reconciliation and usage are set-based SQL run inside SQLite, never rows loaded into memory
-//! and matched in Rust. The matching rules (see `reconciliation.proto`) are written once, in
-//! [`pairs_cte`], and shared by the summary, the discrepancy listing and usage, so the three
-//! always agree.
+//! Carriers' duration reports: stored (new, duplicate or correction) and listed.
 
-use rusqlite::{Connection, OptionalExtension, Row, named_params, params};
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, named_params};
 
-use crate::domain::{
-    CallDirection, CallDuration, Discrepancy, DiscrepancyCursor, DiscrepancyKind, DurationOutcome,
-    DurationReport, Micros, ReconciliationSummary, UsageGrouping, UsageRow, now_micros,
-};
-use crate::store::rules;
+use super::query;
+use crate::domain::{CallDuration, DurationOutcome, DurationReport, Micros, now_micros};
 use crate::store::{KeyedPage, StoreResult};
+use crate::store::{rows, rules};
 
 const COLUMNS: &str = "record_id, call_id, correlation_id, caller_number, callee_number, start_time, \
     duration_us, carrier_id, corrections, create_time, update_time";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<CallDuration> {
-    Ok(CallDuration {
-        report: DurationReport {
-            record_id: row.get(0)?,
-            call_id: row.get(1)?,
-            correlation_id: row.get(2)?,
-            caller_number: row.get(3)?,
-            callee_number: row.get(4)?,
-            start_time: row.get(5)?,
-            duration_us: row.get(6)?,
-        },
-        carrier_id: row.get(7)?,
-        corrections: row.get(8)?,
-        create_time: row.get(9)?,
-        update_time: row.get(10)?,
-    })
+/// A report's content as named parameters: `:call_id, :correlation_id, :caller_number,
+/// :callee_number, :start_time, :duration_us`.
+fn content(r: &DurationReport) -> [(&'static str, &dyn ToSql); 6] {
+    [
+        (":call_id", &r.call_id),
+        (":correlation_id", &r.correlation_id),
+        (":caller_number", &r.caller_number),
+        (":callee_number", &r.callee_number),
+        (":start_time", &r.start_time),
+        (":duration_us", &r.duration_us),
+    ]
+}
+
+/// Runs `sql` with `named` and the content of `r` as parameters.
+fn execute_with(
+    conn: &Connection,
+    sql: &str,
+    named: &[(&str, &dyn ToSql)],
+    r: &DurationReport,
+) -> StoreResult<()> {
+    let params = [named, &content(r)[..]].concat();
+    conn.prepare_cached(sql)?.execute(params.as_slice())?;
+    Ok(())
 }
 
 /// Inserts a new report (no correction yet).
@@ -42,21 +43,16 @@ pub(super) fn insert(
     r: &DurationReport,
     now: i64,
 ) -> StoreResult<()> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO call_durations ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?9)"
-    ))?
-    .execute(params![
-        r.record_id,
-        r.call_id,
-        r.correlation_id,
-        r.caller_number,
-        r.callee_number,
-        r.start_time,
-        r.duration_us,
-        carrier_id,
-        now
-    ])?;
-    Ok(())
+    let sql = format!(
+        "INSERT INTO call_durations ({COLUMNS}) VALUES (:record_id, :call_id, :correlation_id,
+           :caller_number, :callee_number, :start_time, :duration_us, :carrier_id, 0, :now, :now)"
+    );
+    let named: [(&str, &dyn ToSql); 3] = [
+        (":record_id", &r.record_id),
+        (":carrier_id", &carrier_id),
+        (":now", &now),
+    ];
+    execute_with(conn, &sql, &named, r)
 }
 
 /// Stores each report independently: new, duplicate, or correction (history kept).
@@ -68,52 +64,41 @@ pub fn report(
     let now = now_micros();
     let mut outcomes = Vec::with_capacity(reports.len());
     for r in reports {
-        let stored: Option<(i64, CallDuration)> = conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS}, id FROM call_durations WHERE carrier_id = ?1 AND record_id = ?2"
-            ))?
-            .query_row([carrier_id, &r.record_id], |row| {
-                Ok((row.get(11)?, from_row(row)?))
-            })
-            .optional()?;
+        let sql = format!(
+            "SELECT {COLUMNS}, id FROM call_durations WHERE carrier_id = ?1 AND record_id = ?2"
+        );
+        let stored = query::first(
+            conn,
+            &sql,
+            [carrier_id, &r.record_id],
+            rows::call_duration_listed,
+        )?
+        .map(|(old, (_, id))| (id, old));
         let outcome = rules::duration_outcome(stored.as_ref().map(|(_, old)| &old.report), r);
         match stored {
             None => insert(conn, carrier_id, r, now)?,
             Some(_) if outcome == DurationOutcome::Unchanged => {}
             Some((id, old)) => {
-                let o = &old.report;
-                conn.prepare_cached(
+                let correction = old.corrections + 1;
+                execute_with(
+                    conn,
                     "INSERT INTO call_duration_history (duration_id, correction, call_id, correlation_id,
                        caller_number, callee_number, start_time, duration_us, replaced_time)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )?
-                .execute(params![
-                    id,
-                    old.corrections + 1,
-                    o.call_id,
-                    o.correlation_id,
-                    o.caller_number,
-                    o.callee_number,
-                    o.start_time,
-                    o.duration_us,
-                    now
-                ])?;
-                conn.prepare_cached(
-                    "UPDATE call_durations SET call_id = ?2, correlation_id = ?3, caller_number = ?4,
-                       callee_number = ?5, start_time = ?6, duration_us = ?7,
-                       corrections = corrections + 1, update_time = ?8
-                     WHERE id = ?1",
-                )?
-                .execute(params![
-                    id,
-                    r.call_id,
-                    r.correlation_id,
-                    r.caller_number,
-                    r.callee_number,
-                    r.start_time,
-                    r.duration_us,
-                    now
-                ])?;
+                     VALUES (:id, :correction, :call_id, :correlation_id, :caller_number,
+                       :callee_number, :start_time, :duration_us, :now)",
+                    &[(":id", &id), (":correction", &correction), (":now", &now)],
+                    &old.report,
+                )?;
+                execute_with(
+                    conn,
+                    "UPDATE call_durations SET call_id = :call_id, correlation_id = :correlation_id,
+                       caller_number = :caller_number, callee_number = :callee_number,
+                       start_time = :start_time, duration_us = :duration_us,
+                       corrections = corrections + 1, update_time = :now
+                     WHERE id = :id",
+                    &[(":id", &id), (":now", &now)],
+                    r,
+                )?;
             }
         }
         outcomes.push(outcome);
@@ -131,296 +116,19 @@ pub fn list(
     limit: usize,
 ) -> StoreResult<KeyedPage<CallDuration, (Micros, i64)>> {
     let (after_start, after_id) = after.unzip();
-    let mut rows: Vec<(CallDuration, (Micros, i64))> = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS}, id FROM call_durations
-             WHERE carrier_id = :c AND start_time >= :from AND start_time < :to
-               AND (:after_start IS NULL OR (start_time, id) > (:after_start, :after_id))
-             ORDER BY start_time, id LIMIT :limit"
-        ))?
-        .query_map(
-            named_params! {
-                ":c": carrier_id,
-                ":from": from.unwrap_or(i64::MIN),
-                ":to": to.unwrap_or(i64::MAX),
-                ":after_start": after_start,
-                ":after_id": after_id,
-                ":limit": limit as i64 + 1,
-            },
-            |row| {
-                let d = from_row(row)?;
-                let id: i64 = row.get(11)?;
-                let key = (d.report.start_time, id);
-                Ok((d, key))
-            },
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    Ok((rows, more))
-}
-
-/// Who is reconciled: one carrier (its records and reports), or one tenant (its records, for
-/// usage; reports only count through their match).
-enum Scope {
-    /// `:c` is the carrier.
-    Carrier,
-    /// `:t` is the tenant.
-    Tenant,
-}
-
-/// The matching rules as CTEs, ending in `pairs(did, rid)`: one row per matched (report, platform
-/// record), one to one. Inputs: `:s`, `:e` (the period), and `:c` or `:t` (the scope).
-///
-/// - `pw`: the platform records of the period; `dw`: the reports of the period (carrier scope).
-/// - `dr`: each report of the period with the record its call_id names (NULL if none); `pd`:
-///   each record of the period with the reports naming its call_id (NULL if none). Each side is
-///   looked up in the other's index once, and both stages reuse the result (1M × 1M: about 40%
-///   faster than separate lookups per stage).
-/// - Stage 1 (`s1`): a report whose call_id names one of the carrier's records matches it;
-///   among several, the latest `update_time` (then greatest `record_id`) wins. The records are
-///   those of the period and those outside it that a report of the period names.
-/// - Stage 2 (`cids`, `rc`, `dc`): records and reports with no call-id match and the same
-///   correlation id pair by rank in start-time order. `CROSS JOIN` keeps `cids` (a few
-///   percent of the period) as the outer loop, searching the correlation indexes: without it,
-///   SQLite 3.53's planner scans the whole correlation index for the window's order and probes
-///   `cids`, which made the summary 1.9× slower than the same query on SQLite 3.40 (R8).
-fn pairs_cte(scope: Scope) -> String {
-    let (pw_where, dw_where) = match scope {
-        Scope::Carrier => (
-            "carrier_id = :c",
-            "carrier_id = :c AND start_time >= :s AND start_time < :e",
-        ),
-        Scope::Tenant => ("tenant_id = :t", "0"),
-    };
-    format!(
-        "WITH
-        pw AS MATERIALIZED (
-            SELECT id, carrier_id, call_id, correlation_id, start_time, duration_us, direction,
-                   caller_number, callee_number
-            FROM call_records WHERE {pw_where} AND start_time >= :s AND start_time < :e),
-        dw AS MATERIALIZED (
-            SELECT id, carrier_id, call_id, correlation_id FROM call_durations WHERE {dw_where}),
-        dr AS MATERIALIZED (
-            SELECT dw.id AS did, dw.carrier_id, dw.correlation_id, r.id AS rid,
-                   r.start_time AS rstart
-              FROM dw LEFT JOIN call_records r
-                ON dw.call_id != '' AND r.call_id = dw.call_id AND r.carrier_id = dw.carrier_id),
-        pd AS MATERIALIZED (
-            SELECT pw.id AS rid, pw.carrier_id, pw.correlation_id, d.id AS did, d.update_time,
-                   d.record_id
-              FROM pw LEFT JOIN call_durations d
-                ON d.carrier_id = pw.carrier_id AND d.call_id = pw.call_id),
-        s1 AS MATERIALIZED (
-            SELECT did, rid,
-                   row_number() OVER (PARTITION BY rid ORDER BY update_time DESC, record_id DESC) AS rn
-              FROM (SELECT did, rid, update_time, record_id FROM pd WHERE did IS NOT NULL
-                    UNION ALL
-                    SELECT d.id, x.rid, d.update_time, d.record_id
-                      FROM (SELECT DISTINCT rid FROM dr
-                             WHERE rid IS NOT NULL AND NOT (rstart >= :s AND rstart < :e)) x
-                      JOIN call_records r ON r.id = x.rid
-                      JOIN call_durations d
-                        ON d.carrier_id = r.carrier_id AND d.call_id = r.call_id)),
-        cids AS MATERIALIZED (
-            SELECT carrier_id, correlation_id FROM pd WHERE did IS NULL AND correlation_id != ''
-            UNION
-            SELECT carrier_id, correlation_id FROM dr WHERE rid IS NULL AND correlation_id != ''),
-        rc AS MATERIALIZED (
-            SELECT r.id, r.carrier_id, r.correlation_id,
-                   row_number() OVER (PARTITION BY r.carrier_id, r.correlation_id ORDER BY r.start_time, r.id) AS k
-              FROM cids CROSS JOIN call_records r
-                ON r.carrier_id = cids.carrier_id AND r.correlation_id = cids.correlation_id
-             WHERE NOT EXISTS (
-                 SELECT 1 FROM call_durations d WHERE d.carrier_id = r.carrier_id AND d.call_id = r.call_id)),
-        dc AS MATERIALIZED (
-            SELECT d.id, d.carrier_id, d.correlation_id,
-                   row_number() OVER (PARTITION BY d.carrier_id, d.correlation_id ORDER BY d.start_time, d.id) AS k
-              FROM cids CROSS JOIN call_durations d
-                ON d.carrier_id = cids.carrier_id AND d.correlation_id = cids.correlation_id
-             WHERE NOT EXISTS (
-                 SELECT 1 FROM call_records r WHERE r.call_id = d.call_id AND r.carrier_id = d.carrier_id)),
-        pairs AS MATERIALIZED (
-            SELECT did, rid FROM s1 WHERE rn = 1
-            UNION ALL
-            SELECT dc.id, rc.id FROM rc JOIN dc
-              ON dc.carrier_id = rc.carrier_id AND dc.correlation_id = rc.correlation_id AND dc.k = rc.k)"
-    )
-}
-
-/// The query behind [`summary`]: named parameters `:c` (the carrier), `:s` and `:e` (the
-/// period, microseconds) and `:tol` (the tolerance, microseconds); one row of seven counts and
-/// sums. Public so that `ocx-bench` can run the very same text in the sqlite3 shell (R8).
-pub fn summary_sql() -> String {
-    format!(
-        "{},
-        m AS MATERIALIZED (
-            SELECT p.duration_us AS pdur, d.duration_us AS ddur
-              FROM pairs JOIN pw p ON p.id = pairs.rid JOIN call_durations d ON d.id = pairs.did),
-        um AS MATERIALIZED (
-            SELECT d.duration_us FROM dw JOIN call_durations d ON d.id = dw.id
-             WHERE dw.id NOT IN (SELECT did FROM pairs))
-        SELECT (SELECT count(*) FROM pw), (SELECT coalesce(sum(duration_us), 0) FROM pw),
-               (SELECT count(*) FROM m WHERE abs(pdur - ddur) <= :tol),
-               (SELECT count(*) FROM m WHERE abs(pdur - ddur) > :tol),
-               (SELECT coalesce(sum(ddur), 0) FROM m),
-               (SELECT count(*) FROM um), (SELECT coalesce(sum(duration_us), 0) FROM um)",
-        pairs_cte(Scope::Carrier)
-    )
-}
-
-/// The summary of one carrier's period.
-pub fn summary(
-    conn: &Connection,
-    carrier_id: &str,
-    s: Micros,
-    e: Micros,
-    tol: i64,
-) -> StoreResult<ReconciliationSummary> {
-    let row = conn.prepare_cached(&summary_sql())?.query_row(
-        named_params! {":c": carrier_id, ":s": s, ":e": e, ":tol": tol},
-        |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, i64>(6)?,
-            ))
-        },
-    )?;
-    let (
-        platform_count,
-        platform_duration_us,
-        matched,
-        mismatched,
-        paired_report_us,
-        unmatched,
-        unmatched_us,
-    ) = row;
-    Ok(ReconciliationSummary {
-        platform_count,
-        platform_duration_us,
-        carrier_count: matched + mismatched + unmatched,
-        carrier_duration_us: paired_report_us + unmatched_us,
-        matched,
-        mismatched,
-        missing_on_carrier: platform_count - matched - mismatched,
-        missing_on_platform: unmatched,
-    })
-}
-
-/// A page of discrepancies by (start time, kind, row id).
-#[allow(clippy::too_many_arguments)]
-pub fn discrepancies(
-    conn: &Connection,
-    carrier_id: &str,
-    s: Micros,
-    e: Micros,
-    tol: i64,
-    kind: Option<DiscrepancyKind>,
-    after: Option<DiscrepancyCursor>,
-    limit: usize,
-) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
     let sql = format!(
-        "{},
-        disc AS (
-            SELECT 1 AS kind, p.start_time, p.id AS key, p.call_id, p.correlation_id, d.record_id,
-                   p.caller_number, p.callee_number, p.duration_us AS pdur, d.duration_us AS ddur
-              FROM pairs JOIN pw p ON p.id = pairs.rid JOIN call_durations d ON d.id = pairs.did
-             WHERE abs(p.duration_us - d.duration_us) > :tol
-            UNION ALL
-            SELECT 2, p.start_time, p.id, p.call_id, p.correlation_id, '', p.caller_number,
-                   p.callee_number, p.duration_us, NULL
-              FROM pw p WHERE p.id NOT IN (SELECT rid FROM pairs)
-            UNION ALL
-            SELECT 3, d.start_time, d.id, d.call_id, d.correlation_id, d.record_id, d.caller_number,
-                   d.callee_number, NULL, d.duration_us
-              FROM dw JOIN call_durations d ON d.id = dw.id WHERE dw.id NOT IN (SELECT did FROM pairs))
-        SELECT kind, start_time, key, call_id, correlation_id, record_id, caller_number, callee_number, pdur, ddur
-          FROM disc
-         WHERE (:kind IS NULL OR kind = :kind)
-           AND (:a_start IS NULL OR (start_time, kind, key) > (:a_start, :a_kind, :a_key))
-         ORDER BY start_time, kind, key LIMIT :limit",
-        pairs_cte(Scope::Carrier)
+        "SELECT {COLUMNS}, id FROM call_durations
+         WHERE carrier_id = :c AND start_time >= :from AND start_time < :to
+           AND (:after_start IS NULL OR (start_time, id) > (:after_start, :after_id))
+         ORDER BY start_time, id LIMIT :limit"
     );
-    let (a_start, a_kind, a_key) = match after {
-        Some((s, k, id)) => (Some(s), Some(k), Some(id)),
-        None => (None, None, None),
+    let params = named_params! {
+        ":c": carrier_id,
+        ":from": from.unwrap_or(i64::MIN),
+        ":to": to.unwrap_or(i64::MAX),
+        ":after_start": after_start,
+        ":after_id": after_id,
+        ":limit": limit as i64 + 1,
     };
-    let mut rows: Vec<(Discrepancy, DiscrepancyCursor)> = conn
-        .prepare_cached(&sql)?
-        .query_map(
-            named_params! {
-                ":c": carrier_id, ":s": s, ":e": e, ":tol": tol, ":kind": kind.map(DiscrepancyKind::code),
-                ":a_start": a_start, ":a_kind": a_kind, ":a_key": a_key, ":limit": limit as i64 + 1,
-            },
-            |r| {
-                let code: i32 = r.get(0)?;
-                let kind = DiscrepancyKind::from_code(code).unwrap_or(DiscrepancyKind::Mismatched);
-                let start_time: i64 = r.get(1)?;
-                let key: i64 = r.get(2)?;
-                Ok((
-                    Discrepancy {
-                        kind,
-                        start_time,
-                        call_id: r.get(3)?,
-                        correlation_id: r.get(4)?,
-                        record_id: r.get(5)?,
-                        caller_number: r.get(6)?,
-                        callee_number: r.get(7)?,
-                        platform_duration_us: r.get(8)?,
-                        carrier_duration_us: r.get(9)?,
-                    },
-                    (start_time, code, key),
-                ))
-            },
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    Ok((rows, more))
-}
-
-/// A tenant's usage: each call's duration is its matched report's, else the platform's.
-pub fn usage(
-    conn: &Connection,
-    tenant_id: &str,
-    s: Micros,
-    e: Micros,
-    grouping: UsageGrouping,
-) -> StoreResult<Vec<UsageRow>> {
-    let key = match grouping {
-        UsageGrouping::Day => "date(start_time / 1000000, 'unixepoch') AS k1, '' AS k2, 0 AS k3",
-        UsageGrouping::NumberAndDirection => {
-            "'' AS k1, CASE direction WHEN 1 THEN callee_number ELSE caller_number END AS k2, direction AS k3"
-        }
-    };
-    let sql = format!(
-        "{},
-        u AS (
-            SELECT p.start_time, p.direction, p.caller_number, p.callee_number,
-                   coalesce(d.duration_us, p.duration_us) AS dur, d.id IS NOT NULL AS operator
-              FROM pw p LEFT JOIN pairs ON pairs.rid = p.id LEFT JOIN call_durations d ON d.id = pairs.did)
-        SELECT k1, k2, k3, count(*), sum(dur), sum(operator)
-          FROM (SELECT {key}, dur, operator FROM u)
-         GROUP BY k1, k2, k3 ORDER BY k1, k2, k3",
-        pairs_cte(Scope::Tenant)
-    );
-    let rows = conn
-        .prepare_cached(&sql)?
-        .query_map(named_params! {":t": tenant_id, ":s": s, ":e": e}, |r| {
-            Ok(UsageRow {
-                day: r.get(0)?,
-                number: r.get(1)?,
-                direction: CallDirection::from_code(r.get(2)?),
-                calls: r.get(3)?,
-                duration_us: r.get(4)?,
-                operator_count: r.get(5)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    query::page(conn, &sql, params, rows::call_duration_listed, limit)
 }

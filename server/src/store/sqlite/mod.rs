@@ -5,8 +5,10 @@
 //! - [`baseline`]: plain rusqlite inserts into the same schema, the limit `ocx-bench` measures
 //!   ingest against.
 //! - `schema`: migrations.
+//! - `carriers`: carriers, API keys, consents.
 //! - `calls`: call records (ingest, list, feed).
-//! - `durations`: duration reports, reconciliation and usage (set-based SQL).
+//! - `durations`: duration reports.
+//! - `reconcile`: reconciliation and usage (set-based SQL).
 //! - `numbers`: the number and number-event statements (the busiest part).
 //! - `privacy`: retention policy and purges, tenant erasure, the audit trail.
 //! - this module: [`SqliteStore`], the [`Store`] implementation.
@@ -16,30 +18,31 @@ pub mod backup;
 #[cfg(any(test, feature = "bench"))]
 pub mod baseline;
 mod calls;
+mod carriers;
 mod durations;
 mod numbers;
 mod privacy;
+mod query;
+mod reconcile;
 mod requests;
 mod schema;
 
 use std::path::Path;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::watch;
 
 pub use self::actor::Durability;
 use self::actor::{Lane, Readers, Touched, Writer};
-pub use self::durations::summary_sql;
+pub use self::reconcile::summary_sql;
 use crate::domain::{
     ApiKey, AssignRequest, CallDuration, CallRecord, CallRecordFilter, Carrier, Consent,
     ConsentGrant, ConsentStatus, Discrepancy, DiscrepancyCursor, DiscrepancyKind, DurationOutcome,
     DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberFilter, NumberUpload,
     Page, PhoneNumber, ReconciliationPeriod, ReconciliationSummary, UsageGrouping, UsageRow,
-    now_micros,
 };
 use crate::domain::{AuditEvent, AuditFilter, EraseCounts, PurgeCounts, RetentionPolicy};
-use crate::store::rules::{self, page};
+use crate::store::rules::page;
 use crate::store::{CallRecordCursor, KeyedPage, Store, StoreError, StoreResult};
 
 /// The SQLite store. Cheap to clone: clones share the writer and the readers.
@@ -77,6 +80,23 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// [`Writer::write`] for a write a caller may retry: with a request id in scope (see
+    /// `store::request`), a retry returns the recorded outcome and `work` does not run again.
+    async fn write_once<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> StoreResult<(T, Touched)> + Send + 'static,
+    {
+        match crate::store::request::take_request() {
+            None => self.writer.write(work).await,
+            Some(key) => {
+                self.writer
+                    .write(move |conn| requests::once(conn, &key, work))
+                    .await
+            }
+        }
+    }
+
     /// A receiver that changes each time a read query is interrupted because its caller
     /// stopped waiting (a deadline passed, the client went away).
     pub fn interrupted_reads(&self) -> watch::Receiver<u64> {
@@ -89,108 +109,17 @@ fn quiet<T>(value: T) -> StoreResult<(T, Touched)> {
     Ok((value, Touched::default()))
 }
 
-fn carrier_from_row(row: &Row<'_>) -> rusqlite::Result<Carrier> {
-    Ok(Carrier {
-        carrier_id: row.get(0)?,
-        display_name: row.get(1)?,
-        create_time: row.get(2)?,
-    })
-}
-
-const KEY_COLUMNS: &str =
-    "key_id, role, carrier_id, display_name, secret_hash, create_time, last_use_time, revoke_time";
-
-fn key_from_row(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
-    let (role, secret_hash) = rules::key_secrets(row.get(1)?, row.get(4)?).map_err(|e| {
-        rusqlite::Error::InvalidColumnType(4, e.to_string(), rusqlite::types::Type::Blob)
-    })?;
-    Ok(ApiKey {
-        key_id: row.get(0)?,
-        role,
-        carrier_id: row.get(2)?,
-        display_name: row.get(3)?,
-        secret_hash,
-        create_time: row.get(5)?,
-        last_use_time: row.get(6)?,
-        revoke_time: row.get(7)?,
-    })
-}
-
-fn get_key(conn: &Connection, key_id: &str) -> StoreResult<Option<ApiKey>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?1"
-        ))?
-        .query_row([key_id], key_from_row)
-        .optional()?)
-}
-
-const CONSENT_COLUMNS: &str =
-    "carrier_id, tenant_id, status, countries, contact, consent_time, update_time";
-
-fn consent_from_row(row: &Row<'_>) -> rusqlite::Result<Consent> {
-    Ok(rules::StoredConsent {
-        carrier_id: row.get(0)?,
-        tenant_id: row.get(1)?,
-        status: row.get(2)?,
-        countries: row.get(3)?,
-        contact: row.get(4)?,
-        consent_time: row.get(5)?,
-        update_time: row.get(6)?,
-    }
-    .into())
-}
-
-fn get_consent(
-    conn: &Connection,
-    carrier_id: &str,
-    tenant_id: &str,
-) -> StoreResult<Option<Consent>> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {CONSENT_COLUMNS} FROM consents WHERE carrier_id = ?1 AND tenant_id = ?2"
-        ))?
-        .query_row([carrier_id, tenant_id], consent_from_row)
-        .optional()?)
-}
-
-fn carrier_exists(conn: &Connection, carrier_id: &str) -> StoreResult<bool> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM carriers WHERE carrier_id = ?1")?
-        .exists([carrier_id])?)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_carrier(&self, carrier: Carrier) -> StoreResult<Carrier> {
-        self.writer
-            .write_once(move |conn| {
-                if carrier_exists(conn, &carrier.carrier_id)? {
-                    return Err(StoreError::AlreadyExists(format!(
-                        "carrier {:?} already exists",
-                        carrier.carrier_id
-                    )));
-                }
-                conn.prepare_cached(
-                    "INSERT INTO carriers (carrier_id, display_name, create_time) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![carrier.carrier_id, carrier.display_name, carrier.create_time])?;
-                quiet(carrier)
-            })
+        self.write_once(move |conn| quiet(carriers::create(conn, carrier)?))
             .await
     }
 
     async fn get_carrier(&self, carrier_id: &str) -> StoreResult<Option<Carrier>> {
-        let id = carrier_id.to_owned();
+        let carrier_id = carrier_id.to_owned();
         self.readers
-            .read(move |conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "SELECT carrier_id, display_name, create_time FROM carriers WHERE carrier_id = ?1",
-                    )?
-                    .query_row([id], carrier_from_row)
-                    .optional()?)
-            })
+            .read(move |conn| carriers::get(conn, &carrier_id))
             .await
     }
 
@@ -200,60 +129,18 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> StoreResult<Page<Carrier>> {
         self.readers
-            .read(move |conn| {
-                let items = conn
-                    .prepare_cached(
-                        "SELECT carrier_id, display_name, create_time FROM carriers
-                         WHERE ?1 IS NULL OR carrier_id > ?1 ORDER BY carrier_id LIMIT ?2",
-                    )?
-                    .query_map(params![after, limit as i64 + 1], carrier_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                let total = conn.query_row("SELECT count(*) FROM carriers", [], |r| r.get(0))?;
-                Ok(page(items, limit, total))
-            })
+            .read(move |conn| carriers::list(conn, after.as_deref(), limit))
             .await
     }
 
     async fn insert_api_key(&self, key: ApiKey) -> StoreResult<ApiKey> {
-        self.writer
-            .write_once(move |conn| {
-                if let Some(carrier) = &key.carrier_id
-                    && !carrier_exists(conn, carrier)?
-                {
-                    return Err(StoreError::NotFound(format!(
-                        "carrier {carrier:?} not found"
-                    )));
-                }
-                conn.prepare_cached(&format!(
-                    "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                ))?
-                .execute(params![
-                    key.key_id,
-                    key.role.code(),
-                    key.carrier_id,
-                    key.display_name,
-                    &key.secret_hash[..],
-                    key.create_time,
-                    key.last_use_time,
-                    key.revoke_time
-                ])?;
-                quiet(key)
-            })
+        self.write_once(move |conn| quiet(carriers::insert_key(conn, key)?))
             .await
     }
 
     async fn revoke_api_key(&self, key_id: &str) -> StoreResult<ApiKey> {
         let key_id = key_id.to_owned();
-        self.writer
-            .write_once(move |conn| {
-                conn.prepare_cached(
-                    "UPDATE api_keys SET revoke_time = ?2 WHERE key_id = ?1 AND revoke_time IS NULL",
-                )?
-                .execute(params![key_id, now_micros()])?;
-                let key = get_key(conn, &key_id)?
-                    .ok_or_else(|| StoreError::NotFound(format!("API key {key_id:?} not found")))?;
-                quiet(key)
-            })
+        self.write_once(move |conn| quiet(carriers::revoke_key(conn, &key_id)?))
             .await
     }
 
@@ -265,104 +152,29 @@ impl Store for SqliteStore {
     ) -> StoreResult<Page<ApiKey>> {
         self.readers
             .read(move |conn| {
-                let items = conn
-                    .prepare_cached(&format!(
-                        "SELECT {KEY_COLUMNS} FROM api_keys
-                         WHERE (?1 IS NULL OR carrier_id = ?1) AND (?2 IS NULL OR key_id > ?2)
-                         ORDER BY key_id LIMIT ?3"
-                    ))?
-                    .query_map(params![carrier_id, after, limit as i64 + 1], key_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                let total = conn
-                    .prepare_cached(
-                        "SELECT count(*) FROM api_keys WHERE ?1 IS NULL OR carrier_id = ?1",
-                    )?
-                    .query_row([&carrier_id], |r| r.get(0))?;
-                Ok(page(items, limit, total))
+                carriers::list_keys(conn, carrier_id.as_deref(), after.as_deref(), limit)
             })
             .await
     }
 
     async fn active_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
-        self.readers
-            .read(|conn| {
-                Ok(conn
-                    .prepare_cached(&format!(
-                        "SELECT {KEY_COLUMNS} FROM api_keys WHERE revoke_time IS NULL"
-                    ))?
-                    .query_map([], key_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?)
-            })
-            .await
+        self.readers.read(carriers::active_keys).await
     }
 
     async fn record_key_use(&self, uses: Vec<(String, Micros)>) -> StoreResult<()> {
         self.writer
-            .write(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "UPDATE api_keys SET last_use_time = ?2
-                     WHERE key_id = ?1 AND (last_use_time IS NULL OR last_use_time < ?2)",
-                )?;
-                for (key_id, at) in &uses {
-                    stmt.execute(params![key_id, at])?;
-                }
-                quiet(())
-            })
+            .write(move |conn| quiet(carriers::record_key_use(conn, &uses)?))
             .await
     }
 
     async fn grant_consent(&self, grant: ConsentGrant) -> StoreResult<Consent> {
-        self.writer
-            .write_once(move |conn| {
-                if !carrier_exists(conn, &grant.carrier_id)? {
-                    return Err(StoreError::NotFound(format!(
-                        "carrier {:?} not found",
-                        grant.carrier_id
-                    )));
-                }
-                let now = now_micros();
-                conn.prepare_cached(&format!(
-                    "INSERT INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-                     ON CONFLICT (carrier_id, tenant_id) DO UPDATE SET
-                       status = excluded.status, countries = excluded.countries,
-                       contact = excluded.contact, update_time = excluded.update_time"
-                ))?
-                .execute(params![
-                    grant.carrier_id,
-                    grant.tenant_id,
-                    grant.status.code(),
-                    grant.countries.join(","),
-                    rules::contact_json(&grant.contact)?,
-                    now
-                ])?;
-                let consent = get_consent(conn, &grant.carrier_id, &grant.tenant_id)?
-                    .ok_or_else(|| StoreError::Internal("consent vanished after upsert".into()))?;
-                quiet(consent)
-            })
+        self.write_once(move |conn| quiet(carriers::grant_consent(conn, &grant)?))
             .await
     }
 
     async fn revoke_consent(&self, carrier_id: &str, tenant_id: &str) -> StoreResult<Consent> {
         let (carrier_id, tenant_id) = (carrier_id.to_owned(), tenant_id.to_owned());
-        self.writer
-            .write_once(move |conn| {
-                conn.prepare_cached(
-                    "UPDATE consents SET status = ?3, update_time = ?4
-                     WHERE carrier_id = ?1 AND tenant_id = ?2 AND status != ?3",
-                )?
-                .execute(params![
-                    carrier_id,
-                    tenant_id,
-                    ConsentStatus::Removed.code(),
-                    now_micros()
-                ])?;
-                let consent = get_consent(conn, &carrier_id, &tenant_id)?.ok_or_else(|| {
-                    StoreError::NotFound(format!(
-                        "tenant {tenant_id} has no consent for carrier {carrier_id:?}"
-                    ))
-                })?;
-                quiet(consent)
-            })
+        self.write_once(move |conn| quiet(carriers::revoke_consent(conn, &carrier_id, &tenant_id)?))
             .await
     }
 
@@ -374,24 +186,9 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> StoreResult<Page<Consent>> {
         let carrier_id = carrier_id.to_owned();
-        let status = status.map(ConsentStatus::code);
         self.readers
             .read(move |conn| {
-                let items = conn
-                    .prepare_cached(&format!(
-                        "SELECT {CONSENT_COLUMNS} FROM consents
-                         WHERE carrier_id = ?1 AND (?2 IS NULL OR status = ?2)
-                           AND (?3 IS NULL OR tenant_id > ?3)
-                         ORDER BY tenant_id LIMIT ?4"
-                    ))?
-                    .query_map(params![carrier_id, status, after, limit as i64 + 1], consent_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                let total = conn
-                    .prepare_cached(
-                        "SELECT count(*) FROM consents WHERE carrier_id = ?1 AND (?2 IS NULL OR status = ?2)",
-                    )?
-                    .query_row(params![carrier_id, status], |r| r.get(0))?;
-                Ok(page(items, limit, total))
+                carriers::list_consents(conn, &carrier_id, status, after.as_deref(), limit)
             })
             .await
     }
@@ -402,21 +199,12 @@ impl Store for SqliteStore {
         items: Vec<NumberUpload>,
     ) -> StoreResult<Vec<ItemOutcome>> {
         let carrier_id = carrier_id.to_owned();
-        self.writer
-            .write_once(move |conn| {
-                let outcomes = numbers::upload(conn, &carrier_id, &items)?;
-                let changed = outcomes
-                    .iter()
-                    .any(|o| matches!(o, ItemOutcome::Created(_) | ItemOutcome::Updated(_)));
-                Ok((
-                    outcomes,
-                    Touched {
-                        number_events: changed,
-                        ..Touched::default()
-                    },
-                ))
-            })
-            .await
+        self.write_once(move |conn| {
+            let outcomes = numbers::upload(conn, &carrier_id, &items)?;
+            let changed = outcomes.iter().any(ItemOutcome::changed);
+            Ok((outcomes, Touched::number_events(changed)))
+        })
+        .await
     }
 
     async fn release_numbers(
@@ -425,21 +213,12 @@ impl Store for SqliteStore {
         items: Vec<String>,
     ) -> StoreResult<Vec<ItemOutcome>> {
         let carrier_id = carrier_id.to_owned();
-        self.writer
-            .write_once(move |conn| {
-                let outcomes = numbers::release(conn, &carrier_id, &items)?;
-                let changed = outcomes
-                    .iter()
-                    .any(|o| matches!(o, ItemOutcome::Updated(_)));
-                Ok((
-                    outcomes,
-                    Touched {
-                        number_events: changed,
-                        ..Touched::default()
-                    },
-                ))
-            })
-            .await
+        self.write_once(move |conn| {
+            let outcomes = numbers::release(conn, &carrier_id, &items)?;
+            let changed = outcomes.iter().any(ItemOutcome::changed);
+            Ok((outcomes, Touched::number_events(changed)))
+        })
+        .await
     }
 
     async fn get_number(&self, carrier_id: &str, number: &str) -> StoreResult<Option<PhoneNumber>> {
@@ -469,55 +248,33 @@ impl Store for SqliteStore {
     }
 
     async fn assign_number(&self, request: AssignRequest) -> StoreResult<PhoneNumber> {
-        self.writer
-            .write_once(move |conn| {
-                let (number, changed) = numbers::assign(conn, &request)?;
-                Ok((
-                    number,
-                    Touched {
-                        number_events: changed,
-                        ..Touched::default()
-                    },
-                ))
-            })
-            .await
+        self.write_once(move |conn| {
+            let (number, changed) = numbers::assign(conn, &request)?;
+            Ok((number, Touched::number_events(changed)))
+        })
+        .await
     }
 
     async fn unassign_number(&self, number: &str, tenant_id: &str) -> StoreResult<PhoneNumber> {
         let (number, tenant_id) = (number.to_owned(), tenant_id.to_owned());
-        self.writer
-            .write_once(move |conn| {
-                let (number, changed) = numbers::unassign(conn, &number, &tenant_id)?;
-                Ok((
-                    number,
-                    Touched {
-                        number_events: changed,
-                        ..Touched::default()
-                    },
-                ))
-            })
-            .await
+        self.write_once(move |conn| {
+            let (number, changed) = numbers::unassign(conn, &number, &tenant_id)?;
+            Ok((number, Touched::number_events(changed)))
+        })
+        .await
     }
 
     async fn number_event_head(&self, carrier_id: &str) -> StoreResult<i64> {
         let carrier_id = carrier_id.to_owned();
         self.readers
-            .read(move |conn| {
-                Ok(conn
-                    .prepare_cached("SELECT coalesce((SELECT number_event_seq FROM carrier_heads WHERE carrier_id = ?1), 0)")?
-                    .query_row([carrier_id], |r| r.get(0))?)
-            })
+            .read(move |conn| numbers::event_head(conn, &carrier_id))
             .await
     }
 
     async fn call_record_head(&self, carrier_id: &str) -> StoreResult<i64> {
         let carrier_id = carrier_id.to_owned();
         self.readers
-            .read(move |conn| {
-                Ok(conn
-                    .prepare_cached("SELECT coalesce((SELECT call_record_seq FROM carrier_heads WHERE carrier_id = ?1), 0)")?
-                    .query_row([carrier_id], |r| r.get(0))?)
-            })
+            .read(move |conn| calls::head(conn, &carrier_id))
             .await
     }
 
@@ -544,16 +301,8 @@ impl Store for SqliteStore {
         self.writer
             .write(move |conn| {
                 let outcomes = calls::ingest(conn, records)?;
-                let changed = outcomes
-                    .iter()
-                    .any(|o| matches!(o, IngestOutcome::Created(_) | IngestOutcome::Revised(_)));
-                Ok((
-                    outcomes,
-                    Touched {
-                        call_records: changed,
-                        ..Touched::default()
-                    },
-                ))
+                let changed = outcomes.iter().any(IngestOutcome::changed);
+                Ok((outcomes, Touched::call_records(changed)))
             })
             .await
     }
@@ -604,8 +353,7 @@ impl Store for SqliteStore {
         reports: Vec<DurationReport>,
     ) -> StoreResult<Vec<DurationOutcome>> {
         let carrier_id = carrier_id.to_owned();
-        self.writer
-            .write_once(move |conn| quiet(durations::report(conn, &carrier_id, &reports)?))
+        self.write_once(move |conn| quiet(durations::report(conn, &carrier_id, &reports)?))
             .await
     }
 
@@ -628,7 +376,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<ReconciliationSummary> {
         self.readers
             .read_in(Lane::Long, move |conn| {
-                durations::summary(conn, &p.carrier_id, p.start, p.end, p.tolerance_us)
+                reconcile::summary(conn, &p.carrier_id, p.start, p.end, p.tolerance_us)
             })
             .await
     }
@@ -642,7 +390,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
         self.readers
             .read_in(Lane::Long, move |conn| {
-                durations::discrepancies(
+                reconcile::discrepancies(
                     conn,
                     &p.carrier_id,
                     p.start,
@@ -665,7 +413,7 @@ impl Store for SqliteStore {
         let tenant_id = tenant_id.to_owned();
         self.readers
             .read_in(Lane::Long, move |conn| {
-                durations::usage(conn, &tenant_id, window.0, window.1, grouping)
+                reconcile::usage(conn, &tenant_id, window.0, window.1, grouping)
             })
             .await
     }
@@ -682,8 +430,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_retention_policy(&self, policy: RetentionPolicy) -> StoreResult<RetentionPolicy> {
-        self.writer
-            .write_once(move |conn| quiet(privacy::set_policy(conn, policy)?))
+        self.write_once(move |conn| quiet(privacy::set_policy(conn, policy)?))
             .await
     }
 
@@ -738,19 +485,18 @@ impl Store for SqliteStore {
 
     async fn erase_tenant(&self, tenant_id: &str) -> StoreResult<EraseCounts> {
         let tenant_id = tenant_id.to_owned();
-        self.writer
-            .write_once(move |conn| {
-                let (counts, appended) = privacy::erase_tenant(conn, &tenant_id)?;
-                Ok((
-                    counts,
-                    Touched {
-                        number_events: appended,
-                        checkpoint: true,
-                        ..Touched::default()
-                    },
-                ))
-            })
-            .await
+        self.write_once(move |conn| {
+            let (counts, appended) = privacy::erase_tenant(conn, &tenant_id)?;
+            Ok((
+                counts,
+                Touched {
+                    number_events: appended,
+                    checkpoint: true,
+                    ..Touched::default()
+                },
+            ))
+        })
+        .await
     }
 
     async fn append_audit_events(&self, events: Vec<AuditEvent>) -> StoreResult<()> {

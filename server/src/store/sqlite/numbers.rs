@@ -1,12 +1,14 @@
 //! Numbers and their events. Every function that changes a number appends the event in the
 //! same transaction, so the event log and the numbers table can never disagree.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use super::query;
 use crate::domain::{
-    AssignRequest, Assignment, AssignmentType, Capability, ItemOutcome, NumberEvent,
-    NumberEventType, NumberFilter, NumberState, NumberUpload, PhoneNumber, now_micros,
+    AssignRequest, Capability, ItemOutcome, NumberEvent, NumberEventType, NumberFilter,
+    NumberState, NumberUpload, PhoneNumber, Refusal, now_micros,
 };
+use crate::store::rows;
 use crate::store::rules::{self, NumberChange};
 use crate::store::{StoreError, StoreResult};
 
@@ -14,41 +16,10 @@ const COLUMNS: &str = "number, carrier_id, tenant_id, state, assignment_type, si
     assign_time, capabilities, civic_address_id, location_id, country_code, provision_time, \
     update_time, version";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<PhoneNumber> {
-    let state: i32 = row.get(3)?;
-    let state = NumberState::from_code(state).unwrap_or(NumberState::Released);
-    let assignment_type: Option<i32> = row.get(4)?;
-    let assignment = match (state, assignment_type.and_then(AssignmentType::from_code)) {
-        (NumberState::Assigned, Some(assignment_type)) => Some(Assignment {
-            assignment_type,
-            sip_uri: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
-            user_id: row.get::<_, Option<String>>(6)?.unwrap_or_default(),
-            assign_time: row.get::<_, Option<i64>>(7)?.unwrap_or_default(),
-        }),
-        _ => None,
-    };
-    Ok(PhoneNumber {
-        number: row.get(0)?,
-        carrier_id: row.get(1)?,
-        tenant_id: row.get(2)?,
-        state,
-        assignment,
-        capabilities: Capability::from_mask(row.get(8)?),
-        civic_address_id: row.get(9)?,
-        location_id: row.get(10)?,
-        country_code: row.get(11)?,
-        provision_time: row.get(12)?,
-        update_time: row.get(13)?,
-        version: row.get(14)?,
-    })
-}
-
 /// One number, whoever owns it.
 pub fn get(conn: &Connection, number: &str) -> StoreResult<Option<PhoneNumber>> {
-    Ok(conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM numbers WHERE number = ?1"))?
-        .query_row([number], from_row)
-        .optional()?)
+    let sql = format!("SELECT {COLUMNS} FROM numbers WHERE number = ?1");
+    query::first(conn, &sql, [number], rows::phone_number)
 }
 
 /// Writes the whole row (insert or replace) as `n` says.
@@ -126,7 +97,7 @@ fn consent_problem(
     conn: &Connection,
     carrier_id: &str,
     item: &NumberUpload,
-) -> StoreResult<Option<String>> {
+) -> StoreResult<Option<Refusal>> {
     let row: Option<(i32, String)> = conn
         .prepare_cached(
             "SELECT status, countries FROM consents WHERE carrier_id = ?1 AND tenant_id = ?2",
@@ -197,12 +168,15 @@ fn assignable(conn: &Connection, number: &str, tenant_id: &str) -> StoreResult<P
 
 /// Assigns a number; returns it and whether anything changed.
 pub fn assign(conn: &Connection, req: &AssignRequest) -> StoreResult<(PhoneNumber, bool)> {
-    let n = assignable(conn, &req.number, &req.tenant_id)?;
-    let Some(mut n) = rules::assigned(&n, req, now_micros()) else {
-        return Ok((n, false));
-    };
-    commit_change(conn, NumberEventType::Assigned, &mut n)?;
-    Ok((n, true))
+    let now = now_micros();
+    let change = |n: &PhoneNumber| rules::assigned(n, req, now);
+    set_assignment(
+        conn,
+        &req.number,
+        &req.tenant_id,
+        NumberEventType::Assigned,
+        change,
+    )
 }
 
 /// Unassigns a number; returns it and whether anything changed.
@@ -211,11 +185,24 @@ pub fn unassign(
     number: &str,
     tenant_id: &str,
 ) -> StoreResult<(PhoneNumber, bool)> {
+    let change = rules::unassigned;
+    set_assignment(conn, number, tenant_id, NumberEventType::Unassigned, change)
+}
+
+/// Applies `change` (a rule's answer: the number as it becomes, or `None` if it stays) to
+/// `number` in `tenant_id`, with an `event`.
+fn set_assignment(
+    conn: &Connection,
+    number: &str,
+    tenant_id: &str,
+    event: NumberEventType,
+    change: impl FnOnce(&PhoneNumber) -> Option<PhoneNumber>,
+) -> StoreResult<(PhoneNumber, bool)> {
     let n = assignable(conn, number, tenant_id)?;
-    let Some(mut n) = rules::unassigned(&n) else {
+    let Some(mut n) = change(&n) else {
         return Ok((n, false));
     };
-    commit_change(conn, NumberEventType::Unassigned, &mut n)?;
+    commit_change(conn, event, &mut n)?;
     Ok((n, true))
 }
 
@@ -230,23 +217,19 @@ pub fn list(
     const WHERE: &str = "carrier_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)
         AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR update_time >= ?4)";
     let state = filter.state.map(NumberState::code);
-    let items = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM numbers WHERE {WHERE} AND (?5 IS NULL OR number > ?5)
-             ORDER BY number LIMIT ?6"
-        ))?
-        .query_map(
-            params![
-                carrier_id,
-                filter.tenant_id,
-                state,
-                filter.updated_since,
-                after,
-                fetch as i64
-            ],
-            from_row,
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM numbers WHERE {WHERE} AND (?5 IS NULL OR number > ?5)
+         ORDER BY number LIMIT ?6"
+    );
+    let params = params![
+        carrier_id,
+        filter.tenant_id,
+        state,
+        filter.updated_since,
+        after,
+        fetch as i64
+    ];
+    let items = query::all(conn, &sql, params, rows::phone_number)?;
     let total = conn
         .prepare_cached(&format!("SELECT count(*) FROM numbers WHERE {WHERE}"))?
         .query_row(
@@ -263,23 +246,18 @@ pub fn events_after(
     after: i64,
     limit: usize,
 ) -> StoreResult<Vec<NumberEvent>> {
-    let rows = conn
-        .prepare_cached(
-            "SELECT sequence, event_type, snapshot, event_time FROM number_events
-             WHERE carrier_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3",
-        )?
-        .query_map(params![carrier_id, after, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i32>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    rows.into_iter()
-        .map(|(sequence, code, snapshot, event_time)| {
-            rules::number_event(sequence, i64::from(code), &snapshot, event_time)
-        })
-        .collect()
+    let sql = "SELECT sequence, event_type, snapshot, event_time FROM number_events
+               WHERE carrier_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3";
+    query::all(
+        conn,
+        sql,
+        params![carrier_id, after, limit as i64],
+        rows::number_event,
+    )
+}
+
+/// The carrier's last number-event sequence (0 before its first event).
+pub fn event_head(conn: &Connection, carrier_id: &str) -> StoreResult<i64> {
+    let sql = "SELECT number_event_seq FROM carrier_heads WHERE carrier_id = ?1";
+    Ok(query::first(conn, sql, [carrier_id], rows::int)?.unwrap_or(0))
 }

@@ -4,12 +4,14 @@
 //! never holds the writer (and every other write) for long. Erasure is one job: it must be all
 //! or nothing.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use super::query;
 use crate::domain::{
     AuditEvent, AuditFilter, EraseCounts, Micros, NumberState, RetentionPolicy, now_micros,
 };
 use crate::store::StoreResult;
+use crate::store::rows;
 
 use super::numbers;
 
@@ -63,19 +65,31 @@ pub fn set_policy(conn: &Connection, p: RetentionPolicy) -> StoreResult<Retentio
     })
 }
 
+/// Deletes up to [`PURGE_CHUNK`] rows of `table` whose `time_column` is before `cutoff`; how
+/// many. (`table` and `time_column` are this module's constants, never input.)
+fn delete_before(
+    conn: &Connection,
+    table: &str,
+    time_column: &str,
+    cutoff: Micros,
+) -> StoreResult<i64> {
+    let n = conn
+        .prepare_cached(&format!(
+            "DELETE FROM {table} WHERE id IN
+               (SELECT id FROM {table} WHERE {time_column} < ?1 LIMIT ?2)"
+        ))?
+        .execute(params![cutoff, PURGE_CHUNK])?;
+    Ok(n as i64)
+}
+
 /// Deletes up to [`PURGE_CHUNK`] rows of `kind` older than `cutoff`; returns (rows, secondary
 /// rows) deleted: for reports their history rows, for released numbers their events.
 pub fn purge_chunk(conn: &Connection, kind: Expiring, cutoff: Micros) -> StoreResult<(i64, i64)> {
     Ok(match kind {
-        Expiring::CallRecords => {
-            let n = conn
-                .prepare_cached(
-                    "DELETE FROM call_records WHERE id IN
-                       (SELECT id FROM call_records WHERE start_time < ?1 LIMIT ?2)",
-                )?
-                .execute(params![cutoff, PURGE_CHUNK])?;
-            (n as i64, 0)
-        }
+        Expiring::CallRecords => (
+            delete_before(conn, "call_records", "start_time", cutoff)?,
+            0,
+        ),
         Expiring::CallDurations => {
             let ids: Vec<i64> = conn
                 .prepare_cached("SELECT id FROM call_durations WHERE start_time < ?1 LIMIT ?2")?
@@ -108,15 +122,7 @@ pub fn purge_chunk(conn: &Connection, kind: Expiring, cutoff: Micros) -> StoreRe
             }
             (gone.len() as i64, events)
         }
-        Expiring::AuditEvents => {
-            let n = conn
-                .prepare_cached(
-                    "DELETE FROM audit_events WHERE id IN
-                       (SELECT id FROM audit_events WHERE time < ?1 LIMIT ?2)",
-                )?
-                .execute(params![cutoff, PURGE_CHUNK])?;
-            (n as i64, 0)
-        }
+        Expiring::AuditEvents => (delete_before(conn, "audit_events", "time", cutoff)?, 0),
     })
 }
 
@@ -222,20 +228,6 @@ pub fn append_audit(conn: &Connection, events: &[AuditEvent]) -> StoreResult<()>
     Ok(())
 }
 
-fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
-    Ok(AuditEvent {
-        id: r.get(0)?,
-        time: r.get(1)?,
-        key_id: r.get(2)?,
-        carrier_id: r.get(3)?,
-        role: r.get(4)?,
-        rpc: r.get(5)?,
-        resource_kind: r.get(6)?,
-        item_count: r.get(7)?,
-        outcome: r.get(8)?,
-    })
-}
-
 /// A page of audit events, newest first (ids only grow with time: the writer assigns them in
 /// commit order and times come from one clock).
 pub fn list_audit(
@@ -244,32 +236,23 @@ pub fn list_audit(
     before: Option<i64>,
     limit: usize,
 ) -> StoreResult<(Vec<AuditEvent>, bool)> {
-    let mut rows: Vec<AuditEvent> = conn
-        .prepare_cached(
-            "SELECT id, time, key_id, carrier_id, role, rpc, resource_kind, item_count, outcome
-               FROM audit_events
-              WHERE (?1 IS NULL OR id < ?1)
-                AND (?2 IS NULL OR key_id = ?2)
-                AND (?3 IS NULL OR carrier_id = ?3)
-                AND (?4 IS NULL OR rpc = ?4)
-                AND (?5 IS NULL OR time >= ?5)
-                AND (?6 IS NULL OR time < ?6)
-              ORDER BY id DESC LIMIT ?7",
-        )?
-        .query_map(
-            params![
-                before,
-                f.key_id,
-                f.carrier_id,
-                f.rpc,
-                f.start,
-                f.end,
-                limit as i64 + 1
-            ],
-            audit_from_row,
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    Ok((rows, more))
+    let sql = "SELECT id, time, key_id, carrier_id, role, rpc, resource_kind, item_count, outcome
+                 FROM audit_events
+                WHERE (?1 IS NULL OR id < ?1)
+                  AND (?2 IS NULL OR key_id = ?2)
+                  AND (?3 IS NULL OR carrier_id = ?3)
+                  AND (?4 IS NULL OR rpc = ?4)
+                  AND (?5 IS NULL OR time >= ?5)
+                  AND (?6 IS NULL OR time < ?6)
+                ORDER BY id DESC LIMIT ?7";
+    let params = params![
+        before,
+        f.key_id,
+        f.carrier_id,
+        f.rpc,
+        f.start,
+        f.end,
+        limit as i64 + 1
+    ];
+    query::page(conn, sql, params, rows::audit_event, limit)
 }

@@ -104,7 +104,9 @@ mod tests {
         };
         assert!(matches!(
             replay::<i32>(&conn, &other),
-            Err(StoreError::AlreadyExists(_))
+            Err(StoreError::Refused(
+                crate::domain::Refusal::RequestIdReused { .. }
+            ))
         ));
         assert_eq!(purge(&conn, now_micros()).expect("purge"), 1);
         assert_eq!(replay::<i32>(&conn, &fresh).expect("replay"), Some(41));

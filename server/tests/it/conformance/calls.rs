@@ -6,10 +6,11 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{T1, T2, carrier, record, upload};
+use super::{T1, T2, carrier, record, upload, words};
 use ocx_server::domain::{
     CallDirection, CallRecord, CallRecordFilter, CallType, DestinationContext, DurationOutcome,
-    DurationReport, IngestOutcome, MediaStream, QualityMetric, QualityVerdict, StreamDirection,
+    DurationReport, IngestOutcome, MediaStream, QualityMetric, QualityVerdict, Refusal,
+    StreamDirection,
 };
 use ocx_server::store::Store;
 
@@ -69,12 +70,12 @@ async fn outcomes_follow_earlier_records_of_the_batch(store: Arc<dyn Store>) {
     assert_eq!(out[1], IngestOutcome::Unchanged("acme".into()));
     assert_eq!(out[2], IngestOutcome::Revised("acme".into()));
     assert!(
-        matches!(&out[3], IngestOutcome::Rejected(r) if r == "stale: version 1 is older than the stored version 2"),
+        matches!(&out[3], IngestOutcome::Rejected(r) if *r == Refusal::OlderVersion { version: 1, stored: 2 } && words(r) == "stale: version 1 is older than the stored version 2"),
         "{:?}",
         out[3]
     );
     assert!(
-        matches!(&out[4], IngestOutcome::Rejected(r) if r.starts_with("stale: version 2 is stored with other content")),
+        matches!(&out[4], IngestOutcome::Rejected(r) if *r == Refusal::VersionConflict { version: 2 } && words(r).starts_with("stale: version 2 is stored with other content")),
         "{:?}",
         out[4]
     );
@@ -594,7 +595,7 @@ async fn one_call_id_ingested_concurrently(store: Arc<dyn Store>) {
                 IngestOutcome::Created(_) => created += 1,
                 IngestOutcome::Revised(_) => {}
                 IngestOutcome::Rejected(r) => {
-                    assert!(r.starts_with("stale: version"), "{r}");
+                    assert!(words(r).starts_with("stale: version"), "{r:?}");
                     continue;
                 }
                 other => panic!("unexpected {other:?}"),
@@ -667,22 +668,32 @@ async fn ownership_by_name_and_by_number(store: Arc<dyn Store>) {
         .expect("ingest");
     assert_eq!(out[0], IngestOutcome::Created("acme".into()));
     assert_eq!(out[1], IngestOutcome::Created("bravo".into()));
+    let rejected = |o: &IngestOutcome| match o {
+        IngestOutcome::Rejected(r) => words(r),
+        other => panic!("not rejected: {other:?}"),
+    };
     assert_eq!(
         out[2],
-        IngestOutcome::Rejected("carrier \"zulu\" does not exist".into())
+        IngestOutcome::Rejected(Refusal::UnknownCarrier {
+            carrier_id: "zulu".into()
+        })
     );
+    assert_eq!(rejected(&out[2]), "carrier \"zulu\" does not exist");
     assert_eq!(
-        out[3],
-        IngestOutcome::Rejected(
-            "the tenant's number on this call (callee +449) belongs to no carrier; provision it or set carrier_id".into()
-        )
+        rejected(&out[3]),
+        "the tenant's number on this call (callee +449) belongs to no carrier; provision it or set carrier_id"
     );
     assert_eq!(out[4], IngestOutcome::Created("bravo".into()));
     assert_eq!(
         out[5],
-        IngestOutcome::Rejected(
-            "the tenant's number on this call (caller +33100) belongs to no carrier; provision it or set carrier_id".into()
-        )
+        IngestOutcome::Rejected(Refusal::NoCarrierForNumber {
+            direction: CallDirection::Outbound,
+            number: "+33100".into()
+        })
+    );
+    assert_eq!(
+        rejected(&out[5]),
+        "the tenant's number on this call (caller +33100) belongs to no carrier; provision it or set carrier_id"
     );
     for (who, mine, theirs) in [
         ("acme", vec!["by-number"], vec!["by-name", "out"]),

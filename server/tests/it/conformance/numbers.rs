@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{T1, T2, assign, carrier, upload};
+use super::{T1, T2, assign, carrier, refused, upload, words};
 use ocx_server::domain::{
     AssignRequest, AssignmentType, Capability, ItemOutcome, NumberEventType, NumberFilter,
-    NumberState, PhoneNumber, now_micros,
+    NumberState, PhoneNumber, Refusal, now_micros,
 };
-use ocx_server::store::{Store, StoreError};
+use ocx_server::store::Store;
+use tonic::Code;
 
 /// Runs this module's checks, each on a fresh store.
 pub async fn run_all<F, Fut>(fresh: &F)
@@ -30,7 +31,7 @@ where
 fn number_of(outcome: &ItemOutcome) -> &PhoneNumber {
     match outcome {
         ItemOutcome::Created(n) | ItemOutcome::Unchanged(n) | ItemOutcome::Updated(n) => n,
-        ItemOutcome::Rejected(r) => panic!("rejected: {r}"),
+        ItemOutcome::Rejected(r) => panic!("rejected: {}", words(r)),
     }
 }
 
@@ -63,9 +64,10 @@ async fn release_outcomes_and_events(store: Arc<dyn Store>) {
         matches!(&out[1], ItemOutcome::Unchanged(n) if n.state == NumberState::Released && n.version == 2),
         "{out:?}"
     );
-    assert_eq!(out[2], ItemOutcome::Rejected("number not found".into()));
+    assert_eq!(out[2], ItemOutcome::Rejected(Refusal::NumberNotFound));
+    assert_eq!(words(&Refusal::NumberNotFound), "number not found");
     assert!(
-        matches!(&out[3], ItemOutcome::Rejected(r) if r.contains("unassign")),
+        matches!(&out[3], ItemOutcome::Rejected(r) if words(r).contains("unassign")),
         "{out:?}"
     );
     let again = store
@@ -78,7 +80,7 @@ async fn release_outcomes_and_events(store: Arc<dyn Store>) {
         .release_numbers("bravo", vec!["+442".into()])
         .await
         .expect("foreign release");
-    assert_eq!(foreign[0], ItemOutcome::Rejected("number not found".into()));
+    assert_eq!(foreign[0], ItemOutcome::Rejected(Refusal::NumberNotFound));
 
     let events = store
         .number_events_after("acme", 0, 100)
@@ -369,26 +371,29 @@ async fn assign_and_unassign_rules(store: Arc<dyn Store>) {
 
     let unknown = store.assign_number(assign("+449", T1, "sip:a@b.c")).await;
     assert!(
-        matches!(unknown, Err(StoreError::NotFound(_))),
+        matches!(refused(&unknown), Some((Code::NotFound, _))),
         "{unknown:?}"
     );
     let unknown = store.unassign_number("+449", T1).await;
     assert!(
-        matches!(unknown, Err(StoreError::NotFound(_))),
+        matches!(refused(&unknown), Some((Code::NotFound, _))),
         "{unknown:?}"
     );
     let foreign = store.assign_number(assign("+441", T2, "sip:a@b.c")).await;
     assert!(
-        matches!(&foreign, Err(StoreError::FailedPrecondition(m)) if m.contains(T2)),
+        matches!(refused(&foreign), Some((Code::FailedPrecondition, m)) if m.contains(T2)),
         "{foreign:?}"
     );
     let released = store.assign_number(assign("+442", T1, "sip:a@b.c")).await;
     assert!(
-        matches!(&released, Err(StoreError::FailedPrecondition(m)) if m.contains("released")),
+        matches!(refused(&released), Some((Code::FailedPrecondition, m)) if m.contains("released")),
         "{released:?}"
     );
     let released = store.unassign_number("+442", T1).await;
-    assert!(matches!(released, Err(StoreError::FailedPrecondition(_))));
+    assert!(matches!(
+        refused(&released),
+        Some((Code::FailedPrecondition, _))
+    ));
     // Unassigning a number that is not assigned changes nothing.
     let n = store.unassign_number("+441", T1).await.expect("unassign");
     assert_eq!((n.version, n.state), (1, NumberState::Provisioned));
@@ -486,7 +491,7 @@ async fn upload_updates_and_moves(store: Arc<dyn Store>) {
     );
     assert!(n.assignment.is_some());
     assert!(
-        matches!(&out[1], ItemOutcome::Rejected(r) if r.contains(T1)),
+        matches!(&out[1], ItemOutcome::Rejected(r) if words(r).contains(T1)),
         "{out:?}"
     );
     assert!(
@@ -554,7 +559,8 @@ async fn concurrent_uploads_of_the_same_numbers(store: Arc<dyn Store>) {
                 }
                 ItemOutcome::Unchanged(n) => assert_eq!(n.carrier_id, who),
                 ItemOutcome::Rejected(r) => {
-                    assert_eq!(r, "the number is not available to this carrier")
+                    assert_eq!(r, Refusal::NumberUnavailable);
+                    assert_eq!(words(&r), "the number is not available to this carrier")
                 }
                 ItemOutcome::Updated(n) => panic!("{number} updated: {n:?}"),
             }

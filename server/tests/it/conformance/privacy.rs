@@ -3,14 +3,15 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{T1, T2, assign, carrier, record, upload};
+use super::{T1, T2, assign, carrier, record, refused, upload};
 use ocx_server::domain::{
     AssignmentType, AuditEvent, AuditFilter, CallRecord, DAY_US, DurationOutcome, DurationReport,
     EraseCounts, IngestOutcome, ItemOutcome, Micros, NumberEventType, NumberFilter, NumberState,
     PurgeCounts, RetentionPolicy, now_micros,
 };
+use ocx_server::store::Store;
 use ocx_server::store::request::{RequestKey, with_request};
-use ocx_server::store::{Store, StoreError};
+use tonic::Code;
 
 /// Runs this module's checks, each on a fresh store.
 pub async fn run_all<F, Fut>(fresh: &F)
@@ -295,7 +296,7 @@ async fn purge_follows_the_policy(store: Arc<dyn Store>) {
     )
     .await;
     assert!(
-        matches!(other, Err(StoreError::AlreadyExists(_))),
+        matches!(refused(&other), Some((Code::AlreadyExists, _))),
         "{other:?}"
     );
     assert_eq!(
@@ -597,7 +598,7 @@ async fn request_ids_answer_retries_once(store: Arc<dyn Store>) {
     )
     .await;
     assert!(
-        matches!(&different, Err(StoreError::AlreadyExists(m)) if m.contains("req-1")),
+        matches!(refused(&different), Some((Code::AlreadyExists, m)) if m.contains("req-1")),
         "{different:?}"
     );
     assert!(
@@ -612,7 +613,10 @@ async fn request_ids_answer_retries_once(store: Arc<dyn Store>) {
         store.release_numbers("acme", vec!["+441".into()]),
     )
     .await;
-    assert!(matches!(other_rpc, Err(StoreError::AlreadyExists(_))));
+    assert!(matches!(
+        refused(&other_rpc),
+        Some((Code::AlreadyExists, _))
+    ));
     // The same id under another API key is another request.
     let other_key = RequestKey {
         key_id: "key-2".into(),
@@ -648,7 +652,10 @@ async fn request_ids_answer_retries_once(store: Arc<dyn Store>) {
         store.assign_number(assign("+449", T1, "sip:x@y.z")),
     )
     .await;
-    assert!(matches!(failed, Err(StoreError::NotFound(_))), "{failed:?}");
+    assert!(
+        matches!(refused(&failed), Some((Code::NotFound, _))),
+        "{failed:?}"
+    );
     store
         .upload_numbers("acme", vec![upload("+449", T1)])
         .await

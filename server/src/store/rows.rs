@@ -1,0 +1,411 @@
+//! Stored rows to domain values, written once for both backends.
+//!
+//! Both schemas keep the same columns in the same order (each area's `COLUMNS`), so how a row
+//! becomes a carrier, a key, a consent, a number, a call record, a duration report, an audit
+//! event, a discrepancy or a summary is decided here, including what an unknown stored code
+//! reads as. A backend only adapts its driver's row to [`Row`].
+
+use crate::domain::{
+    ApiKey, Assignment, AssignmentType, AuditEvent, CallDirection, CallDuration, CallRecord,
+    CallType, Capability, Carrier, Consent, DestinationContext, Discrepancy, DiscrepancyCursor,
+    DiscrepancyKind, DurationReport, MediaStream, Micros, NumberEvent, NumberState, PhoneNumber,
+    QualityMetric, QualityVerdict, UsageRow,
+};
+use crate::store::rules::{self, StoredConsent, SummaryCounts};
+use crate::store::{CallRecordCursor, StoreError, StoreResult};
+
+/// One column's value as either driver returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// An integer (SQLite's INTEGER, PostgreSQL's SMALLINT, INTEGER, BIGINT).
+    Int(i64),
+    /// A boolean (PostgreSQL's BOOLEAN; SQLite keeps 0 or 1 as an integer).
+    Bool(bool),
+    /// Text.
+    Text(String),
+    /// Bytes (BLOB, BYTEA).
+    Bytes(Vec<u8>),
+}
+
+/// A result row of either backend, read by column position. Object-safe, so that one decoder
+/// (`fn(&dyn Row)`) serves both drivers' rows.
+pub trait Row {
+    /// Column `i`.
+    fn value(&self, i: usize) -> StoreResult<Value>;
+    /// Column `i` holding a call record's media streams (their encodings differ by backend).
+    fn media_streams(&self, i: usize) -> StoreResult<Vec<MediaStream>>;
+}
+
+impl dyn Row + '_ {
+    /// Column `i` as `T`; a NULL or a value of another kind where `T` wants none is an error.
+    pub fn col<T: FromValue>(&self, i: usize) -> StoreResult<T> {
+        let value = self.value(i)?;
+        T::from_value(value)
+            .ok_or_else(|| StoreError::Internal(format!("column {i} does not read as expected")))
+    }
+}
+
+/// A Rust value a column reads as.
+pub trait FromValue: Sized {
+    /// `None`: the value is not one of these.
+    fn from_value(value: Value) -> Option<Self>;
+}
+
+impl FromValue for i64 {
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Int(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for bool {
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Bool(b) => Some(b),
+            Value::Int(n) => Some(n != 0),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for String {
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for Vec<u8> {
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(value: Value) -> Option<Self> {
+        match value {
+            Value::Null => Some(None),
+            value => T::from_value(value).map(Some),
+        }
+    }
+}
+
+impl Row for rusqlite::Row<'_> {
+    fn value(&self, i: usize) -> StoreResult<Value> {
+        use rusqlite::types::ValueRef;
+        Ok(match self.get_ref(i)? {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(n) => Value::Int(n),
+            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+            ValueRef::Real(_) => {
+                return Err(StoreError::Internal(format!("column {i} holds a REAL")));
+            }
+        })
+    }
+
+    fn media_streams(&self, i: usize) -> StoreResult<Vec<MediaStream>> {
+        Ok(crate::store::media::decode_sqlite(self.get_ref(i)?))
+    }
+}
+
+impl Row for tokio_postgres::Row {
+    fn value(&self, i: usize) -> StoreResult<Value> {
+        use tokio_postgres::types::Type;
+        let read = |e: tokio_postgres::Error| StoreError::Internal(format!("column {i}: {e}"));
+        let ty = self
+            .columns()
+            .get(i)
+            .map(|c| c.type_().clone())
+            .ok_or_else(|| StoreError::Internal(format!("no column {i}")))?;
+        let value = match ty {
+            Type::INT8 => self
+                .try_get::<_, Option<i64>>(i)
+                .map_err(read)?
+                .map(Value::Int),
+            Type::INT4 => self
+                .try_get::<_, Option<i32>>(i)
+                .map_err(read)?
+                .map(|n| Value::Int(n.into())),
+            Type::INT2 => self
+                .try_get::<_, Option<i16>>(i)
+                .map_err(read)?
+                .map(|n| Value::Int(n.into())),
+            Type::BOOL => self
+                .try_get::<_, Option<bool>>(i)
+                .map_err(read)?
+                .map(Value::Bool),
+            Type::BYTEA => self
+                .try_get::<_, Option<Vec<u8>>>(i)
+                .map_err(read)?
+                .map(Value::Bytes),
+            _ => self
+                .try_get::<_, Option<String>>(i)
+                .map_err(read)?
+                .map(Value::Text),
+        };
+        Ok(value.unwrap_or(Value::Null))
+    }
+
+    fn media_streams(&self, i: usize) -> StoreResult<Vec<MediaStream>> {
+        let bytes: &[u8] = self
+            .try_get(i)
+            .map_err(|e| StoreError::Internal(format!("column {i}: {e}")))?;
+        Ok(crate::store::media::decode(bytes))
+    }
+}
+
+/// A stored code column: `None` when it is out of range (it then reads as the caller's
+/// default, like any unknown code).
+fn code(r: &dyn Row, i: usize) -> StoreResult<Option<i32>> {
+    Ok(i32::try_from(r.col::<i64>(i)?).ok())
+}
+
+/// A nullable code column.
+fn optional_code(r: &dyn Row, i: usize) -> StoreResult<Option<i32>> {
+    Ok(r.col::<Option<i64>>(i)?.and_then(|c| i32::try_from(c).ok()))
+}
+
+/// The first column, an integer (a count, a sequence head, an id).
+pub fn int(r: &dyn Row) -> StoreResult<i64> {
+    r.col(0)
+}
+
+/// The first column, text.
+pub fn text(r: &dyn Row) -> StoreResult<String> {
+    r.col(0)
+}
+
+/// The first two columns, text.
+pub fn text_pair(r: &dyn Row) -> StoreResult<(String, String)> {
+    Ok((r.col(0)?, r.col(1)?))
+}
+
+/// `sequence, event_type, snapshot, event_time` of a number event.
+pub fn number_event(r: &dyn Row) -> StoreResult<NumberEvent> {
+    let snapshot: String = r.col(2)?;
+    rules::number_event(r.col(0)?, r.col(1)?, &snapshot, r.col(3)?)
+}
+
+/// `carrier_id, display_name, create_time`.
+pub fn carrier(r: &dyn Row) -> StoreResult<Carrier> {
+    Ok(Carrier {
+        carrier_id: r.col(0)?,
+        display_name: r.col(1)?,
+        create_time: r.col(2)?,
+    })
+}
+
+/// `key_id, role, carrier_id, display_name, secret_hash, create_time, last_use_time,
+/// revoke_time`. A role or hash that does not decode is an error, never a guess.
+pub fn api_key(r: &dyn Row) -> StoreResult<ApiKey> {
+    let (role, secret_hash) = rules::key_secrets(r.col(1)?, r.col(4)?)?;
+    Ok(ApiKey {
+        key_id: r.col(0)?,
+        role,
+        carrier_id: r.col(2)?,
+        display_name: r.col(3)?,
+        secret_hash,
+        create_time: r.col(5)?,
+        last_use_time: r.col(6)?,
+        revoke_time: r.col(7)?,
+    })
+}
+
+/// `carrier_id, tenant_id, status, countries, contact, consent_time, update_time`.
+pub fn consent(r: &dyn Row) -> StoreResult<Consent> {
+    Ok(StoredConsent {
+        carrier_id: r.col(0)?,
+        tenant_id: r.col(1)?,
+        status: r.col(2)?,
+        countries: r.col(3)?,
+        contact: r.col(4)?,
+        consent_time: r.col(5)?,
+        update_time: r.col(6)?,
+    }
+    .into())
+}
+
+/// `number, carrier_id, tenant_id, state, assignment_type, sip_uri, user_id, assign_time,
+/// capabilities, civic_address_id, location_id, country_code, provision_time, update_time,
+/// version`. An unknown state reads as released; the assignment is kept only while assigned.
+pub fn phone_number(r: &dyn Row) -> StoreResult<PhoneNumber> {
+    let state = code(r, 3)?
+        .and_then(NumberState::from_code)
+        .unwrap_or(NumberState::Released);
+    let assignment_type = optional_code(r, 4)?.and_then(AssignmentType::from_code);
+    let assignment = match (state, assignment_type) {
+        (NumberState::Assigned, Some(assignment_type)) => Some(Assignment {
+            assignment_type,
+            sip_uri: r.col::<Option<String>>(5)?.unwrap_or_default(),
+            user_id: r.col::<Option<String>>(6)?.unwrap_or_default(),
+            assign_time: r.col::<Option<i64>>(7)?.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(PhoneNumber {
+        number: r.col(0)?,
+        carrier_id: r.col(1)?,
+        tenant_id: r.col(2)?,
+        state,
+        assignment,
+        capabilities: Capability::from_mask(r.col(8)?),
+        civic_address_id: r.col(9)?,
+        location_id: r.col(10)?,
+        country_code: r.col(11)?,
+        provision_time: r.col(12)?,
+        update_time: r.col(13)?,
+        version: r.col(14)?,
+    })
+}
+
+/// The call-record columns (`calls::COLUMNS`, 27 of them, media streams at 23).
+pub fn call_record(r: &dyn Row) -> StoreResult<CallRecord> {
+    Ok(CallRecord {
+        call_id: r.col(0)?,
+        carrier_id: r.col(1)?,
+        feed_sequence: r.col(2)?,
+        version: r.col(3)?,
+        content_hash: r.col(4)?,
+        correlation_id: r.col(5)?,
+        tenant_id: r.col(6)?,
+        call_type: code(r, 7)?
+            .and_then(CallType::from_code)
+            .unwrap_or(CallType::UserOut),
+        direction: code(r, 8)?
+            .and_then(CallDirection::from_code)
+            .unwrap_or(CallDirection::Outbound),
+        caller_number: r.col(9)?,
+        callee_number: r.col(10)?,
+        user_sip_uri: r.col(11)?,
+        invite_time: r.col(12)?,
+        start_time: r.col(13)?,
+        end_time: r.col(14)?,
+        duration_us: r.col(15)?,
+        final_sip_code: code(r, 16)?.unwrap_or_default(),
+        final_sip_phrase: r.col(17)?,
+        q850_cause: code(r, 18)?.unwrap_or_default(),
+        successful: r.col(19)?,
+        destination_context: optional_code(r, 20)?.and_then(DestinationContext::from_code),
+        usage_country_code: r.col(21)?,
+        trunk_fqdn: r.col(22)?,
+        media_streams: r.media_streams(23)?,
+        quality: code(r, 24)?
+            .and_then(QualityVerdict::from_code)
+            .unwrap_or(QualityVerdict::Unclassified),
+        poor_due_to: QualityMetric::from_mask(r.col(25)?),
+        update_time: r.col(26)?,
+    })
+}
+
+/// A listed call record: its columns, then its row `id` (column 27), and its cursor.
+pub fn call_record_listed(r: &dyn Row) -> StoreResult<(CallRecord, CallRecordCursor)> {
+    let record = call_record(r)?;
+    let cursor = (record.start_time, r.col(27)?);
+    Ok((record, cursor))
+}
+
+/// A duration report in columns `first..first + 7`: `record_id, call_id, correlation_id,
+/// caller_number, callee_number, start_time, duration_us`.
+pub fn duration_report(r: &dyn Row, first: usize) -> StoreResult<DurationReport> {
+    Ok(DurationReport {
+        record_id: r.col(first)?,
+        call_id: r.col(first + 1)?,
+        correlation_id: r.col(first + 2)?,
+        caller_number: r.col(first + 3)?,
+        callee_number: r.col(first + 4)?,
+        start_time: r.col(first + 5)?,
+        duration_us: r.col(first + 6)?,
+    })
+}
+
+/// A stored report: its report columns, then `carrier_id, corrections, create_time,
+/// update_time`.
+pub fn call_duration(r: &dyn Row) -> StoreResult<CallDuration> {
+    Ok(CallDuration {
+        report: duration_report(r, 0)?,
+        carrier_id: r.col(7)?,
+        corrections: i32::try_from(r.col::<i64>(8)?).unwrap_or(i32::MAX),
+        create_time: r.col(9)?,
+        update_time: r.col(10)?,
+    })
+}
+
+/// A listed stored report: its columns, then its row `id` (column 11), and its cursor
+/// `(start_time, id)`.
+pub fn call_duration_listed(r: &dyn Row) -> StoreResult<(CallDuration, (Micros, i64))> {
+    let d = call_duration(r)?;
+    let cursor = (d.report.start_time, r.col(11)?);
+    Ok((d, cursor))
+}
+
+/// `id, time, key_id, carrier_id, role, rpc, resource_kind, item_count, outcome`.
+pub fn audit_event(r: &dyn Row) -> StoreResult<AuditEvent> {
+    Ok(AuditEvent {
+        id: r.col(0)?,
+        time: r.col(1)?,
+        key_id: r.col(2)?,
+        carrier_id: r.col(3)?,
+        role: r.col(4)?,
+        rpc: r.col(5)?,
+        resource_kind: r.col(6)?,
+        item_count: r.col(7)?,
+        outcome: r.col(8)?,
+    })
+}
+
+/// A discrepancy query's row, `kind, start_time, key, call_id, correlation_id, record_id,
+/// caller_number, callee_number, platform duration, carrier duration`, and its cursor.
+pub fn discrepancy(r: &dyn Row) -> StoreResult<(Discrepancy, DiscrepancyCursor)> {
+    let kind_code = code(r, 0)?.unwrap_or_default();
+    let start_time: i64 = r.col(1)?;
+    let key: i64 = r.col(2)?;
+    Ok((
+        Discrepancy {
+            kind: DiscrepancyKind::from_code(kind_code).unwrap_or(DiscrepancyKind::Mismatched),
+            start_time,
+            call_id: r.col(3)?,
+            correlation_id: r.col(4)?,
+            record_id: r.col(5)?,
+            caller_number: r.col(6)?,
+            callee_number: r.col(7)?,
+            platform_duration_us: r.col(8)?,
+            carrier_duration_us: r.col(9)?,
+        },
+        (start_time, kind_code, key),
+    ))
+}
+
+/// A summary query's one row, in [`SummaryCounts`]' order.
+pub fn summary_counts(r: &dyn Row) -> StoreResult<SummaryCounts> {
+    Ok(SummaryCounts {
+        platform_count: r.col(0)?,
+        platform_duration_us: r.col(1)?,
+        matched: r.col(2)?,
+        mismatched: r.col(3)?,
+        paired_report_us: r.col(4)?,
+        unmatched: r.col(5)?,
+        unmatched_us: r.col(6)?,
+    })
+}
+
+/// A usage query's row: `day, number, direction, calls, duration, operator count`.
+pub fn usage_row(r: &dyn Row) -> StoreResult<UsageRow> {
+    Ok(UsageRow {
+        day: r.col(0)?,
+        number: r.col(1)?,
+        direction: code(r, 2)?.and_then(CallDirection::from_code),
+        calls: r.col(3)?,
+        duration_us: r.col(4)?,
+        operator_count: r.col(5)?,
+    })
+}
