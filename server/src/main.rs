@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use ocx_server::bootstrap;
-use ocx_server::limits::Limits;
 use ocx_server::database::Database;
+use ocx_server::limits::Limits;
 use ocx_server::store::postgres::PgOptions;
 use ocx_server::{Config, TlsConfig};
 use tracing_subscriber::EnvFilter;

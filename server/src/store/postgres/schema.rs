@@ -207,12 +207,12 @@ pub async fn migrate(client: &mut Client) -> PgResult<i64> {
         .get(0);
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(super::pool::PgError::Store(crate::store::StoreError::Internal(
-            format!(
+        return Err(super::pool::PgError::Store(
+            crate::store::StoreError::Internal(format!(
                 "the database's schema is version {current}, newer than this server's {known}: \
              run a newer ocx-server"
-            ),
-        )));
+            )),
+        ));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.batch_execute(sql).await?;
