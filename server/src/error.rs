@@ -148,6 +148,14 @@ impl Violations {
         self.items.is_empty()
     }
 
+    /// The value a request's checks parsed, once they all passed: INVALID_ARGUMENT with every
+    /// violation otherwise. `value` is what the checks produced (`None` where a check failed,
+    /// and a failed check always records why).
+    pub fn finish<T>(self, value: Option<T>) -> Result<T, Status> {
+        self.into_result()?;
+        value.ok_or_else(|| Status::invalid_argument("the request is not valid"))
+    }
+
     /// `value` if nothing was recorded; otherwise these violations.
     pub fn into_value<T>(self, value: T) -> Result<T, Violations> {
         if self.is_empty() {

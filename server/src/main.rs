@@ -81,10 +81,12 @@ struct Cli {
           value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
     max_page_size: usize,
     /// Sustained requests per second per API key (a stream counts once).
-    #[arg(long, env = "OCX_RATE", default_value_t = Limits::default().rate_per_second)]
+    #[arg(long, env = "OCX_RATE", default_value_t = Limits::default().rate_per_second,
+          value_parser = positive_rate)]
     rate: f64,
     /// Requests a key may make at once above the sustained rate.
-    #[arg(long, env = "OCX_BURST", default_value_t = Limits::default().rate_burst)]
+    #[arg(long, env = "OCX_BURST", default_value_t = Limits::default().rate_burst,
+          value_parser = whole_burst)]
     burst: f64,
     /// Streams one API key may hold open at once.
     #[arg(long, env = "OCX_MAX_STREAMS_PER_KEY", default_value_t = Limits::default().max_streams_per_key)]
@@ -333,5 +335,24 @@ async fn termination() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `--rate`: a finite number of requests per second above 0 (0 would refuse every key for good
+/// once its burst is spent).
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate: give requests per second above 0, e.g. 1000 or 0.5"
+        )),
+    }
+}
+
+/// `--burst`: at least one request.
+fn whole_burst(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(b) if b.is_finite() && b >= 1.0 => Ok(b),
+        _ => Err(format!("{s:?} is not a burst: give 1 or more requests")),
     }
 }

@@ -105,8 +105,7 @@ impl AdminService for Admin {
             "display_name",
             validate::text(&req.display_name, validate::MAX_TEXT_LEN),
         );
-        v.into_result()?;
-        let role = role.unwrap_or(Role::Carrier);
+        let role = v.finish(role)?;
         let carrier_id = (role == Role::Carrier).then_some(req.carrier_id);
         let issued = issue_key(role, carrier_id, req.display_name);
         let new_key_id = issued.record.key_id.clone();

@@ -192,12 +192,7 @@ impl PlatformService for Platform {
             convert::assignment_type(req.assignment_type, "assignment_type", &mut v);
         v.check("sip_uri", validate::sip_uri(&req.sip_uri));
         v.check("user_id", validate::text(&req.user_id, 128));
-        v.into_result()?;
-        let Some(assignment_type) = assignment_type else {
-            return Err(Status::internal(
-                "assignment type vanished after validation",
-            ));
-        };
+        let assignment_type = v.finish(assignment_type)?;
         let request = AssignRequest {
             number: req.number,
             tenant_id,
@@ -263,10 +258,7 @@ impl PlatformService for Platform {
                 None
             }
         };
-        v.into_result()?;
-        let (Some(window), Some(grouping)) = (window, grouping) else {
-            return Err(Status::internal("usage request vanished after validation"));
-        };
+        let (window, grouping) = v.finish(window.zip(grouping))?;
         let rows = self
             .ctx
             .store

@@ -61,8 +61,7 @@ impl ReconciliationService for Reconciliation {
                 &mut v,
             )
             .await?;
-        v.into_result()?;
-        let period = period.ok_or_else(|| invalid("start_time", "a period is required"))?;
+        let period = v.finish(period)?;
         let summary = self
             .ctx
             .store
@@ -94,8 +93,7 @@ impl ReconciliationService for Reconciliation {
             .await?;
         let kind = filter_enum(req.kind, "kind", DiscrepancyKind::from_code, &mut v);
         let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
-        v.into_result()?;
-        let period = period.ok_or_else(|| invalid("start_time", "a period is required"))?;
+        let period = v.finish(period)?;
         let filters = format!("discrepancies|{period:?}|{kind:?}");
         let after = match paging::decode(&filters, &req.page_token)? {
             None => None,

@@ -109,3 +109,24 @@ fn an_unknown_setting_in_the_file_is_an_error_that_says_which() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("max-bach"), "{stderr}");
 }
+
+#[test]
+fn a_rate_that_would_refuse_everything_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (flag, value) in [
+        ("--rate", "0"),
+        ("--rate", "-5"),
+        ("--rate", "NaN"),
+        ("--burst", "0.5"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ocx-server"))
+            .arg(format!("{flag}={value}"))
+            .args(["init", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .expect("run");
+        assert!(!output.status.success(), "{flag} {value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
