@@ -1,5 +1,6 @@
 //! Storage faults: the database on a tiny file system that fills up mid-ingest. Writes fail
-//! with UNAVAILABLE and a message that says why. Nothing is acknowledged that was not stored.
+//! with UNAVAILABLE and a message that says why. Nothing is acknowledged that was not stored,
+//! and sending everything again stores each record exactly once.
 //! Reads keep working. When the fault clears (the file system remounted larger, the server
 //! running all along), writes resume.
 //!
@@ -111,9 +112,18 @@ async fn a_full_disk_fails_writes_cleanly_keeps_reads_and_recovers() {
         .try_collect()
         .await
         .expect("reads work on a full disk");
-    assert_eq!(
-        stored, acknowledged,
-        "stored is exactly what was acknowledged"
+    // Every acknowledged record is stored. Batches that were in flight behind the one that
+    // found the disk full may have committed too (a smaller batch can fit where a larger one
+    // did not); they were never acknowledged, so the sender sends them again below, and they
+    // come back unchanged. At most the other batches in flight: 7 of 100 records.
+    assert!(
+        acknowledged.is_subset(&stored),
+        "an acknowledged record is missing"
+    );
+    let unacknowledged = stored.len() - acknowledged.len();
+    assert!(
+        unacknowledged <= 7 * 100,
+        "{unacknowledged} stored records were never acknowledged"
     );
     a.client
         .get_number("", &tenant_numbers[0])
@@ -131,7 +141,7 @@ async fn a_full_disk_fails_writes_cleanly_keeps_reads_and_recovers() {
         .expect("writes resume once there is room");
     let created: i32 = acks.iter().map(|a| a.created_count).sum();
     let unchanged: i32 = acks.iter().map(|a| a.unchanged_count).sum();
-    assert_eq!(unchanged as usize, acknowledged.len());
+    assert_eq!(unchanged as usize, stored.len());
     assert_eq!((created + unchanged) as usize, 10_000);
     let listed = a
         .client
