@@ -2,7 +2,7 @@
 //!
 //! Each target feeds libFuzzer's bytes to one edge of OCX and asserts what must hold for any
 //! input; a failed assertion is a crash libFuzzer saves and minimises. The same properties run
-//! on generated inputs in `server/tests/convert_property.rs` with every `cargo test`; here they
+//! on generated inputs in `server/tests/it/convert_property.rs` with every `cargo test`; here they
 //! meet inputs no generator thought of.
 //!
 //! ## Layout

@@ -22,7 +22,7 @@ use crate::store::{StoreError, StoreResult};
 
 /// How long a connection waits for a lock held by another before SQLITE_BUSY. In WAL mode only
 /// checkpoints and recovery take such locks; readers and the single writer never wait on each
-/// other, so clients never see BUSY (`tests/tests/contention.rs`).
+/// other, so clients never see BUSY (`tests/tests/it/contention.rs`).
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Past this size the writer tries to restart the write-ahead log (see `restart_wal`).
 const WAL_RESTART_BYTES: u64 = 4 << 20;
