@@ -8,7 +8,7 @@ use ocx_api::pb;
 use ocx_client::{Client, DurationUploader};
 
 use crate::figures::{Figure, Target};
-use crate::{BATCH, Backend, CARRIER, Server, record_batches, setup};
+use crate::harness::{BATCH, Backend, CARRIER, Server, record_batches, setup};
 
 /// Times R7 runs each side, alternating; the fastest of each counts (a replay takes well under
 /// a second per 100,000 records, so one run is at the mercy of whatever else the machine does).

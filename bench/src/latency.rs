@@ -7,7 +7,7 @@ use futures_util::{StreamExt, stream};
 use ocx_api::pb;
 
 use crate::figures::{Figure, Target, human};
-use crate::{Backend, Server, record_batches, setup};
+use crate::harness::{Backend, Server, record_batches, setup};
 
 /// Feed latency on one server: see [`Cmd::Latency`].
 pub async fn run(backend: &Backend, rate: u64, seconds: u64) -> anyhow::Result<Vec<Figure>> {

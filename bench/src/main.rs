@@ -7,43 +7,28 @@
 //! cores), or `all --small` (seconds: what CI runs so the benchmark keeps working).
 
 mod figures;
+mod harness;
 mod ingest;
 mod latency;
 mod postgres;
 mod reconcile;
 mod requests;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use ocx_api::pb;
 use ocx_client::Client;
-use ocx_sample::{CallRecordGenerator, Line};
 use ocx_server::store::sqlite::Durability;
 
 use crate::figures::{Figure, print_table};
+use crate::harness::Backend;
 
 /// The allocator `ocx-server` uses (see its main.rs), here for `serve` and, so that the limits
 /// are measured alike, for the rest of the benchmark too.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The benchmark's tenant.
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-/// The benchmark's carrier.
-const CARRIER: &str = "bench-tel";
-/// Generator seed: the same records every run.
-const SEED: u64 = 20_261_123;
-/// 2025-01-01T00:00:00Z: the first call's start.
-const START: i64 = 1_735_689_600;
-/// Tenant numbers the calls are spread over.
-const NUMBERS: u32 = 100;
-/// Records (and reports) per batch.
-const BATCH: usize = 1000;
 
 /// OCX benchmarks.
 #[derive(Parser)]
@@ -266,168 +251,4 @@ async fn serve(database: &str, synchronous: Synchronous) -> anyhow::Result<()> {
         ..Default::default()
     };
     ocx_server::run_with(listener, store, config, std::future::pending()).await
-}
-
-/// Where the benchmark's servers keep their data.
-pub enum Backend {
-    /// A SQLite file in a temporary directory (each module picks the path).
-    Sqlite,
-    /// PostgreSQL: a URL the benchmark creates a fresh schema in for each server.
-    Postgres(String),
-}
-
-impl Backend {
-    fn is_postgres(&self) -> bool {
-        matches!(self, Backend::Postgres(_))
-    }
-
-    /// What a server is given as `--database`: `sqlite_file`, or a fresh PostgreSQL schema.
-    async fn database(&self, sqlite_file: &Path) -> String {
-        match self {
-            Backend::Sqlite => sqlite_file.display().to_string(),
-            Backend::Postgres(url) => {
-                ocx_testkit::postgres::TestPostgres::new(url.clone())
-                    .fresh_schema("bench")
-                    .await
-            }
-        }
-    }
-
-    /// A line for the table's names: `` or ` on PostgreSQL`.
-    fn suffix(&self) -> &'static str {
-        match self {
-            Backend::Sqlite => "",
-            Backend::Postgres(_) => " [PostgreSQL]",
-        }
-    }
-}
-
-/// The server process, killed when dropped.
-struct Server {
-    child: Child,
-    endpoint: String,
-    platform_key: String,
-    /// What it was given as `--database`: another replica can be started on it.
-    database: String,
-}
-
-impl Server {
-    /// A server on `backend` (`sqlite_file` for SQLite) with `synchronous=FULL`, as OCX
-    /// always runs.
-    async fn start(backend: &Backend, sqlite_file: &Path) -> anyhow::Result<Server> {
-        Server::start_with(&backend.database(sqlite_file).await, "full")
-    }
-
-    /// Another server on the same database (a replica, for PostgreSQL).
-    fn replica(&self) -> anyhow::Result<Server> {
-        Server::start_with(&self.database, "full")
-    }
-
-    /// A server on `database` with `synchronous` (`full` or `normal`; SQLite only).
-    fn start_with(database: &str, synchronous: &str) -> anyhow::Result<Server> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("serve")
-            .arg("--database")
-            .arg(database)
-            .args(["--synchronous", synchronous])
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let Some((addr, key)) = line.trim().split_once(' ') else {
-            bail!("the server did not start: {line:?}");
-        };
-        Ok(Server {
-            endpoint: format!("http://{addr}"),
-            platform_key: key.to_owned(),
-            database: database.to_owned(),
-            child,
-        })
-    }
-
-    /// The process id.
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Peak resident set size so far (`VmHWM`), in MiB.
-    fn peak_rss_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The tenant's numbers.
-fn lines() -> Vec<Line> {
-    (0..NUMBERS)
-        .map(|i| Line {
-            tenant_id: TENANT.to_owned(),
-            number: format!("+4420794{i:05}"),
-        })
-        .collect()
-}
-
-/// The generated records, in batches.
-fn record_batches(records: u64) -> impl Iterator<Item = Vec<pb::CallRecord>> {
-    let mut generator = CallRecordGenerator::new(SEED, lines(), START);
-    let mut left = records;
-    std::iter::from_fn(move || {
-        let n = left.min(BATCH as u64);
-        left -= n;
-        (n > 0).then(|| (0..n).map(|_| generator.next_record()).collect())
-    })
-}
-
-/// A carrier with its key, a consenting tenant and the tenant's numbers; returns the platform
-/// and carrier clients.
-async fn setup(server: &Server) -> anyhow::Result<(Client, Client)> {
-    let platform = Client::connect(server.endpoint.clone(), server.platform_key.clone()).await?;
-    platform.create_carrier(CARRIER, "Bench").await?;
-    let created = platform
-        .create_api_key(pb::CreateApiKeyRequest {
-            request_id: String::new(),
-            role: pb::ApiKeyRole::Carrier.into(),
-            carrier_id: CARRIER.to_owned(),
-            display_name: "bench".to_owned(),
-        })
-        .await?;
-    let carrier = platform.with_key(created.secret)?;
-    platform
-        .grant_consent(pb::GrantConsentRequest {
-            carrier_id: CARRIER.to_owned(),
-            tenant_id: TENANT.to_owned(),
-            status: pb::ConsentStatus::Active.into(),
-            ..Default::default()
-        })
-        .await?;
-    let uploads = lines()
-        .into_iter()
-        .map(|l| pb::NumberUpload {
-            number: l.number,
-            tenant_id: l.tenant_id,
-            ..Default::default()
-        })
-        .collect();
-    carrier
-        .upload_numbers(pb::UploadNumbersRequest {
-            request_id: String::new(),
-            carrier_id: String::new(),
-            numbers: uploads,
-        })
-        .await?;
-    Ok((platform, carrier))
-}
-
-fn timestamp(seconds: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds, nanos: 0 }
 }

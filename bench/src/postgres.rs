@@ -10,7 +10,7 @@ use ocx_api::pb;
 use ocx_client::Client;
 
 use crate::figures::{Figure, Target, human};
-use crate::{Backend, Server, record_batches, setup};
+use crate::harness::{Backend, Server, record_batches, setup};
 
 /// The carrier that half of the records name in the two-carrier runs.
 const SECOND_CARRIER: &str = "bench-tel-2";
@@ -154,7 +154,7 @@ pub async fn replicas(backend: &Backend, small: bool) -> anyhow::Result<Vec<Figu
         .create_api_key(pb::CreateApiKeyRequest {
             request_id: String::new(),
             role: pb::ApiKeyRole::Carrier.into(),
-            carrier_id: crate::CARRIER.to_owned(),
+            carrier_id: crate::harness::CARRIER.to_owned(),
             display_name: "bench-follower".to_owned(),
         })
         .await?;

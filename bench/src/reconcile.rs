@@ -17,7 +17,9 @@ use ocx_api::pb;
 use ocx_client::DurationUploader;
 
 use crate::figures::{Figure, Target, human};
-use crate::{BATCH, Backend, CARRIER, START, Server, TENANT, record_batches, setup, timestamp};
+use crate::harness::{
+    BATCH, Backend, CARRIER, START, Server, TENANT, record_batches, setup, timestamp,
+};
 
 /// What the carrier's reports should reconcile to.
 #[derive(Debug, Default, PartialEq)]

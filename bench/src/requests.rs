@@ -18,7 +18,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::figures::{Figure, Target};
-use crate::{Backend, NUMBERS, Server, lines, setup};
+use crate::harness::{Backend, NUMBERS, Server, lines, setup};
 
 /// Rounds per method; they alternate so that drift on a shared machine hits both alike.
 const ROUNDS: u32 = 3;
@@ -59,7 +59,7 @@ pub async fn run(
         .create_api_key(ocx_api::pb::CreateApiKeyRequest {
             request_id: String::new(),
             role: ocx_api::pb::ApiKeyRole::Carrier.into(),
-            carrier_id: crate::CARRIER.to_owned(),
+            carrier_id: crate::harness::CARRIER.to_owned(),
             display_name: "bench-requests".to_owned(),
         })
         .await?;

@@ -1,7 +1,6 @@
 //! `ocx calls ...`: the flags of the call record commands, and `list`, `get` and `follow`
 //! (`export` and `generate` have modules of their own).
 
-use std::path::PathBuf;
 use std::pin::pin;
 use std::process::ExitCode;
 
@@ -22,7 +21,7 @@ pub enum CallCommand {
         /// The platform's call id.
         call_id: String,
         /// The carrier (required with a platform key).
-        #[arg(long, value_parser = crate::carrier_id)]
+        #[arg(long, value_parser = crate::values::carrier_id)]
         carrier: Option<String>,
     },
     /// Export the records that started in a time window, as CSV or JSON lines.
@@ -33,12 +32,12 @@ pub enum CallCommand {
     /// successful, destination_context, usage_country_code, trunk_fqdn, quality, poor_due_to
     /// (';'-separated in CSV), feed_sequence; JSON lines also carry update_time and
     /// media_streams. A progress spinner shows on stderr when it is a terminal.
-    Export(ExportArgs),
+    Export(export::ExportArgs),
     /// Follow the call record feed: every record created or revised, in commit order
     /// (reconnects by itself; stop with Ctrl-C).
     Follow {
         /// The carrier (required with a platform key).
-        #[arg(long, value_parser = crate::carrier_id)]
+        #[arg(long, value_parser = crate::values::carrier_id)]
         carrier: Option<String>,
         /// Start after this feed sequence (0: from the beginning).
         #[arg(long, default_value_t = 0)]
@@ -49,26 +48,26 @@ pub enum CallCommand {
     /// The numbers must be held by a carrier (uploaded to OCX), which then owns the records;
     /// records on other numbers are rejected. Prints created/revised/unchanged/rejected counts and the rate; exit code 1 if any record
     /// was rejected.
-    Generate(GenerateArgs),
+    Generate(generate::GenerateArgs),
 }
 
 /// `ocx calls list` flags.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// The carrier (required with a platform key).
-    #[arg(long, value_parser = crate::carrier_id)]
+    #[arg(long, value_parser = crate::values::carrier_id)]
     carrier: Option<String>,
     /// Only calls that started at or after this time (RFC 3339 UTC, e.g. 2024-05-01T00:00:00Z).
-    #[arg(long, value_parser = crate::rfc3339)]
+    #[arg(long, value_parser = crate::values::rfc3339)]
     from: Option<prost_types::Timestamp>,
     /// Only calls that started before this time (RFC 3339 UTC).
-    #[arg(long, value_parser = crate::rfc3339)]
+    #[arg(long, value_parser = crate::values::rfc3339)]
     to: Option<prost_types::Timestamp>,
     /// Only this tenant's calls.
-    #[arg(long, value_parser = crate::tenant_id)]
+    #[arg(long, value_parser = crate::values::tenant_id)]
     tenant: Option<String>,
     /// Only calls with this number as caller or callee (E.164).
-    #[arg(long, value_parser = crate::e164)]
+    #[arg(long, value_parser = crate::values::e164)]
     number: Option<String>,
     /// Only calls in this direction.
     #[arg(long, value_enum)]
@@ -82,67 +81,6 @@ pub struct ListArgs {
     /// Stop after this many records.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     limit: Option<u32>,
-}
-
-/// `ocx calls export` flags.
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// Records that started at or after this time (RFC 3339 UTC).
-    #[arg(long, value_parser = crate::rfc3339)]
-    pub since: prost_types::Timestamp,
-    /// Records that started before this time (RFC 3339 UTC).
-    #[arg(long, value_parser = crate::rfc3339)]
-    pub until: prost_types::Timestamp,
-    /// The carrier (required with a platform key).
-    #[arg(long, value_parser = crate::carrier_id)]
-    pub carrier: Option<String>,
-    /// The file format.
-    #[arg(long, value_enum)]
-    pub format: ExportFormat,
-    /// Write to this file (replaced only once the export is complete) instead of stdout.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-}
-
-/// `--format` of an export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExportFormat {
-    /// Comma-separated values with a header row.
-    Csv,
-    /// One JSON object per line.
-    Jsonl,
-}
-
-/// `ocx calls generate` flags.
-#[derive(Debug, Args)]
-pub struct GenerateArgs {
-    /// How many records to generate (revisions come on top).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub count: u64,
-    /// Seed of the generator: the same seed, numbers and --start give the same records, so a
-    /// rerun stores nothing new (records come back unchanged, or stale where a revision was
-    /// stored). Default: taken from the clock, and printed.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// The tenant of the numbers.
-    #[arg(long, value_parser = crate::tenant_id)]
-    pub tenant: String,
-    /// A number of the tenant, E.164; repeat for several. Each record has one of them as its
-    /// tenant side (the caller of outbound calls, the callee of inbound ones).
-    #[arg(long = "number", required = true, value_parser = crate::e164)]
-    pub numbers: Vec<String>,
-    /// Records per batch, 1 to 1000.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
-    pub batch: u16,
-    /// Also send a revision (version 2, with changed quality data) of this percentage of the
-    /// records, each in a batch after its original.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
-    pub revise_percent: u8,
-    /// Start of the time range (RFC 3339 UTC). Default: count × 30 s before now rounded down
-    /// to the hour, so that the calls (30 s apart on average) end within the last hour, and a
-    /// rerun with the same --seed in the same hour sends the same records.
-    #[arg(long, value_parser = crate::rfc3339)]
-    pub start: Option<prost_types::Timestamp>,
 }
 
 /// `--direction`

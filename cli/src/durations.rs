@@ -26,7 +26,7 @@ pub enum DurationCommand {
         /// The CSV file ('-' for stdin).
         file: PathBuf,
         /// The carrier (required with a platform key).
-        #[arg(long, value_parser = crate::carrier_id)]
+        #[arg(long, value_parser = crate::values::carrier_id)]
         carrier: Option<String>,
         /// Where to write rejected rows [default: FILE.rejects.csv beside FILE; rejects.csv for
         /// stdin].
@@ -36,13 +36,13 @@ pub enum DurationCommand {
     /// List reported durations (every page), ordered by start time.
     List {
         /// The carrier (required with a platform key).
-        #[arg(long, value_parser = crate::carrier_id)]
+        #[arg(long, value_parser = crate::values::carrier_id)]
         carrier: Option<String>,
         /// Only calls that started at or after this time (RFC 3339 UTC).
-        #[arg(long, value_parser = crate::rfc3339)]
+        #[arg(long, value_parser = crate::values::rfc3339)]
         from: Option<prost_types::Timestamp>,
         /// Only calls that started before this time (RFC 3339 UTC).
-        #[arg(long, value_parser = crate::rfc3339)]
+        #[arg(long, value_parser = crate::values::rfc3339)]
         to: Option<prost_types::Timestamp>,
         /// Stop after this many.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -54,16 +54,16 @@ pub enum DurationCommand {
 #[derive(Debug, Args)]
 pub struct Period {
     /// Start of the period, inclusive (RFC 3339 UTC).
-    #[arg(long, value_parser = crate::rfc3339)]
+    #[arg(long, value_parser = crate::values::rfc3339)]
     from: prost_types::Timestamp,
     /// End of the period, exclusive (RFC 3339 UTC).
-    #[arg(long, value_parser = crate::rfc3339)]
+    #[arg(long, value_parser = crate::values::rfc3339)]
     to: prost_types::Timestamp,
     /// Durations closer than this agree (e.g. 1s, 500ms, 2s) [default: 1s].
     #[arg(long, value_parser = duration)]
     tolerance: Option<prost_types::Duration>,
     /// The carrier (required with a platform key).
-    #[arg(long, value_parser = crate::carrier_id)]
+    #[arg(long, value_parser = crate::values::carrier_id)]
     carrier: Option<String>,
 }
 
@@ -101,13 +101,13 @@ pub enum Kind {
 #[derive(Debug, Args)]
 pub struct UsageArgs {
     /// The tenant's GUID.
-    #[arg(long, value_parser = crate::tenant_id)]
+    #[arg(long, value_parser = crate::values::tenant_id)]
     tenant: String,
     /// Start of the period, inclusive (RFC 3339 UTC).
-    #[arg(long, value_parser = crate::rfc3339)]
+    #[arg(long, value_parser = crate::values::rfc3339)]
     from: prost_types::Timestamp,
     /// End of the period, exclusive (RFC 3339 UTC).
-    #[arg(long, value_parser = crate::rfc3339)]
+    #[arg(long, value_parser = crate::values::rfc3339)]
     to: prost_types::Timestamp,
     /// One row per UTC day, or per number and direction.
     #[arg(long, value_enum, default_value_t = Grouping::Day)]

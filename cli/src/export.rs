@@ -14,8 +14,38 @@ use futures_util::{Stream, StreamExt};
 use indicatif::ProgressBar;
 use ocx_client::{Client, pb};
 
-use crate::calls::{ExportArgs, ExportFormat};
+use clap::{Args, ValueEnum};
+
 use crate::output::{self, CALL_RECORD_COLUMNS, Render, call_record_csv_row};
+
+/// `ocx calls export` flags.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Records that started at or after this time (RFC 3339 UTC).
+    #[arg(long, value_parser = crate::values::rfc3339)]
+    pub since: prost_types::Timestamp,
+    /// Records that started before this time (RFC 3339 UTC).
+    #[arg(long, value_parser = crate::values::rfc3339)]
+    pub until: prost_types::Timestamp,
+    /// The carrier (required with a platform key).
+    #[arg(long, value_parser = crate::values::carrier_id)]
+    pub carrier: Option<String>,
+    /// The file format.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Write to this file (replaced only once the export is complete) instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `--format` of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
 
 /// Runs the export; the progress spinner (if shown) is cleared at the end and replaced by one
 /// summary line on stderr.

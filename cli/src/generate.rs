@@ -16,8 +16,41 @@ use ocx_client::{Client, pb};
 use ocx_sample::{CallRecordGenerator, Line};
 use serde_json::json;
 
-use crate::calls::GenerateArgs;
+use clap::Args;
+
 use crate::output::{self, Format};
+
+/// `ocx calls generate` flags.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// How many records to generate (revisions come on top).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Seed of the generator: the same seed, numbers and --start give the same records, so a
+    /// rerun stores nothing new (records come back unchanged, or stale where a revision was
+    /// stored). Default: taken from the clock, and printed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The tenant of the numbers.
+    #[arg(long, value_parser = crate::values::tenant_id)]
+    pub tenant: String,
+    /// A number of the tenant, E.164; repeat for several. Each record has one of them as its
+    /// tenant side (the caller of outbound calls, the callee of inbound ones).
+    #[arg(long = "number", required = true, value_parser = crate::values::e164)]
+    pub numbers: Vec<String>,
+    /// Records per batch, 1 to 1000.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch: u16,
+    /// Also send a revision (version 2, with changed quality data) of this percentage of the
+    /// records, each in a batch after its original.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub revise_percent: u8,
+    /// Start of the time range (RFC 3339 UTC). Default: count × 30 s before now rounded down
+    /// to the hour, so that the calls (30 s apart on average) end within the last hour, and a
+    /// rerun with the same --seed in the same hour sends the same records.
+    #[arg(long, value_parser = crate::values::rfc3339)]
+    pub start: Option<prost_types::Timestamp>,
+}
 
 /// Mean gap between generated calls (the generator's default), for the default `--start`.
 const MEAN_GAP_SECS: u64 = 30;

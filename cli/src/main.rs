@@ -23,6 +23,7 @@ mod export;
 mod generate;
 mod output;
 mod upload;
+mod values;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -32,7 +33,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_util::StreamExt;
-use ocx_api::validate;
 use ocx_client::{Client, pb};
 
 use output::{Format, print_all, print_one};
@@ -106,7 +106,7 @@ enum Command {
     /// of its numbers (platform key). Cannot be undone.
     Erase {
         /// The tenant's GUID.
-        #[arg(long, value_parser = tenant_id)]
+        #[arg(long, value_parser = values::tenant_id)]
         tenant: String,
         /// Say yes: erasure cannot be undone.
         #[arg(long)]
@@ -124,16 +124,16 @@ enum Command {
         #[arg(long)]
         key_id: Option<String>,
         /// Only this carrier's keys.
-        #[arg(long, value_parser = carrier_id)]
+        #[arg(long, value_parser = values::carrier_id)]
         carrier: Option<String>,
         /// Only this method, e.g. ocx.v1.NumberService/GetNumber.
         #[arg(long)]
         rpc: Option<String>,
         /// Only events at or after this time (RFC 3339 UTC).
-        #[arg(long, value_parser = rfc3339)]
+        #[arg(long, value_parser = values::rfc3339)]
         from: Option<prost_types::Timestamp>,
         /// Only events before this time (RFC 3339 UTC).
-        #[arg(long, value_parser = rfc3339)]
+        #[arg(long, value_parser = values::rfc3339)]
         to: Option<prost_types::Timestamp>,
         /// Stop after this many.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
@@ -144,10 +144,10 @@ enum Command {
     /// Record that a number was unassigned (platform key).
     Unassign {
         /// The number, E.164.
-        #[arg(value_parser = e164)]
+        #[arg(value_parser = values::e164)]
         number: String,
         /// The tenant the number is provisioned to.
-        #[arg(long, value_parser = tenant_id)]
+        #[arg(long, value_parser = values::tenant_id)]
         tenant: String,
     },
 }
@@ -182,7 +182,7 @@ enum CarrierCommand {
     /// Register a carrier.
     Create {
         /// Carrier id: 3 to 63 of a-z, 0-9 and '-', starting with a letter.
-        #[arg(value_parser = carrier_id)]
+        #[arg(value_parser = values::carrier_id)]
         id: String,
         /// Display name.
         #[arg(long)]
@@ -201,7 +201,7 @@ enum KeyCommand {
         #[arg(long, value_enum)]
         role: Role,
         /// The carrier, for a carrier key.
-        #[arg(long, value_parser = carrier_id)]
+        #[arg(long, value_parser = values::carrier_id)]
         carrier: Option<String>,
         /// A label to tell keys apart.
         #[arg(long)]
@@ -210,7 +210,7 @@ enum KeyCommand {
     /// List keys (never their secrets).
     List {
         /// Only this carrier's keys.
-        #[arg(long, value_parser = carrier_id)]
+        #[arg(long, value_parser = values::carrier_id)]
         carrier: Option<String>,
     },
     /// Revoke a key at once.
@@ -235,7 +235,7 @@ enum ConsentCommand {
     /// List consents.
     List {
         /// The carrier (required with a platform key).
-        #[arg(long, value_parser = carrier_id)]
+        #[arg(long, value_parser = values::carrier_id)]
         carrier: Option<String>,
         /// Only consents with this status.
         #[arg(long, value_enum)]
@@ -244,14 +244,14 @@ enum ConsentCommand {
     /// Record or change a tenant's consent to a carrier (platform key).
     Grant {
         /// The carrier.
-        #[arg(long, value_parser = carrier_id)]
+        #[arg(long, value_parser = values::carrier_id)]
         carrier: String,
         /// The tenant's GUID.
-        #[arg(long, value_parser = tenant_id)]
+        #[arg(long, value_parser = values::tenant_id)]
         tenant: String,
         /// Countries whose numbers the tenant accepts (repeat, or separate with commas); none
         /// means any.
-        #[arg(long = "country", value_delimiter = ',', value_parser = country_code)]
+        #[arg(long = "country", value_delimiter = ',', value_parser = values::country_code)]
         countries: Vec<String>,
         /// The tenant contact's full name.
         #[arg(long)]
@@ -266,10 +266,10 @@ enum ConsentCommand {
     /// Mark a tenant's consent to a carrier removed (platform key).
     Revoke {
         /// The carrier.
-        #[arg(long, value_parser = carrier_id)]
+        #[arg(long, value_parser = values::carrier_id)]
         carrier: String,
         /// The tenant's GUID.
-        #[arg(long, value_parser = tenant_id)]
+        #[arg(long, value_parser = values::tenant_id)]
         tenant: String,
     },
 }
@@ -299,49 +299,49 @@ enum NumberCommand {
         /// The CSV file ('-' for stdin).
         file: PathBuf,
         /// The carrier (required with a platform key).
-        #[arg(long, value_parser = carrier_id)]
+        #[arg(long, value_parser = values::carrier_id)]
         carrier: Option<String>,
         /// The tenant for rows whose tenant_id is empty or missing.
-        #[arg(long, value_parser = tenant_id)]
+        #[arg(long, value_parser = values::tenant_id)]
         tenant: Option<String>,
     },
     /// List numbers (every page).
     List {
         /// The carrier (required with a platform key).
-        #[arg(long, value_parser = carrier_id)]
+        #[arg(long, value_parser = values::carrier_id)]
         carrier: Option<String>,
         /// Only this tenant's numbers.
-        #[arg(long, value_parser = tenant_id)]
+        #[arg(long, value_parser = values::tenant_id)]
         tenant: Option<String>,
         /// Only numbers in this state.
         #[arg(long, value_enum)]
         state: Option<NumberState>,
         /// Only numbers changed at or after this time (RFC 3339 UTC, e.g. 2024-05-01T00:00:00Z).
-        #[arg(long, value_parser = rfc3339)]
+        #[arg(long, value_parser = values::rfc3339)]
         updated_since: Option<prost_types::Timestamp>,
     },
     /// Show one number.
     Get {
         /// The number, E.164.
-        #[arg(value_parser = e164)]
+        #[arg(value_parser = values::e164)]
         number: String,
         /// The carrier (required with a platform key).
-        #[arg(long, value_parser = carrier_id)]
+        #[arg(long, value_parser = values::carrier_id)]
         carrier: Option<String>,
     },
     /// Release numbers from their tenants.
     Release {
         /// The numbers, E.164.
-        #[arg(required = true, value_parser = e164)]
+        #[arg(required = true, value_parser = values::e164)]
         numbers: Vec<String>,
         /// The carrier (required with a platform key).
-        #[arg(long, value_parser = carrier_id)]
+        #[arg(long, value_parser = values::carrier_id)]
         carrier: Option<String>,
     },
     /// Follow number events (reconnects by itself; stop with Ctrl-C).
     Watch {
         /// The carrier (required with a platform key).
-        #[arg(long, value_parser = carrier_id)]
+        #[arg(long, value_parser = values::carrier_id)]
         carrier: Option<String>,
         /// Start after this sequence (0: from the beginning).
         #[arg(long, default_value_t = 0)]
@@ -364,16 +364,16 @@ enum NumberState {
 #[derive(Debug, Args)]
 struct AssignArgs {
     /// The number, E.164.
-    #[arg(value_parser = e164)]
+    #[arg(value_parser = values::e164)]
     number: String,
     /// The tenant the number is provisioned to.
-    #[arg(long, value_parser = tenant_id)]
+    #[arg(long, value_parser = values::tenant_id)]
     tenant: String,
     /// What the number is assigned to.
     #[arg(long = "type", value_enum)]
     assignment_type: AssignmentType,
     /// SIP URI of the assignee, e.g. sip:alice@contoso.com.
-    #[arg(long, value_parser = sip_uri)]
+    #[arg(long, value_parser = values::sip_uri)]
     sip_uri: String,
     /// Object id of the user or application.
     #[arg(long)]
@@ -771,45 +771,6 @@ async fn numbers(
     } else {
         ExitCode::from(1)
     })
-}
-
-// ----- flag checks: early feedback with the same wording the server would use -----
-
-/// Adapts a validator from `ocx_api::validate` to a clap value parser.
-fn checked(value: &str, check: fn(&str) -> Result<(), String>) -> Result<String, String> {
-    check(value).map(|()| value.to_owned())
-}
-
-/// An E.164 number.
-fn e164(value: &str) -> Result<String, String> {
-    checked(value, validate::e164)
-}
-
-/// A tenant GUID.
-fn tenant_id(value: &str) -> Result<String, String> {
-    checked(value, validate::tenant_id)
-}
-
-/// A carrier id.
-fn carrier_id(value: &str) -> Result<String, String> {
-    checked(value, validate::carrier_id)
-}
-
-/// A `sip:` URI.
-fn sip_uri(value: &str) -> Result<String, String> {
-    checked(value, validate::sip_uri)
-}
-
-/// An ISO 3166-1 alpha-2 country code.
-fn country_code(value: &str) -> Result<String, String> {
-    checked(value, validate::country_code)
-}
-
-/// An RFC 3339 UTC time as a protobuf timestamp.
-fn rfc3339(value: &str) -> Result<prost_types::Timestamp, String> {
-    humantime::parse_rfc3339(value)
-        .map(prost_types::Timestamp::from)
-        .map_err(|e| format!("{e}: expected an RFC 3339 UTC time such as 2024-05-01T00:00:00Z"))
 }
 
 #[cfg(test)]

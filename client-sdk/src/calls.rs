@@ -8,7 +8,11 @@ use tonic::codec::Streaming;
 use tonic::transport::Channel;
 
 use crate::follow::{self, Feed};
-use crate::{Client, Error, Result, paging, pb};
+use ocx_api::pb;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::paging;
 
 use pb::call_record_service_client::CallRecordServiceClient;
 

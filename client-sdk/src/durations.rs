@@ -9,7 +9,11 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use crate::follow::{INITIAL_BACKOFF, MAX_BACKOFF, is_retryable};
-use crate::{Client, Error, Result, paging, pb};
+use ocx_api::pb;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::paging;
 
 use pb::call_duration_service_client::CallDurationServiceClient;
 use pb::reconciliation_service_client::ReconciliationServiceClient;
@@ -31,7 +35,7 @@ impl Client {
             durations,
             ..Default::default()
         };
-        Ok(crate::send_once!(
+        Ok(send_once!(
             self,
             call_duration_service,
             report_call_durations,

@@ -6,7 +6,10 @@ use futures_util::{Stream, StreamExt};
 use tonic::codec::Streaming;
 
 use crate::follow::{self, Feed};
-use crate::{Client, Error, Result, pb};
+use ocx_api::pb;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
 
 impl Client {
     /// One `WatchNumberEvents` call, no reconnect: yields the events with a sequence greater

@@ -18,7 +18,7 @@ use futures_util::stream;
 use tonic::Code;
 use tonic::codec::Streaming;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// First reconnect delay, and the delay again after any message arrives.
 pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(100);

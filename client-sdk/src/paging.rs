@@ -5,7 +5,7 @@ use std::future::Future;
 use futures_util::Stream;
 use futures_util::stream;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Where a paged listing stands between items.
 struct Pager<F, T> {

@@ -6,8 +6,7 @@
 //! - the store: [`conformance`] (the suite every backend passes), run by [`store_sqlite`] and
 //!   [`store_postgres`]; [`deadline`] (a caller's deadline interrupts the query);
 //! - properties of the edge and of reconciliation: [`convert_property`],
-//!   [`reconcile_property`];
-//! - the code itself: [`layers`] (modules import only downward).
+//!   [`reconcile_property`].
 
 use ocx_testkit::process::ServerBinary;
 
@@ -21,7 +20,6 @@ mod convert_property;
 mod crash;
 mod crash_loop;
 mod deadline;
-mod layers;
 mod logs;
 mod reconcile_property;
 mod replicas;

@@ -7,6 +7,7 @@ mod call_records;
 mod contention;
 mod durations;
 mod idempotency;
+mod layers;
 mod limits;
 mod matrix;
 mod metrics;

@@ -1,14 +1,15 @@
-//! The server's modules import only downward: the graph of which source file refers to which
-//! other module (through `use` and through paths in code) has no cycle, so the files stack into
-//! floors where each one uses only floors below it. A change that makes a module reach back up
-//! (a store that calls the error layer, a service helper that a lower module borrows) fails
-//! here, and the message names the cycle.
+//! Every crate's modules import only downward: the graph of which source file refers to which
+//! other module of its crate (through `use` and through paths in code) has no cycle, so the
+//! files stack into floors where each one uses only floors below it, and no module reaches back
+//! up to its crate root. A change that makes a module reach back up (a store that calls the
+//! error layer, a service helper that a lower module borrows) fails here, and the message names
+//! the cycle. (Between crates, cargo already refuses cycles.)
 //!
 //! `mod` declarations are not imports (a parent declares its children), and nor are doc
 //! comments. Unit-test modules (`#[cfg(test)] mod tests`) are part of their file: a test that
 //! reaches up is an upward import too.
 //!
-//! `cargo test -p ocx-server --test it layers -- --nocapture` prints the floors.
+//! `cargo test -p ocx-e2e --test it layers -- --nocapture` prints each crate's floors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,10 +17,12 @@ use std::path::{Path, PathBuf};
 /// A module path, `["store", "sqlite", "calls"]`; the crate root is `[]`.
 type Module = Vec<String>;
 
-/// Every `.rs` file under `dir`, with its module path (`lib.rs` is the root; `main.rs` is the
-/// binary, a crate of its own, left out).
+/// Every `.rs` file under `src`, with its module path. The root is `lib.rs`; in a crate with a
+/// library, `main.rs` is a binary of its own (one file) and is left out; in a binary-only crate
+/// `main.rs` is the root.
 fn modules(src: &Path) -> BTreeMap<Module, PathBuf> {
-    fn walk(dir: &Path, prefix: &Module, out: &mut BTreeMap<Module, PathBuf>) {
+    let has_lib = src.join("lib.rs").exists();
+    fn walk(dir: &Path, prefix: &Module, has_lib: bool, out: &mut BTreeMap<Module, PathBuf>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .expect("read src")
             .map(|e| e.expect("entry").path())
@@ -34,11 +37,12 @@ fn modules(src: &Path) -> BTreeMap<Module, PathBuf> {
             if path.is_dir() {
                 let mut m = prefix.clone();
                 m.push(name);
-                walk(&path, &m, out);
+                walk(&path, &m, has_lib, out);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let module = match name.as_str() {
                     "lib" | "mod" => prefix.clone(),
-                    "main" if prefix.is_empty() => continue,
+                    "main" if prefix.is_empty() && has_lib => continue,
+                    "main" if prefix.is_empty() => prefix.clone(),
                     _ => {
                         let mut m = prefix.clone();
                         m.push(name);
@@ -50,7 +54,7 @@ fn modules(src: &Path) -> BTreeMap<Module, PathBuf> {
         }
     }
     let mut out = BTreeMap::new();
-    walk(src, &Vec::new(), &mut out);
+    walk(src, &Vec::new(), has_lib, &mut out);
     out
 }
 
@@ -287,16 +291,16 @@ fn resolve(from: &Module, path: &[String], known: &BTreeSet<Module>) -> Option<M
 
 fn name(m: &Module) -> String {
     if m.is_empty() {
-        "crate (lib.rs)".into()
+        "crate root".into()
     } else {
         m.join("::")
     }
 }
 
-#[test]
-fn server_modules_import_only_downward() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let files = modules(&src);
+/// The floors of the crate whose sources are in `src` (module → floor, 0 at the bottom), or
+/// what is wrong: a cycle, or modules that import the crate root.
+fn floors(src: &Path) -> Result<BTreeMap<Module, usize>, String> {
+    let files = modules(src);
     let known: BTreeSet<Module> = files.keys().cloned().collect();
     let mut edges: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
     for (module, path) in &files {
@@ -352,22 +356,13 @@ fn server_modules_import_only_downward() {
                 .clone();
             if let Some(at) = path.iter().position(|m| *m == next) {
                 let cycle: Vec<String> = path[at..].iter().chain([&next]).map(name).collect();
-                panic!(
+                return Err(format!(
                     "modules import each other (a cycle: one of them imports upward): {}",
                     cycle.join(" -> ")
-                );
+                ));
             }
             path.push(next);
         }
-    }
-    let top = floor.values().copied().max().unwrap_or(0);
-    for f in (0..=top).rev() {
-        let here: Vec<String> = floor
-            .iter()
-            .filter(|(_, v)| **v == f)
-            .map(|(m, _)| name(m))
-            .collect();
-        println!("floor {f:2}: {}", here.join(", "));
     }
     // The crate root (`run`, `Config`) serves the modules; none of them may reach back up to it.
     let root: Module = Vec::new();
@@ -376,8 +371,47 @@ fn server_modules_import_only_downward() {
         .filter(|(m, uses)| !m.is_empty() && uses.contains(&root))
         .map(|(m, _)| name(m))
         .collect();
-    assert!(up.is_empty(), "modules that import the crate root: {up:?}");
-    assert!(files.len() > 40, "the walk found the server's files");
+    if !up.is_empty() {
+        return Err(format!("modules that import the crate root: {up:?}"));
+    }
+    Ok(floor)
+}
+
+/// Each crate's sources, from the workspace root.
+const CRATES: &[(&str, &str)] = &[
+    ("ocx-api", "src"),
+    ("ocx-sample", "sample/src"),
+    ("ocx-server", "server/src"),
+    ("ocx-client", "client-sdk/src"),
+    ("ocx-cli", "cli/src"),
+    ("ocx-testkit", "testkit/src"),
+    ("ocx-bench", "bench/src"),
+];
+
+#[test]
+fn every_crate_imports_only_downward() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut problems = Vec::new();
+    for (krate, dir) in CRATES {
+        match floors(&root.join(dir)) {
+            Ok(floor) => {
+                let top = floor.values().copied().max().unwrap_or(0);
+                println!("{krate}:");
+                for f in (0..=top).rev() {
+                    let here: Vec<String> = floor
+                        .iter()
+                        .filter(|(_, v)| **v == f)
+                        .map(|(m, _)| name(m))
+                        .collect();
+                    println!("  floor {f:2}: {}", here.join(", "));
+                }
+            }
+            Err(problem) => problems.push(format!("{krate}: {problem}")),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let server = floors(&root.join("server/src")).expect("checked above");
+    assert!(server.len() > 40, "the walk found the server's files");
 }
 
 #[test]
