@@ -17,7 +17,7 @@ use crate::OCX_SERVER;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use ocx_client::{Client, pb};
 use ocx_testkit::process::key;
-use ocx_testkit::sample::{CallRecordGenerator, Line, report_for};
+use ocx_testkit::sample::{CallRecordGenerator, Line, Rng, report_for};
 use ocx_testkit::seed_carrier;
 
 const TENANT: &str = "1b2c3d4e-0000-4000-8000-000000000004";
@@ -26,18 +26,6 @@ const CARRIER: &str = "loop-tel";
 const BATCH: usize = 50;
 /// Batches of each kind sent in a round before it is killed (at most).
 const PER_ROUND: usize = 12;
-
-/// xorshift64*: small, seedable, good enough to pick moments.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
 
 /// What the database holds: call ids and report ids, each with how many rows carry it.
 fn stored(db: &Path) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
@@ -84,10 +72,9 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing() {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
-                | 1
         });
     eprintln!("crash loop: {kills} kills, OCX_CRASH_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
 
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("ocx.db");

@@ -1,11 +1,14 @@
 //! Property test of reconciliation: for random sets of platform records and carrier reports,
 //! the summary's buckets add up and agree with a small in-test model of the matching rules
 //! (call id first, latest report wins; then correlation id, paired in start-time order; the
-//! period by the platform's start, or the report's own when unmatched). Deterministic: a
-//! failing case prints its seed.
+//! period by the platform's start, or the report's own when unmatched), and the discrepancy
+//! listing agrees with the summary. Each case is a carrier of its own in one SQLite store.
+//! Deterministic: proptest starts from a fixed seed (`PROPTEST_RNG_SEED` picks another), and a
+//! failure is shrunk to a small set of records and reports before it is printed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ocx_server::domain::{
     CallDirection, CallRecord, CallType, Carrier, DiscrepancyKind, DurationReport, QualityVerdict,
@@ -13,41 +16,192 @@ use ocx_server::domain::{
 };
 use ocx_server::store::Store;
 use ocx_server::store::sqlite::SqliteStore;
-
-/// SplitMix64: small, deterministic, good enough to shuffle test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::{RngAlgorithm, RngSeed, TestRunner, contextualize_config};
 
 const SEC: i64 = 1_000_000;
 const TOL: i64 = SEC;
 
+/// `cases` cases from a fixed seed (unless `PROPTEST_RNG_SEED` names another, or
+/// `PROPTEST_CASES` another count), writing no `proptest-regressions/` file into the repository.
+fn config(cases: u32) -> ProptestConfig {
+    contextualize_config(ProptestConfig {
+        cases,
+        failure_persistence: None,
+        rng_seed: RngSeed::Fixed(0x0C5E_ED00),
+        // Much faster than the default ChaCha in a debug build; as deterministic.
+        rng_algorithm: RngAlgorithm::XorShift,
+        ..ProptestConfig::default()
+    })
+}
+
+/// A platform record, as far as reconciliation reads it.
 #[derive(Debug, Clone)]
 struct Rec {
+    /// `c0`, `c1`, ... by position (prefixed by the carrier when stored).
     call_id: String,
+    /// Empty, or `k0` to `k3`.
     correlation_id: String,
+    /// Microseconds.
     start: i64,
+    /// Microseconds.
     dur: i64,
 }
 
+/// A carrier's duration report, as far as reconciliation reads it.
 #[derive(Debug, Clone)]
 struct Rep {
+    /// `r0`, `r1`, ... in sending order.
     record_id: String,
+    /// A record's, one no record has (`nope…`), or empty.
     call_id: String,
+    /// Empty, or `k0` to `k3` (never empty when the call id is).
     correlation_id: String,
+    /// Microseconds.
     start: i64,
+    /// Microseconds.
     dur: i64,
+}
+
+/// One case: platform records, carrier reports in the order they are sent, and the period.
+#[derive(Debug, Clone)]
+struct Scenario {
+    /// Ingested together, first.
+    records: Vec<Rec>,
+    /// Sent one per commit, in order, after the records.
+    reports: Vec<Rep>,
+    /// Start (included) and end (excluded), microseconds.
+    period: (i64, i64),
+}
+
+/// How a report is made, drawn before the records it may point at are known.
+#[derive(Debug, Clone)]
+struct ReportPlan {
+    /// The record it is about, if there are any.
+    target: Index,
+    /// 0: the target's call id (none without a target); 1: a call id no record has; 2: none.
+    call: u8,
+    /// Its correlation id, possibly empty.
+    correlation_id: String,
+    /// The correlation id `k0`..`k3` used when it would otherwise carry no id at all.
+    fallback: u8,
+    /// 0: the target's duration; 1: exactly the tolerance more (matched); 2: one microsecond
+    /// beyond (mismatched); 3: `any_dur`.
+    dur: u8,
+    /// Seconds, below 300.
+    any_dur: i64,
+    /// Whether it starts when its target does (otherwise at `any_start`).
+    same_start: bool,
+    /// Seconds, below 100.
+    any_start: i64,
+}
+
+/// A correlation id: none a third of the time, otherwise one of four, so groups form.
+fn correlation_id() -> impl Strategy<Value = String> {
+    (0..3u8, 0..4u8).prop_map(|(none, k)| {
+        if none == 0 {
+            String::new()
+        } else {
+            format!("k{k}")
+        }
+    })
+}
+
+/// Any [`ReportPlan`], each choice as likely.
+fn report_plan() -> impl Strategy<Value = ReportPlan> {
+    (
+        any::<Index>(),
+        0..3u8,
+        correlation_id(),
+        0..4u8,
+        0..4u8,
+        0..300i64,
+        any::<bool>(),
+        0..100i64,
+    )
+        .prop_map(
+            |(target, call, correlation_id, fallback, dur, any_dur, same_start, any_start)| {
+                ReportPlan {
+                    target,
+                    call,
+                    correlation_id,
+                    fallback,
+                    dur,
+                    any_dur,
+                    same_start,
+                    any_start,
+                }
+            },
+        )
+}
+
+/// Up to 13 records and 13 reports, starting within 100 s and lasting up to 300 s; reports
+/// point at records by call id, by correlation id or not at all, with durations equal, at the
+/// tolerance, just beyond it, or anything; and a period of 1 to 100 s.
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        vec((correlation_id(), 0..100i64, 0..300i64), 0..14),
+        vec(report_plan(), 0..14),
+        0..100i64,
+        0..100i64,
+    )
+        .prop_map(|(records, plans, a, b)| {
+            let records: Vec<Rec> = records
+                .into_iter()
+                .enumerate()
+                .map(|(i, (correlation_id, start, dur))| Rec {
+                    call_id: format!("c{i}"),
+                    correlation_id,
+                    start: start * SEC,
+                    dur: dur * SEC,
+                })
+                .collect();
+            let reports = plans
+                .into_iter()
+                .enumerate()
+                .map(|(j, plan)| report(&records, j, plan))
+                .collect();
+            let period = (a.min(b) * SEC, a.max(b) * SEC + SEC);
+            Scenario {
+                records,
+                reports,
+                period,
+            }
+        })
+}
+
+/// The `j`th report, made as `plan` says.
+fn report(records: &[Rec], j: usize, plan: ReportPlan) -> Rep {
+    let target = (!records.is_empty()).then(|| plan.target.get(records));
+    let call_id = match (plan.call, target) {
+        (0, Some(t)) => t.call_id.clone(),
+        (1, _) => format!("nope{j}"),
+        _ => String::new(),
+    };
+    let mut correlation_id = plan.correlation_id;
+    if call_id.is_empty() && correlation_id.is_empty() {
+        correlation_id = format!("k{}", plan.fallback);
+    }
+    let base = target.map_or(60 * SEC, |t| t.dur);
+    let dur = match plan.dur {
+        0 => base,
+        1 => base + TOL,     // exactly at the tolerance: matched
+        2 => base + TOL + 1, // just beyond: mismatched
+        _ => plan.any_dur * SEC,
+    };
+    let start = match (target, plan.same_start) {
+        (Some(t), true) => t.start,
+        _ => plan.any_start * SEC,
+    };
+    Rep {
+        record_id: format!("r{j}"),
+        call_id,
+        correlation_id,
+        start,
+        dur,
+    }
 }
 
 fn platform_record(carrier: &str, r: &Rec) -> CallRecord {
@@ -80,60 +234,6 @@ fn platform_record(carrier: &str, r: &Rec) -> CallRecord {
         feed_sequence: 0,
         update_time: 0,
     }
-}
-
-fn generate(rng: &mut Rng, case: u64) -> (Vec<Rec>, Vec<Rep>, (i64, i64)) {
-    let corr = |rng: &mut Rng| {
-        if rng.below(3) == 0 {
-            String::new()
-        } else {
-            format!("k{}", rng.below(4))
-        }
-    };
-    let records: Vec<Rec> = (0..rng.below(14))
-        .map(|i| Rec {
-            call_id: format!("case{case}-c{i}"),
-            correlation_id: corr(rng),
-            start: rng.below(100) as i64 * SEC,
-            dur: rng.below(300) as i64 * SEC,
-        })
-        .collect();
-    let mut reports = Vec::new();
-    for j in 0..rng.below(14) {
-        let target = (!records.is_empty())
-            .then(|| records[rng.below(records.len() as u64) as usize].clone());
-        let call_id = match (rng.below(3), &target) {
-            (0, Some(t)) => t.call_id.clone(),
-            (1, _) => format!("case{case}-nope{j}"),
-            _ => String::new(),
-        };
-        let mut correlation_id = corr(rng);
-        if call_id.is_empty() && correlation_id.is_empty() {
-            correlation_id = format!("k{}", rng.below(4));
-        }
-        let base = target.as_ref().map_or(60 * SEC, |t| t.dur);
-        let dur = match rng.below(4) {
-            0 => base,
-            1 => base + TOL,     // exactly at the tolerance: matched
-            2 => base + TOL + 1, // just beyond: mismatched
-            _ => rng.below(300) as i64 * SEC,
-        };
-        let start = match (&target, rng.below(2)) {
-            (Some(t), 0) => t.start,
-            _ => rng.below(100) as i64 * SEC,
-        };
-        reports.push(Rep {
-            record_id: format!("r{j}"),
-            call_id,
-            correlation_id,
-            start,
-            dur,
-        });
-    }
-    let a = rng.below(100) as i64 * SEC;
-    let b = rng.below(100) as i64 * SEC;
-    let period = (a.min(b), a.max(b) + SEC);
-    (records, reports, period)
 }
 
 /// The rules, the simple way. Reports are in insertion order, which is also their update order.
@@ -199,93 +299,140 @@ fn model(records: &[Rec], reports: &[Rep], (s, e): (i64, i64)) -> Reconciliation
     m
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn summary_buckets_add_up_and_agree_with_the_model() {
+/// `scenario` with its call ids prefixed by `carrier`, so that no two cases share one in the
+/// store (an empty id stays empty).
+fn of_carrier(carrier: &str, scenario: Scenario) -> Scenario {
+    let prefix = |id: String| {
+        if id.is_empty() {
+            id
+        } else {
+            format!("{carrier}-{id}")
+        }
+    };
+    Scenario {
+        records: scenario
+            .records
+            .into_iter()
+            .map(|r| Rec {
+                call_id: prefix(r.call_id),
+                ..r
+            })
+            .collect(),
+        reports: scenario
+            .reports
+            .into_iter()
+            .map(|d| Rep {
+                call_id: prefix(d.call_id),
+                ..d
+            })
+            .collect(),
+        period: scenario.period,
+    }
+}
+
+/// Stores `scenario` as `carrier` (a new one) and checks the summary and the discrepancy
+/// listing.
+async fn check(store: &dyn Store, carrier: &str, scenario: &Scenario) -> Result<(), TestCaseError> {
+    let Scenario {
+        records,
+        reports,
+        period,
+    } = scenario;
+    store
+        .create_carrier(Carrier {
+            carrier_id: carrier.into(),
+            display_name: "p".into(),
+            create_time: now_micros(),
+        })
+        .await
+        .expect("carrier");
+    let recs = records
+        .iter()
+        .map(|r| platform_record(carrier, r))
+        .collect::<Vec<_>>();
+    if !recs.is_empty() {
+        store.ingest_call_records(recs).await.expect("ingest");
+    }
+    // One report per commit, so update times follow insertion order as the model assumes.
+    for d in reports {
+        let report = DurationReport {
+            record_id: d.record_id.clone(),
+            call_id: d.call_id.clone(),
+            correlation_id: d.correlation_id.clone(),
+            caller_number: "+441".into(),
+            callee_number: "+332".into(),
+            start_time: d.start,
+            duration_us: d.dur,
+        };
+        store
+            .report_call_durations(carrier, vec![report])
+            .await
+            .expect("report");
+        std::thread::yield_now();
+    }
+    let p = ReconciliationPeriod {
+        carrier_id: carrier.into(),
+        start: period.0,
+        end: period.1,
+        tolerance_us: TOL,
+    };
+    let got = store
+        .reconciliation_summary(p.clone())
+        .await
+        .expect("summary");
+    let expected = model(records, reports, *period);
+    prop_assert_eq!(&got, &expected, "the summary disagrees with the model");
+    prop_assert_eq!(
+        got.matched + got.mismatched + got.missing_on_carrier,
+        got.platform_count,
+        "platform buckets"
+    );
+    prop_assert_eq!(
+        got.matched + got.mismatched + got.missing_on_platform,
+        got.carrier_count,
+        "carrier buckets"
+    );
+    // The discrepancy listing agrees with the summary.
+    let (rows, more) = store
+        .list_discrepancies(p, None, None, 1000)
+        .await
+        .expect("discrepancies");
+    prop_assert!(!more);
+    let count = |k: DiscrepancyKind| rows.iter().filter(|(d, _)| d.kind == k).count() as i64;
+    prop_assert_eq!(count(DiscrepancyKind::Mismatched), got.mismatched);
+    prop_assert_eq!(
+        count(DiscrepancyKind::MissingOnCarrier),
+        got.missing_on_carrier
+    );
+    prop_assert_eq!(
+        count(DiscrepancyKind::MissingOnPlatform),
+        got.missing_on_platform
+    );
+    Ok(())
+}
+
+/// The runner is driven by hand rather than by `proptest!`: the store is opened once and each
+/// case (each shrinking step too) is a new carrier in it, as a store per case made the test
+/// take two and a half times as long. Proptest bodies are synchronous, so each case runs on
+/// the test's tokio runtime with `block_on`.
+#[test]
+fn summary_buckets_add_up_and_agree_with_the_model() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&dir.path().join("p.db")).expect("store"));
-    let mut rng = Rng(0x0C5E_ED00);
-    for case in 0..150u64 {
-        let carrier = format!("p{case:03}");
-        store
-            .create_carrier(Carrier {
-                carrier_id: carrier.clone(),
-                display_name: "p".into(),
-                create_time: now_micros(),
-            })
-            .await
-            .expect("carrier");
-        let (records, reports, period) = generate(&mut rng, case);
-        let recs = records
-            .iter()
-            .map(|r| platform_record(&carrier, r))
-            .collect::<Vec<_>>();
-        if !recs.is_empty() {
-            store.ingest_call_records(recs).await.expect("ingest");
-        }
-        // One report per commit, so update times follow insertion order as the model assumes.
-        for d in &reports {
-            let report = DurationReport {
-                record_id: d.record_id.clone(),
-                call_id: d.call_id.clone(),
-                correlation_id: d.correlation_id.clone(),
-                caller_number: "+441".into(),
-                callee_number: "+332".into(),
-                start_time: d.start,
-                duration_us: d.dur,
-            };
-            store
-                .report_call_durations(&carrier, vec![report])
-                .await
-                .expect("report");
-            std::thread::yield_now();
-        }
-        let p = ReconciliationPeriod {
-            carrier_id: carrier.clone(),
-            start: period.0,
-            end: period.1,
-            tolerance_us: TOL,
-        };
-        let got = store
-            .reconciliation_summary(p.clone())
-            .await
-            .expect("summary");
-        let expected = model(&records, &reports, period);
-        assert_eq!(
-            got, expected,
-            "case {case}: records {records:?} reports {reports:?} period {period:?}"
-        );
-        assert_eq!(
-            got.matched + got.mismatched + got.missing_on_carrier,
-            got.platform_count,
-            "case {case}"
-        );
-        assert_eq!(
-            got.matched + got.mismatched + got.missing_on_platform,
-            got.carrier_count,
-            "case {case}"
-        );
-        // The discrepancy listing agrees with the summary.
-        let (rows, more) = store
-            .list_discrepancies(p, None, None, 1000)
-            .await
-            .expect("discrepancies");
-        assert!(!more);
-        let count = |k: DiscrepancyKind| rows.iter().filter(|(d, _)| d.kind == k).count() as i64;
-        assert_eq!(
-            count(DiscrepancyKind::Mismatched),
-            got.mismatched,
-            "case {case}"
-        );
-        assert_eq!(
-            count(DiscrepancyKind::MissingOnCarrier),
-            got.missing_on_carrier,
-            "case {case}"
-        );
-        assert_eq!(
-            count(DiscrepancyKind::MissingOnPlatform),
-            got.missing_on_platform,
-            "case {case}"
-        );
+    let cases = AtomicU64::new(0);
+    let mut runner = TestRunner::new(config(150));
+    let result = runner.run(&scenario(), |scenario| {
+        let carrier = format!("p{:03}", cases.fetch_add(1, Ordering::Relaxed));
+        let scenario = of_carrier(&carrier, scenario);
+        runtime.block_on(check(store.as_ref(), &carrier, &scenario))
+    });
+    if let Err(e) = result {
+        panic!("{e}\n{runner}");
     }
 }
