@@ -7,6 +7,7 @@
 //!
 //! ## Layout
 //! - this file: the flags (clap derive), key loading, dispatch and error printing.
+//! - `values`: flag value checks with the contract's validators (E.164, tenant id, times).
 //! - `output`: tables, JSON lines, the flat CSV form of a call record, progress on stderr.
 //! - `upload`: the CSV format of `numbers upload`, batching, and the per-row report.
 //! - `calls`: the flags of `calls ...`, and `calls list`, `get` and `follow`.

@@ -7,10 +7,11 @@
 //!
 //! The same seed, lines and start time always give the same records, so a test can regenerate
 //! what it sent and a demo database looks the same on every machine. The randomness is a
-//! SplitMix64 stream written out here rather than a crate: it is tiny, fast, stable across
-//! versions (a dependency's generator may change its output in a minor release, which would
-//! silently change every seeded data set), and good enough for test data. It is not for secrets.
-//! It is [`Rng`], public so that tests draw their seeded choices from the same stream.
+//! SplitMix64 stream written out in this crate ([`Rng`], in `rng`) rather than taken from one:
+//! it is tiny, fast, stable across versions (a dependency's generator may change its output in
+//! a minor release, which would silently change every seeded data set), and good enough for
+//! test data. It is not for secrets. It is public so that tests draw their seeded choices from
+//! the same stream.
 //!
 //! What the records look like, loosely after Microsoft Graph's PSTN call log rows and call
 //! records, and the Teams Call Quality Dashboard (CQD):

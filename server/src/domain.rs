@@ -248,25 +248,20 @@ impl ItemOutcome {
     }
 }
 
-/// A refusal as a request-id record holds it: typed, or in words (recorded by a server from
-/// before refusals were typed; such records expire within two days of the upgrade).
+/// A refusal as a request-id record holds it: in words (see the `Serialize` impl in
+/// `error.rs`), which a replay answers word for word.
 fn refusal_or_words<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Refusal, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Recorded {
-        Typed(Refusal),
-        Words(String),
-    }
-    Ok(match Recorded::deserialize(d)? {
-        Recorded::Typed(refusal) => refusal,
-        Recorded::Words(words) => Refusal::InWords(words),
-    })
+    Ok(Refusal::InWords(String::deserialize(d)?))
 }
 
 /// Why the store refused a write, or one item of a batch: the facts of the case. The store
 /// decides ([`crate::store::rules`]); only the error layer (`error::refusal`) turns a refusal
 /// into a status code and words for a person, so both backends answer alike, word for word.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A request-id record keeps a refusal in those words, as every server version has (the
+/// `Serialize` impl is in `error.rs`): replicas of this version and of earlier ones, sharing
+/// one PostgreSQL database during a rolling upgrade, replay each other's records alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// `CreateCarrier`: the id is taken.
     CarrierExists {
@@ -376,7 +371,7 @@ pub enum Refusal {
         /// The version.
         version: i64,
     },
-    /// A refusal recorded in words by an earlier server version (see `refusal_or_words`).
+    /// A refusal read back from a request-id record, in the words it was answered with.
     InWords(String),
 }
 
@@ -889,14 +884,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recorded_refusals_read_typed_or_in_words() {
-        let typed = ItemOutcome::Rejected(Refusal::NumberNotFound);
-        let json = serde_json::to_string(&typed).expect("encode");
-        let back: ItemOutcome = serde_json::from_str(&json).expect("decode");
-        assert_eq!(back, typed);
-        // Recorded before refusals were typed.
+    fn recorded_refusals_read_back_in_words() {
+        // As every server version records them: the words.
         let old: ItemOutcome =
-            serde_json::from_str(r#"{"Rejected":"number not found"}"#).expect("decode old");
+            serde_json::from_str(r#"{"Rejected":"number not found"}"#).expect("decode");
         assert_eq!(
             old,
             ItemOutcome::Rejected(Refusal::InWords("number not found".into()))

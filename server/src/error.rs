@@ -1,4 +1,6 @@
-//! Errors to gRPC statuses: the one place where a failure becomes a code and a message.
+//! Store errors and refusals to gRPC statuses: the one place where the store's answers get a
+//! code and words (the gate, the stream plumbing and the handlers' field checks word their
+//! own refusals, of the request rather than of the data).
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
@@ -49,6 +51,21 @@ pub fn refusal_code(r: &Refusal) -> Code {
         | Refusal::OlderVersion { .. }
         | Refusal::VersionConflict { .. }
         | Refusal::InWords(_) => Code::FailedPrecondition,
+    }
+}
+
+/// A refusal reads as its words wherever it is shown (logs, the command line, panics).
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&refusal(self))
+    }
+}
+
+/// A request-id record keeps a refusal in its words: a replay answers word for word, and
+/// servers from before refusals were typed (which recorded a string) read the same records.
+impl serde::Serialize for Refusal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&refusal(self))
     }
 }
 
@@ -260,6 +277,25 @@ mod tests {
         assert!(
             refusal(&Refusal::ConsentInactive { tenant_id: t1() })
                 .starts_with("the consent of tenant t1 is not active")
+        );
+    }
+
+    #[test]
+    fn a_recorded_refusal_is_its_words_as_before_refusals_were_typed() {
+        let outcome = crate::domain::ItemOutcome::Rejected(Refusal::NumberNotFound);
+        let json = serde_json::to_string(&outcome).expect("encode");
+        assert_eq!(json, r#"{"Rejected":"number not found"}"#);
+        let back: crate::domain::ItemOutcome = serde_json::from_str(&json).expect("decode");
+        let crate::domain::ItemOutcome::Rejected(again) = back else {
+            panic!("{back:?}")
+        };
+        assert_eq!(refusal(&again), "number not found");
+        assert_eq!(
+            Refusal::CarrierExists {
+                carrier_id: "acme".into()
+            }
+            .to_string(),
+            "carrier \"acme\" already exists"
         );
     }
 }

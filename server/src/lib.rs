@@ -1,7 +1,7 @@
 //! # ocx-server
 //!
-//! The OCX gRPC server: carriers, the platform, their numbers, consents and keys, stored in
-//! an embedded SQLite file.
+//! The OCX gRPC server: carriers and the platform, their consents, keys, numbers, call records
+//! and duration reports, stored in an embedded SQLite file or in PostgreSQL shared by replicas.
 //!
 //! ## Layout
 //! - [`run`]: serves every service on a listener the caller bound, until `shutdown` resolves.
@@ -12,12 +12,15 @@
 //! - [`gate`]: the layer every OCX call passes: authentication, rate limits, roles (from
 //!   [`rpcs`]), stream limits, deadlines, the audit event ([`audit`]); [`limits`]: the
 //!   configurable limits.
-//! - [`retention`]: the purge, on demand and periodic.
-//! - [`store`]: the storage interface ([`store::Store`]) and its SQLite backend.
-//! - [`domain`]: the types the store speaks; [`convert`] and [`convert_calls`]: wire ↔ domain
-//!   at the edge.
+//! - [`retention`]: the purge, on demand and periodic; [`metrics`]: Prometheus metrics;
+//!   [`health`]: the health service; [`shutdown`]: the signal every long task waits on.
+//! - [`database`]: `--database`, the SQLite file or a PostgreSQL URL, opened as a store.
+//! - [`store`]: the storage interface ([`store::Store`]), the decisions and row decoding both
+//!   backends share, and the two backends ([`store::sqlite`], [`store::postgres`]).
+//! - [`domain`]: the types the store speaks; [`convert`], [`convert_calls`] and
+//!   [`convert_durations`]: wire ↔ domain at the edge.
 //! - [`quality`]: the Call Quality Dashboard verdict and the E-model MOS estimate.
-//! - [`error`]: store errors → gRPC statuses; field violations.
+//! - [`error`]: store errors and refusals → gRPC statuses and words; field violations.
 //! - [`paging`]: page sizes and page tokens.
 //! - [`bootstrap`]: the first platform key, and the demo data.
 

@@ -80,6 +80,13 @@ pub fn next_token<T>(
     }
 }
 
+/// The cursor inside a page token of call records or duration reports: `start_micros:id`.
+pub fn time_and_id(key: &str) -> Result<(i64, i64), Status> {
+    key.split_once(':')
+        .and_then(|(s, i)| Some((s.parse().ok()?, i.parse().ok()?)))
+        .ok_or_else(|| invalid("page_token", "page_token is not a token this list returned"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use crate::auth::Principal;
 /// OCX call (gated and audited); health and reflection are outside it.
 pub const PACKAGE: &str = "ocx.v1";
 
-/// Which keys may call an RPC (DESIGN.md, "Who calls it").
+/// Which keys may call an RPC (`proto/ocx/v1/PROTOCOL.md`, "Authentication and scope").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// Platform keys only; a carrier key is PERMISSION_DENIED by the gate.

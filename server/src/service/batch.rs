@@ -53,18 +53,27 @@ where
             Err(violations) => parsed.push(Err(violations)),
         }
     }
-    let mut outcomes = if valid.is_empty() {
+    let expected = valid.len();
+    let outcomes = if valid.is_empty() {
         Vec::new()
     } else {
         store(valid).await.map_err(store_status)?
+    };
+    if outcomes.len() != expected {
+        tracing::error!(
+            items = expected,
+            outcomes = outcomes.len(),
+            "the store answered a batch with another number of outcomes than items"
+        );
+        return Err(Status::internal("internal error; it has been logged"));
     }
-    .into_iter();
+    let mut outcomes = outcomes.into_iter();
     let mut answers = Vec::with_capacity(items.len());
     for (i, (item, parsed)) in items.iter().zip(parsed).enumerate() {
         let outcome = match parsed {
-            Ok(()) => Ok(outcomes.next().ok_or_else(|| {
-                Status::internal("the store answered fewer items than it was given")
-            })?),
+            Ok(()) => Ok(outcomes
+                .next()
+                .ok_or_else(|| Status::internal("internal error; it has been logged"))?),
             Err(violations) => Err(violations),
         };
         answers.push(answer(i, item, outcome));

@@ -105,7 +105,7 @@ impl CallRecordService for CallRecords {
         let filters = format!("calls|{carrier}|{filter:?}");
         let after = match paging::decode(&filters, &req.page_token)? {
             None => None,
-            Some(key) => Some(parse_cursor(&key)?),
+            Some(key) => Some(paging::time_and_id(&key)?),
         };
         let (rows, more) = self
             .ctx
@@ -165,13 +165,6 @@ impl CallRecordService for CallRecords {
     }
 }
 
-/// The cursor inside a call-record page token: `start_micros:id`.
-pub(crate) fn parse_cursor(key: &str) -> Result<(i64, i64), Status> {
-    key.split_once(':')
-        .and_then(|(s, i)| Some((s.parse().ok()?, i.parse().ok()?)))
-        .ok_or_else(|| invalid("page_token", "page_token is not a token this list returned"))
-}
-
 /// Feeds one subscriber, as the number-event watcher does: mark the signal seen, read what is
 /// new, send it, wait for the next commit (or shutdown, or the client leaving).
 ///
@@ -194,7 +187,7 @@ async fn feed_loop(
         let mut next = read(after).await;
         // Until caught up: send what is new, reading on while reads come back full.
         loop {
-            if !still_authorised(&ctx, &key_id, &tx).await {
+            if !still_authorised(&ctx.keys, &key_id, &tx).await {
                 return;
             }
             let records = match next {

@@ -192,7 +192,7 @@ impl CallDurationService for Durations {
         let filters = format!("durations|{carrier}|{from:?}|{to:?}");
         let after = match paging::decode(&filters, &req.page_token)? {
             None => None,
-            Some(key) => Some(super::call_records::parse_cursor(&key)?),
+            Some(key) => Some(paging::time_and_id(&key)?),
         };
         let (rows, more) = self
             .ctx

@@ -268,7 +268,7 @@ async fn watch_loop(
     tracing::debug!(carrier = %carrier, after, "watch started");
     loop {
         signal.borrow_and_update();
-        if !still_authorised(&ctx, &key_id, &tx).await {
+        if !still_authorised(&ctx.keys, &key_id, &tx).await {
             return;
         }
         let events = match ctx

@@ -14,7 +14,7 @@ use futures_util::stream::FuturesOrdered;
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
-use super::Ctx;
+use crate::auth::KeyCache;
 use crate::shutdown::stopping;
 
 /// A cursor past the last sequence would silently skip whatever gets those sequences later
@@ -44,11 +44,11 @@ pub(crate) async fn send_or_stop<T>(
 /// Whether the key that opened a stream is still active; if not, ends the stream with
 /// UNAUTHENTICATED (revoking a key also cuts off the streams it opened).
 pub(crate) async fn still_authorised<T>(
-    ctx: &Ctx,
+    keys: &KeyCache,
     key_id: &str,
     tx: &mpsc::Sender<Result<T, Status>>,
 ) -> bool {
-    if ctx.keys.is_active(key_id) {
+    if keys.is_active(key_id) {
         return true;
     }
     let _ = tx

@@ -10,6 +10,7 @@ pub mod request;
 pub mod retention;
 pub mod rows;
 pub mod rules;
+pub mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -38,7 +39,7 @@ pub type CallRecordCursor = (Micros, i64);
 pub enum StoreError {
     /// The store refused: a thing is missing or taken, or the current state forbids the
     /// write. Facts, not words: the error layer words it.
-    #[error("{0:?}")]
+    #[error("{0}")]
     Refused(crate::domain::Refusal),
     /// A value the database cannot hold (e.g. a NUL character in a text field) that
     /// validation let through.
@@ -92,7 +93,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// durable before returning, and must keep per-carrier number-event sequences gapless.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Registers a carrier; `AlreadyExists` if the id is taken.
+    /// Registers a carrier; refused (`CarrierExists`) if the id is taken.
     async fn create_carrier(&self, carrier: Carrier) -> StoreResult<Carrier>;
     /// One carrier, if it exists.
     async fn get_carrier(&self, carrier_id: &str) -> StoreResult<Option<Carrier>>;
@@ -103,9 +104,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Page<Carrier>>;
 
-    /// Stores a new key; `NotFound` if its carrier does not exist.
+    /// Stores a new key; refused (`CarrierNotFound`) if its carrier does not exist.
     async fn insert_api_key(&self, key: ApiKey) -> StoreResult<ApiKey>;
-    /// Marks a key revoked (idempotent); `NotFound` if no such key.
+    /// Marks a key revoked (idempotent); refused (`KeyNotFound`) if no such key.
     async fn revoke_api_key(&self, key_id: &str) -> StoreResult<ApiKey>;
     /// Keys ordered by id, optionally of one carrier.
     async fn list_api_keys(
@@ -119,9 +120,9 @@ pub trait Store: Send + Sync + 'static {
     /// Persists last-use times (key id, time); a time never moves backwards.
     async fn record_key_use(&self, uses: Vec<(String, Micros)>) -> StoreResult<()>;
 
-    /// Creates or changes a consent; `NotFound` if the carrier does not exist.
+    /// Creates or changes a consent; refused (`CarrierNotFound`) if the carrier does not exist.
     async fn grant_consent(&self, grant: ConsentGrant) -> StoreResult<Consent>;
-    /// Marks a consent removed; `NotFound` if there never was one.
+    /// Marks a consent removed; refused (`ConsentNotFound`) if there never was one.
     async fn revoke_consent(&self, carrier_id: &str, tenant_id: &str) -> StoreResult<Consent>;
     /// A carrier's consents ordered by tenant id.
     async fn list_consents(
@@ -156,7 +157,8 @@ pub trait Store: Send + Sync + 'static {
         after: Option<String>,
         limit: usize,
     ) -> StoreResult<Page<PhoneNumber>>;
-    /// Assigns a number (platform); `NotFound`/`FailedPrecondition` as the proto says.
+    /// Assigns a number (platform); refused (`NumberNotProvisioned`, `NumberReleased`,
+    /// `NumberNotInTenant`) as the proto says.
     async fn assign_number(&self, request: AssignRequest) -> StoreResult<PhoneNumber>;
     /// Unassigns a number (platform).
     async fn unassign_number(&self, number: &str, tenant_id: &str) -> StoreResult<PhoneNumber>;

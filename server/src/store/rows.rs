@@ -7,12 +7,144 @@
 
 use crate::domain::{
     ApiKey, Assignment, AssignmentType, AuditEvent, CallDirection, CallDuration, CallRecord,
-    CallType, Capability, Carrier, Consent, DestinationContext, Discrepancy, DiscrepancyCursor,
-    DiscrepancyKind, DurationReport, MediaStream, Micros, NumberEvent, NumberState, PhoneNumber,
-    QualityMetric, QualityVerdict, UsageRow,
+    CallType, Capability, Carrier, Consent, ConsentStatus, Contact, DestinationContext,
+    Discrepancy, DiscrepancyCursor, DiscrepancyKind, DurationReport, MediaStream, Micros,
+    NumberEvent, NumberEventType, NumberState, PhoneNumber, QualityMetric, QualityVerdict, Role,
+    UsageRow,
 };
-use crate::store::rules::{self, StoredConsent, SummaryCounts};
+
 use crate::store::{CallRecordCursor, StoreError, StoreResult};
+
+/// A page from `limit + 1` fetched rows: one more than asked says whether more follow.
+pub fn page<T>(mut items: Vec<T>, limit: usize, total: i64) -> crate::domain::Page<T> {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    crate::domain::Page { items, more, total }
+}
+
+/// At most `limit` of `limit + 1` fetched rows, and whether more follow (the extra row says
+/// so): a keyset page.
+pub fn limited<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    (rows, more)
+}
+
+/// The figures a reconciliation summary query returns, in its column order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SummaryCounts {
+    /// The platform's records of the period.
+    pub platform_count: i64,
+    /// Their summed durations.
+    pub platform_duration_us: i64,
+    /// Pairs whose durations agree within the tolerance.
+    pub matched: i64,
+    /// Pairs whose durations differ by more.
+    pub mismatched: i64,
+    /// The summed durations of the paired reports.
+    pub paired_report_us: i64,
+    /// The carrier's reports of the period that paired with nothing.
+    pub unmatched: i64,
+    /// Their summed durations.
+    pub unmatched_us: i64,
+}
+
+impl From<SummaryCounts> for crate::domain::ReconciliationSummary {
+    fn from(c: SummaryCounts) -> Self {
+        crate::domain::ReconciliationSummary {
+            platform_count: c.platform_count,
+            platform_duration_us: c.platform_duration_us,
+            carrier_count: c.matched + c.mismatched + c.unmatched,
+            carrier_duration_us: c.paired_report_us + c.unmatched_us,
+            matched: c.matched,
+            mismatched: c.mismatched,
+            missing_on_carrier: c.platform_count - c.matched - c.mismatched,
+            missing_on_platform: c.unmatched,
+        }
+    }
+}
+
+/// A consent row's stored columns, as both backends store them: the status code, the
+/// countries comma-separated, the contact as JSON. An unknown status reads as removed (it
+/// grants nothing); a contact that does not read is empty.
+pub struct StoredConsent {
+    /// `carrier_id`.
+    pub carrier_id: String,
+    /// `tenant_id`.
+    pub tenant_id: String,
+    /// `status`.
+    pub status: i64,
+    /// `countries`.
+    pub countries: String,
+    /// `contact`.
+    pub contact: String,
+    /// `consent_time`.
+    pub consent_time: Micros,
+    /// `update_time`.
+    pub update_time: Micros,
+}
+
+impl From<StoredConsent> for Consent {
+    fn from(c: StoredConsent) -> Consent {
+        Consent {
+            carrier_id: c.carrier_id,
+            tenant_id: c.tenant_id,
+            status: i32::try_from(c.status)
+                .ok()
+                .and_then(ConsentStatus::from_code)
+                .unwrap_or(ConsentStatus::Removed),
+            countries: c
+                .countries
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            contact: serde_json::from_str(&c.contact).unwrap_or_default(),
+            consent_time: c.consent_time,
+            update_time: c.update_time,
+        }
+    }
+}
+
+/// A consent's contact as it is stored (JSON).
+pub fn contact_json(contact: &Contact) -> Result<String, StoreError> {
+    serde_json::to_string(contact).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// An API key's stored role code and secret hash, checked. A row that does not decode is an
+/// error, never a guess: guessing could grant access.
+pub fn key_secrets(role: i64, hash: Vec<u8>) -> Result<(Role, [u8; 32]), StoreError> {
+    let role = i32::try_from(role)
+        .ok()
+        .and_then(Role::from_code)
+        .ok_or_else(|| StoreError::Internal(format!("an API key has role code {role}")))?;
+    let hash: [u8; 32] = hash.try_into().map_err(|h: Vec<u8>| {
+        StoreError::Internal(format!("an API key's secret_hash has {} bytes", h.len()))
+    })?;
+    Ok((role, hash))
+}
+
+/// A number event from its stored parts: the event type's code and the number's JSON snapshot
+/// are checked here, the same way for both backends.
+fn number_event_parts(
+    sequence: i64,
+    code: i64,
+    snapshot: &str,
+    event_time: Micros,
+) -> Result<NumberEvent, StoreError> {
+    let event_type = i32::try_from(code)
+        .ok()
+        .and_then(NumberEventType::from_code)
+        .ok_or_else(|| StoreError::Internal(format!("unknown event type {code}")))?;
+    let number = serde_json::from_str(snapshot)
+        .map_err(|e| StoreError::Internal(format!("event {sequence}: {e}")))?;
+    Ok(NumberEvent {
+        sequence,
+        event_type,
+        number,
+        event_time,
+    })
+}
 
 /// One column's value as either driver returns it.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,11 +171,30 @@ pub trait Row {
 }
 
 impl dyn Row + '_ {
-    /// Column `i` as `T`; a NULL or a value of another kind where `T` wants none is an error.
+    /// Column `i` as `T`; a NULL or a value of another kind where `T` wants none is an error
+    /// that says which column, what was wanted and what was found.
     pub fn col<T: FromValue>(&self, i: usize) -> StoreResult<T> {
         let value = self.value(i)?;
-        T::from_value(value)
-            .ok_or_else(|| StoreError::Internal(format!("column {i} does not read as expected")))
+        let found = value.kind();
+        T::from_value(value).ok_or_else(|| {
+            StoreError::Internal(format!(
+                "column {i} holds {found}, not {}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+impl Value {
+    /// What kind of value this is, for errors.
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "NULL",
+            Value::Int(_) => "an integer",
+            Value::Bool(_) => "a boolean",
+            Value::Text(_) => "text",
+            Value::Bytes(_) => "bytes",
+        }
     }
 }
 
@@ -105,7 +256,11 @@ impl Row for rusqlite::Row<'_> {
         Ok(match self.get_ref(i)? {
             ValueRef::Null => Value::Null,
             ValueRef::Integer(n) => Value::Int(n),
-            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Text(t) => Value::Text(
+                std::str::from_utf8(t)
+                    .map_err(|e| StoreError::Internal(format!("column {i} is not UTF-8: {e}")))?
+                    .to_owned(),
+            ),
             ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
             ValueRef::Real(_) => {
                 return Err(StoreError::Internal(format!("column {i} holds a REAL")));
@@ -148,10 +303,17 @@ impl Row for tokio_postgres::Row {
                 .try_get::<_, Option<Vec<u8>>>(i)
                 .map_err(read)?
                 .map(Value::Bytes),
-            _ => self
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => self
                 .try_get::<_, Option<String>>(i)
                 .map_err(read)?
                 .map(Value::Text),
+            // A NUMERIC (an uncast `sum(bigint)`), a float, a time or JSON: the queries cast
+            // what they select to the types above, so this is a query to fix.
+            other => {
+                return Err(StoreError::Internal(format!(
+                    "column {i} is of type {other}, which rows are not read as: cast it (BIGINT, TEXT)"
+                )));
+            }
         };
         Ok(value.unwrap_or(Value::Null))
     }
@@ -164,8 +326,9 @@ impl Row for tokio_postgres::Row {
     }
 }
 
-/// A stored code column: `None` when it is out of range (it then reads as the caller's
-/// default, like any unknown code).
+/// A stored code column: `None` when it is out of range. It then reads as the caller's default,
+/// like any unknown code, on both backends: a row that a newer version wrote with a code this
+/// one does not know still reads (a call type as a user call, a state as released, ...).
 fn code(r: &dyn Row, i: usize) -> StoreResult<Option<i32>> {
     Ok(i32::try_from(r.col::<i64>(i)?).ok())
 }
@@ -193,7 +356,7 @@ pub fn text_pair(r: &dyn Row) -> StoreResult<(String, String)> {
 /// `sequence, event_type, snapshot, event_time` of a number event.
 pub fn number_event(r: &dyn Row) -> StoreResult<NumberEvent> {
     let snapshot: String = r.col(2)?;
-    rules::number_event(r.col(0)?, r.col(1)?, &snapshot, r.col(3)?)
+    number_event_parts(r.col(0)?, r.col(1)?, &snapshot, r.col(3)?)
 }
 
 /// `carrier_id, display_name, create_time`.
@@ -208,7 +371,7 @@ pub fn carrier(r: &dyn Row) -> StoreResult<Carrier> {
 /// `key_id, role, carrier_id, display_name, secret_hash, create_time, last_use_time,
 /// revoke_time`. A role or hash that does not decode is an error, never a guess.
 pub fn api_key(r: &dyn Row) -> StoreResult<ApiKey> {
-    let (role, secret_hash) = rules::key_secrets(r.col(1)?, r.col(4)?)?;
+    let (role, secret_hash) = key_secrets(r.col(1)?, r.col(4)?)?;
     Ok(ApiKey {
         key_id: r.col(0)?,
         role,

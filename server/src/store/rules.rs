@@ -5,183 +5,12 @@
 //! ([`Refusal`]); the error layer words it.
 
 use crate::domain::{
-    ApiKey, AssignRequest, Assignment, CallRecord, Consent, ConsentStatus, Contact,
-    DurationOutcome, DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEvent,
-    NumberEventType, NumberState, NumberUpload, PhoneNumber, PurgeCounts, Refusal, Role,
+    ApiKey, AssignRequest, Assignment, CallRecord, Consent, ConsentStatus, DurationOutcome,
+    DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEventType, NumberState, NumberUpload,
+    PhoneNumber, PurgeCounts, Refusal,
 };
 use crate::store::retention::Expiring;
 use crate::store::{StoreError, StoreResult};
-
-/// A page from `limit + 1` fetched rows: one more than asked says whether more follow.
-pub fn page<T>(mut items: Vec<T>, limit: usize, total: i64) -> crate::domain::Page<T> {
-    let more = items.len() > limit;
-    items.truncate(limit);
-    crate::domain::Page { items, more, total }
-}
-
-/// At most `limit` of `limit + 1` fetched rows, and whether more follow (the extra row says
-/// so): a keyset page.
-pub fn limited<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    (rows, more)
-}
-
-/// Who a reconciliation query covers: one carrier (its records and reports), or one tenant
-/// (its records, for usage; reports only count through their match). Each backend's
-/// `pairs_cte` writes its SQL for either.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// A carrier's period.
-    Carrier,
-    /// A tenant's period.
-    Tenant,
-}
-
-/// The figures a reconciliation summary query returns, in its column order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SummaryCounts {
-    /// The platform's records of the period.
-    pub platform_count: i64,
-    /// Their summed durations.
-    pub platform_duration_us: i64,
-    /// Pairs whose durations agree within the tolerance.
-    pub matched: i64,
-    /// Pairs whose durations differ by more.
-    pub mismatched: i64,
-    /// The summed durations of the paired reports.
-    pub paired_report_us: i64,
-    /// The carrier's reports of the period that paired with nothing.
-    pub unmatched: i64,
-    /// Their summed durations.
-    pub unmatched_us: i64,
-}
-
-impl From<SummaryCounts> for crate::domain::ReconciliationSummary {
-    fn from(c: SummaryCounts) -> Self {
-        crate::domain::ReconciliationSummary {
-            platform_count: c.platform_count,
-            platform_duration_us: c.platform_duration_us,
-            carrier_count: c.matched + c.mismatched + c.unmatched,
-            carrier_duration_us: c.paired_report_us + c.unmatched_us,
-            matched: c.matched,
-            mismatched: c.mismatched,
-            missing_on_carrier: c.platform_count - c.matched - c.mismatched,
-            missing_on_platform: c.unmatched,
-        }
-    }
-}
-
-/// A value a listing's condition compares a column with.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Bound {
-    /// An integer column (times, codes, ids).
-    Int(i64),
-    /// A text column.
-    Text(String),
-}
-
-/// The conditions of a call-record listing after `carrier_id = ?`: only the filters that are
-/// set (so each combination is its own prepared statement and the planner can use the
-/// `(carrier_id, start_time)` index), then the cursor. Each is SQL with `?` placeholders and
-/// the values they take, in order.
-pub fn call_record_conditions(
-    f: &crate::domain::CallRecordFilter,
-    after: Option<super::CallRecordCursor>,
-) -> Vec<(&'static str, Vec<Bound>)> {
-    let mut out = Vec::new();
-    if let Some(from) = f.from {
-        out.push(("start_time >= ?", vec![Bound::Int(from)]));
-    }
-    if let Some(to) = f.to {
-        out.push(("start_time < ?", vec![Bound::Int(to)]));
-    }
-    if let Some(t) = &f.tenant_id {
-        out.push(("tenant_id = ?", vec![Bound::Text(t.clone())]));
-    }
-    if let Some(n) = &f.number {
-        out.push((
-            "(caller_number = ? OR callee_number = ?)",
-            vec![Bound::Text(n.clone()), Bound::Text(n.clone())],
-        ));
-    }
-    if let Some(d) = f.direction {
-        out.push(("direction = ?", vec![Bound::Int(i64::from(d.code()))]));
-    }
-    if let Some(t) = f.call_type {
-        out.push(("call_type = ?", vec![Bound::Int(i64::from(t.code()))]));
-    }
-    if let Some(q) = f.quality {
-        out.push(("quality = ?", vec![Bound::Int(i64::from(q.code()))]));
-    }
-    if let Some((start, id)) = after {
-        out.push((
-            "(start_time, id) > (?, ?)",
-            vec![Bound::Int(start), Bound::Int(id)],
-        ));
-    }
-    out
-}
-
-/// A consent row's stored columns, as both backends store them: the status code, the
-/// countries comma-separated, the contact as JSON. An unknown status reads as removed (it
-/// grants nothing); a contact that does not read is empty.
-pub struct StoredConsent {
-    /// `carrier_id`.
-    pub carrier_id: String,
-    /// `tenant_id`.
-    pub tenant_id: String,
-    /// `status`.
-    pub status: i64,
-    /// `countries`.
-    pub countries: String,
-    /// `contact`.
-    pub contact: String,
-    /// `consent_time`.
-    pub consent_time: Micros,
-    /// `update_time`.
-    pub update_time: Micros,
-}
-
-impl From<StoredConsent> for Consent {
-    fn from(c: StoredConsent) -> Consent {
-        Consent {
-            carrier_id: c.carrier_id,
-            tenant_id: c.tenant_id,
-            status: i32::try_from(c.status)
-                .ok()
-                .and_then(ConsentStatus::from_code)
-                .unwrap_or(ConsentStatus::Removed),
-            countries: c
-                .countries
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            contact: serde_json::from_str(&c.contact).unwrap_or_default(),
-            consent_time: c.consent_time,
-            update_time: c.update_time,
-        }
-    }
-}
-
-/// A consent's contact as it is stored (JSON).
-pub fn contact_json(contact: &Contact) -> Result<String, StoreError> {
-    serde_json::to_string(contact).map_err(|e| StoreError::Internal(e.to_string()))
-}
-
-/// An API key's stored role code and secret hash, checked. A row that does not decode is an
-/// error, never a guess: guessing could grant access.
-pub fn key_secrets(role: i64, hash: Vec<u8>) -> Result<(Role, [u8; 32]), StoreError> {
-    let role = i32::try_from(role)
-        .ok()
-        .and_then(Role::from_code)
-        .ok_or_else(|| StoreError::Internal(format!("an API key has role code {role}")))?;
-    let hash: [u8; 32] = hash.try_into().map_err(|h: Vec<u8>| {
-        StoreError::Internal(format!("an API key's secret_hash has {} bytes", h.len()))
-    })?;
-    Ok((role, hash))
-}
 
 /// Why the carrier may not put `item` in its tenant now, or `None` if it may. `consent` is the
 /// carrier's consent in the item's tenant as stored (status code, comma-separated countries),
@@ -212,9 +41,9 @@ pub fn consent_problem(consent: Option<(i64, &str)>, item: &NumberUpload) -> Opt
     }
 }
 
-/// `CreateCarrier` of `carrier_id`, when a carrier with that id `exists` or not.
-pub fn new_carrier(carrier_id: &str, exists: bool) -> StoreResult<()> {
-    if exists {
+/// `CreateCarrier` of `carrier_id`, when that id is `taken` (by a carrier that exists) or not.
+pub fn new_carrier(carrier_id: &str, taken: bool) -> StoreResult<()> {
+    if taken {
         return Err(Refusal::CarrierExists {
             carrier_id: carrier_id.to_owned(),
         }
@@ -486,28 +315,6 @@ pub fn duration_outcome(stored: Option<&DurationReport>, r: &DurationReport) -> 
         Some(old) if old == r => DurationOutcome::Unchanged,
         Some(_) => DurationOutcome::Corrected,
     }
-}
-
-/// A number event from its stored parts: the event type's code and the number's JSON snapshot
-/// are checked here, the same way for both backends.
-pub fn number_event(
-    sequence: i64,
-    code: i64,
-    snapshot: &str,
-    event_time: Micros,
-) -> Result<NumberEvent, StoreError> {
-    let event_type = i32::try_from(code)
-        .ok()
-        .and_then(NumberEventType::from_code)
-        .ok_or_else(|| StoreError::Internal(format!("unknown event type {code}")))?;
-    let number = serde_json::from_str(snapshot)
-        .map_err(|e| StoreError::Internal(format!("event {sequence}: {e}")))?;
-    Ok(NumberEvent {
-        sequence,
-        event_type,
-        number,
-        event_time,
-    })
 }
 
 /// Adds one purge step of `kind` to `counts`: `rows` deleted and `secondary` rows deleted with

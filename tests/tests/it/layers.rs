@@ -374,7 +374,66 @@ fn floors(src: &Path) -> Result<BTreeMap<Module, usize>, String> {
     if !up.is_empty() {
         return Err(format!("modules that import the crate root: {up:?}"));
     }
+    // A folder counts as one module too: `store/rules.rs` importing `error`, which imports
+    // `store`, is a cycle between `store` and `error`, though no two files import each other.
+    let depth = edges.keys().map(Vec::len).max().unwrap_or(0);
+    for d in 1..=depth {
+        let group = |m: &Module| m[..m.len().min(d)].to_vec();
+        let mut grouped: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
+        for (m, uses) in &edges {
+            let from = group(m);
+            let targets = grouped.entry(from.clone()).or_default();
+            for u in uses {
+                let to = group(u);
+                if to != from {
+                    targets.insert(to);
+                }
+            }
+        }
+        if let Some(cycle) = find_cycle(&grouped) {
+            let names: Vec<String> = cycle.iter().map(name).collect();
+            return Err(format!(
+                "folders import each other (a module inside one imports upward): {}",
+                names.join(" -> ")
+            ));
+        }
+    }
     Ok(floor)
+}
+
+/// A cycle of `edges`, if it has one (depth-first search).
+fn find_cycle(edges: &BTreeMap<Module, BTreeSet<Module>>) -> Option<Vec<Module>> {
+    fn visit(
+        m: &Module,
+        edges: &BTreeMap<Module, BTreeSet<Module>>,
+        path: &mut Vec<Module>,
+        done: &mut BTreeSet<Module>,
+    ) -> Option<Vec<Module>> {
+        if let Some(at) = path.iter().position(|p| p == m) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(m.clone());
+            return Some(cycle);
+        }
+        if done.contains(m) {
+            return None;
+        }
+        path.push(m.clone());
+        for u in edges.get(m).into_iter().flatten() {
+            if let Some(cycle) = visit(u, edges, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(m.clone());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for m in edges.keys() {
+        if let Some(cycle) = visit(m, edges, &mut Vec::new(), &mut done) {
+            return Some(cycle);
+        }
+    }
+    None
 }
 
 /// Each crate's sources, from the workspace root.
@@ -412,6 +471,56 @@ fn every_crate_imports_only_downward() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     let server = floors(&root.join("server/src")).expect("checked above");
     assert!(server.len() > 40, "the walk found the server's files");
+}
+
+#[test]
+fn the_check_finds_a_file_cycle_a_folder_cycle_and_an_import_of_the_root() {
+    let crate_with = |files: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+        dir
+    };
+    let lib = ("lib.rs", "pub mod error; pub mod store; pub fn run() {}");
+    let store = ("store/mod.rs", "pub mod rules; pub struct Y;");
+    // Fine: error uses store, store's files use nothing above.
+    let ok = crate_with(&[
+        lib,
+        store,
+        ("store/rules.rs", ""),
+        ("error.rs", "use crate::store::Y;"),
+    ]);
+    assert!(floors(ok.path()).is_ok());
+    // store/rules.rs -> error -> store: no two files import each other, the folders do.
+    let folder = crate_with(&[
+        lib,
+        store,
+        ("store/rules.rs", "fn f() { crate::error::g(); }"),
+        ("error.rs", "use crate::store::Y; pub fn g() {}"),
+    ]);
+    let problem = floors(folder.path()).expect_err("a folder cycle");
+    assert!(problem.contains("folders import each other"), "{problem}");
+    // Two files that import each other.
+    let files = crate_with(&[
+        lib,
+        store,
+        ("store/rules.rs", "use crate::error::g;"),
+        ("error.rs", "use crate::store::rules::h;"),
+    ]);
+    let problem = floors(files.path()).expect_err("a file cycle");
+    assert!(problem.contains("cycle"), "{problem}");
+    // A module that reaches back up to the root.
+    let root = crate_with(&[
+        lib,
+        store,
+        ("store/rules.rs", ""),
+        ("error.rs", "fn f() { crate::run(); }"),
+    ]);
+    let problem = floors(root.path()).expect_err("an import of the root");
+    assert!(problem.contains("crate root"), "{problem}");
 }
 
 #[test]

@@ -27,9 +27,9 @@ use crate::domain::{
     CallRecord, CallRecordFilter, IngestOutcome, QualityMetric, Refusal, now_micros,
 };
 use crate::store::media;
-use crate::store::rows;
 use crate::store::rules::{self, OwnerFact, OwnerQuestion};
 use crate::store::{CallRecordCursor, KeyedPage, StoreError};
+use crate::store::{rows, sql};
 
 /// Every stored column but `id`, with its type (for `unnest` casts), in `store::rows::call_record`'s order.
 const COLUMN_TYPES: [(&str, &str); 27] = [
@@ -467,14 +467,14 @@ pub async fn list(
     );
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(carrier_id.to_owned())];
     // Each ` AND clause`, its `?`s becoming the next numbered parameters.
-    for (clause, values) in rules::call_record_conditions(f, after) {
+    for (clause, values) in sql::call_record_conditions(f, after) {
         sql.push_str(" AND ");
         let mut parts = clause.split('?');
         sql.push_str(parts.next().unwrap_or_default());
         for (part, value) in parts.zip(values) {
             args.push(match value {
-                rules::Bound::Int(i) => Box::new(i),
-                rules::Bound::Text(t) => Box::new(t),
+                sql::Bound::Int(i) => Box::new(i),
+                sql::Bound::Text(t) => Box::new(t),
             });
             sql.push_str(&format!("${}{part}", args.len()));
         }
@@ -488,7 +488,7 @@ pub async fn list(
         .collect();
     let found = db.query(&stmt, &params).await?;
     let page = query::decode_all(&found, rows::call_record_listed)?;
-    Ok(rules::limited(page, limit))
+    Ok(rows::limited(page, limit))
 }
 
 /// A carrier's feed after `after`.

@@ -9,7 +9,8 @@ use super::query;
 use crate::domain::{
     ApiKey, Carrier, Consent, ConsentGrant, ConsentStatus, Micros, Page, now_micros,
 };
-use crate::store::rules::{self, page};
+use crate::store::rows::page;
+use crate::store::rules;
 use crate::store::{StoreError, rows};
 
 const CARRIER_COLUMNS: &str = "carrier_id, display_name, create_time";
@@ -189,7 +190,7 @@ pub async fn grant_consent(db: &impl GenericClient, grant: &ConsentGrant) -> PgR
             &grant.tenant_id,
             &i64::from(grant.status.code()),
             &grant.countries.join(","),
-            &rules::contact_json(&grant.contact)?,
+            &rows::contact_json(&grant.contact)?,
             &now_micros(),
         ],
     )

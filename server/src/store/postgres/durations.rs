@@ -308,5 +308,5 @@ pub async fn list(
         }
     };
     let items = query::decode_all(&found, rows::call_duration_listed)?;
-    Ok(rules::limited(items, limit))
+    Ok(rows::limited(items, limit))
 }

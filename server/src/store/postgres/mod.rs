@@ -25,9 +25,9 @@
 //! - this module: [`PgStore`] and its [`Store`] implementation, one call per method;
 //! - `pool`: errors, the transaction macros, reads that cancel (SQLite: `actor`);
 //! - `listen`: the LISTEN connection and the wake-up channels (SQLite wakes from its writer);
-//! - `schema`: migrations;
-//! - `carriers`, `numbers`, `calls`, `durations`, `reconcile`, `privacy`, `requests`: the
-//!   same areas as the SQLite backend's files of the same names.
+//! - `schema`: migrations; `query`: queries read by the shared decoders (`store::rows`);
+//! - `carriers`, `numbers`, `calls`, `durations`, `reconcile`, `privacy`, `requests` (and its
+//!   `write_once!`): the same areas as the SQLite backend's files of the same names.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,7 @@ use crate::domain::{
     Page, PhoneNumber, ReconciliationPeriod, ReconciliationSummary, UsageGrouping, UsageRow,
 };
 use crate::domain::{AuditEvent, AuditFilter, EraseCounts, PurgeCounts, RetentionPolicy};
-use crate::store::rules::page;
+use crate::store::rows::page;
 use crate::store::{CallRecordCursor, KeyedPage, Store, StoreError, StoreResult};
 
 #[macro_use]

@@ -433,7 +433,7 @@ pub async fn list_audit(
             ],
         )
         .await?;
-    Ok(rules::limited(
+    Ok(rows::limited(
         query::decode_all(&found, rows::audit_event)?,
         limit,
     ))

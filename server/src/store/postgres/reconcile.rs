@@ -30,8 +30,8 @@ use crate::domain::{
     UsageRow,
 };
 use crate::store::KeyedPage;
-use crate::store::rules::Scope;
-use crate::store::{rows, rules};
+use crate::store::rows;
+use crate::store::sql::Scope;
 
 /// The matching rules as CTEs, ending in `pairs(did, rid, ddur)`: one row per matched (report,
 /// platform record), one to one, with the report's duration. Parameters: `$1` (the carrier or
@@ -119,7 +119,7 @@ fn pairs_cte(scope: Scope) -> String {
 
 /// The query behind [`summary`]: `$1` the carrier, `$2` and `$3` the period (microseconds),
 /// `$4` the tolerance (microseconds); one row of seven counts and sums, as
-/// `sqlite::durations::summary_sql`.
+/// `sqlite::reconcile::summary_sql`.
 pub fn summary_sql() -> String {
     format!(
         "{},
@@ -221,7 +221,7 @@ pub async fn discrepancies(
         )
         .await?;
     let page = query::decode_all(&found, rows::discrepancy)?;
-    Ok(rules::limited(page, limit))
+    Ok(rows::limited(page, limit))
 }
 
 /// The query behind [`usage`]: `$1` the tenant, `$2` and `$3` the period. Each call's

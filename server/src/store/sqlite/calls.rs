@@ -9,9 +9,9 @@ use crate::domain::{
     CallRecord, CallRecordFilter, DestinationContext, IngestOutcome, QualityMetric, Refusal,
     now_micros,
 };
-use crate::store::rows;
 use crate::store::rules::{self, OwnerFact, OwnerQuestion};
 use crate::store::{CallRecordCursor, KeyedPage, StoreResult};
+use crate::store::{rows, sql};
 
 const COLUMNS: &str = "call_id, carrier_id, feed_sequence, version, content_hash, correlation_id, \
     tenant_id, call_type, direction, caller_number, callee_number, user_sip_uri, invite_time, \
@@ -73,9 +73,7 @@ impl Ingest {
         if let Some(known) = self.carriers.get(carrier_id) {
             return Ok(*known);
         }
-        let exists = conn
-            .prepare_cached("SELECT 1 FROM carriers WHERE carrier_id = ?1")?
-            .exists([carrier_id])?;
+        let exists = super::carriers::exists(conn, carrier_id)?;
         self.carriers.insert(carrier_id.to_owned(), exists);
         Ok(exists)
     }
@@ -183,12 +181,12 @@ pub fn list(
     use rusqlite::types::Value;
     let mut sql = format!("SELECT {COLUMNS}, id FROM call_records WHERE carrier_id = ?");
     let mut args: Vec<Value> = vec![Value::Text(carrier_id.to_owned())];
-    for (clause, values) in rules::call_record_conditions(f, after) {
+    for (clause, values) in sql::call_record_conditions(f, after) {
         sql.push_str(" AND ");
         sql.push_str(clause);
         args.extend(values.into_iter().map(|v| match v {
-            rules::Bound::Int(i) => Value::Integer(i),
-            rules::Bound::Text(t) => Value::Text(t),
+            sql::Bound::Int(i) => Value::Integer(i),
+            sql::Bound::Text(t) => Value::Text(t),
         }));
     }
     sql.push_str(" ORDER BY start_time, id LIMIT ?");

@@ -7,7 +7,8 @@ use crate::domain::{
     ApiKey, Carrier, Consent, ConsentGrant, ConsentStatus, Micros, Page, now_micros,
 };
 use crate::store::rows;
-use crate::store::rules::{self, page};
+use crate::store::rows::page;
+use crate::store::rules;
 use crate::store::{StoreError, StoreResult};
 
 const CARRIER_COLUMNS: &str = "carrier_id, display_name, create_time";
@@ -176,7 +177,7 @@ pub fn grant_consent(conn: &Connection, grant: &ConsentGrant) -> StoreResult<Con
         grant.tenant_id,
         grant.status.code(),
         grant.countries.join(","),
-        rules::contact_json(&grant.contact)?,
+        rows::contact_json(&grant.contact)?,
         now_micros()
     ])?;
     get_consent(conn, &grant.carrier_id, &grant.tenant_id)?

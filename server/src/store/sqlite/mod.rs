@@ -2,15 +2,17 @@
 //!
 //! ## Layout
 //! - `actor`: the writer thread (group commit) and the reader pool.
-//! - [`baseline`]: plain rusqlite inserts into the same schema, the limit `ocx-bench` measures
-//!   ingest against.
-//! - `schema`: migrations.
+//! - `baseline` (feature `bench` only): plain rusqlite inserts into the same schema, the limit
+//!   `ocx-bench` measures ingest against.
+//! - `schema`: migrations; `query`: queries read by the shared decoders (`store::rows`).
 //! - `carriers`: carriers, API keys, consents.
 //! - `calls`: call records (ingest, list, feed).
 //! - `durations`: duration reports.
 //! - `reconcile`: reconciliation and usage (set-based SQL).
 //! - `numbers`: the number and number-event statements (the busiest part).
 //! - `privacy`: retention policy and purges, tenant erasure, the audit trail.
+//! - `requests`: request-id records, written in the write's transaction.
+//! - [`backup`]: the online backup (`ocx-server backup`).
 //! - this module: [`SqliteStore`], the [`Store`] implementation.
 
 mod actor;
@@ -42,7 +44,7 @@ use crate::domain::{
     Page, PhoneNumber, ReconciliationPeriod, ReconciliationSummary, UsageGrouping, UsageRow,
 };
 use crate::domain::{AuditEvent, AuditFilter, EraseCounts, PurgeCounts, RetentionPolicy};
-use crate::store::rules::page;
+use crate::store::rows::page;
 use crate::store::{CallRecordCursor, KeyedPage, Store, StoreError, StoreResult};
 
 /// The SQLite store. Cheap to clone: clones share the writer and the readers.

@@ -29,7 +29,7 @@ pub fn page<T>(
     decode: fn(&dyn Row) -> StoreResult<T>,
     limit: usize,
 ) -> StoreResult<(Vec<T>, bool)> {
-    Ok(crate::store::rules::limited(
+    Ok(crate::store::rows::limited(
         all(conn, sql, params, decode)?,
         limit,
     ))

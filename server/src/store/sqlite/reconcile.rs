@@ -11,7 +11,7 @@ use crate::domain::{
     Discrepancy, DiscrepancyCursor, DiscrepancyKind, Micros, ReconciliationSummary, UsageGrouping,
     UsageRow,
 };
-use crate::store::rules::Scope;
+use crate::store::sql::Scope;
 use crate::store::{KeyedPage, StoreResult};
 use crate::store::{StoreError, rows};
 
