@@ -146,6 +146,9 @@ fn number_event_parts(
     })
 }
 
+/// A shared decoder: one stored row to one value.
+pub type Decode<T> = fn(&dyn Row) -> StoreResult<T>;
+
 /// One column's value as either driver returns it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {

@@ -6,35 +6,31 @@ use tokio_postgres::types::ToSql;
 
 use super::pool::PgResult;
 use crate::store::StoreResult;
-use crate::store::rows::Row;
+use crate::store::rows::Decode;
 
-/// `rows`, each decoded by `decode`.
-pub fn decode_all<T>(
-    rows: &[tokio_postgres::Row],
-    decode: fn(&dyn Row) -> StoreResult<T>,
-) -> PgResult<Vec<T>> {
-    Ok(rows.iter().map(|r| decode(r)).collect::<StoreResult<_>>()?)
+/// Query parameters.
+type Args<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// `rows`, each decoded by `d`.
+pub fn decode_all<T>(rows: &[tokio_postgres::Row], d: Decode<T>) -> PgResult<Vec<T>> {
+    Ok(rows.iter().map(|r| d(r)).collect::<StoreResult<_>>()?)
 }
 
-/// Every row `sql` (a cached statement) returns for `params`, decoded by `decode`.
-pub async fn all<T>(
-    db: &impl GenericClient,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-    decode: fn(&dyn Row) -> StoreResult<T>,
-) -> PgResult<Vec<T>> {
+/// Every row `sql` (a cached statement) returns for `p`, each decoded by `d`.
+pub async fn all<T>(db: &impl GenericClient, sql: &str, p: Args<'_>, d: Decode<T>) -> Many<T> {
     let stmt = db.prepare_cached(sql).await?;
-    decode_all(&db.query(&stmt, params).await?, decode)
+    decode_all(&db.query(&stmt, p).await?, d)
 }
 
-/// The row `sql` (a cached statement) returns for `params`, if any, decoded by `decode`.
-pub async fn first<T>(
-    db: &impl GenericClient,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-    decode: fn(&dyn Row) -> StoreResult<T>,
-) -> PgResult<Option<T>> {
+/// Every `T` a query found.
+type Many<T> = PgResult<Vec<T>>;
+
+/// The row `sql` (a cached statement) returns for `p`, if any, decoded by `d`.
+pub async fn first<T>(db: &impl GenericClient, sql: &str, p: Args<'_>, d: Decode<T>) -> One<T> {
     let stmt = db.prepare_cached(sql).await?;
-    let row = db.query_opt(&stmt, params).await?;
-    Ok(row.map(|r| decode(&r)).transpose()?)
+    let row = db.query_opt(&stmt, p).await?;
+    Ok(row.map(|r| d(&r)).transpose()?)
 }
+
+/// At most one `T`.
+type One<T> = PgResult<Option<T>>;

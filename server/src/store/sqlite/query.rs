@@ -1,49 +1,43 @@
 //! Queries whose rows the shared decoders (`store::rows`) read: the PostgreSQL backend's
 //! `query` module is the same for its driver.
 
-use crate::store::StoreResult;
-use crate::store::rows::Row;
+use rusqlite::{Connection, Params};
 
-/// Every row `sql` (a cached statement) returns for `params`, decoded by `decode`.
-pub fn all<T>(
-    conn: &rusqlite::Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-    decode: fn(&dyn Row) -> StoreResult<T>,
-) -> StoreResult<Vec<T>> {
+use crate::store::StoreResult;
+use crate::store::rows::{self, Decode};
+
+/// Every row `sql` (a cached statement) returns for `p`, each decoded by `d`.
+pub fn all<T>(conn: &Connection, sql: &str, p: impl Params, d: Decode<T>) -> StoreResult<Vec<T>> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(params)?;
+    let mut found = stmt.query(p)?;
     let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(decode(row)?);
+    while let Some(row) = found.next()? {
+        out.push(d(row)?);
     }
     Ok(out)
 }
 
-/// A keyset page: `sql` asks for `limit + 1` rows, `decode` decodes each; at most `limit`
-/// come back, and whether more follow.
+/// A keyset page: `sql` asks for `limit + 1` rows; at most `limit` come back, and whether more
+/// follow.
 pub fn page<T>(
-    conn: &rusqlite::Connection,
+    conn: &Connection,
     sql: &str,
-    params: impl rusqlite::Params,
-    decode: fn(&dyn Row) -> StoreResult<T>,
+    p: impl Params,
+    d: Decode<T>,
     limit: usize,
-) -> StoreResult<(Vec<T>, bool)> {
-    Ok(crate::store::rows::limited(
-        all(conn, sql, params, decode)?,
-        limit,
-    ))
+) -> Page<T> {
+    Ok(rows::limited(all(conn, sql, p, d)?, limit))
 }
 
-/// The first row `sql` (a cached statement) returns for `params`, if any, decoded by
-/// `decode`.
-pub fn first<T>(
-    conn: &rusqlite::Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-    decode: fn(&dyn Row) -> StoreResult<T>,
-) -> StoreResult<Option<T>> {
+/// A page of `T` and whether more follow.
+type Page<T> = StoreResult<(Vec<T>, bool)>;
+
+/// The first row `sql` (a cached statement) returns for `p`, if any, decoded by `d`.
+pub fn first<T>(conn: &Connection, sql: &str, p: impl Params, d: Decode<T>) -> One<T> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(params)?;
-    rows.next()?.map(|r| decode(r)).transpose()
+    let mut found = stmt.query(p)?;
+    found.next()?.map(|r| d(r)).transpose()
 }
+
+/// At most one `T`.
+type One<T> = StoreResult<Option<T>>;
