@@ -149,126 +149,94 @@ fn number_event_parts(
 /// A shared decoder: one stored row to one value.
 pub type Decode<T> = fn(&dyn Row) -> StoreResult<T>;
 
-/// One column's value as either driver returns it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// SQL NULL.
-    Null,
-    /// An integer (SQLite's INTEGER, PostgreSQL's SMALLINT, INTEGER, BIGINT).
-    Int(i64),
-    /// A boolean (PostgreSQL's BOOLEAN; SQLite keeps 0 or 1 as an integer).
-    Bool(bool),
-    /// Text.
-    Text(String),
-    /// Bytes (BLOB, BYTEA).
-    Bytes(Vec<u8>),
-}
-
 /// A result row of either backend, read by column position. Object-safe, so that one decoder
-/// (`fn(&dyn Row)`) serves both drivers' rows.
+/// (`fn(&dyn Row)`) serves both drivers' rows; each read goes straight to the driver (the feed
+/// decodes millions of columns a second).
 pub trait Row {
-    /// Column `i`.
-    fn value(&self, i: usize) -> StoreResult<Value>;
+    /// Column `i`, an integer; `None` for NULL.
+    fn int(&self, i: usize) -> StoreResult<Option<i64>>;
+    /// Column `i`, text; `None` for NULL.
+    fn text(&self, i: usize) -> StoreResult<Option<String>>;
+    /// Column `i`, bytes; `None` for NULL.
+    fn bytes(&self, i: usize) -> StoreResult<Option<Vec<u8>>>;
+    /// Column `i`, a boolean (SQLite keeps 0 or 1); `None` for NULL.
+    fn flag(&self, i: usize) -> StoreResult<Option<bool>>;
     /// Column `i` holding a call record's media streams (their encodings differ by backend).
     fn media_streams(&self, i: usize) -> StoreResult<Vec<MediaStream>>;
 }
 
 impl dyn Row + '_ {
-    /// Column `i` as `T`; a NULL or a value of another kind where `T` wants none is an error
-    /// that says which column, what was wanted and what was found.
-    pub fn col<T: FromValue>(&self, i: usize) -> StoreResult<T> {
-        let value = self.value(i)?;
-        let found = value.kind();
-        T::from_value(value).ok_or_else(|| {
-            StoreError::Internal(format!(
-                "column {i} holds {found}, not {}",
-                std::any::type_name::<T>()
-            ))
-        })
-    }
-}
-
-impl Value {
-    /// What kind of value this is, for errors.
-    fn kind(&self) -> &'static str {
-        match self {
-            Value::Null => "NULL",
-            Value::Int(_) => "an integer",
-            Value::Bool(_) => "a boolean",
-            Value::Text(_) => "text",
-            Value::Bytes(_) => "bytes",
-        }
+    /// Column `i` as `T`: a NULL where `T` wants none, or a value of another type, is an error
+    /// that names the column.
+    pub fn col<T: Column>(&self, i: usize) -> StoreResult<T> {
+        T::read(self, i)
     }
 }
 
 /// A Rust value a column reads as.
-pub trait FromValue: Sized {
-    /// `None`: the value is not one of these.
-    fn from_value(value: Value) -> Option<Self>;
+pub trait Column: Sized {
+    /// Column `i` of `r`.
+    fn read(r: &dyn Row, i: usize) -> StoreResult<Self>;
 }
 
-impl FromValue for i64 {
-    fn from_value(value: Value) -> Option<Self> {
-        match value {
-            Value::Int(n) => Some(n),
-            _ => None,
-        }
+/// A NULL where a value was wanted.
+fn null(i: usize) -> StoreError {
+    StoreError::Internal(format!("column {i} is NULL"))
+}
+
+impl Column for Option<i64> {
+    fn read(r: &dyn Row, i: usize) -> StoreResult<Self> {
+        r.int(i)
     }
 }
 
-impl FromValue for bool {
-    fn from_value(value: Value) -> Option<Self> {
-        match value {
-            Value::Bool(b) => Some(b),
-            Value::Int(n) => Some(n != 0),
-            _ => None,
-        }
+impl Column for i64 {
+    fn read(r: &dyn Row, i: usize) -> StoreResult<Self> {
+        r.int(i)?.ok_or_else(|| null(i))
     }
 }
 
-impl FromValue for String {
-    fn from_value(value: Value) -> Option<Self> {
-        match value {
-            Value::Text(t) => Some(t),
-            _ => None,
-        }
+impl Column for Option<String> {
+    fn read(r: &dyn Row, i: usize) -> StoreResult<Self> {
+        r.text(i)
     }
 }
 
-impl FromValue for Vec<u8> {
-    fn from_value(value: Value) -> Option<Self> {
-        match value {
-            Value::Bytes(b) => Some(b),
-            _ => None,
-        }
+impl Column for String {
+    fn read(r: &dyn Row, i: usize) -> StoreResult<Self> {
+        r.text(i)?.ok_or_else(|| null(i))
     }
 }
 
-impl<T: FromValue> FromValue for Option<T> {
-    fn from_value(value: Value) -> Option<Self> {
-        match value {
-            Value::Null => Some(None),
-            value => T::from_value(value).map(Some),
-        }
+impl Column for Vec<u8> {
+    fn read(r: &dyn Row, i: usize) -> StoreResult<Self> {
+        r.bytes(i)?.ok_or_else(|| null(i))
     }
 }
 
+impl Column for bool {
+    fn read(r: &dyn Row, i: usize) -> StoreResult<Self> {
+        r.flag(i)?.ok_or_else(|| null(i))
+    }
+}
+
+/// rusqlite checks each value's type itself (text must be UTF-8; an integer that a bool is
+/// read from must be 0 or 1) and names the column when it does not read.
 impl Row for rusqlite::Row<'_> {
-    fn value(&self, i: usize) -> StoreResult<Value> {
-        use rusqlite::types::ValueRef;
-        Ok(match self.get_ref(i)? {
-            ValueRef::Null => Value::Null,
-            ValueRef::Integer(n) => Value::Int(n),
-            ValueRef::Text(t) => Value::Text(
-                std::str::from_utf8(t)
-                    .map_err(|e| StoreError::Internal(format!("column {i} is not UTF-8: {e}")))?
-                    .to_owned(),
-            ),
-            ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
-            ValueRef::Real(_) => {
-                return Err(StoreError::Internal(format!("column {i} holds a REAL")));
-            }
-        })
+    fn int(&self, i: usize) -> StoreResult<Option<i64>> {
+        Ok(self.get(i)?)
+    }
+
+    fn text(&self, i: usize) -> StoreResult<Option<String>> {
+        Ok(self.get(i)?)
+    }
+
+    fn bytes(&self, i: usize) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.get(i)?)
+    }
+
+    fn flag(&self, i: usize) -> StoreResult<Option<bool>> {
+        Ok(self.get(i)?)
     }
 
     fn media_streams(&self, i: usize) -> StoreResult<Vec<MediaStream>> {
@@ -276,57 +244,41 @@ impl Row for rusqlite::Row<'_> {
     }
 }
 
+/// tokio-postgres checks each column's declared type against the Rust type; integers of any
+/// width read as `i64`. A column of another type (an uncast NUMERIC `sum`, a float, a time)
+/// is an error that names its type: the queries cast what they select.
 impl Row for tokio_postgres::Row {
-    fn value(&self, i: usize) -> StoreResult<Value> {
+    fn int(&self, i: usize) -> StoreResult<Option<i64>> {
         use tokio_postgres::types::Type;
-        let read = |e: tokio_postgres::Error| StoreError::Internal(format!("column {i}: {e}"));
-        let ty = self
-            .columns()
-            .get(i)
-            .map(|c| c.type_().clone())
-            .ok_or_else(|| StoreError::Internal(format!("no column {i}")))?;
-        let value = match ty {
-            Type::INT8 => self
-                .try_get::<_, Option<i64>>(i)
-                .map_err(read)?
-                .map(Value::Int),
-            Type::INT4 => self
-                .try_get::<_, Option<i32>>(i)
-                .map_err(read)?
-                .map(|n| Value::Int(n.into())),
-            Type::INT2 => self
-                .try_get::<_, Option<i16>>(i)
-                .map_err(read)?
-                .map(|n| Value::Int(n.into())),
-            Type::BOOL => self
-                .try_get::<_, Option<bool>>(i)
-                .map_err(read)?
-                .map(Value::Bool),
-            Type::BYTEA => self
-                .try_get::<_, Option<Vec<u8>>>(i)
-                .map_err(read)?
-                .map(Value::Bytes),
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => self
-                .try_get::<_, Option<String>>(i)
-                .map_err(read)?
-                .map(Value::Text),
-            // A NUMERIC (an uncast `sum(bigint)`), a float, a time or JSON: the queries cast
-            // what they select to the types above, so this is a query to fix.
-            other => {
-                return Err(StoreError::Internal(format!(
-                    "column {i} is of type {other}, which rows are not read as: cast it (BIGINT, TEXT)"
-                )));
-            }
-        };
-        Ok(value.unwrap_or(Value::Null))
+        let ty = self.columns().get(i).map(|c| c.type_().clone());
+        match ty {
+            Some(Type::INT4) => Ok(pg(self.try_get::<_, Option<i32>>(i), i)?.map(i64::from)),
+            Some(Type::INT2) => Ok(pg(self.try_get::<_, Option<i16>>(i), i)?.map(i64::from)),
+            _ => pg(self.try_get(i), i),
+        }
+    }
+
+    fn text(&self, i: usize) -> StoreResult<Option<String>> {
+        pg(self.try_get(i), i)
+    }
+
+    fn bytes(&self, i: usize) -> StoreResult<Option<Vec<u8>>> {
+        pg(self.try_get(i), i)
+    }
+
+    fn flag(&self, i: usize) -> StoreResult<Option<bool>> {
+        pg(self.try_get(i), i)
     }
 
     fn media_streams(&self, i: usize) -> StoreResult<Vec<MediaStream>> {
-        let bytes: &[u8] = self
-            .try_get(i)
-            .map_err(|e| StoreError::Internal(format!("column {i}: {e}")))?;
+        let bytes: &[u8] = pg(self.try_get(i), i)?;
         Ok(crate::store::media::decode(bytes))
     }
+}
+
+/// A PostgreSQL column read, its error naming the column.
+fn pg<T>(read: Result<T, tokio_postgres::Error>, i: usize) -> StoreResult<T> {
+    read.map_err(|e| StoreError::Internal(format!("column {i}: {e}")))
 }
 
 /// A stored code column: `None` when it is out of range. It then reads as the caller's default,
