@@ -23,27 +23,22 @@ fn ocx(endpoint: &str, key: &str, args: &[&str]) -> (i32, String, String) {
     (status.code().unwrap_or(-1), text(stdout), text(stderr))
 }
 
-/// A server on a loopback port over a fresh database, and its platform key.
+/// A server on a loopback port over a fresh database, that the CLI is run against.
 struct Served {
     server: TestServer,
-    endpoint: String,
-    platform: String,
 }
 
 impl Served {
     async fn start() -> Served {
-        let server = TestServer::start().await;
         Served {
-            endpoint: server.endpoint(),
-            platform: server.platform_key.clone(),
-            server,
+            server: TestServer::start().await,
         }
     }
 
     /// Runs `ocx` with `key` and whitespace-separated `args`, off the async threads (the CLI
     /// blocks).
     async fn run(&self, key: &str, args: &str) -> (i32, String, String) {
-        let (endpoint, key) = (self.endpoint.clone(), key.to_owned());
+        let (endpoint, key) = (self.server.endpoint(), key.to_owned());
         let args: Vec<String> = args.split_whitespace().map(str::to_owned).collect();
         tokio::task::spawn_blocking(move || {
             ocx(
@@ -66,8 +61,8 @@ async fn carriers_keys_consents_numbers_and_assignments_through_the_cli() {
     let served = Served::start().await;
     let (dir, endpoint, platform) = (
         served.server.dir(),
-        served.endpoint.clone(),
-        served.platform.clone(),
+        served.server.endpoint(),
+        served.server.platform_key.clone(),
     );
 
     let (code, out, err) = served
@@ -241,7 +236,7 @@ async fn carriers_keys_consents_numbers_and_assignments_through_the_cli() {
 #[tokio::test(flavor = "multi_thread")]
 async fn durations_reconciliation_and_usage_through_the_cli() {
     let served = Served::start().await;
-    let platform = served.platform.clone();
+    let platform = served.server.platform_key.clone();
     let ok = |(code, out, err): (i32, String, String)| {
         assert_eq!(code, 0, "{out}{err}");
         out

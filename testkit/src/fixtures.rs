@@ -8,7 +8,7 @@ pub fn tenant(n: u32) -> String {
     format!("{n:08x}-0000-4000-8000-{n:012x}")
 }
 
-/// A carrier, its key's client, and a consenting tenant.
+/// A carrier, its key, and a client with that key.
 pub struct CarrierFixture {
     /// The carrier id.
     pub carrier_id: String,
@@ -16,6 +16,8 @@ pub struct CarrierFixture {
     pub client: Client,
     /// The carrier's key id.
     pub key_id: String,
+    /// The carrier's key (for a client of another kind: a process, the CLI).
+    pub secret: String,
 }
 
 /// Creates a carrier and a carrier key for it.
@@ -33,11 +35,14 @@ pub async fn carrier(platform: &Client, carrier_id: &str) -> CarrierFixture {
         })
         .await
         .expect("create key");
-    let client = platform.with_key(key.secret).expect("client with key");
+    let client = platform
+        .with_key(key.secret.clone())
+        .expect("client with key");
     let key_id = key.api_key.expect("key metadata").key_id;
     CarrierFixture {
         carrier_id: carrier_id.into(),
         client,
+        secret: key.secret,
         key_id,
     }
 }
@@ -191,40 +196,13 @@ pub async fn seed_carrier(
     prefix: &str,
     count: u32,
 ) -> (String, Vec<String>) {
-    platform
-        .create_carrier(carrier, &format!("{carrier} Ltd"))
-        .await
-        .expect("carrier");
-    let secret = platform
-        .create_api_key(pb::CreateApiKeyRequest {
-            role: pb::ApiKeyRole::Carrier.into(),
-            carrier_id: carrier.into(),
-            display_name: "tests".into(),
-            request_id: String::new(),
-        })
-        .await
-        .expect("carrier key")
-        .secret;
-    platform
-        .grant_consent(pb::GrantConsentRequest {
-            carrier_id: carrier.into(),
-            tenant_id: tenant.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("consent");
+    let secret = self::carrier(platform, carrier).await.secret;
+    consent(platform, carrier, tenant).await;
     let numbers: Vec<String> = (0..count).map(|i| format!("{prefix}{i:05}")).collect();
     let uploaded = platform
         .upload_numbers(pb::UploadNumbersRequest {
             carrier_id: carrier.into(),
-            numbers: numbers
-                .iter()
-                .map(|n| pb::NumberUpload {
-                    number: n.clone(),
-                    tenant_id: tenant.into(),
-                    ..Default::default()
-                })
-                .collect(),
+            numbers: numbers.iter().map(|n| item(n, tenant)).collect(),
             request_id: String::new(),
         })
         .await

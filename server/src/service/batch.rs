@@ -53,37 +53,40 @@ where
             Err(violations) => parsed.push(Err(violations)),
         }
     }
-    let expected = valid.len();
     let outcomes = if valid.is_empty() {
         Vec::new()
     } else {
         store(valid).await.map_err(store_status)?
     };
-    if outcomes.len() != expected {
-        tracing::error!(
-            items = expected,
-            outcomes = outcomes.len(),
-            "the store answered a batch with another number of outcomes than items"
-        );
-        return Err(Status::internal("internal error; it has been logged"));
-    }
+    // The store answers each item it was given, in order; anything else is a bug.
     let mut outcomes = outcomes.into_iter();
     let mut answers = Vec::with_capacity(items.len());
     for (i, (item, parsed)) in items.iter().zip(parsed).enumerate() {
         let outcome = match parsed {
-            Ok(()) => Ok(outcomes
-                .next()
-                .ok_or_else(|| Status::internal("internal error; it has been logged"))?),
+            Ok(()) => match outcomes.next() {
+                Some(outcome) => Ok(outcome),
+                None => break,
+            },
             Err(violations) => Err(violations),
         };
         answers.push(answer(i, item, outcome));
     }
+    let extra = outcomes.count();
+    if answers.len() != items.len() || extra > 0 {
+        tracing::error!(
+            items = items.len(),
+            answered = answers.len(),
+            extra,
+            "the store answered a batch with another number of outcomes than valid items"
+        );
+        return Err(Status::internal("internal error; it has been logged"));
+    }
     Ok(answers)
 }
 
-/// A rejected item's violations as the wire carries them: the list, and the same in one line
-/// (`field: description; ...`) for the result's `reason`.
-pub(crate) fn item_violations(violations: Violations) -> (Vec<pb::FieldViolation>, String) {
+/// A rejected item's violations as the wire carries them: the same in one line
+/// (`field: description; ...`) for the result's `reason`, and the list.
+pub(crate) fn item_violations(violations: Violations) -> (String, Vec<pb::FieldViolation>) {
     let violations: Vec<pb::FieldViolation> = violations
         .into_pairs()
         .into_iter()
@@ -94,5 +97,5 @@ pub(crate) fn item_violations(violations: Violations) -> (Vec<pb::FieldViolation
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect::<Vec<_>>()
         .join("; ");
-    (violations, reason)
+    (reason, violations)
 }

@@ -60,25 +60,19 @@ async fn report_batch(
         convert_durations::report_in,
         store,
         |i, r, outcome| {
-            let mut result = pb::CallDurationResult {
+            let (status, (reason, violations)) = match outcome {
+                Ok(DurationOutcome::Created) => (pb::ItemStatus::Created, Default::default()),
+                Ok(DurationOutcome::Unchanged) => (pb::ItemStatus::Unchanged, Default::default()),
+                Ok(DurationOutcome::Corrected) => (pb::ItemStatus::Corrected, Default::default()),
+                Err(violations) => (pb::ItemStatus::Rejected, item_violations(violations)),
+            };
+            pb::CallDurationResult {
                 index: i as i32,
                 record_id: r.record_id.chars().take(128).collect(),
-                ..Default::default()
-            };
-            match outcome {
-                Ok(outcome) => {
-                    result.status = match outcome {
-                        DurationOutcome::Created => pb::ItemStatus::Created,
-                        DurationOutcome::Unchanged => pb::ItemStatus::Unchanged,
-                        DurationOutcome::Corrected => pb::ItemStatus::Corrected,
-                    } as i32;
-                }
-                Err(violations) => {
-                    result.status = pb::ItemStatus::Rejected as i32;
-                    (result.violations, result.reason) = item_violations(violations);
-                }
+                status: status as i32,
+                reason,
+                violations,
             }
-            result
         },
     )
     .await?;

@@ -32,35 +32,26 @@ pub struct Numbers {
 }
 
 /// The answer for item `index` of a batch write on `number`: the store's outcome, or the
-/// item's violations (the number quoted at most [`validate::MAX_QUOTED`] characters).
+/// item's violations. The number is quoted back at most [`validate::MAX_QUOTED`] characters (an
+/// invalid one may be any text; a valid one is shorter).
 fn number_result(
     index: usize,
     number: &str,
     outcome: Result<ItemOutcome, Violations>,
 ) -> pb::NumberResult {
-    let (status, reason, violations, phone_number) = match outcome {
-        Ok(ItemOutcome::Created(n)) => (pb::ItemStatus::Created, String::new(), vec![], Some(n)),
-        Ok(ItemOutcome::Unchanged(n)) => {
-            (pb::ItemStatus::Unchanged, String::new(), vec![], Some(n))
+    let none = || (String::new(), Vec::new());
+    let (status, (reason, violations), phone_number) = match outcome {
+        Ok(ItemOutcome::Created(n)) => (pb::ItemStatus::Created, none(), Some(n)),
+        Ok(ItemOutcome::Unchanged(n)) => (pb::ItemStatus::Unchanged, none(), Some(n)),
+        Ok(ItemOutcome::Updated(n)) => (pb::ItemStatus::Updated, none(), Some(n)),
+        Ok(ItemOutcome::Rejected(why)) => {
+            (pb::ItemStatus::Rejected, (refusal(&why), Vec::new()), None)
         }
-        Ok(ItemOutcome::Updated(n)) => (pb::ItemStatus::Updated, String::new(), vec![], Some(n)),
-        Ok(ItemOutcome::Rejected(why)) => (pb::ItemStatus::Rejected, refusal(&why), vec![], None),
-        Err(violations) => {
-            let (violations, reason) = item_violations(violations);
-            let number = number.chars().take(validate::MAX_QUOTED).collect();
-            return pb::NumberResult {
-                index: index as i32,
-                number,
-                status: pb::ItemStatus::Rejected as i32,
-                reason,
-                violations,
-                phone_number: None,
-            };
-        }
+        Err(violations) => (pb::ItemStatus::Rejected, item_violations(violations), None),
     };
     pb::NumberResult {
         index: index as i32,
-        number: number.to_owned(),
+        number: number.chars().take(validate::MAX_QUOTED).collect(),
         status: status as i32,
         reason,
         violations,

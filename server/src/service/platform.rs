@@ -42,35 +42,30 @@ async fn ingest_batch(
     }
     let store = |valid| ctx.store.ingest_call_records(valid);
     let answer = |i: usize, record: &pb::CallRecord, outcome| {
-        let mut result = pb::CallRecordResult {
+        let stored = |status, carrier_id| (status, carrier_id, (String::new(), Vec::new()));
+        let (status, carrier_id, (reason, violations)) = match outcome {
+            Ok(IngestOutcome::Created(c)) => stored(pb::ItemStatus::Created, c),
+            Ok(IngestOutcome::Revised(c)) => stored(pb::ItemStatus::Revised, c),
+            Ok(IngestOutcome::Unchanged(c)) => stored(pb::ItemStatus::Unchanged, c),
+            Ok(IngestOutcome::Rejected(why)) => (
+                pb::ItemStatus::Rejected,
+                String::new(),
+                (refusal(&why), Vec::new()),
+            ),
+            Err(violations) => (
+                pb::ItemStatus::Rejected,
+                String::new(),
+                item_violations(violations),
+            ),
+        };
+        pb::CallRecordResult {
             index: i as i32,
             call_id: record.call_id.chars().take(128).collect(),
-            ..Default::default()
-        };
-        let status = match outcome {
-            Ok(IngestOutcome::Created(c)) => {
-                result.carrier_id = c;
-                pb::ItemStatus::Created
-            }
-            Ok(IngestOutcome::Revised(c)) => {
-                result.carrier_id = c;
-                pb::ItemStatus::Revised
-            }
-            Ok(IngestOutcome::Unchanged(c)) => {
-                result.carrier_id = c;
-                pb::ItemStatus::Unchanged
-            }
-            Ok(IngestOutcome::Rejected(why)) => {
-                result.reason = refusal(&why);
-                pb::ItemStatus::Rejected
-            }
-            Err(violations) => {
-                (result.violations, result.reason) = item_violations(violations);
-                pb::ItemStatus::Rejected
-            }
-        };
-        result.status = status as i32;
-        result
+            carrier_id,
+            status: status as i32,
+            reason,
+            violations,
+        }
     };
     let results = accept(
         &batch.call_records,

@@ -15,15 +15,20 @@ use crate::domain::{
 
 use crate::store::{CallRecordCursor, StoreError, StoreResult};
 
-/// A page from `limit + 1` fetched rows: one more than asked says whether more follow.
-pub fn page<T>(mut items: Vec<T>, limit: usize, total: i64) -> crate::domain::Page<T> {
-    let more = items.len() > limit;
-    items.truncate(limit);
+/// How many rows a page of `limit` asks the database for: one more, which says whether more
+/// follow.
+pub fn fetch(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
+}
+
+/// A page from `limit + 1` fetched rows ([`fetch`]), and how many match in all.
+pub fn page<T>(items: Vec<T>, limit: usize, total: i64) -> crate::domain::Page<T> {
+    let (items, more) = limited(items, limit);
     crate::domain::Page { items, more, total }
 }
 
-/// At most `limit` of `limit + 1` fetched rows, and whether more follow (the extra row says
-/// so): a keyset page.
+/// At most `limit` of `limit + 1` fetched rows ([`fetch`]), and whether more follow (the extra
+/// row says so): a keyset page.
 pub fn limited<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
     let more = rows.len() > limit;
     rows.truncate(limit);
@@ -64,86 +69,9 @@ impl From<SummaryCounts> for crate::domain::ReconciliationSummary {
     }
 }
 
-/// A consent row's stored columns, as both backends store them: the status code, the
-/// countries comma-separated, the contact as JSON. An unknown status reads as removed (it
-/// grants nothing); a contact that does not read is empty.
-pub struct StoredConsent {
-    /// `carrier_id`.
-    pub carrier_id: String,
-    /// `tenant_id`.
-    pub tenant_id: String,
-    /// `status`.
-    pub status: i64,
-    /// `countries`.
-    pub countries: String,
-    /// `contact`.
-    pub contact: String,
-    /// `consent_time`.
-    pub consent_time: Micros,
-    /// `update_time`.
-    pub update_time: Micros,
-}
-
-impl From<StoredConsent> for Consent {
-    fn from(c: StoredConsent) -> Consent {
-        Consent {
-            carrier_id: c.carrier_id,
-            tenant_id: c.tenant_id,
-            status: i32::try_from(c.status)
-                .ok()
-                .and_then(ConsentStatus::from_code)
-                .unwrap_or(ConsentStatus::Removed),
-            countries: c
-                .countries
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            contact: serde_json::from_str(&c.contact).unwrap_or_default(),
-            consent_time: c.consent_time,
-            update_time: c.update_time,
-        }
-    }
-}
-
 /// A consent's contact as it is stored (JSON).
 pub fn contact_json(contact: &Contact) -> Result<String, StoreError> {
     serde_json::to_string(contact).map_err(|e| StoreError::Internal(e.to_string()))
-}
-
-/// An API key's stored role code and secret hash, checked. A row that does not decode is an
-/// error, never a guess: guessing could grant access.
-pub fn key_secrets(role: i64, hash: Vec<u8>) -> Result<(Role, [u8; 32]), StoreError> {
-    let role = i32::try_from(role)
-        .ok()
-        .and_then(Role::from_code)
-        .ok_or_else(|| StoreError::Internal(format!("an API key has role code {role}")))?;
-    let hash: [u8; 32] = hash.try_into().map_err(|h: Vec<u8>| {
-        StoreError::Internal(format!("an API key's secret_hash has {} bytes", h.len()))
-    })?;
-    Ok((role, hash))
-}
-
-/// A number event from its stored parts: the event type's code and the number's JSON snapshot
-/// are checked here, the same way for both backends.
-fn number_event_parts(
-    sequence: i64,
-    code: i64,
-    snapshot: &str,
-    event_time: Micros,
-) -> Result<NumberEvent, StoreError> {
-    let event_type = i32::try_from(code)
-        .ok()
-        .and_then(NumberEventType::from_code)
-        .ok_or_else(|| StoreError::Internal(format!("unknown event type {code}")))?;
-    let number = serde_json::from_str(snapshot)
-        .map_err(|e| StoreError::Internal(format!("event {sequence}: {e}")))?;
-    Ok(NumberEvent {
-        sequence,
-        event_type,
-        number,
-        event_time,
-    })
 }
 
 /// A shared decoder: one stored row to one value.
@@ -250,10 +178,9 @@ impl Row for rusqlite::Row<'_> {
 impl Row for tokio_postgres::Row {
     fn int(&self, i: usize) -> StoreResult<Option<i64>> {
         use tokio_postgres::types::Type;
-        let ty = self.columns().get(i).map(|c| c.type_().clone());
-        match ty {
-            Some(Type::INT4) => Ok(pg(self.try_get::<_, Option<i32>>(i), i)?.map(i64::from)),
-            Some(Type::INT2) => Ok(pg(self.try_get::<_, Option<i16>>(i), i)?.map(i64::from)),
+        match self.columns().get(i).map(|c| c.type_()) {
+            Some(&Type::INT4) => Ok(pg(self.try_get::<_, Option<i32>>(i), i)?.map(i64::from)),
+            Some(&Type::INT2) => Ok(pg(self.try_get::<_, Option<i16>>(i), i)?.map(i64::from)),
             _ => pg(self.try_get(i), i),
         }
     }
@@ -308,10 +235,24 @@ pub fn text_pair(r: &dyn Row) -> StoreResult<(String, String)> {
     Ok((r.col(0)?, r.col(1)?))
 }
 
-/// `sequence, event_type, snapshot, event_time` of a number event.
+/// `sequence, event_type, snapshot, event_time` of a number event: an unknown event type or a
+/// snapshot that does not read is an error, the same way for both backends.
 pub fn number_event(r: &dyn Row) -> StoreResult<NumberEvent> {
+    let sequence: i64 = r.col(0)?;
+    let code: i64 = r.col(1)?;
+    let event_type = i32::try_from(code)
+        .ok()
+        .and_then(NumberEventType::from_code)
+        .ok_or_else(|| StoreError::Internal(format!("unknown event type {code}")))?;
     let snapshot: String = r.col(2)?;
-    number_event_parts(r.col(0)?, r.col(1)?, &snapshot, r.col(3)?)
+    let number = serde_json::from_str(&snapshot)
+        .map_err(|e| StoreError::Internal(format!("event {sequence}: {e}")))?;
+    Ok(NumberEvent {
+        sequence,
+        event_type,
+        number,
+        event_time: r.col(3)?,
+    })
 }
 
 /// `carrier_id, display_name, create_time`.
@@ -324,9 +265,18 @@ pub fn carrier(r: &dyn Row) -> StoreResult<Carrier> {
 }
 
 /// `key_id, role, carrier_id, display_name, secret_hash, create_time, last_use_time,
-/// revoke_time`. A role or hash that does not decode is an error, never a guess.
+/// revoke_time`. A role or hash that does not decode is an error, never a guess: guessing could
+/// grant access.
 pub fn api_key(r: &dyn Row) -> StoreResult<ApiKey> {
-    let (role, secret_hash) = key_secrets(r.col(1)?, r.col(4)?)?;
+    let code: i64 = r.col(1)?;
+    let role = i32::try_from(code)
+        .ok()
+        .and_then(Role::from_code)
+        .ok_or_else(|| StoreError::Internal(format!("an API key has role code {code}")))?;
+    let hash: Vec<u8> = r.col(4)?;
+    let secret_hash: [u8; 32] = hash.try_into().map_err(|h: Vec<u8>| {
+        StoreError::Internal(format!("an API key's secret_hash has {} bytes", h.len()))
+    })?;
     Ok(ApiKey {
         key_id: r.col(0)?,
         role,
@@ -339,18 +289,27 @@ pub fn api_key(r: &dyn Row) -> StoreResult<ApiKey> {
     })
 }
 
-/// `carrier_id, tenant_id, status, countries, contact, consent_time, update_time`.
+/// `carrier_id, tenant_id, status, countries, contact, consent_time, update_time`: the status
+/// code, the countries comma-separated, the contact as JSON. An unknown status reads as
+/// removed (it grants nothing); a contact that does not read is empty.
 pub fn consent(r: &dyn Row) -> StoreResult<Consent> {
-    Ok(StoredConsent {
+    let countries: String = r.col(3)?;
+    let contact: String = r.col(4)?;
+    Ok(Consent {
         carrier_id: r.col(0)?,
         tenant_id: r.col(1)?,
-        status: r.col(2)?,
-        countries: r.col(3)?,
-        contact: r.col(4)?,
+        status: code(r, 2)?
+            .and_then(ConsentStatus::from_code)
+            .unwrap_or(ConsentStatus::Removed),
+        countries: countries
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        contact: serde_json::from_str(&contact).unwrap_or_default(),
         consent_time: r.col(5)?,
         update_time: r.col(6)?,
-    }
-    .into())
+    })
 }
 
 /// `number, carrier_id, tenant_id, state, assignment_type, sip_uri, user_id, assign_time,

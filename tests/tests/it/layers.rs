@@ -324,45 +324,12 @@ fn floors(src: &Path) -> Result<BTreeMap<Module, usize>, String> {
         }
     }
 
-    // Floors from the bottom: a module's floor is one above the highest it uses. A module on a
-    // cycle never gets one.
-    let mut floor: BTreeMap<Module, usize> = BTreeMap::new();
-    loop {
-        let mut placed = false;
-        for (m, uses) in &edges {
-            if floor.contains_key(m) {
-                continue;
-            }
-            if uses.iter().all(|u| floor.contains_key(u)) {
-                let f = uses.iter().map(|u| floor[u] + 1).max().unwrap_or(0);
-                floor.insert(m.clone(), f);
-                placed = true;
-            }
-        }
-        if !placed {
-            break;
-        }
-    }
-    let stuck: Vec<&Module> = edges.keys().filter(|m| !floor.contains_key(*m)).collect();
-    if !stuck.is_empty() {
-        // Name one cycle: walk from a stuck module through stuck modules until one repeats.
-        let mut path = vec![stuck[0].clone()];
-        loop {
-            let last = path.last().expect("non-empty").clone();
-            let next = edges[&last]
-                .iter()
-                .find(|u| !floor.contains_key(*u))
-                .expect("a stuck module uses a stuck module")
-                .clone();
-            if let Some(at) = path.iter().position(|m| *m == next) {
-                let cycle: Vec<String> = path[at..].iter().chain([&next]).map(name).collect();
-                return Err(format!(
-                    "modules import each other (a cycle: one of them imports upward): {}",
-                    cycle.join(" -> ")
-                ));
-            }
-            path.push(next);
-        }
+    if let Some(cycle) = find_cycle(&edges) {
+        let names: Vec<String> = cycle.iter().map(name).collect();
+        return Err(format!(
+            "modules import each other (a cycle: one of them imports upward): {}",
+            names.join(" -> ")
+        ));
     }
     // The crate root (`run`, `Config`) serves the modules; none of them may reach back up to it.
     let root: Module = Vec::new();
@@ -377,7 +344,7 @@ fn floors(src: &Path) -> Result<BTreeMap<Module, usize>, String> {
     // A folder counts as one module too: `store/rules.rs` importing `error`, which imports
     // `store`, is a cycle between `store` and `error`, though no two files import each other.
     let depth = edges.keys().map(Vec::len).max().unwrap_or(0);
-    for d in 1..=depth {
+    for d in 1..depth {
         let group = |m: &Module| m[..m.len().min(d)].to_vec();
         let mut grouped: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
         for (m, uses) in &edges {
@@ -396,6 +363,17 @@ fn floors(src: &Path) -> Result<BTreeMap<Module, usize>, String> {
                 "folders import each other (a module inside one imports upward): {}",
                 names.join(" -> ")
             ));
+        }
+    }
+    // Floors from the bottom: a module's floor is one above the highest it uses (there is no
+    // cycle, so every module gets one).
+    let mut floor: BTreeMap<Module, usize> = BTreeMap::new();
+    while floor.len() < edges.len() {
+        for (m, uses) in &edges {
+            if !floor.contains_key(m) && uses.iter().all(|u| floor.contains_key(u)) {
+                let f = uses.iter().map(|u| floor[u] + 1).max().unwrap_or(0);
+                floor.insert(m.clone(), f);
+            }
         }
     }
     Ok(floor)

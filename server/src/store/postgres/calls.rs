@@ -479,7 +479,7 @@ pub async fn list(
             sql.push_str(&format!("${}{part}", args.len()));
         }
     }
-    args.push(Box::new(super::pool::plus_one(limit)));
+    args.push(Box::new(rows::fetch(limit)));
     sql.push_str(&format!(" ORDER BY start_time, id LIMIT ${}", args.len()));
     let stmt = db.prepare_cached(&sql).await?;
     let params: Vec<&(dyn ToSql + Sync)> = args

@@ -4,7 +4,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use super::listen::{Channel, notify};
-use super::pool::{PgError, PgResult, plus_one};
+use super::pool::{PgError, PgResult};
 use super::query;
 use crate::domain::{
     ApiKey, Carrier, Consent, ConsentGrant, ConsentStatus, Micros, Page, now_micros,
@@ -63,7 +63,7 @@ pub async fn list(
         "SELECT {CARRIER_COLUMNS} FROM carriers
          WHERE $1::TEXT IS NULL OR carrier_id > $1 ORDER BY carrier_id LIMIT $2"
     );
-    let params: [&(dyn ToSql + Sync); 2] = [&after, &plus_one(limit)];
+    let params: [&(dyn ToSql + Sync); 2] = [&after, &rows::fetch(limit)];
     let items = query::all(db, &sql, &params, rows::carrier).await?;
     let total: i64 = db
         .query_one("SELECT count(*) FROM carriers", &[])
@@ -129,7 +129,7 @@ pub async fn list_keys(
          WHERE ($1::TEXT IS NULL OR carrier_id = $1) AND ($2::TEXT IS NULL OR key_id > $2)
          ORDER BY key_id LIMIT $3"
     );
-    let params: [&(dyn ToSql + Sync); 3] = [&carrier_id, &after, &plus_one(limit)];
+    let params: [&(dyn ToSql + Sync); 3] = [&carrier_id, &after, &rows::fetch(limit)];
     let items = query::all(db, &sql, &params, rows::api_key).await?;
     let total: i64 = db
         .query_one(
@@ -232,7 +232,7 @@ pub async fn list_consents(
            AND ($3::TEXT IS NULL OR tenant_id > $3)
          ORDER BY tenant_id LIMIT $4"
     );
-    let params: [&(dyn ToSql + Sync); 4] = [&carrier_id, &status, &after, &plus_one(limit)];
+    let params: [&(dyn ToSql + Sync); 4] = [&carrier_id, &status, &after, &rows::fetch(limit)];
     let items = query::all(db, &sql, &params, rows::consent).await?;
     let total: i64 = db
         .query_one(

@@ -270,7 +270,7 @@ pub async fn list(
 ) -> PgResult<KeyedPage<CallDuration, (Micros, i64)>> {
     let from = from.unwrap_or(i64::MIN);
     let to = to.unwrap_or(i64::MAX);
-    let limit_plus_one = super::pool::plus_one(limit);
+    let limit_plus_one = rows::fetch(limit);
     // Two statements rather than `$n IS NULL OR ...`, so that the cursor is an index bound.
     let found = match after {
         None => {

@@ -217,8 +217,3 @@ impl Drop for CancelOnDrop {
         }
     }
 }
-
-/// `limit + 1` as a query parameter: one row more than asked tells whether more follow.
-pub(super) fn plus_one(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1
-}

@@ -429,7 +429,7 @@ pub async fn list_audit(
                 &f.rpc,
                 &f.start,
                 &f.end,
-                &super::pool::plus_one(limit),
+                &rows::fetch(limit),
             ],
         )
         .await?;

@@ -23,7 +23,6 @@
 use deadpool_postgres::GenericClient;
 
 use super::pool::PgResult;
-use super::pool::plus_one;
 use super::query;
 use crate::domain::{
     Discrepancy, DiscrepancyCursor, DiscrepancyKind, Micros, ReconciliationSummary, UsageGrouping,
@@ -216,7 +215,7 @@ pub async fn discrepancies(
                 &a_start,
                 &a_kind,
                 &a_key,
-                &plus_one(limit),
+                &rows::fetch(limit),
             ],
         )
         .await?;

@@ -190,7 +190,7 @@ pub fn list(
         }));
     }
     sql.push_str(" ORDER BY start_time, id LIMIT ?");
-    args.push(Value::Integer(limit as i64 + 1));
+    args.push(Value::Integer(rows::fetch(limit)));
     let params = rusqlite::params_from_iter(args.iter());
     query::page(conn, &sql, params, rows::call_record_listed, limit)
 }

@@ -52,7 +52,7 @@ pub fn list(conn: &Connection, after: Option<&str>, limit: usize) -> StoreResult
             "SELECT {CARRIER_COLUMNS} FROM carriers
              WHERE ?1 IS NULL OR carrier_id > ?1 ORDER BY carrier_id LIMIT ?2"
         ),
-        params![after, limit as i64 + 1],
+        params![after, rows::fetch(limit)],
         rows::carrier,
     )?;
     let total = conn.query_row("SELECT count(*) FROM carriers", [], |r| r.get(0))?;
@@ -116,7 +116,7 @@ pub fn list_keys(
              WHERE (?1 IS NULL OR carrier_id = ?1) AND (?2 IS NULL OR key_id > ?2)
              ORDER BY key_id LIMIT ?3"
         ),
-        params![carrier_id, after, limit as i64 + 1],
+        params![carrier_id, after, rows::fetch(limit)],
         rows::api_key,
     )?;
     let total = conn
@@ -224,7 +224,7 @@ pub fn list_consents(
                AND (?3 IS NULL OR tenant_id > ?3)
              ORDER BY tenant_id LIMIT ?4"
         ),
-        params![carrier_id, status, after, limit as i64 + 1],
+        params![carrier_id, status, after, rows::fetch(limit)],
         rows::consent,
     )?;
     let total = conn

@@ -1,5 +1,7 @@
 //! Carriers' duration reports: stored (new, duplicate or correction) and listed.
 
+use std::sync::LazyLock;
+
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, named_params};
 
@@ -10,6 +12,19 @@ use crate::store::{rows, rules};
 
 const COLUMNS: &str = "record_id, call_id, correlation_id, caller_number, callee_number, start_time, \
     duration_us, carrier_id, corrections, create_time, update_time";
+
+/// A carrier's stored report by record id, with its row id (written once, not per report).
+static STORED: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {COLUMNS}, id FROM call_durations WHERE carrier_id = ?1 AND record_id = ?2")
+});
+
+/// A new report (no correction yet).
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO call_durations ({COLUMNS}) VALUES (:record_id, :call_id, :correlation_id,
+           :caller_number, :callee_number, :start_time, :duration_us, :carrier_id, 0, :now, :now)"
+    )
+});
 
 /// A report's content as named parameters: `:call_id, :correlation_id, :caller_number,
 /// :callee_number, :start_time, :duration_us`.
@@ -43,16 +58,12 @@ pub(super) fn insert(
     r: &DurationReport,
     now: i64,
 ) -> StoreResult<()> {
-    let sql = format!(
-        "INSERT INTO call_durations ({COLUMNS}) VALUES (:record_id, :call_id, :correlation_id,
-           :caller_number, :callee_number, :start_time, :duration_us, :carrier_id, 0, :now, :now)"
-    );
     let named: [(&str, &dyn ToSql); 3] = [
         (":record_id", &r.record_id),
         (":carrier_id", &carrier_id),
         (":now", &now),
     ];
-    execute_with(conn, &sql, &named, r)
+    execute_with(conn, &INSERT, &named, r)
 }
 
 /// Stores each report independently: new, duplicate, or correction (history kept).
@@ -64,21 +75,17 @@ pub fn report(
     let now = now_micros();
     let mut outcomes = Vec::with_capacity(reports.len());
     for r in reports {
-        let sql = format!(
-            "SELECT {COLUMNS}, id FROM call_durations WHERE carrier_id = ?1 AND record_id = ?2"
-        );
         let stored = query::first(
             conn,
-            &sql,
+            &STORED,
             [carrier_id, &r.record_id],
             rows::call_duration_listed,
-        )?
-        .map(|(old, (_, id))| (id, old));
-        let outcome = rules::duration_outcome(stored.as_ref().map(|(_, old)| &old.report), r);
+        )?;
+        let outcome = rules::duration_outcome(stored.as_ref().map(|(old, _)| &old.report), r);
         match stored {
             None => insert(conn, carrier_id, r, now)?,
             Some(_) if outcome == DurationOutcome::Unchanged => {}
-            Some((id, old)) => {
+            Some((old, (_, id))) => {
                 let correction = old.corrections + 1;
                 execute_with(
                     conn,
@@ -128,7 +135,7 @@ pub fn list(
         ":to": to.unwrap_or(i64::MAX),
         ":after_start": after_start,
         ":after_id": after_id,
-        ":limit": limit as i64 + 1,
+        ":limit": rows::fetch(limit),
     };
     query::page(conn, &sql, params, rows::call_duration_listed, limit)
 }

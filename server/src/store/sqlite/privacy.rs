@@ -252,7 +252,7 @@ pub fn list_audit(
         f.rpc,
         f.start,
         f.end,
-        limit as i64 + 1
+        rows::fetch(limit)
     ];
     query::page(conn, sql, params, rows::audit_event, limit)
 }

@@ -169,7 +169,7 @@ pub fn discrepancies(
     };
     let params = named_params! {
         ":c": carrier_id, ":s": s, ":e": e, ":tol": tol, ":kind": kind.map(DiscrepancyKind::code),
-        ":a_start": a_start, ":a_kind": a_kind, ":a_key": a_key, ":limit": limit as i64 + 1,
+        ":a_start": a_start, ":a_kind": a_kind, ":a_key": a_key, ":limit": rows::fetch(limit),
     };
     query::page(conn, &sql, params, rows::discrepancy, limit)
 }
