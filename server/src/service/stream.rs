@@ -86,8 +86,10 @@ pub const STREAM_IN_FLIGHT: usize = 8;
 /// Drives one batched upload stream (call-record ingestion, duration uploads): reads batches
 /// while fewer than [`STREAM_IN_FLIGHT`] are being handled, and sends each acknowledgement
 /// strictly in batch order once `handle` (validation and a durable commit) finishes. An error
-/// from `handle` is sent and ends the stream. On shutdown it stops reading, finishes the batches
-/// it has, and ends the stream with UNAVAILABLE.
+/// from `handle` ends the stream once the batches behind it have settled (committed or not,
+/// never acknowledged): when the client sees the end, no write of the stream is still pending.
+/// On shutdown it stops reading, finishes the batches it has, and ends the stream with
+/// UNAVAILABLE.
 pub(crate) async fn pipeline<Req, Resp, F, Fut>(
     mut inbound: Streaming<Req>,
     tx: mpsc::Sender<Result<Resp, Status>>,
@@ -104,9 +106,18 @@ pub(crate) async fn pipeline<Req, Resp, F, Fut>(
         tokio::select! {
             biased;
             Some(ack) = in_flight.next(), if !in_flight.is_empty() => {
-                let ack: Result<Resp, Status> = ack;
-                let stop = ack.is_err();
-                if tx.send(ack).await.is_err() || stop {
+                let ack: Resp = match ack {
+                    Ok(ack) => ack,
+                    Err(status) => {
+                        // The batches behind the failed one are already with the store: let
+                        // them settle, unacknowledged, before the stream ends, so nothing from
+                        // this stream commits after the client has seen its end.
+                        while in_flight.next().await.is_some() {}
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                if tx.send(Ok(ack)).await.is_err() {
                     return;
                 }
             }

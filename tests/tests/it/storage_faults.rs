@@ -115,7 +115,9 @@ async fn a_full_disk_fails_writes_cleanly_keeps_reads_and_recovers() {
     // Every acknowledged record is stored. Batches that were in flight behind the one that
     // found the disk full may have committed too (a smaller batch can fit where a larger one
     // did not); they were never acknowledged, so the sender sends them again below, and they
-    // come back unchanged. At most the other batches in flight: 7 of 100 records.
+    // come back unchanged. At most the other batches in flight: 7 of 100 records. The stream
+    // ended only once those had settled, so what is read here is final: the resend below finds
+    // exactly these unchanged (a batch committing after the end would make it find more).
     assert!(
         acknowledged.is_subset(&stored),
         "an acknowledged record is missing"
