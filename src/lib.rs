@@ -5,16 +5,19 @@
 //!
 //! ## Layout
 //! - [`pb`]: the generated messages, clients and servers (tonic + prost), untouched.
+//! - [`codec`]: the servers' codec (a request that cannot be decoded is INVALID_ARGUMENT).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, served by gRPC reflection.
 //! - [`validate`]: the format checks every side agrees on (E.164, SIP URI, tenant id, ...).
 //! - [`metadata`]: wire constants (header names).
 
+pub mod codec;
 pub mod validate;
 
 /// Generated code for package `ocx.v1`. Kept in its own module so lints stay off it.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod pb {
     tonic::include_proto!("ocx.v1");
+    include!(concat!(env!("OUT_DIR"), "/servers/ocx.v1.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of every `.proto` in `proto/`, for gRPC server reflection.

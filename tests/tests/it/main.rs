@@ -5,6 +5,7 @@
 mod auth;
 mod call_records;
 mod contention;
+mod decode;
 mod durations;
 mod idempotency;
 mod layers;

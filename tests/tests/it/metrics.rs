@@ -72,7 +72,9 @@ async fn a_scrape_after_a_scenario_counts_calls_rows_streams_and_bytes() {
             let _ = stopped.await;
         },
     ));
-    let platform = Client::connect(endpoint, key).await.expect("connect");
+    let platform = Client::connect(endpoint.clone(), key)
+        .await
+        .expect("connect");
     let a = carrier(&platform, "acme-tel").await;
     consent(&platform, "acme-tel", &tenant(1)).await;
     let ns = numbers("+4420794", 0, 3);
@@ -95,6 +97,12 @@ async fn a_scrape_after_a_scenario_counts_calls_rows_streams_and_bytes() {
     ingest(&platform, records.clone()).await;
     ingest(&platform, records).await; // all unchanged: no rows stored
     let _watch = a.client.watch_number_events("", 0).await.expect("watch");
+    // Bytes that are no GetNumberRequest (field number 0): refused, and counted as such.
+    let undecodable = ocx_testkit::raw::RawClient::new(&endpoint, &a.secret)
+        .unary("/ocx.v1.NumberService/GetNumber", vec![0, 0])
+        .await
+        .expect_err("not a request");
+    assert_eq!(undecodable.code(), tonic::Code::InvalidArgument);
 
     let text = scrape(metrics_addr).await;
     let get = [("service", "ocx.v1.NumberService"), ("method", "GetNumber")];
@@ -116,8 +124,16 @@ async fn a_scrape_after_a_scenario_counts_calls_rows_streams_and_bytes() {
         Some(1.0)
     );
     assert_eq!(
+        sample(
+            &text,
+            "ocx_grpc_requests_total",
+            &[get[0], get[1], ("code", "INVALID_ARGUMENT")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
         sample(&text, "ocx_grpc_latency_seconds_count", &get),
-        Some(2.0)
+        Some(3.0)
     );
     assert_eq!(
         sample(&text, "ocx_rows_ingested_total", &[("kind", "call_record")]),
