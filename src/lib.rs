@@ -29,6 +29,36 @@ pub mod metadata {
     pub const AUTHORIZATION: &str = "authorization";
     /// The scheme prefix of the authorization value.
     pub const BEARER_PREFIX: &str = "Bearer ";
+
+    /// The token of an authorization value `Bearer <token>`: the scheme in any case
+    /// (RFC 7235 makes it case-insensitive), one or more spaces, the token without the spaces
+    /// around it. `None` for another scheme or no token.
+    pub fn bearer_token(value: &str) -> Option<&str> {
+        let (scheme, token) = value.trim_start().split_once(' ')?;
+        let token = token.trim();
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::bearer_token;
+
+        #[test]
+        fn the_scheme_is_case_insensitive_and_the_token_is_trimmed() {
+            for value in [
+                "Bearer t",
+                "bearer t",
+                "BEARER t",
+                "bEaReR   t ",
+                " Bearer t",
+            ] {
+                assert_eq!(bearer_token(value), Some("t"), "{value:?}");
+            }
+            for value in ["Basic t", "Bearer", "Bearer ", "Bearert", "", "t"] {
+                assert_eq!(bearer_token(value), None, "{value:?}");
+            }
+        }
+    }
 }
 
 /// Largest number of items one batch (numbers uploaded or released, call records ingested,

@@ -193,9 +193,8 @@ impl KeyCache {
                 "missing API key: send the metadata 'authorization: Bearer <key>'",
             )
         })?;
-        let token = header
-            .strip_prefix(ocx_api::metadata::BEARER_PREFIX)
-            .and_then(|t| parse_token(t.trim()))
+        let token = ocx_api::metadata::bearer_token(header)
+            .and_then(parse_token)
             .ok_or_else(|| {
                 Status::unauthenticated(
                     "malformed authorization metadata: expected 'Bearer ocx_<key id>_<secret>'",

@@ -40,6 +40,23 @@ pub fn micros(ts: &Timestamp, field: &str, v: &mut Violations) -> Option<Micros>
     Some(ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1000)
 }
 
+/// A list filter's optional time range `[from, to]`, each end named by its field; an end
+/// before the start is a violation on the end's field (every list answers it alike).
+pub fn time_range(
+    (from, from_field): (Option<&Timestamp>, &str),
+    (to, to_field): (Option<&Timestamp>, &str),
+    v: &mut Violations,
+) -> (Option<Micros>, Option<Micros>) {
+    let from = from.and_then(|t| micros(t, from_field, v));
+    let to = to.and_then(|t| micros(t, to_field, v));
+    if let (Some(from), Some(to)) = (from, to)
+        && to < from
+    {
+        v.add(to_field, format!("{to_field} is before {from_field}"));
+    }
+    (from, to)
+}
+
 /// Wire code to a domain enum, recording a violation for 0 and unknown values.
 pub fn required_enum<T>(
     code: i32,

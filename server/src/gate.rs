@@ -329,8 +329,8 @@ async fn refuse(pending: Pending, status: Status) -> http::Response<Body> {
 /// exists; empty for anything else. Never the secret.
 fn claimed_key_id(header: Option<&str>) -> String {
     header
-        .and_then(|h| h.strip_prefix(ocx_api::metadata::BEARER_PREFIX))
-        .and_then(|t| t.trim().strip_prefix("ocx_"))
+        .and_then(ocx_api::metadata::bearer_token)
+        .and_then(|t| t.strip_prefix("ocx_"))
         .and_then(|t| t.split_once('_'))
         .map(|(id, _)| id)
         .filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -289,14 +289,11 @@ impl AdminService for Admin {
         let req = request.into_inner();
         let mut v = Violations::new();
         let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
-        let start = req
-            .start_time
-            .as_ref()
-            .and_then(|t| convert::micros(t, "start_time", &mut v));
-        let end = req
-            .end_time
-            .as_ref()
-            .and_then(|t| convert::micros(t, "end_time", &mut v));
+        let (start, end) = convert::time_range(
+            (req.start_time.as_ref(), "start_time"),
+            (req.end_time.as_ref(), "end_time"),
+            &mut v,
+        );
         if !req.carrier_id.is_empty() {
             v.check("carrier_id", validate::carrier_id(&req.carrier_id));
         }

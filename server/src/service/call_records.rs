@@ -73,19 +73,11 @@ impl CallRecordService for CallRecords {
         let req = request.into_inner();
         let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
         let mut v = Violations::new();
-        let from = req
-            .start_time_from
-            .as_ref()
-            .and_then(|t| convert::micros(t, "start_time_from", &mut v));
-        let to = req
-            .start_time_to
-            .as_ref()
-            .and_then(|t| convert::micros(t, "start_time_to", &mut v));
-        if let (Some(from), Some(to)) = (from, to)
-            && to < from
-        {
-            v.add("start_time_to", "start_time_to is before start_time_from");
-        }
+        let (from, to) = convert::time_range(
+            (req.start_time_from.as_ref(), "start_time_from"),
+            (req.start_time_to.as_ref(), "start_time_to"),
+            &mut v,
+        );
         let tenant_id = (!req.tenant_id.is_empty())
             .then(|| convert::tenant_id(&req.tenant_id, "tenant_id", &mut v));
         if !req.number.is_empty() {

@@ -173,14 +173,11 @@ impl CallDurationService for Durations {
         let req = request.into_inner();
         let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
         let mut v = Violations::new();
-        let from = req
-            .start_time_from
-            .as_ref()
-            .and_then(|t| convert::micros(t, "start_time_from", &mut v));
-        let to = req
-            .start_time_to
-            .as_ref()
-            .and_then(|t| convert::micros(t, "start_time_to", &mut v));
+        let (from, to) = convert::time_range(
+            (req.start_time_from.as_ref(), "start_time_from"),
+            (req.start_time_to.as_ref(), "start_time_to"),
+            &mut v,
+        );
         let size = paging::page_size(req.page_size, self.ctx.limits.max_page_size, &mut v);
         v.into_result()?;
         let filters = format!("durations|{carrier}|{from:?}|{to:?}");

@@ -104,9 +104,12 @@ fn undecodable(method: &Method) -> Vec<(&'static str, Vec<u8>)> {
     cases
 }
 
+/// Reads the batch id of an acknowledgement's bytes.
+type BatchId = fn(&[u8]) -> i64;
+
 /// A valid first request for each stream of requests, and how to read the batch id of its
 /// acknowledgement.
-fn valid_first(method: &Method, carrier_id: &str, now: i64) -> (Vec<u8>, fn(&[u8]) -> i64) {
+fn valid_first(method: &Method, carrier_id: &str, now: i64) -> (Vec<u8>, BatchId) {
     match method.input.as_str() {
         "ocx.v1.IngestCallRecordsRequest" => (
             pb::IngestCallRecordsRequest {

@@ -5,6 +5,7 @@
 mod auth;
 mod call_records;
 mod contention;
+mod contract;
 mod decode;
 mod durations;
 mod idempotency;
