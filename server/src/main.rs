@@ -24,6 +24,9 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// OCX, the Operator Connect Exchange server.
+///
+/// Every setting is global: it is taken before and after the subcommand alike
+/// (`ocx-server --rate 5` and `ocx-server serve --rate 5`).
 #[derive(Parser)]
 #[command(version, about, args_override_self = true)]
 struct Cli {
@@ -61,45 +64,45 @@ struct Cli {
     #[arg(long, env = "OCX_DEMO", global = true)]
     demo: bool,
     /// Serve TLS with this certificate chain (PEM); needs --tls-key. Without it: plaintext.
-    #[arg(long, env = "OCX_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "OCX_TLS_CERT", requires = "tls_key", global = true)]
     tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
-    #[arg(long, env = "OCX_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "OCX_TLS_KEY", requires = "tls_cert", global = true)]
     tls_key: Option<PathBuf>,
     /// Require client certificates issued by this CA (PEM): mutual TLS.
-    #[arg(long, env = "OCX_TLS_CLIENT_CA", requires = "tls_cert")]
+    #[arg(long, env = "OCX_TLS_CLIENT_CA", requires = "tls_cert", global = true)]
     tls_client_ca: Option<PathBuf>,
     /// Largest request or response message, bytes.
-    #[arg(long, env = "OCX_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes)]
+    #[arg(long, env = "OCX_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes, global = true)]
     max_message_bytes: usize,
     /// Most items in one batch (uploads, releases, reports, ingest batches).
     #[arg(long, env = "OCX_MAX_BATCH", default_value_t = Limits::default().max_batch_items,
-          value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
+          value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from), global = true)]
     max_batch: usize,
     /// Largest page of a listing; a larger `page_size` is served as this.
     #[arg(long, env = "OCX_MAX_PAGE_SIZE", default_value_t = Limits::default().max_page_size,
-          value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from))]
+          value_parser = clap::value_parser!(u16).range(1..=10_000).map(usize::from), global = true)]
     max_page_size: usize,
     /// Sustained requests per second per API key (a stream counts once).
     #[arg(long, env = "OCX_RATE", default_value_t = Limits::default().rate_per_second,
-          value_parser = positive_rate)]
+          value_parser = positive_rate, global = true)]
     rate: f64,
     /// Requests a key may make at once above the sustained rate.
     #[arg(long, env = "OCX_BURST", default_value_t = Limits::default().rate_burst,
-          value_parser = whole_burst)]
+          value_parser = whole_burst, global = true)]
     burst: f64,
     /// Streams one API key may hold open at once.
-    #[arg(long, env = "OCX_MAX_STREAMS_PER_KEY", default_value_t = Limits::default().max_streams_per_key)]
+    #[arg(long, env = "OCX_MAX_STREAMS_PER_KEY", default_value_t = Limits::default().max_streams_per_key, global = true)]
     max_streams_per_key: usize,
     /// Longest a unary call may run when the caller sets no deadline (e.g. 2m, 30s).
-    #[arg(long, env = "OCX_DEFAULT_DEADLINE", default_value = "2m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OCX_DEFAULT_DEADLINE", default_value = "2m", value_parser = humantime::parse_duration, global = true)]
     default_deadline: Duration,
     /// How often expired data is purged (e.g. 1h, 15m); 0 purges only on demand.
-    #[arg(long, env = "OCX_PURGE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OCX_PURGE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration, global = true)]
     purge_interval: Duration,
     /// After SIGTERM or Ctrl-C: how long in-flight calls may take to finish before the process
     /// exits anyway (e.g. 30s). Writes already acknowledged are durable either way.
-    #[arg(long, env = "OCX_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OCX_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     shutdown_timeout: Duration,
     #[command(subcommand)]
     command: Option<Command>,
@@ -354,5 +357,31 @@ fn whole_burst(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(b) if b.is_finite() && b >= 1.0 => Ok(b),
         _ => Err(format!("{s:?} is not a burst: give 1 or more requests")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+
+    #[test]
+    fn every_setting_is_taken_after_each_subcommand_too() {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        command.build();
+        let settings: Vec<&str> = command
+            .get_arguments()
+            .filter_map(clap::Arg::get_long)
+            .filter(|long| !["help", "version"].contains(long))
+            .collect();
+        assert!(settings.len() >= 20, "{settings:?}");
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            for setting in &settings {
+                assert!(
+                    sub.get_arguments().any(|a| a.get_long() == Some(setting)),
+                    "ocx-server {} does not take --{setting}",
+                    sub.get_name()
+                );
+            }
+        }
     }
 }

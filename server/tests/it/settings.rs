@@ -19,6 +19,8 @@ async fn flags_beat_environment_beats_the_file_and_logs_can_be_json() {
     let (server, endpoint, log) = OCX_SERVER.start_configured(
         dir.path(),
         &[
+            // The subcommand the help calls the default, with settings after it.
+            "serve",
             "--config",
             file.to_str().expect("utf-8"),
             "--max-batch",
