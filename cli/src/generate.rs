@@ -26,8 +26,8 @@ pub struct GenerateArgs {
     /// How many records to generate (revisions come on top).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,
-    /// Seed of the generator: the same seed, numbers and --start give the same records, so a
-    /// rerun stores nothing new (records come back unchanged, or stale where a revision was
+    /// Seed of the generator: the same seed, numbers, --count, --from and --to give the same
+    /// records, so a rerun stores nothing new (records come back unchanged, or stale where a revision was
     /// stored). Default: taken from the clock, and printed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -45,15 +45,49 @@ pub struct GenerateArgs {
     /// records, each in a batch after its original.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub revise_percent: u8,
-    /// Start of the time range (RFC 3339 UTC). Default: count × 30 s before now rounded down
-    /// to the hour, so that the calls (30 s apart on average) end within the last hour, and a
-    /// rerun with the same --seed in the same hour sends the same records.
+    /// Start of the time range the calls start in (RFC 3339 UTC). Default: 24 hours before
+    /// --to. Keep it inside the retention period (90 days unless set otherwise), or the next
+    /// purge removes the older calls.
+    #[arg(long, alias = "start", value_parser = crate::values::rfc3339)]
+    pub from: Option<prost_types::Timestamp>,
+    /// End of the time range (RFC 3339 UTC, exclusive); not in the future, since the server
+    /// refuses calls that start there. Default: now, rounded down to the hour, so that a rerun
+    /// with the same --seed within the hour sends the same records.
     #[arg(long, value_parser = crate::values::rfc3339)]
-    pub start: Option<prost_types::Timestamp>,
+    pub to: Option<prost_types::Timestamp>,
 }
 
-/// Mean gap between generated calls (the generator's default), for the default `--start`.
-const MEAN_GAP_SECS: u64 = 30;
+/// The default length of the time range: a day.
+const DEFAULT_RANGE_SECS: i64 = 24 * 3600;
+/// The narrowest slot a call may have in the range (start times must increase).
+const MIN_SLOT_MS: i64 = 2;
+
+/// The time range `[from, to)` (seconds) the flags describe at `now`; why not, if they
+/// describe none a generator can fill.
+fn time_range(args: &GenerateArgs, now: i64) -> anyhow::Result<(i64, i64)> {
+    let to = match &args.to {
+        Some(to) if to.seconds > now => anyhow::bail!(
+            "--to is in the future: calls do not start in the future, and the server refuses them"
+        ),
+        Some(to) => to.seconds,
+        None => now - now.rem_euclid(3600),
+    };
+    let from = args
+        .from
+        .as_ref()
+        .map_or(to - DEFAULT_RANGE_SECS, |from| from.seconds);
+    if from >= to {
+        anyhow::bail!("--from must come before --to");
+    }
+    let most = (to - from).saturating_mul(1000) / MIN_SLOT_MS;
+    if i64::try_from(args.count).map_or(true, |count| count > most) {
+        anyhow::bail!(
+            "{} calls do not fit between --from and --to: at most {most} (one per {MIN_SLOT_MS} ms)",
+            args.count
+        );
+    }
+    Ok((from, to))
+}
 /// How many rejected records the summary details.
 const SHOWN_REJECTIONS: usize = 5;
 
@@ -64,16 +98,8 @@ pub async fn generate(
     args: GenerateArgs,
 ) -> anyhow::Result<ExitCode> {
     let seed = args.seed.unwrap_or_else(clock_seed);
-    let start = match args.start {
-        Some(start) => start.seconds,
-        None => {
-            // Whole hours, so that a rerun with the same seed within the hour sends the very
-            // same records (all UNCHANGED) rather than other content under the same ids.
-            let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-            let start = now.saturating_sub(args.count.saturating_mul(MEAN_GAP_SECS));
-            i64::try_from(start - start % 3600)?
-        }
-    };
+    let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())?;
+    let range = time_range(&args, now)?;
     let lines = args
         .numbers
         .iter()
@@ -83,7 +109,7 @@ pub async fn generate(
         })
         .collect();
     let batches = Batches {
-        generator: CallRecordGenerator::new(seed, lines, start),
+        generator: CallRecordGenerator::within(seed, lines, range, args.count),
         remaining: args.count,
         made: 0,
         batch_size: usize::from(args.batch),

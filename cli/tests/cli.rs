@@ -139,7 +139,7 @@ async fn carriers_keys_consents_numbers_and_assignments_through_the_cli() {
 
     // Call records: generate (platform), then list, get, export and follow (carrier).
     let generate = format!(
-        "--output json calls generate --count 300 --seed 11 --tenant {TENANT} --number +442079460001 --number +442079460002 --revise-percent 10 --start 2026-01-01T00:00:00Z"
+        "--output json calls generate --count 300 --seed 11 --tenant {TENANT} --number +442079460001 --number +442079460002 --revise-percent 10 --from 2026-01-01T00:00:00Z --to 2026-01-02T00:00:00Z"
     );
     let (code, out, err) = served.run(&platform, &generate).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -271,7 +271,7 @@ async fn durations_reconciliation_and_usage_through_the_cli() {
             &platform,
             &format!(
                 "calls generate --count 40 --seed 3 --tenant {TENANT} --number +442079460001 \
-                 --revise-percent 0 --start 2026-01-01T00:00:00Z"
+                 --revise-percent 0 --from 2026-01-01T00:00:00Z --to 2026-01-01T06:00:00Z"
             ),
         )
         .await);
@@ -493,5 +493,98 @@ async fn durations_reconciliation_and_usage_through_the_cli() {
     assert_eq!(erased["call_records"], 40, "{erased}");
     assert_eq!(erased["call_durations"], 30, "{erased}");
 
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generated_calls_start_within_the_range_and_never_in_the_future() {
+    let served = Served::start().await;
+    let platform = served.server.platform_key.clone();
+    let ok = |(code, out, err): (i32, String, String)| {
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    ok(served
+        .run(&platform, "carriers create range-tel --name Range")
+        .await);
+    ok(served
+        .run(
+            &platform,
+            &format!("consents grant --carrier range-tel --tenant {TENANT}"),
+        )
+        .await);
+    let numbers = served.server.dir().join("numbers.csv");
+    std::fs::write(&numbers, "number\n+442079460001\n").expect("write");
+    ok(served
+        .run(
+            &platform,
+            &format!(
+                "numbers upload {} --tenant {TENANT} --carrier range-tel",
+                numbers.display()
+            ),
+        )
+        .await);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+
+    // The default range: the day before the last whole hour.
+    let generate = format!(
+        "--output json calls generate --count 500 --seed 8 --tenant {TENANT} --number +442079460001"
+    );
+    let summary = ok(served.run(&platform, &generate).await);
+    let summary: serde_json::Value = serde_json::from_str(summary.trim()).expect("json");
+    assert_eq!(summary["created"], 500, "{summary}");
+    let listed = ok(served
+        .run(&platform, "--output json calls list --carrier range-tel")
+        .await);
+    let starts: Vec<i64> = listed
+        .lines()
+        .map(|l| {
+            let record: serde_json::Value = serde_json::from_str(l).expect("json");
+            let start = record["start_time"].as_str().expect("start").to_owned();
+            humantime::parse_rfc3339(&start)
+                .expect("rfc 3339")
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs() as i64
+        })
+        .collect();
+    assert_eq!(starts.len(), 500);
+    let to = now - now % 3600;
+    assert!(
+        starts.iter().all(|s| (to - 86_400..to).contains(s)),
+        "{:?}",
+        (starts.iter().min(), starts.iter().max(), to)
+    );
+    // Spread over the whole day, not bunched at one end.
+    assert!(starts.iter().any(|s| *s < to - 86_400 + 3_600));
+    assert!(starts.iter().any(|s| *s >= to - 3_600));
+
+    // A range that reaches into the future, or is too narrow for the count, is refused
+    // before anything is sent.
+    for (range, words) in [
+        ("--to 2999-01-01T00:00:00Z", "--to is in the future"),
+        (
+            "--from 2026-01-01T00:00:00Z --to 2026-01-01T00:00:01Z",
+            "do not fit",
+        ),
+        (
+            "--from 2026-01-02T00:00:00Z --to 2026-01-01T00:00:00Z",
+            "--from must come before --to",
+        ),
+    ] {
+        let (code, out, err) = served
+            .run(
+                &platform,
+                &format!(
+                    "calls generate --count 1000 --tenant {TENANT} --number +442079460001 {range}"
+                ),
+            )
+            .await;
+        assert_ne!(code, 0, "{range}: {out}");
+        assert!(err.contains(words), "{range}: {err}");
+    }
     served.stop().await;
 }

@@ -88,6 +88,9 @@ pub struct CallRecordGenerator {
     clock_ms: i64,
     /// Mean gap between consecutive start times.
     mean_gap_secs: f64,
+    /// With [`CallRecordGenerator::within`]: where the time range starts (ms) and the width
+    /// of each record's slot in it (ms).
+    slots: Option<(i64, f64)>,
     /// Records made so far: folded into each `call_id` so that ids never repeat.
     count: u64,
     /// Mixed into the counter part of `call_id`s, so two seeds do not share id suffixes.
@@ -262,9 +265,35 @@ impl CallRecordGenerator {
             lines,
             clock_ms: start_unix_secs.saturating_mul(1000),
             mean_gap_secs: DEFAULT_MEAN_GAP_SECS,
+            slots: None,
             count: 0,
             salt,
         }
+    }
+
+    /// Like [`CallRecordGenerator::new`], but the first `count` records start within
+    /// `[start_unix_secs, end_unix_secs)` and never after: the range is cut into `count` equal
+    /// slots, and each record starts at a random moment of its own (later records continue at
+    /// the same spacing). Start times increase as long as each slot is at least 2 ms wide.
+    ///
+    /// # Panics
+    /// If `lines` is empty.
+    pub fn within(
+        seed: u64,
+        lines: Vec<Line>,
+        (start_unix_secs, end_unix_secs): (i64, i64),
+        count: u64,
+    ) -> Self {
+        let mut generator = CallRecordGenerator::new(seed, lines, start_unix_secs);
+        let span_ms = end_unix_secs
+            .saturating_sub(start_unix_secs)
+            .saturating_mul(1000);
+        let slot_ms = span_ms.max(0) as f64 / count.max(1) as f64;
+        generator.slots = Some((start_unix_secs.saturating_mul(1000), slot_ms));
+        generator.mean_gap_secs = slot_ms / 1000.0;
+        // Before the first slot, so that the first record may start at the range's start.
+        generator.clock_ms = generator.clock_ms.saturating_sub(1);
+        generator
     }
 
     /// Sets the mean gap between start times (default 30 s). Negative or NaN counts as 0;
@@ -280,9 +309,19 @@ impl CallRecordGenerator {
 
     /// The next record, version 1, carrier_id empty (the server derives it from the number).
     pub fn next_record(&mut self) -> pb::CallRecord {
+        let slot = self.count as f64;
         self.count += 1;
-        let gap_ms = (self.rng.exponential(self.mean_gap_secs * 1000.0).round() as i64).max(1);
-        self.clock_ms = self.clock_ms.saturating_add(gap_ms);
+        self.clock_ms = match self.slots {
+            // A random moment of this record's slot, later than the record before.
+            Some((from_ms, slot_ms)) => {
+                let at = from_ms as f64 + slot_ms * (slot + self.rng.f64());
+                (at.floor() as i64).max(self.clock_ms.saturating_add(1))
+            }
+            None => {
+                let gap = self.rng.exponential(self.mean_gap_secs * 1000.0).round() as i64;
+                self.clock_ms.saturating_add(gap.max(1))
+            }
+        };
         let start_ms = self.clock_ms;
 
         let line_index = self.rng.below(self.lines.len() as u64) as usize;
@@ -777,6 +816,37 @@ mod tests {
             .take(500)
             .collect();
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn within_a_range_every_record_starts_inside_it_spread_over_it() {
+        let (from, to) = (1_700_000_000, 1_700_003_600);
+        for count in [1, 2, 7, 1000, 900_000] {
+            let records: Vec<_> = CallRecordGenerator::within(5, lines(), (from, to), count)
+                .take(count as usize)
+                .collect();
+            let starts: Vec<i64> = records.iter().map(|r| micros(&r.start_time)).collect();
+            assert!(
+                starts.windows(2).all(|w| w[0] < w[1]),
+                "{count}: increasing"
+            );
+            assert!(
+                starts[0] >= from * 1_000_000,
+                "{count}: not before the range"
+            );
+            let last = *starts.last().expect("records");
+            assert!(last < to * 1_000_000, "{count}: not after the range");
+            // Spread over it: the last record is in the last slot.
+            let slot = (to - from) * 1_000_000 / count as i64;
+            assert!(last >= to * 1_000_000 - slot, "{count}: {last}");
+        }
+        let again: Vec<_> = CallRecordGenerator::within(5, lines(), (from, to), 7)
+            .take(7)
+            .collect();
+        let first: Vec<_> = CallRecordGenerator::within(5, lines(), (from, to), 7)
+            .take(7)
+            .collect();
+        assert_eq!(again, first, "the same seed gives the same records");
     }
 
     #[test]

@@ -40,6 +40,51 @@ pub fn micros(ts: &Timestamp, field: &str, v: &mut Violations) -> Option<Micros>
     Some(ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1000)
 }
 
+/// How far ahead of the server's clock a call may start, on the platform's call records and
+/// the carriers' reports alike: clocks drift a little; calls do not start in the future.
+pub const MAX_FUTURE_SKEW_US: i64 = 5 * 60 * 1_000_000;
+
+/// Records a violation on `field` if a call's `start` is more than [`MAX_FUTURE_SKEW_US`]
+/// ahead of `now` (the server's clock).
+pub fn not_ahead(start: Micros, now: Micros, field: &str, v: &mut Violations) {
+    if start > now.saturating_add(MAX_FUTURE_SKEW_US) {
+        v.add(
+            field,
+            "start_time is in the future (more than 5 minutes ahead of the server's clock)",
+        );
+    }
+}
+
+/// A protobuf duration from 0 to `max_us` (worded `max_words`) in microseconds, judged on its
+/// exact value before the part below a microsecond is dropped (OCX keeps durations to the
+/// microsecond): 1 hour and 1 ns is over 1 hour. `None`, with a violation on `field`, if it is
+/// malformed (nanos beyond ±999,999,999 or of the other sign than the seconds), negative, or
+/// over the maximum.
+pub fn duration_us(
+    d: &prost_types::Duration,
+    field: &str,
+    (max_us, max_words): (i64, &str),
+    v: &mut Violations,
+) -> Option<Micros> {
+    let sign_clash = (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0);
+    if d.nanos.unsigned_abs() >= 1_000_000_000 || sign_clash {
+        v.add(
+            field,
+            "malformed duration: nanos must be within ±999,999,999 and of the sign of seconds",
+        );
+        return None;
+    }
+    let max = (
+        max_us.div_euclid(1_000_000),
+        max_us.rem_euclid(1_000_000) * 1000,
+    );
+    if d.seconds < 0 || d.nanos < 0 || (d.seconds, i64::from(d.nanos)) > max {
+        v.add(field, format!("must be from 0 to {max_words}"));
+        return None;
+    }
+    Some(d.seconds * 1_000_000 + i64::from(d.nanos) / 1000)
+}
+
 /// A list filter's optional time range `[from, to]`, each end named by its field; an end
 /// before the start is a violation on the end's field (every list answers it alike).
 pub fn time_range(

@@ -6,10 +6,12 @@ use prost::Message;
 use prost_types::Duration;
 use sha2::{Digest, Sha256};
 
-use crate::convert::{filter_enum, micros, opt_timestamp, required_enum, timestamp};
+use crate::convert::{
+    duration_us, filter_enum, micros, not_ahead, opt_timestamp, required_enum, timestamp,
+};
 use crate::domain::{
     CallDirection, CallRecord, CallType, DestinationContext, MediaStream, QualityVerdict,
-    StreamDirection,
+    StreamDirection, now_micros,
 };
 use crate::error::Violations;
 use crate::quality;
@@ -20,24 +22,6 @@ const MAX_ID_LEN: usize = 128;
 const MAX_STREAMS: usize = 16;
 /// Longest accepted call: seven days (µs).
 const MAX_DURATION_US: i64 = 7 * 24 * 3600 * 1_000_000;
-
-/// A protobuf duration to µs; records a violation if negative, above `max_us`, or malformed.
-fn duration_us(d: &Duration, field: &str, max_us: i64, v: &mut Violations) -> Option<i64> {
-    let us = d
-        .seconds
-        .checked_mul(1_000_000)
-        .and_then(|s| s.checked_add(i64::from(d.nanos) / 1000));
-    match us {
-        Some(us) if (0..=max_us).contains(&us) && (0..1_000_000_000).contains(&d.nanos) => Some(us),
-        _ => {
-            v.add(
-                field,
-                format!("must be between 0 and {} seconds", max_us / 1_000_000),
-            );
-            None
-        }
-    }
-}
 
 /// µs to a protobuf duration.
 fn duration(us: i64) -> Duration {
@@ -69,7 +53,7 @@ fn bounded(
 fn media_stream(s: &pb::MediaStream, path: &str, v: &mut Violations) -> MediaStream {
     let d = |x: &Option<Duration>, name: &str, v: &mut Violations| {
         x.as_ref()
-            .and_then(|x| duration_us(x, &format!("{path}.{name}"), 3_600_000_000, v))
+            .and_then(|x| duration_us(x, &format!("{path}.{name}"), (3_600_000_000, "1 hour"), v))
     };
     let ratio = |x: Option<f64>, name: &str, v: &mut Violations| {
         bounded(x, format!("{path}.{name}"), 0.0..=1.0, v)
@@ -166,6 +150,9 @@ pub fn call_record_in(r: &pb::CallRecord, path: &str) -> Result<CallRecord, Viol
         }
     };
     let start_time = time(&r.start_time, "start_time", &mut v);
+    if let Some(start) = start_time {
+        not_ahead(start, now_micros(), &f("start_time"), &mut v);
+    }
     let end_time = time(&r.end_time, "end_time", &mut v);
     if let (Some(s), Some(e)) = (start_time, end_time)
         && e < s
@@ -173,7 +160,7 @@ pub fn call_record_in(r: &pb::CallRecord, path: &str) -> Result<CallRecord, Viol
         v.add(f("end_time"), "end_time is before start_time");
     }
     let duration_us = match &r.duration {
-        Some(d) => duration_us(d, &f("duration"), MAX_DURATION_US, &mut v),
+        Some(d) => duration_us(d, &f("duration"), (MAX_DURATION_US, "7 days"), &mut v),
         // Derived from the times, the same limit holds: a record stored must be one that
         // would be accepted again when sent back.
         None => match (start_time, end_time) {

@@ -3,7 +3,7 @@
 use ocx_api::{pb, validate};
 use prost_types::Duration;
 
-use crate::convert::{micros, timestamp};
+use crate::convert::{duration_us, micros, not_ahead, timestamp};
 use crate::domain::{
     CallDuration, Discrepancy, DurationReport, Micros, ReconciliationPeriod, ReconciliationSummary,
     UsageRow, now_micros,
@@ -12,8 +12,6 @@ use crate::error::Violations;
 
 /// Longest accepted duration: 24 hours (µs). Longer is not a phone call but a stuck record.
 pub const MAX_DURATION_US: i64 = 24 * 3600 * 1_000_000;
-/// How far in the future a start time may be (clock skew between the carrier and OCX).
-pub const MAX_FUTURE_SKEW_US: i64 = 5 * 60 * 1_000_000;
 /// Tolerance when the request leaves it unset: 1 s.
 pub const DEFAULT_TOLERANCE_US: i64 = 1_000_000;
 /// Largest tolerance: 1 hour.
@@ -27,18 +25,6 @@ pub fn duration(us: i64) -> Duration {
         seconds: us.div_euclid(1_000_000),
         nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
     }
-}
-
-/// A protobuf duration to µs; `None` if it overflows or is malformed (nanos outside
-/// -999,999,999..=999,999,999, or of the other sign than the seconds), as call records judge it.
-fn duration_us(d: &Duration) -> Option<i64> {
-    let sign_clash = (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0);
-    if d.nanos.unsigned_abs() >= 1_000_000_000 || sign_clash {
-        return None;
-    }
-    d.seconds
-        .checked_mul(1_000_000)?
-        .checked_add(i64::from(d.nanos) / 1000)
 }
 
 /// Validates one report whose path is `path` (e.g. `durations[2]`).
@@ -66,32 +52,15 @@ pub fn report_in(r: &pb::CallDurationReport, path: &str) -> Result<DurationRepor
         }
         Some(t) => micros(t, &f("start_time"), &mut v),
     };
-    if let Some(start) = start_time
-        && start > now_micros() + MAX_FUTURE_SKEW_US
-    {
-        v.add(
-            f("start_time"),
-            "start_time is in the future (more than 5 minutes ahead of the server's clock)",
-        );
+    if let Some(start) = start_time {
+        not_ahead(start, now_micros(), &f("start_time"), &mut v);
     }
-    let duration_us = match r.duration.as_ref().map(duration_us) {
+    let duration_us = match &r.duration {
         None => {
             v.add(f("duration"), "duration is required");
             None
         }
-        Some(Some(us)) if us < 0 || r.duration.as_ref().is_some_and(|d| d.nanos < 0) => {
-            v.add(f("duration"), "duration is negative");
-            None
-        }
-        Some(Some(us)) if us > MAX_DURATION_US => {
-            v.add(f("duration"), "duration is longer than 24 hours");
-            None
-        }
-        Some(Some(us)) => Some(us),
-        Some(None) => {
-            v.add(f("duration"), "duration is out of range");
-            None
-        }
+        Some(d) => duration_us(d, &f("duration"), (MAX_DURATION_US, "24 hours"), &mut v),
     };
     match (start_time, duration_us) {
         (Some(start_time), Some(duration_us)) if v.is_empty() => Ok(DurationReport {
@@ -157,18 +126,21 @@ pub fn period(
 
 /// Validates a tolerance (default 1 s, 0 to 1 hour).
 pub fn tolerance(t: &Option<Duration>, v: &mut Violations) -> i64 {
-    match t.as_ref().map(duration_us) {
-        None => DEFAULT_TOLERANCE_US,
-        Some(Some(us))
-            if (0..=MAX_TOLERANCE_US).contains(&us) && t.as_ref().is_some_and(|d| d.nanos >= 0) =>
-        {
-            us
-        }
-        Some(_) => {
-            v.add("tolerance", "tolerance must be from 0 to 1 hour");
-            DEFAULT_TOLERANCE_US
-        }
+    let Some(t) = t else {
+        return DEFAULT_TOLERANCE_US;
+    };
+    let Some(us) = duration_us(t, "tolerance", (MAX_TOLERANCE_US, "1 hour"), v) else {
+        return DEFAULT_TOLERANCE_US;
+    };
+    // The summary echoes the tolerance it used: it must be the one asked for, to the digit.
+    if t.nanos % 1000 != 0 {
+        v.add(
+            "tolerance",
+            "must be whole microseconds (OCX compares durations to the microsecond)",
+        );
+        return DEFAULT_TOLERANCE_US;
     }
+    us
 }
 
 /// A summary to the wire.

@@ -560,12 +560,26 @@ fn any_duration() -> impl Strategy<Value = Duration> + Clone {
     (any_i64(), any_i32()).prop_map(|(seconds, nanos)| Duration { seconds, nanos })
 }
 
-/// A well-formed duration of `0..=max_us` microseconds plus up to 999 nanoseconds.
+/// A well-formed duration from 0 to `max_us` microseconds exactly, up to 999 nanoseconds
+/// above a whole microsecond below the maximum (the maximum is judged on the exact value).
 fn duration_up_to(max_us: i64) -> impl Strategy<Value = Duration> + Clone {
-    (edgy(0, max_us), edgy(0, 999)).prop_map(|(us, ns)| Duration {
+    (edgy(0, max_us), edgy(0, 999)).prop_map(move |(us, ns)| Duration {
         seconds: us / 1_000_000,
-        nanos: (us % 1_000_000) as i32 * 1000 + ns as i32,
+        nanos: (us % 1_000_000) as i32 * 1000 + if us == max_us { 0 } else { ns as i32 },
     })
+}
+
+/// A duration of whole microseconds from 0 to `max_us`.
+fn whole_micros_up_to(max_us: i64) -> impl Strategy<Value = Duration> + Clone {
+    edgy(0, max_us).prop_map(|us| Duration {
+        seconds: us / 1_000_000,
+        nanos: (us % 1_000_000) as i32 * 1000,
+    })
+}
+
+/// Seconds since the epoch now.
+fn now_secs() -> i64 {
+    now_micros() / 1_000_000
 }
 
 /// A protobuf enum number: mostly known ones, sometimes 0, negative or unknown.
@@ -618,9 +632,10 @@ prop_compose! {
 
 prop_compose! {
     /// A valid call record with every optional part present or not, and junk in the
-    /// output-only fields (the server ignores them on ingest).
+    /// output-only fields (the server ignores them on ingest). It started in the past: a call
+    /// does not start in the future.
     fn valid_call_record()(
-        start in timestamp_between(0, MAX_TIMESTAMP_SECS - 604_801),
+        start in timestamp_between(0, now_secs()),
         length_us in edgy(0, MAX_CALL_US),
         end_ns in edgy(0, 999),
         call_id in non_empty_text(128),
@@ -1477,6 +1492,19 @@ static BREAKERS: &[(&str, Breaker)] = &[
         })
     }),
     ("start_time", |r, _| r.start_time = None),
+    // More than 5 minutes ahead of the server's clock (the end moves along, so only the start
+    // is wrong).
+    ("start_time", |r, g| {
+        let ahead = now_secs() + 301 + g.magnitude % 1_000_000_000;
+        r.start_time = Some(Timestamp {
+            seconds: ahead,
+            nanos: 0,
+        });
+        r.end_time = Some(Timestamp {
+            seconds: ahead + 60,
+            nanos: 0,
+        });
+    }),
     ("start_time", |r, g| {
         r.start_time = Some(Timestamp {
             seconds: g.pick(&[-1, MAX_TIMESTAMP_SECS + 1, i64::MIN]),
@@ -1509,6 +1537,13 @@ static BREAKERS: &[(&str, Breaker)] = &[
             nanos: g.pick(&[-1, 1_000_000_000, i32::MAX]),
         })
     }),
+    // Over the maximum by less than a microsecond: judged before anything is dropped.
+    ("duration", |r, g| {
+        r.duration = Some(Duration {
+            seconds: MAX_CALL_US / 1_000_000,
+            nanos: g.pick(&[1, 999]),
+        })
+    }),
     ("final_sip_code", |r, g| {
         r.final_sip_code = g.pick(&[-1, 1, 99, 700, i32::MAX])
     }),
@@ -1530,12 +1565,10 @@ static BREAKERS: &[(&str, Breaker)] = &[
     }),
 ];
 
-/// A stream metric duration outside 0 to 1 hour.
+/// A stream metric duration outside 0 to 1 hour (1 hour and 1 ns included).
 fn too_long(g: &Ingredients) -> Option<Duration> {
-    Some(Duration {
-        seconds: g.pick(&[-1, 3601, i64::MAX, i64::MIN]),
-        nanos: 0,
-    })
+    let (seconds, nanos) = g.pick(&[(-1, 0), (3601, 0), (i64::MAX, 0), (i64::MIN, 0), (3600, 1)]);
+    Some(Duration { seconds, nanos })
 }
 
 /// A ratio outside 0 to 1, or not a number.
@@ -1693,8 +1726,9 @@ proptest! {
     #[test]
     fn generated_call_records_round_trip(
         lines in vec((tenant_id(), e164()), 1..=4),
-        // Late enough that every INVITE (up to 8 s before the start) is after 1970.
-        start in 60..=4_000_000_000i64,
+        // Late enough that every INVITE (up to 8 s before the start) is after 1970, early
+        // enough that 100 calls (about 30 s apart) all started before now.
+        start in 60..=now_secs() - 86_400,
         seed in any::<u64>(),
     ) {
         let lines: Vec<Line> = lines
@@ -1729,16 +1763,16 @@ proptest! {
 // Duration reports, periods and tolerances.
 // ------------------------------------------------------------------------------------------
 
-/// Whether a report's duration is accepted: 0 to 24 hours, nanos not negative. (The server
-/// takes nanos of a second or more at their value: 0 s + 1.5e9 ns is 1.5 s.)
+/// Whether a report's duration is accepted: 0 to 24 hours, judged on the exact value (24 hours
+/// and 1 ns is over), nanos a fraction of a second (never negative, never a second or more).
 fn report_duration_rule(d: &Duration) -> bool {
-    let us = d
-        .seconds
-        .checked_mul(1_000_000)
-        .and_then(|s| s.checked_add(i64::from(d.nanos) / 1000));
-    // Nanos are a fraction of a second: below one second, never a second or more.
+    let max = (
+        MAX_DURATION_US / 1_000_000,
+        MAX_DURATION_US % 1_000_000 * 1000,
+    );
     (0..1_000_000_000).contains(&d.nanos)
-        && us.is_some_and(|us| (0..=MAX_DURATION_US).contains(&us))
+        && d.seconds >= 0
+        && (d.seconds, i64::from(d.nanos)) <= max
 }
 
 /// The fields of a report that break a rule, under `path`.
@@ -1892,9 +1926,20 @@ proptest! {
     /// [`an_unset_tolerance_is_the_default`].)
     #[test]
     fn tolerances_are_bounded_and_exact(
-        valid in duration_up_to(MAX_TOLERANCE_US),
+        valid in whole_micros_up_to(MAX_TOLERANCE_US),
+        below_a_microsecond in (whole_micros_up_to(MAX_TOLERANCE_US - 1), 1..=999i32),
         any in any_duration(),
     ) {
+        // Echoed back as the tolerance used, so it must be exact: no part below a microsecond.
+        let (mut part, ns) = below_a_microsecond;
+        part.nanos += ns;
+        let mut v = Violations::new();
+        prop_assert_eq!(tolerance(&Some(part), &mut v), DEFAULT_TOLERANCE_US);
+        prop_assert_eq!(
+            v.into_pairs().into_iter().map(|(field, _)| field).collect::<Vec<_>>(),
+            ["tolerance"]
+        );
+
         let mut v = Violations::new();
         let us = tolerance(&Some(valid), &mut v);
         prop_assert_eq!(us, micros_of_duration(&valid));
