@@ -12,6 +12,7 @@
 //! - [`gate`]: the layer every OCX call passes: authentication, rate limits, roles (from
 //!   [`rpcs`]), stream limits, deadlines, the audit event ([`audit`]); [`limits`]: the
 //!   configurable limits.
+//! - [`web`]: gRPC-Web and HTTP/1.1 on the same listener, CORS for listed browser origins.
 //! - [`retention`]: the purge, on demand and periodic; [`metrics`]: Prometheus metrics;
 //!   [`health`]: the health service; [`shutdown`]: the signal every long task waits on.
 //! - [`database`]: `--database`, the SQLite file or a PostgreSQL URL, opened as a store.
@@ -44,6 +45,7 @@ pub mod rpcs;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,6 +83,9 @@ pub struct Config {
     /// Where to serve Prometheus metrics; `None`: not at all. (Tests that bind their own port
     /// pass a listener to [`run_with_metrics`] instead.)
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Browser origins (`https://noc.example`) allowed to call over gRPC-Web; none by
+    /// default (see [`web`]).
+    pub cors_origins: Vec<String>,
 }
 
 /// The server's TLS material, PEM-encoded.
@@ -111,6 +116,7 @@ impl Default for Config {
             purge_interval: Some(Duration::from_secs(3600)),
             tls: None,
             metrics_listen: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -262,6 +268,11 @@ pub async fn run_with_metrics(
         // Keepalives find half-dead peers, so their streams (and tasks) end.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // gRPC-Web over HTTP/1.1 too (see `web`); gRPC itself needs HTTP/2 as before.
+        .accept_http1(true)
+        // Outermost first: CORS answers preflights, gRPC-Web becomes gRPC, then the gate.
+        .layer(web::cors(&config.cors_origins))
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(gate)
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -104,8 +104,23 @@ struct Cli {
     /// exits anyway (e.g. 30s). Writes already acknowledged are durable either way.
     #[arg(long, env = "OCX_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     shutdown_timeout: Duration,
+    /// A browser origin allowed to call over gRPC-Web (e.g. https://noc.carrier.example);
+    /// repeat, or separate with commas. None by default: gRPC-Web clients that are not
+    /// browsers need none.
+    #[arg(long = "cors-origin", env = "OCX_CORS_ORIGINS", value_delimiter = ',',
+          value_parser = cors_origin, global = true)]
+    cors_origins: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--cors-origin`: `scheme://host[:port]`, as browsers send it.
+fn cors_origin(value: &str) -> Result<String, String> {
+    if ocx_server::web::is_origin(value) {
+        Ok(value.to_owned())
+    } else {
+        Err("an origin is http(s)://host[:port], with no path and no wildcard".to_owned())
+    }
 }
 
 impl Cli {
@@ -135,6 +150,7 @@ impl Cli {
             purge_interval: (!self.purge_interval.is_zero()).then_some(self.purge_interval),
             tls,
             metrics_listen: self.metrics_listen,
+            cors_origins: self.cors_origins.clone(),
         })
     }
 }

@@ -13,8 +13,7 @@ fn config(limits: Limits) -> Config {
     Config {
         limits,
         purge_interval: None,
-        tls: None,
-        metrics_listen: None,
+        ..Config::default()
     }
 }
 

@@ -19,3 +19,4 @@ mod restart;
 mod storage_faults;
 mod tls;
 mod watch;
+mod web;
