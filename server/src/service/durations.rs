@@ -133,11 +133,17 @@ impl CallDurationService for Durations {
         let (tx, rx) = mpsc::channel(super::stream::STREAM_IN_FLIGHT);
         let ctx = self.ctx.clone();
         let shutdown = ctx.shutdown.clone();
+        // Batches carrying one record id are stored in batch order (see `KeyOrder`).
+        let order = super::stream::KeyOrder::default();
         let handle = move |batch: pb::UploadCallDurationsRequest| {
+            let mut turn = order.turn(batch.durations.iter().map(|d| d.record_id.clone()));
             let (ctx, principal, items) = (ctx.clone(), principal.clone(), items.clone());
             async move {
+                turn.wait().await;
                 let results =
-                    report_batch(&ctx, &principal, &batch.carrier_id, batch.durations).await?;
+                    report_batch(&ctx, &principal, &batch.carrier_id, batch.durations).await;
+                drop(turn);
+                let results = results?;
                 items.add(results.len());
                 let [
                     created_count,

@@ -216,10 +216,16 @@ impl PlatformService for Platform {
         let (tx, rx) = mpsc::channel(super::stream::STREAM_IN_FLIGHT);
         let ctx = self.ctx.clone();
         let shutdown = ctx.shutdown.clone();
-        let handle = move |batch| {
+        // Batches carrying one call id are stored in batch order (see `KeyOrder`).
+        let order = super::stream::KeyOrder::default();
+        let handle = move |batch: pb::IngestCallRecordsRequest| {
+            let mut turn = order.turn(batch.call_records.iter().map(|r| r.call_id.clone()));
             let (ctx, items) = (ctx.clone(), items.clone());
             async move {
-                let ack = ingest_batch(ctx, batch).await?;
+                turn.wait().await;
+                let ack = ingest_batch(ctx, batch).await;
+                drop(turn);
+                let ack = ack?;
                 items.add(ack.results.len());
                 Ok(ack)
             }

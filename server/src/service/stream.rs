@@ -7,11 +7,14 @@
 //! when the key that opened it is revoked (UNAUTHENTICATED), or when the server stops
 //! (UNAVAILABLE, which the SDKs resume from). An upload stream is [`pipeline`].
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
-use futures_util::StreamExt;
+use futures_util::future::{Shared, join_all};
 use futures_util::stream::FuturesOrdered;
-use tokio::sync::{mpsc, watch};
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Status, Streaming};
 
 use crate::auth::KeyCache;
@@ -142,5 +145,113 @@ pub(crate) async fn pipeline<Req, Resp, F, Fut>(
     }
     if let Some(status) = ending {
         let _ = tx.send(Err(status)).await;
+    }
+}
+
+/// Resolves when a batch of the stream has been stored (or failed): its sender is dropped.
+type Done = Shared<oneshot::Receiver<()>>;
+
+/// Keeps the writes of one upload stream in batch order where batches share a key (a call
+/// id, a report's record id): a batch waits, before it reaches the store, for the earlier
+/// batches still in flight that carry one of its keys. So a revision in batch 2 and another in
+/// batch 3 are answered REVISED and REVISED on every backend, as if sent one at a time, even
+/// where the store commits batches side by side (PostgreSQL); batches on distinct keys still
+/// commit together.
+#[derive(Clone, Default)]
+pub(crate) struct KeyOrder {
+    /// Each key of a batch in flight, and the completion of the last batch that carries it.
+    last: Arc<Mutex<HashMap<String, (u64, Done)>>>,
+    /// Numbers the batches, to tell whose entry a key holds.
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A batch's place in its stream's order: released (waking the batches behind it on the same
+/// keys) when dropped.
+pub(crate) struct Turn {
+    /// The earlier batches to wait for.
+    before: Vec<Done>,
+    /// Dropped when this batch is done.
+    _done: oneshot::Sender<()>,
+    /// This batch's number and keys, to forget them when done.
+    batch: u64,
+    keys: Vec<String>,
+    order: KeyOrder,
+}
+
+impl KeyOrder {
+    /// Takes the next place, for a batch with `keys`. Call it in batch order (when the batch
+    /// is read, not when its future first runs).
+    pub(crate) fn turn(&self, keys: impl IntoIterator<Item = String>) -> Turn {
+        let batch = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (done_tx, done_rx) = oneshot::channel();
+        let done = done_rx.shared();
+        let mut keys: Vec<String> = keys.into_iter().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut before: Vec<(u64, Done)> = Vec::new();
+        if let Ok(mut last) = self.last.lock() {
+            for key in &keys {
+                if let Some((earlier, waiting)) = last.insert(key.clone(), (batch, done.clone()))
+                    && !before.iter().any(|(b, _)| *b == earlier)
+                {
+                    before.push((earlier, waiting));
+                }
+            }
+        }
+        Turn {
+            before: before.into_iter().map(|(_, done)| done).collect(),
+            _done: done_tx,
+            batch,
+            keys,
+            order: self.clone(),
+        }
+    }
+}
+
+impl Turn {
+    /// Waits until the earlier batches on the same keys are done.
+    pub(crate) async fn wait(&mut self) {
+        join_all(std::mem::take(&mut self.before)).await;
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        // Forget the keys this batch was the last to carry, so the map holds only keys in
+        // flight.
+        if let Ok(mut last) = self.order.last.lock() {
+            for key in &self.keys {
+                if last.get(key).is_some_and(|(batch, _)| *batch == self.batch) {
+                    last.remove(key);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyOrder;
+    use futures_util::FutureExt;
+
+    #[tokio::test]
+    async fn a_batch_waits_only_for_earlier_batches_on_its_keys() {
+        let order = KeyOrder::default();
+        let first = order.turn(["a".to_owned(), "b".to_owned()]);
+        let mut other = order.turn(["c".to_owned()]);
+        let mut second = order.turn(["b".to_owned(), "d".to_owned()]);
+        let mut third = order.turn(["d".to_owned()]);
+        assert!(
+            other.wait().now_or_never().is_some(),
+            "no shared key: no wait"
+        );
+        assert!(second.wait().now_or_never().is_none(), "b is in flight");
+        drop(first);
+        second.wait().await;
+        assert!(third.wait().now_or_never().is_none(), "d is in flight");
+        drop(second);
+        third.wait().await;
+        drop((other, third));
+        assert!(order.last.lock().expect("lock").is_empty(), "nothing kept");
     }
 }

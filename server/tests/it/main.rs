@@ -3,6 +3,7 @@
 //!
 //! - the real binary: [`binary`], [`settings`], [`logs`], [`shutdown`], [`crash`],
 //!   [`crash_loop`], [`backup`], [`replicas`];
+//! - one stream's batches answered in batch order on both backends: [`stream_order`];
 //! - the store: [`conformance`] (the suite every backend passes), run by [`store_sqlite`] and
 //!   [`store_postgres`]; [`deadline`] (a caller's deadline interrupts the query);
 //! - properties of the edge and of reconciliation: [`convert_property`],
@@ -27,3 +28,4 @@ mod settings;
 mod shutdown;
 mod store_postgres;
 mod store_sqlite;
+mod stream_order;

@@ -21,6 +21,7 @@ where
     Fut: Future<Output = Arc<dyn Store>>,
 {
     outcomes_follow_earlier_records_of_the_batch(fresh().await).await;
+    revisions_and_duplicates_in_one_batch_and_across_batches(fresh().await).await;
     list_pages_resume_without_repeats_or_gaps(fresh().await).await;
     feed_after_and_limit(fresh().await).await;
     concurrent_ingest_keeps_each_feed_gapless(fresh().await).await;
@@ -135,6 +136,65 @@ async fn outcomes_follow_earlier_records_of_the_batch(store: Arc<dyn Store>) {
         feed.iter().map(|r| r.feed_sequence).collect::<Vec<_>>(),
         [7]
     );
+}
+
+/// A revision followed by its exact duplicate in one batch, two revisions in one batch, and
+/// the same across consecutive batches: answered item by item, in order.
+async fn revisions_and_duplicates_in_one_batch_and_across_batches(store: Arc<dyn Store>) {
+    carrier(store.as_ref(), "acme").await;
+    let acme = || "acme".to_owned();
+    let out = store
+        .ingest_call_records(vec![named("a", 1, "acme")])
+        .await
+        .expect("ingest");
+    assert_eq!(out, [IngestOutcome::Created(acme())]);
+    let out = store
+        .ingest_call_records(vec![named("a", 2, "acme"), named("a", 2, "acme")])
+        .await
+        .expect("ingest");
+    assert_eq!(
+        out,
+        [
+            IngestOutcome::Revised(acme()),
+            IngestOutcome::Unchanged(acme())
+        ]
+    );
+    let out = store
+        .ingest_call_records(vec![named("a", 3, "acme"), named("a", 4, "acme")])
+        .await
+        .expect("ingest");
+    assert_eq!(
+        out,
+        [
+            IngestOutcome::Revised(acme()),
+            IngestOutcome::Revised(acme())
+        ]
+    );
+    // The next batch: a duplicate of the last version, then one more revision.
+    let out = store
+        .ingest_call_records(vec![named("a", 4, "acme"), named("a", 5, "acme")])
+        .await
+        .expect("ingest");
+    assert_eq!(
+        out,
+        [
+            IngestOutcome::Unchanged(acme()),
+            IngestOutcome::Revised(acme())
+        ]
+    );
+    let stored = store
+        .get_call_record("acme", "a")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(stored.version, 5);
+    // Every write drew a feed sequence; the record sits at the last one.
+    let feed = store
+        .call_records_after("acme", 0, 100)
+        .await
+        .expect("feed");
+    let got: Vec<(i64, i64)> = feed.iter().map(|r| (r.feed_sequence, r.version)).collect();
+    assert_eq!(got, [(5, 5)]);
 }
 
 /// One of 30 listed records, varied so that every filter selects some and not others.
