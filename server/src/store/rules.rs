@@ -100,12 +100,17 @@ pub enum NumberChange {
     Update(NumberEventType, PhoneNumber),
 }
 
-/// What uploading `item` by `carrier_id` does to the number as it is now (`current`, `None`
-/// if it has no row), at `now`. The consent is checked before ([`consent_problem`]).
+/// What uploading `item` by `carrier_id` does, at `now`, given the carrier's own row of the
+/// number (`own`: its history, released or not) and the number's current holder (`held`: the
+/// row of any carrier that holds it, released rows aside). Each carrier keeps its own history
+/// of a number: provisioning a number another carrier released starts at version 1, and the
+/// other carrier's released row stays readable to it until the retention policy purges it.
+/// The consent is checked before ([`consent_problem`]).
 pub fn upload(
     carrier_id: &str,
     item: &NumberUpload,
-    current: Option<PhoneNumber>,
+    own: Option<PhoneNumber>,
+    held: Option<&PhoneNumber>,
     now: Micros,
 ) -> NumberChange {
     let fresh = |version: i64| PhoneNumber {
@@ -122,14 +127,15 @@ pub fn upload(
         update_time: now,
         version,
     };
-    match current {
-        // New, or released (by anyone) and free to provision again.
+    // Held by another carrier: say no without saying who.
+    if held.is_some_and(|h| h.state != NumberState::Released && h.carrier_id != carrier_id) {
+        return NumberChange::Answer(ItemOutcome::Rejected(Refusal::NumberUnavailable));
+    }
+    match own {
+        // New to this carrier, or released by it and free to provision again: its history
+        // goes on.
         None => NumberChange::Create(fresh(0)),
         Some(old) if old.state == NumberState::Released => NumberChange::Create(fresh(old.version)),
-        // Held by another carrier: say no without saying who.
-        Some(old) if old.carrier_id != carrier_id => {
-            NumberChange::Answer(ItemOutcome::Rejected(Refusal::NumberUnavailable))
-        }
         Some(old) => {
             let same = old.tenant_id == item.tenant_id
                 && old.capabilities == item.capabilities
@@ -159,10 +165,10 @@ pub fn upload(
     }
 }
 
-/// What releasing a number by `carrier_id` does to it as it is now (`current`, `None` if it
-/// has no row).
-pub fn release(carrier_id: &str, current: Option<PhoneNumber>) -> NumberChange {
-    match current.filter(|n| n.carrier_id == carrier_id) {
+/// What releasing a number by `carrier_id` does to the carrier's own row of it (`own`, `None`
+/// if it has none).
+pub fn release(carrier_id: &str, own: Option<PhoneNumber>) -> NumberChange {
+    match own.filter(|n| n.carrier_id == carrier_id) {
         None => NumberChange::Answer(ItemOutcome::Rejected(Refusal::NumberNotFound)),
         Some(n) if n.state == NumberState::Released => {
             NumberChange::Answer(ItemOutcome::Unchanged(n))
@@ -180,8 +186,8 @@ pub fn release(carrier_id: &str, current: Option<PhoneNumber>) -> NumberChange {
     }
 }
 
-/// `number` as it is now (`current`, `None` if it has no row) if the platform may (un)assign
-/// it in `tenant_id`; why not otherwise.
+/// `number` as it is now (`current`: its holder's row, else the latest released row, `None`
+/// if it has none) if the platform may (un)assign it in `tenant_id`; why not otherwise.
 pub fn assignable(
     number: &str,
     tenant_id: &str,

@@ -320,3 +320,61 @@ async fn durations_are_judged_exactly_and_kept_to_the_microsecond() {
         "durations[0].duration"
     );
 }
+
+#[tokio::test]
+async fn each_carrier_sees_its_own_history_of_a_number_and_nothing_of_anothers() {
+    let server = TestServer::start().await;
+    let platform = server.platform().await;
+    let a = carrier(&platform, "first-tel").await;
+    let b = carrier(&platform, "second-tel").await;
+    let t = tenant(1);
+    consent(&platform, "first-tel", &t).await;
+    consent(&platform, "second-tel", &t).await;
+    let number = "+442079460077".to_owned();
+    provision(&a.client, &t, std::slice::from_ref(&number)).await;
+    a.client
+        .release_numbers(pb::ReleaseNumbersRequest {
+            numbers: vec![number.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("release");
+    provision(&b.client, &t, std::slice::from_ref(&number)).await;
+
+    // A still reads its released number (until retention purges it), not B's.
+    let mine = a.client.get_number("", &number).await.expect("A's number");
+    assert_eq!(mine.state, pb::NumberState::Released as i32);
+    assert_eq!(mine.version, 2);
+    // B's history starts at 1: nothing tells it the number was held elsewhere.
+    let theirs = b.client.get_number("", &number).await.expect("B's number");
+    assert_eq!(
+        (theirs.state, theirs.version),
+        (pb::NumberState::Provisioned as i32, 1)
+    );
+    // The platform assigns the holder's.
+    let assigned = platform
+        .assign_number(pb::AssignNumberRequest {
+            number: number.clone(),
+            tenant_id: t.clone(),
+            assignment_type: pb::AssignmentType::User as i32,
+            sip_uri: "sip:ann@contoso.example".into(),
+            user_id: "ann".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("assign");
+    assert_eq!(assigned.carrier_id, "second-tel");
+    let still = a.client.get_number("", &number).await.expect("A's number");
+    assert_eq!(still, mine, "A's row does not move with B's");
+    // A cannot take it back while B holds it, and is not told who does.
+    let refused = a
+        .client
+        .upload_numbers(pb::UploadNumbersRequest {
+            numbers: vec![ocx_testkit::item(&number, &t)],
+            ..Default::default()
+        })
+        .await
+        .expect("upload");
+    assert_eq!(refused.results[0].status, pb::ItemStatus::Rejected as i32);
+    assert!(!refused.results[0].reason.contains("second-tel"));
+}

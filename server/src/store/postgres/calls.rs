@@ -267,8 +267,13 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
     let numbers: HashMap<String, String> = if by_number.is_empty() {
         HashMap::new()
     } else {
-        let sql = "SELECT number, carrier_id FROM numbers WHERE number = ANY($1)";
-        let found = query::all(tx, sql, &[&by_number], rows::text_pair).await?;
+        // Each number's holder, else the carrier that released it last.
+        let sql = format!(
+            "SELECT DISTINCT ON (number) number, carrier_id FROM numbers WHERE number = ANY($1)
+              ORDER BY number, state = {}, update_time DESC",
+            super::numbers::RELEASED
+        );
+        let found = query::all(tx, &sql, &[&by_number], rows::text_pair).await?;
         found.into_iter().collect()
     };
 

@@ -237,11 +237,7 @@ impl Store for PgStore {
 
     async fn get_number(&self, carrier_id: &str, number: &str) -> StoreResult<Option<PhoneNumber>> {
         self.db
-            .read(async |db| {
-                Ok(numbers::get(db, number)
-                    .await?
-                    .filter(|n| n.carrier_id == carrier_id))
-            })
+            .read(async |db| numbers::own(db, carrier_id, number).await)
             .await
     }
 

@@ -35,24 +35,36 @@ const UNNEST: &str = "unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $
     $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], \
     $13::BIGINT[], $14::BIGINT[], $15::BIGINT[])";
 
-/// Numbers by number.
-fn by_number(numbers: Vec<PhoneNumber>) -> HashMap<String, PhoneNumber> {
-    numbers.into_iter().map(|n| (n.number.clone(), n)).collect()
+/// A number's row: each carrier keeps its own (its history of the number, released or not).
+type RowKey = (String, String);
+
+/// The key of `n`'s row: (carrier, number).
+fn row_key(n: &PhoneNumber) -> RowKey {
+    (n.carrier_id.clone(), n.number.clone())
 }
 
-/// One number, whoever owns it.
-pub async fn get(db: &impl GenericClient, number: &str) -> PgResult<Option<PhoneNumber>> {
-    let sql = format!("SELECT {COLUMNS} FROM numbers WHERE number = $1");
-    query::first(db, &sql, &[&number], rows::phone_number).await
+/// The stored code of a released number (the `numbers_held` index leaves such rows out).
+pub(super) const RELEASED: i64 = 3;
+
+/// A carrier's own row of a number.
+pub async fn own(
+    db: &impl GenericClient,
+    carrier_id: &str,
+    number: &str,
+) -> PgResult<Option<PhoneNumber>> {
+    let sql = format!("SELECT {COLUMNS} FROM numbers WHERE carrier_id = $1 AND number = $2");
+    query::first(db, &sql, &[&carrier_id, &number], rows::phone_number).await
 }
 
-/// The rows of `numbers` that exist, locked until commit (in number order, so that two
-/// writers of overlapping batches do not deadlock).
-async fn lock(tx: &Transaction<'_>, numbers: &[String]) -> PgResult<HashMap<String, PhoneNumber>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM numbers WHERE number = ANY($1) ORDER BY number FOR UPDATE");
+/// Every carrier's rows of `numbers`, locked until commit (in carrier and number order, so
+/// that two writers of overlapping batches do not deadlock).
+async fn lock(tx: &Transaction<'_>, numbers: &[String]) -> PgResult<HashMap<RowKey, PhoneNumber>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM numbers WHERE number = ANY($1)
+          ORDER BY carrier_id, number FOR UPDATE"
+    );
     let rows = query::all(tx, &sql, &[&numbers], rows::phone_number).await?;
-    Ok(by_number(rows))
+    Ok(rows.into_iter().map(|n| (row_key(&n), n)).collect())
 }
 
 /// Numbers as the columns of the `numbers` table, one array per column.
@@ -123,16 +135,16 @@ impl NumberColumns {
 
 /// The changes a write makes, in order, on top of the rows it locked.
 struct Changes {
-    /// The numbers that had a row when locked.
-    existed: HashSet<String>,
-    /// Each number as it is now (locked rows, then every change applied).
-    current: HashMap<String, PhoneNumber>,
+    /// The rows that existed when locked.
+    existed: HashSet<RowKey>,
+    /// Each row as it is now (locked rows, then every change applied).
+    current: HashMap<RowKey, PhoneNumber>,
     /// The events, in the order the changes were made.
     events: Vec<(NumberEventType, PhoneNumber)>,
 }
 
 impl Changes {
-    fn new(locked: HashMap<String, PhoneNumber>) -> Changes {
+    fn new(locked: HashMap<RowKey, PhoneNumber>) -> Changes {
         Changes {
             existed: locked.keys().cloned().collect(),
             current: locked,
@@ -144,9 +156,24 @@ impl Changes {
     fn commit(&mut self, event_type: NumberEventType, mut n: PhoneNumber) -> PhoneNumber {
         n.version += 1;
         n.update_time = now_micros();
-        self.current.insert(n.number.clone(), n.clone());
+        self.current.insert(row_key(&n), n.clone());
         self.events.push((event_type, n.clone()));
         n
+    }
+
+    /// A carrier's own row of `number`, as it is now.
+    fn own(&self, carrier_id: &str, number: &str) -> Option<PhoneNumber> {
+        self.current
+            .get(&(carrier_id.to_owned(), number.to_owned()))
+            .cloned()
+    }
+
+    /// `number` as it is now: its holder's row, else the row released last.
+    fn number(&self, number: &str) -> Option<&PhoneNumber> {
+        self.current
+            .values()
+            .filter(|n| n.number == number)
+            .min_by_key(|n| (n.state == NumberState::Released, -n.update_time))
     }
 
     /// Records what `change` says (if anything) and returns the item's outcome.
@@ -167,20 +194,20 @@ impl Changes {
         if self.events.is_empty() {
             return Ok(false);
         }
-        let mut changed: Vec<&String> = self
+        let mut changed: Vec<RowKey> = self
             .events
             .iter()
-            .map(|(_, n)| &n.number)
+            .map(|(_, n)| row_key(n))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
         changed.sort();
         let (mut updates, mut inserts) = (NumberColumns::default(), NumberColumns::default());
-        for number in changed {
-            let Some(n) = self.current.get(number) else {
+        for key in &changed {
+            let Some(n) = self.current.get(key) else {
                 continue;
             };
-            if self.existed.contains(number) {
+            if self.existed.contains(key) {
                 updates.push(n);
             } else {
                 inserts.push(n);
@@ -198,14 +225,14 @@ impl Changes {
                         provision_time = u.provision_time, update_time = u.update_time,
                         version = u.version
                        FROM {UNNEST} AS u({COLUMNS})
-                      WHERE n.number = u.number"
+                      WHERE n.carrier_id = u.carrier_id AND n.number = u.number"
                 ))
                 .await?;
             tx.execute(&stmt, &updates.params()).await?;
         }
         if !inserts.is_empty() {
             // A plain INSERT: a concurrent writer of the same new number makes one of the two
-            // fail on the primary key, and its rerun sees the other's row.
+            // fail on the `numbers_held` index, and its rerun sees the other's row.
             let stmt = tx
                 .prepare_cached(&format!(
                     "INSERT INTO numbers ({COLUMNS}) SELECT * FROM {UNNEST}"
@@ -304,8 +331,8 @@ pub async fn upload(
             continue;
         }
         let now = now_micros();
-        let current = changes.current.get(&item.number).cloned();
-        let change = rules::upload(carrier_id, item, current, now);
+        let own = changes.own(carrier_id, &item.number);
+        let change = rules::upload(carrier_id, item, own, changes.number(&item.number), now);
         outcomes.push(changes.apply(change));
     }
     changes.save(tx).await?;
@@ -321,7 +348,7 @@ pub async fn release(
     let mut changes = Changes::new(lock(tx, numbers).await?);
     let mut outcomes = Vec::with_capacity(numbers.len());
     for number in numbers {
-        let change = rules::release(carrier_id, changes.current.get(number).cloned());
+        let change = rules::release(carrier_id, changes.own(carrier_id, number));
         outcomes.push(changes.apply(change));
     }
     changes.save(tx).await?;
@@ -334,9 +361,9 @@ async fn assignable(
     number: &str,
     tenant_id: &str,
 ) -> PgResult<(PhoneNumber, Changes)> {
-    let locked = lock(tx, &[number.to_owned()]).await?;
-    let n = rules::assignable(number, tenant_id, locked.get(number).cloned())?;
-    Ok((n, Changes::new(locked)))
+    let changes = Changes::new(lock(tx, &[number.to_owned()]).await?);
+    let n = rules::assignable(number, tenant_id, changes.number(number).cloned())?;
+    Ok((n, changes))
 }
 
 /// Assigns a number; returns it as it is now.
@@ -371,7 +398,7 @@ pub async fn unassign_tenant(tx: &Transaction<'_>, tenant_id: &str) -> PgResult<
     let stmt = tx
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM numbers WHERE tenant_id = $1 AND state = $2
-              ORDER BY number FOR UPDATE"
+              ORDER BY carrier_id, number FOR UPDATE"
         ))
         .await?;
     let rows = tx
@@ -380,7 +407,10 @@ pub async fn unassign_tenant(tx: &Transaction<'_>, tenant_id: &str) -> PgResult<
             &[&tenant_id, &i64::from(NumberState::Assigned.code())],
         )
         .await?;
-    let locked = by_number(query::decode_all(&rows, rows::phone_number)?);
+    let locked: HashMap<RowKey, PhoneNumber> = query::decode_all(&rows, rows::phone_number)?
+        .into_iter()
+        .map(|n| (row_key(&n), n))
+        .collect();
     let mut assigned: Vec<PhoneNumber> = locked.values().cloned().collect();
     assigned.sort_by(|a, b| a.number.cmp(&b.number));
     let mut changes = Changes::new(locked);

@@ -162,7 +162,7 @@ async fn purge_chunk(tx: &Transaction<'_>, kind: Expiring, cutoff: Micros) -> Pg
                 .prepare_cached(
                     "SELECT number, carrier_id FROM numbers
                       WHERE state = $1 AND update_time < $2
-                      ORDER BY number LIMIT $3 FOR UPDATE",
+                      ORDER BY carrier_id, number LIMIT $3 FOR UPDATE",
                 )
                 .await?;
             let rows = tx
@@ -192,10 +192,15 @@ async fn purge_chunk(tx: &Transaction<'_>, kind: Expiring, cutoff: Micros) -> Pg
                 )
                 .await?;
             let events = tx.execute(&events, &[&gone, &carriers]).await?;
+            // Only the released rows found: another carrier's row of the number stays.
             let numbers = tx
-                .prepare_cached("DELETE FROM numbers WHERE number = ANY($1)")
+                .prepare_cached(
+                    "DELETE FROM numbers n
+                      USING unnest($1::TEXT[], $2::TEXT[]) AS g(number, carrier_id)
+                      WHERE n.carrier_id = g.carrier_id AND n.number = g.number",
+                )
                 .await?;
-            tx.execute(&numbers, &[&gone]).await?;
+            tx.execute(&numbers, &[&gone, &carriers]).await?;
             // Counted the rows found (and locked), as the SQLite backend does. With a chunk
             // shorter than PURGE_CHUNK because rows changed while waiting for their locks,
             // the purge stops early for this kind; the next purge takes the rest.

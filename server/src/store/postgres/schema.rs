@@ -17,7 +17,8 @@ use super::pool::PgResult;
 const MIGRATION_LOCK: i64 = 0x004f_4358;
 
 /// Every migration, in order; its index + 1 is its version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE carriers (
     carrier_id   TEXT PRIMARY KEY,
     display_name TEXT NOT NULL,
@@ -184,7 +185,19 @@ CREATE TABLE request_ids (
     PRIMARY KEY (key_id, request_id)
 );
 CREATE INDEX request_ids_by_time ON request_ids(create_time);
-"#];
+"#,
+    // A row per carrier and number: each carrier keeps its own history of a number (a released
+    // row stays readable to its carrier until purged; another carrier that provisions the
+    // number starts its own at version 1). At most one carrier holds a number at a time (state
+    // 3 is released).
+    r#"
+ALTER TABLE numbers DROP CONSTRAINT numbers_pkey;
+ALTER TABLE numbers ADD PRIMARY KEY (carrier_id, number);
+DROP INDEX numbers_by_carrier;
+CREATE UNIQUE INDEX numbers_held ON numbers(number) WHERE state <> 3;
+CREATE INDEX numbers_by_number ON numbers(number, update_time);
+"#,
+];
 
 /// Brings the database to the current schema; returns the version it was at.
 pub async fn migrate(client: &mut Client) -> PgResult<i64> {

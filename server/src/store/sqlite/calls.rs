@@ -98,9 +98,15 @@ impl Ingest {
                 OwnerFact::CarrierExists(self.carrier_exists(conn, carrier_id)?)
             }
             OwnerQuestion::NumberHolder(number) => OwnerFact::NumberHolder(
-                conn.prepare_cached("SELECT carrier_id FROM numbers WHERE number = ?1")?
-                    .query_row([number], |row| row.get(0))
-                    .optional()?,
+                // Its holder, else the carrier that released it last (as before numbers
+                // kept a row per carrier).
+                conn.prepare_cached(&format!(
+                    "SELECT carrier_id FROM numbers WHERE number = ?1
+                     ORDER BY state = {}, update_time DESC LIMIT 1",
+                    super::numbers::RELEASED
+                ))?
+                .query_row([number], |row| row.get(0))
+                .optional()?,
             ),
         };
         Ok(rules::call_owner(r, fact))

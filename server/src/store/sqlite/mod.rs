@@ -226,9 +226,7 @@ impl Store for SqliteStore {
     async fn get_number(&self, carrier_id: &str, number: &str) -> StoreResult<Option<PhoneNumber>> {
         let (carrier_id, number) = (carrier_id.to_owned(), number.to_owned());
         self.readers
-            .read(move |conn| {
-                Ok(numbers::get(conn, &number)?.filter(|n| n.carrier_id == carrier_id))
-            })
+            .read(move |conn| numbers::own(conn, &carrier_id, &number))
             .await
     }
 

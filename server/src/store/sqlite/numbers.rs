@@ -16,11 +16,24 @@ const COLUMNS: &str = "number, carrier_id, tenant_id, state, assignment_type, si
     assign_time, capabilities, civic_address_id, location_id, country_code, provision_time, \
     update_time, version";
 
-/// One number, whoever owns it.
-pub fn get(conn: &Connection, number: &str) -> StoreResult<Option<PhoneNumber>> {
-    let sql = format!("SELECT {COLUMNS} FROM numbers WHERE number = ?1");
+/// A carrier's own row of a number (its history of it, released or not).
+pub fn own(conn: &Connection, carrier_id: &str, number: &str) -> StoreResult<Option<PhoneNumber>> {
+    let sql = format!("SELECT {COLUMNS} FROM numbers WHERE carrier_id = ?1 AND number = ?2");
+    query::first(conn, &sql, [carrier_id, number], rows::phone_number)
+}
+
+/// A number as it is now: the row of the carrier that holds it, else the row released last
+/// (several carriers may each keep a released row of it).
+pub fn current(conn: &Connection, number: &str) -> StoreResult<Option<PhoneNumber>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM numbers WHERE number = ?1
+         ORDER BY state = {RELEASED}, update_time DESC LIMIT 1"
+    );
     query::first(conn, &sql, [number], rows::phone_number)
 }
+
+/// The stored code of a released number (the `numbers_held` index leaves such rows out).
+pub const RELEASED: i32 = 3;
 
 /// Writes the whole row (insert or replace) as `n` says.
 fn put(conn: &Connection, n: &PhoneNumber) -> StoreResult<()> {
@@ -141,7 +154,9 @@ pub fn upload(
             continue;
         }
         let now = now_micros();
-        let change = rules::upload(carrier_id, item, get(conn, &item.number)?, now);
+        let own = own(conn, carrier_id, &item.number)?;
+        let held = current(conn, &item.number)?;
+        let change = rules::upload(carrier_id, item, own, held.as_ref(), now);
         outcomes.push(apply(conn, change)?);
     }
     Ok(outcomes)
@@ -155,7 +170,7 @@ pub fn release(
 ) -> StoreResult<Vec<ItemOutcome>> {
     let mut outcomes = Vec::with_capacity(numbers.len());
     for number in numbers {
-        let change = rules::release(carrier_id, get(conn, number)?);
+        let change = rules::release(carrier_id, own(conn, carrier_id, number)?);
         outcomes.push(apply(conn, change)?);
     }
     Ok(outcomes)
@@ -163,7 +178,7 @@ pub fn release(
 
 /// A number the platform may (un)assign in `tenant_id`.
 fn assignable(conn: &Connection, number: &str, tenant_id: &str) -> StoreResult<PhoneNumber> {
-    rules::assignable(number, tenant_id, get(conn, number)?)
+    rules::assignable(number, tenant_id, current(conn, number)?)
 }
 
 /// Assigns a number; returns it and whether anything changed.

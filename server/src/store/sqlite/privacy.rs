@@ -117,8 +117,8 @@ pub fn purge_chunk(conn: &Connection, kind: Expiring, cutoff: Micros) -> StoreRe
                          WHERE carrier_id = ?1 AND json_extract(snapshot, '$.number') = ?2",
                     )?
                     .execute(params![carrier_id, number])? as i64;
-                conn.prepare_cached("DELETE FROM numbers WHERE number = ?1")?
-                    .execute([number])?;
+                conn.prepare_cached("DELETE FROM numbers WHERE carrier_id = ?1 AND number = ?2")?
+                    .execute([carrier_id, number])?;
             }
             (gone.len() as i64, events)
         }

@@ -210,6 +210,39 @@ SELECT carrier_id, max(e), max(r) FROM (
 ) GROUP BY carrier_id;
 "#,
         ),
+        // A row per carrier and number: each carrier keeps its own history of a number (a
+        // released row stays readable to its carrier until purged, and another carrier that
+        // provisions the number starts its own at version 1). At most one carrier holds a
+        // number at a time (state 3 is released).
+        M::up(
+            r#"
+CREATE TABLE numbers_per_carrier (
+    number           TEXT NOT NULL,
+    carrier_id       TEXT NOT NULL REFERENCES carriers(carrier_id),
+    tenant_id        TEXT NOT NULL,
+    state            INTEGER NOT NULL,
+    assignment_type  INTEGER,
+    sip_uri          TEXT,
+    user_id          TEXT,
+    assign_time      INTEGER,
+    capabilities     INTEGER NOT NULL,
+    civic_address_id TEXT NOT NULL,
+    location_id      TEXT NOT NULL,
+    country_code     TEXT NOT NULL,
+    provision_time   INTEGER NOT NULL,
+    update_time      INTEGER NOT NULL,
+    version          INTEGER NOT NULL,
+    PRIMARY KEY (carrier_id, number)
+) WITHOUT ROWID;
+INSERT INTO numbers_per_carrier SELECT number, carrier_id, tenant_id, state, assignment_type,
+    sip_uri, user_id, assign_time, capabilities, civic_address_id, location_id, country_code,
+    provision_time, update_time, version FROM numbers;
+DROP TABLE numbers;
+ALTER TABLE numbers_per_carrier RENAME TO numbers;
+CREATE UNIQUE INDEX numbers_held ON numbers(number) WHERE state <> 3;
+CREATE INDEX numbers_by_number ON numbers(number, update_time);
+"#,
+        ),
     ])
 }
 

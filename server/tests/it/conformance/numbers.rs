@@ -134,7 +134,10 @@ async fn release_outcomes_and_events(store: Arc<dyn Store>) {
     assert_eq!(events[3].number, *number_of(&out[0]));
     assert_eq!(events[3].event_time, number_of(&out[0]).update_time);
 
-    // Released: free for anyone, the version goes on, the event is the new carrier's.
+    // Released: free for anyone. Each carrier keeps its own history of the number: the new
+    // holder starts at version 1, and the carrier that released it still reads its released
+    // row (until the retention policy purges it), never the new holder's.
+    let released = number_of(&out[0]).clone();
     let out = store
         .upload_numbers("bravo", vec![upload("+441", T2)])
         .await
@@ -145,14 +148,12 @@ async fn release_outcomes_and_events(store: Arc<dyn Store>) {
     };
     assert_eq!(
         (n.carrier_id.as_str(), n.tenant_id.as_str(), n.version),
-        ("bravo", T2, 3)
+        ("bravo", T2, 1)
     );
-    assert!(
-        store
-            .get_number("acme", "+441")
-            .await
-            .expect("get")
-            .is_none()
+    assert_eq!(
+        store.get_number("acme", "+441").await.expect("get"),
+        Some(released.clone()),
+        "the released row stays the releasing carrier's"
     );
     assert_eq!(
         store.get_number("bravo", "+441").await.expect("get"),
@@ -169,6 +170,48 @@ async fn release_outcomes_and_events(store: Arc<dyn Store>) {
     );
     assert_eq!(store.number_event_head("acme").await.expect("head"), 4);
     assert_eq!(store.number_event_head("bravo").await.expect("head"), 1);
+    // While bravo holds it, acme cannot provision it again; the platform assigns bravo's.
+    let out = store
+        .upload_numbers("acme", vec![upload("+441", T1)])
+        .await
+        .expect("upload");
+    assert_eq!(out, [ItemOutcome::Rejected(Refusal::NumberUnavailable)]);
+    let assigned = store
+        .assign_number(assign("+441", T2, "sip:b@t2.example"))
+        .await
+        .expect("assign bravo's");
+    assert_eq!(
+        (assigned.carrier_id.as_str(), assigned.version),
+        ("bravo", 2)
+    );
+    store.unassign_number("+441", T2).await.expect("unassign");
+    // Once bravo releases it too, acme's own history goes on where it stopped.
+    let out = store
+        .release_numbers("bravo", vec!["+441".into()])
+        .await
+        .expect("release");
+    assert!(matches!(&out[0], ItemOutcome::Updated(n) if n.state == NumberState::Released));
+    let out = store
+        .upload_numbers("acme", vec![upload("+441", T1)])
+        .await
+        .expect("upload");
+    let again = match &out[0] {
+        ItemOutcome::Created(n) => n.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (again.carrier_id.as_str(), again.version),
+        ("acme", released.version + 1)
+    );
+    let bravo_row = store
+        .get_number("bravo", "+441")
+        .await
+        .expect("get")
+        .expect("bravo's released row");
+    assert_eq!(
+        (bravo_row.state, bravo_row.version),
+        (NumberState::Released, 4)
+    );
 }
 
 /// Events page by `after` and `limit`: each event once, in order, as the write returned it.

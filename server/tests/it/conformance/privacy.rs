@@ -232,7 +232,16 @@ async fn purge_follows_the_policy(store: Arc<dyn Store>) {
             .is_some()
     );
 
-    // 31 days on, the released number goes with its two events; the other stays.
+    // Another carrier provisions the released number: a row of its own.
+    carrier(store.as_ref(), "bravo").await;
+    let out = store
+        .upload_numbers("bravo", vec![upload("+441", T2)])
+        .await
+        .expect("upload");
+    assert!(matches!(&out[0], ItemOutcome::Created(n) if n.version == 1));
+
+    // 31 days on, acme's released number goes with its two events; the other stays, and so
+    // does bravo's row of the same number.
     let counts = store.purge_expired(now + 31 * DAY_US).await.expect("purge");
     assert_eq!(
         counts,
@@ -255,6 +264,12 @@ async fn purge_follows_the_policy(store: Arc<dyn Store>) {
         .expect("list");
     assert_eq!(page.total, 1);
     assert_eq!(page.items[0].number, "+442");
+    let kept = store
+        .get_number("bravo", "+441")
+        .await
+        .expect("get")
+        .expect("bravo's row of +441 is not acme's to purge");
+    assert_eq!(kept.state, NumberState::Provisioned);
     let events = store
         .number_events_after("acme", 0, 10)
         .await
