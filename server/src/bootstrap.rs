@@ -95,8 +95,10 @@ async fn seed_demo_calls(store: &dyn Store) -> anyhow::Result<()> {
             number: format!("+4420790{i:05}"),
         })
         .collect();
-    let start = now_micros() / 1_000_000 - 2 * 24 * 3600;
-    let mut generator = CallRecordGenerator::new(2026, lines, start).with_mean_gap_secs(800.0);
+    let now = now_micros() / 1_000_000;
+    let start = now - 2 * 24 * 3600;
+    // Within the two days, never after now: the server refuses calls that start in the future.
+    let mut generator = CallRecordGenerator::within(2026, lines, (start, now), 200);
     let mut records: Vec<_> = generator.by_ref().take(200).collect();
     let revisions: Vec<_> = records
         .iter()
