@@ -68,11 +68,15 @@ impl TlsOptions {
     }
 }
 
-/// Attempts of a write that carries a request id, when the server answers UNAVAILABLE (it is
-/// restarting, or its storage is full for a moment).
-pub(crate) const WRITE_ATTEMPTS: u32 = 5;
-/// Wait before the first retry of such a write; doubled for each next one.
+/// How long a write that carries a request id is retried while the server answers UNAVAILABLE
+/// (it is restarting, or its storage is full for a moment), unless the client is given another
+/// budget ([`Client::with_retry_budget`]): longer than a normal restart.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(30);
+/// Wait before the first retry of such a write; doubled for each next one, up to
+/// [`WRITE_BACKOFF_MAX`].
 pub(crate) const WRITE_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two retries of a write.
+pub(crate) const WRITE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// A fresh request id (AIP-155): a random (version 4) UUID.
 pub fn new_request_id() -> String {
@@ -93,19 +97,18 @@ pub(crate) fn with_request_id<M: ocx_api::RequestId>(mut message: M) -> M {
 macro_rules! send_once {
     ($client:expr, $stub:ident, $method:ident, $message:expr) => {{
         let message = $crate::client::with_request_id($message);
+        let started = std::time::Instant::now();
         let mut backoff = $crate::client::WRITE_BACKOFF;
-        let mut attempt = 1;
         loop {
             let mut stub = $client.$stub();
             match stub.$method($client.request(message.clone())).await {
                 Ok(response) => break response.into_inner(),
                 Err(status)
                     if status.code() == tonic::Code::Unavailable
-                        && attempt < $crate::client::WRITE_ATTEMPTS =>
+                        && started.elapsed() + backoff <= $client.retry_budget =>
                 {
                     tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    attempt += 1;
+                    backoff = (backoff * 2).min($crate::client::WRITE_BACKOFF_MAX);
                 }
                 Err(status) => return Err(status.into()),
             }
@@ -123,6 +126,8 @@ pub struct Client {
     /// `Bearer <key>`, parsed once so a bad key fails at construction and not on every call;
     /// `None` for an empty key, which sends no header (the server answers `UNAUTHENTICATED`).
     authorization: Option<MetadataValue<Ascii>>,
+    /// How long writes are retried on UNAVAILABLE ([`DEFAULT_RETRY_BUDGET`] unless set).
+    pub(crate) retry_budget: Duration,
 }
 
 impl fmt::Debug for Client {
@@ -169,6 +174,7 @@ impl Client {
         Ok(Client {
             channel,
             authorization,
+            retry_budget: DEFAULT_RETRY_BUDGET,
         })
     }
 
@@ -177,12 +183,22 @@ impl Client {
         Ok(Client {
             channel,
             authorization: parse_key(key.into())?,
+            retry_budget: DEFAULT_RETRY_BUDGET,
         })
     }
 
-    /// The same connection, calling with another key.
+    /// The same connection, calling with another key (and the same retry budget).
     pub fn with_key(&self, key: impl Into<String>) -> Result<Client> {
-        Client::from_channel(self.channel.clone(), key)
+        let mut client = Client::from_channel(self.channel.clone(), key)?;
+        client.retry_budget = self.retry_budget;
+        Ok(client)
+    }
+
+    /// The same client, retrying writes on UNAVAILABLE for at most `budget` (zero: never).
+    /// Writes carry a request id, so a retry never does a write twice.
+    pub fn with_retry_budget(mut self, budget: Duration) -> Client {
+        self.retry_budget = budget;
+        self
     }
 
     // ----- AdminService (platform key) -----

@@ -47,7 +47,7 @@ mod events;
 mod follow;
 mod paging;
 
-pub use client::{Client, TlsOptions, new_request_id};
+pub use client::{Client, DEFAULT_RETRY_BUDGET, TlsOptions, new_request_id};
 pub use durations::{DurationUploader, UploadTotals};
 pub use error::{Error, FieldViolation, Result};
 pub use ocx_api::pb;

@@ -9,9 +9,10 @@
 //! - otherwise the write runs and its outcome is recorded beside it.
 //!
 //! The record and the write commit together, so a crash can never leave one without the other.
-//! Writes go through the single writer thread, so concurrent retries of one id are serialised:
-//! the first one writes, the others find its record. The records are kept for
-//! [`REQUEST_ID_DAYS`] days.
+//! Concurrent retries of one id get one answer on both backends: on SQLite the single writer
+//! thread serialises them (the first one writes, the others find its record); on PostgreSQL
+//! the record's primary key makes all but one transaction fail, and their reruns find it
+//! (`postgres::requests`). The records are kept for [`REQUEST_ID_DAYS`] days.
 
 use std::cell::RefCell;
 use std::future::Future;

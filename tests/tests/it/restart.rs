@@ -135,10 +135,16 @@ async fn a_graceful_stop_turns_health_off_and_loses_no_answered_write() {
     let first = watch.next().await.expect("a status").expect("status");
     assert_eq!(first.status, ServingStatus::Serving as i32);
 
-    // Forty uploads of ten numbers each, in flight when the stop comes.
+    // Forty uploads of ten numbers each, in flight when the stop comes. Not retried: the
+    // server is not coming back before they are all answered, and each must answer or fail
+    // with UNAVAILABLE, not wait out the SDK's retry budget.
+    let no_retries = a
+        .client
+        .clone()
+        .with_retry_budget(std::time::Duration::ZERO);
     let uploads: Vec<_> = (0..40)
         .map(|i| {
-            let client = a.client.clone();
+            let client = no_retries.clone();
             let batch = numbers("+4420795", i * 10, 10);
             tokio::spawn(async move {
                 let outcome = client
@@ -201,4 +207,52 @@ async fn a_graceful_stop_turns_health_off_and_loses_no_answered_write() {
         assert!(stored.contains(number), "answered write {number} lost");
     }
     eprintln!("{} of 400 numbers answered before the stop", answered.len());
+}
+
+/// A write sent while the server is down is retried (same request id) until the server is back,
+/// within the SDK's retry budget; with no budget it fails at once with UNAVAILABLE.
+#[tokio::test]
+async fn the_sdk_retries_a_write_across_a_restart_within_its_budget() {
+    let mut server = TestServer::start().await;
+    let platform = server.platform().await;
+    carrier(&platform, "retry-tel").await;
+    server.stop().await;
+
+    let no_budget = platform
+        .clone()
+        .with_retry_budget(std::time::Duration::ZERO)
+        .grant_consent(pb::GrantConsentRequest {
+            carrier_id: "retry-tel".into(),
+            tenant_id: tenant(3),
+            status: pb::ConsentStatus::Active as i32,
+            ..Default::default()
+        })
+        .await
+        .expect_err("the server is down");
+    assert_eq!(
+        no_budget.code(),
+        Some(tonic::Code::Unavailable),
+        "{no_budget:?}"
+    );
+
+    // Sent while the server is down; it comes back while the SDK retries.
+    let write = tokio::spawn({
+        let platform = platform.clone();
+        async move {
+            platform
+                .grant_consent(pb::GrantConsentRequest {
+                    carrier_id: "retry-tel".into(),
+                    tenant_id: tenant(3),
+                    status: pb::ConsentStatus::Active as i32,
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    server.restart().await;
+    let consent = write
+        .await
+        .expect("task")
+        .expect("retried until the server was back");
+    assert_eq!(consent.tenant_id, tenant(3));
 }
