@@ -12,7 +12,9 @@
 //! switch: it reads the day's call records and reports each one's duration as the switch might
 //! have measured it (every tenth call 3 s longer, every seventh not reported at all), so that
 //! the reconciliation has something to show. Uploading the same day again changes nothing:
-//! every report comes back unchanged.
+//! every report comes back unchanged. (The demo server already holds the demo carrier's own
+//! reports of most calls; a call reported twice is paired with one report, and the other counts
+//! as missing on the platform's side, as `reconciliation.proto` documents.)
 
 mod common;
 
