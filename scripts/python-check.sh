@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The Python SDK end to end: install client-sdk/python into a fresh virtual environment (its
 # stubs generated from proto/ by grpcio-tools: no system protoc), run its unit tests, start the
-# real ocx-server with demo data on a free loopback port, and run examples/tour.py's checks
-# against it as the demo carrier and the platform. Exits non-zero if anything fails.
+# real ocx-server with demo data on a free loopback port, run examples/tour.py's checks against
+# it as the demo carrier and the platform, then restart the server in the middle of a follow
+# and of two uploads (tests/restart_follow.py, tests/restart_upload.py) and stop a follower
+# from another thread. Exits non-zero if anything fails.
 #
 # Needs Python >= 3.10 with venv and pip (PYTHON, default python3), and cargo unless
 # OCX_SERVER_BIN names a built ocx-server. Set OCX_KEEP_TMP=1 to keep the temp dir.
@@ -20,15 +22,25 @@ python=${PYTHON:-python3}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ocx-python-check.XXXXXX")
 server_pid=
 follower_pid=
+uploader_pid=
 cleanup() {
   local status=$?
   local pid
-  for pid in "$follower_pid" "$server_pid"; do
+  for pid in "$follower_pid" "$uploader_pid" "$server_pid"; do
     if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
       kill "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
     fi
   done
+  if [[ $status -ne 0 ]]; then
+    local output
+    for output in "$tmp"/*.out "$tmp"/*.err; do
+      if [[ -s $output ]]; then
+        printf '\n--- %s (last 20 lines) ---\n' "${output##*/}" >&2
+        tail -n 20 "$output" >&2 || true
+      fi
+    done
+  fi
   if [[ $status -ne 0 && -s $tmp/server.log ]]; then
     printf '\n--- ocx-server log (last 40 lines) ---\n' >&2
     tail -n 40 "$tmp/server.log" >&2 || true
@@ -78,6 +90,13 @@ stop_server() {
   server_pid=
 }
 
+# Kills the server (SIGKILL): a crash, with whatever it was doing left undone.
+kill_server() {
+  kill -KILL "$server_pid"
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=
+}
+
 if [[ -n ${OCX_SERVER_BIN:-} ]]; then
   server_bin=$OCX_SERVER_BIN
 else
@@ -95,6 +114,12 @@ venv_python=$tmp/venv/bin/python
 "$venv_python" -c 'import grpc, google.protobuf, ocx_client
 print("ocx_client", ocx_client.__version__, "grpcio", grpc.__version__,
       "protobuf", google.protobuf.__version__)'
+# The type hints ship with the package (PEP 561): py.typed and the generated stubs' .pyi.
+"$venv_python" -c 'import importlib.resources as r
+package = r.files("ocx_client")
+missing = [f for f in ("py.typed", "_gen/ocx/v1/platform_pb2.pyi") if not package.joinpath(f).is_file()]
+assert not missing, f"not in the installed package: {missing}"
+print("typed: py.typed and the generated .pyi stubs are installed")'
 
 step "unit tests (python -m unittest)"
 # From the repository root, so the installed package is imported, not client-sdk/python/src.
@@ -116,15 +141,60 @@ export OCX_PLATFORM_KEY_FILE=$data_dir/platform.key
 step "examples/tour.py against it"
 "$venv_python" client-sdk/python/examples/tour.py
 
-step "follow number events across a server restart"
+# restart_upload.py around a restart, in three parts. start_uploads NAME runs the ingest helper
+# and the duration uploader side by side (1,200 items each, 100 a batch) and waits until the
+# input of both has paused in the middle of batch 5; the caller then stops the server.
+# resume_uploads lets the inputs go on and waits until both helpers have found their stream
+# closed and logged their reconnect (they are now waiting for the server, which the caller
+# then starts again). finish_uploads waits for the checks: every batch acknowledged once, in
+# order, every item stored exactly once, the summaries adding up.
+uploader_script=client-sdk/python/tests/restart_upload.py
+uploads=
+uploader_running() {
+  if ! kill -0 "$uploader_pid" 2>/dev/null || grep -q ': FAILED' "$tmp/$uploads.out"; then
+    fail "restart_upload.py failed early: $(cat "$tmp/$uploads.out" "$tmp/$uploads.err")"
+  fi
+}
+both_logged() {  # FILE (out or err) INGEST_PATTERN DURATIONS_PATTERN
+  uploader_running
+  grep -q "$2" "$tmp/$uploads.$1" && grep -q "$3" "$tmp/$uploads.$1"
+}
+start_uploads() {
+  uploads=$1
+  "$venv_python" "$uploader_script" run --count 1200 --batch-size 100 --pause-at 450 \
+    --go-file "$tmp/$uploads.go" >"$tmp/$uploads.out" 2>"$tmp/$uploads.err" &
+  uploader_pid=$!
+  wait_until "both uploads to pause in the middle ($uploads)" both_logged out \
+    '^ingest_call_records: paused' '^upload_call_durations: paused'
+}
+resume_uploads() {
+  touch "$tmp/$uploads.go"
+  wait_until "both uploads to reconnect ($uploads)" both_logged err \
+    'call records upload: .*reconnecting in' 'call durations upload: .*reconnecting in'
+}
+finish_uploads() {
+  wait_until "the uploads' end ($uploads)" eval '! kill -0 "$uploader_pid" 2>/dev/null'
+  local status=0
+  wait "$uploader_pid" || status=$?
+  uploader_pid=
+  cat "$tmp/$uploads.out" "$tmp/$uploads.err"
+  [[ $status -eq 0 ]] || fail "the uploads failed (exit $status)"
+  grep -Eq 'to send [1-9][0-9]* unacknowledged batch\(es\) again' "$tmp/$uploads.err" \
+    || fail "the uploads did not report sending unacknowledged batches again"
+}
+
+step "follow number events, ingest call records and upload durations across a server restart"
 # The demo has 25 events and the tour adds none. The follower replays 21..25, the server stops
 # gracefully (its streams end UNAVAILABLE) and starts again on the same port and data, and one
-# assignment adds event 26: the follower must reconnect by itself and get exactly 21..26.
+# assignment adds event 26: the follower must reconnect by itself and get exactly 21..26. The
+# uploads, paused meanwhile, must reconnect by themselves and wait for the server.
 follower_script=client-sdk/python/tests/restart_follow.py
 "$venv_python" "$follower_script" follow --after 20 --until 26 >"$tmp/follow.out" 2>"$tmp/follow.err" &
 follower_pid=$!
 wait_until "the follower's replay" grep -q '^25 ' "$tmp/follow.out"
+start_uploads graceful
 stop_server
+resume_uploads
 start_server
 echo "restarted (pid $server_pid)"
 "$venv_python" "$follower_script" assign --number +442079000019
@@ -136,5 +206,20 @@ cat "$tmp/follow.out" "$tmp/follow.err"
 [[ $follower_status -eq 0 ]] || fail "the follower failed (exit $follower_status)"
 grep -q 'reconnecting after sequence 25' "$tmp/follow.err" \
   || fail "the follower did not report a reconnect after sequence 25"
+finish_uploads
+
+step "ingest call records and upload durations across a server crash (SIGKILL)"
+# The same uploads, the server killed instead: batches it was committing or had committed
+# without its acknowledgement reaching the client are sent again (a committed one comes back
+# UNCHANGED), and still every item is stored exactly once.
+start_uploads crash
+kill_server
+resume_uploads
+start_server
+echo "restarted after the crash (pid $server_pid)"
+finish_uploads
+
+step "a follower stopped from another thread"
+"$venv_python" "$follower_script" stop
 
 step "python-check: passed"

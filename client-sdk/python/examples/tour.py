@@ -8,7 +8,9 @@ carrier and, when its key is given, as the platform:
 2. number events: the first N of ``WatchNumberEvents``, then resumed after the last one;
 3. call records: one page, one record by id, and the first records of the live feed;
 4. durations: reports built from call records the carrier has not reported yet, uploaded over
-   the ``UploadCallDurations`` stream, then uploaded again (all must come back unchanged);
+   the ``UploadCallDurations`` stream batch by batch (``upload_durations``), then uploaded
+   again with the resumable uploader (``upload_call_durations``: all must come back
+   unchanged);
 5. reconciliation: the summary's buckets add up, the upload moved exactly its calls from
    "missing on the carrier" to "matched", a wider tolerance only moves mismatches to matches,
    the discrepancies listed are the summary's, and the platform sees the same summary.
@@ -30,14 +32,14 @@ import itertools
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
 import grpc
 
-from ocx_client import Client, batches, paginate, pb
+from ocx_client import Client, Follower, batches, paginate, pb
 
 T = TypeVar("T")
 
@@ -99,14 +101,10 @@ def step(name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     return wrap
 
 
-def take(items: Iterator[T], count: int) -> list[T]:
-    """The first ``count`` items, then closes ``items`` (which cancels a follower's stream)."""
-    try:
-        return list(itertools.islice(items, count))
-    finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()
+def take(follower: Follower[T], count: int) -> list[T]:
+    """The first ``count`` items of a follower, then stops it (which cancels its stream)."""
+    with follower:
+        return list(itertools.islice(follower, count))
 
 
 def read_key(path: str | None, what: str) -> str:
@@ -331,10 +329,10 @@ def tour_durations(
         )
         created += ack.created_count
     # The same reports again: the stream is idempotent by record_id.
-    again = list(carrier.upload_durations(batches(reports, BATCH_SIZE)))
-    unchanged = sum(a.unchanged_count for a in again)
+    again = carrier.upload_call_durations(reports, batch_size=BATCH_SIZE)
+    unchanged = again.unchanged
     check(
-        unchanged == len(reports),
+        again.items == len(reports) and unchanged == len(reports) and not again.rejections,
         f"resending {len(reports)} reports left only {unchanged} UNCHANGED",
     )
     print(

@@ -6,8 +6,12 @@ Run against the installed package: ``python -m unittest discover -s client-sdk/p
 from __future__ import annotations
 
 import datetime as dt
+import importlib.resources
+import logging
 import pickle
+import socket
 import threading
+import time
 import unittest
 import uuid
 from collections.abc import Iterator
@@ -18,6 +22,7 @@ import grpc
 
 from ocx_client import (
     Client,
+    Follower,
     UploadInterrupted,
     batches,
     follow,
@@ -26,6 +31,10 @@ from ocx_client import (
     to_duration,
     to_timestamp,
 )
+from ocx_client.retry import backoff_delays
+
+#: Longest any test waits for a thread or a call that should end promptly.
+PROMPT = 10.0
 
 
 class FakeRpcError(grpc.RpcError):
@@ -176,6 +185,36 @@ class FollowTest(unittest.TestCase):
         self.assertEqual(opened, [0, 1])
         self.assertTrue(calls[1].cancelled)
 
+    def test_a_with_block_stops_and_cancels(self) -> None:
+        call = FakeCall([event(1), event(2)])
+        with follow(lambda _after: call, lambda m: (m.event,), lambda e: e.sequence) as items:
+            self.assertIsInstance(items, Follower)
+            self.assertEqual(next(items).sequence, 1)
+        self.assertTrue(items.stopped)
+        self.assertTrue(call.cancelled)
+        with self.assertRaises(StopIteration):
+            next(items)
+        self.assertEqual(items.last_sequence, 1)
+
+    def test_stop_cuts_a_reconnect_wait_short(self) -> None:
+        opened = threading.Event()
+
+        def open_stream(after: int) -> FakeCall:
+            opened.set()
+            return FakeCall([], FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"))
+
+        # A minute between attempts: only stop() can end the wait in time.
+        items = follow(open_stream, lambda m: (m.event,), lambda e: e.sequence, initial_backoff=60)
+        got: list[Any] = []
+        consumer = threading.Thread(target=lambda: got.extend(items))
+        with self.assertLogs("ocx_client", "WARNING"):
+            consumer.start()
+            self.assertTrue(opened.wait(PROMPT))
+            items.stop()
+            consumer.join(PROMPT)
+        self.assertFalse(consumer.is_alive(), "stop() did not end the iteration")
+        self.assertEqual(got, [])
+
 
 class HelpersTest(unittest.TestCase):
     def test_batches(self) -> None:
@@ -203,16 +242,78 @@ class HelpersTest(unittest.TestCase):
                 Client("127.0.0.1:1", key)
         Client("127.0.0.1:1", "ocx_id_secret\n").close()
 
+    def test_the_retry_budget_is_a_constructor_argument(self) -> None:
+        with Client("127.0.0.1:1", "k") as client:
+            self.assertEqual(client.retry_budget, 30.0)
+            client.retry_budget = 2.5
+            self.assertEqual(client.retry_budget, 2.5)
+        with Client("127.0.0.1:1", "k", retry_budget=0) as client:
+            self.assertEqual(client.retry_budget, 0)
+        with self.assertRaises(ValueError):
+            Client("127.0.0.1:1", "k", retry_budget=-1)
+
+    def test_backoff_doubles_to_the_cap_with_jitter_in_the_upper_half(self) -> None:
+        plain = backoff_delays(0.1, 1.0, jitter=False)
+        self.assertEqual([next(plain) for _ in range(6)], [0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+        low = backoff_delays(0.1, 1.0, random_fraction=lambda: 0.0)
+        self.assertEqual([round(next(low), 3) for _ in range(5)], [0.05, 0.1, 0.2, 0.4, 0.5])
+
+    def test_the_package_logs_nowhere_unless_configured_and_ships_its_types(self) -> None:
+        package = logging.getLogger("ocx_client")
+        self.assertTrue(any(isinstance(h, logging.NullHandler) for h in package.handlers))
+        self.assertEqual(logging.getLogger("ocx_client.client").parent, package)
+        files = importlib.resources.files("ocx_client")
+        self.assertTrue(files.joinpath("py.typed").is_file(), "py.typed is not installed")
+        self.assertTrue(files.joinpath("_gen/ocx/v1/platform_pb2.pyi").is_file())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+#: What the fake does on one upload call (IngestCallRecords or UploadCallDurations).
+ACK_ALL = ("ack_all", 0)
+REJECT = ("reject", 0)  # INVALID_ARGUMENT on the first batch
+
+
+def break_after(acks: int) -> tuple[str, int]:
+    """Acknowledges ``acks`` batches, reads one more, then fails UNAVAILABLE (a restart)."""
+    return ("break_after", acks)
+
+
+def slow(milliseconds: int) -> tuple[str, int]:
+    """Answers the call at once (its headers, as OCX does), then takes ``milliseconds`` over
+    each acknowledgement: a server at work."""
+    return ("slow", milliseconds)
+
+
+def end_after(acks: int) -> tuple[str, int]:
+    """Acknowledges ``acks`` batches, then ends the call cleanly without reading more."""
+    return ("end_after", acks)
+
 
 class InProcessServer:
-    """A grpc server on a loopback port that plays parts of OCX and records metadata."""
+    """A grpc server on a loopback port that plays parts of OCX and records what it gets."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0, start: bool = True) -> None:
         self.metadata: list[dict[str, str]] = []
         self.watch_calls: list[int] = []
-        self.fail_upload_after: int | None = None
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        handlers = {
+        #: Scripts of the upload calls, in call order (the last one for later calls).
+        self.upload_scripts: list[tuple[str, int]] = [ACK_ALL]
+        #: ``(call, batch_id, first item id)`` of each upload batch read.
+        self.received: list[tuple[int, int, str]] = []
+        self.upload_calls = 0
+        #: The request id of each ReportCallDurations call, and how many fail UNAVAILABLE.
+        self.report_ids: list[str] = []
+        self.report_failures = 2
+        self.number_gets = 0
+        #: Set on stop(): streams that stay open end.
+        self.closing = threading.Event()
+        self.lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        numbers = {
             "GetNumber": grpc.unary_unary_rpc_method_handler(
                 self.get_number,
                 request_deserializer=pb.GetNumberRequest.FromString,
@@ -224,38 +325,51 @@ class InProcessServer:
                 response_serializer=pb.WatchNumberEventsResponse.SerializeToString,
             ),
         }
-        self.report_ids: list[str] = []
-        uploads = {
+        durations = {
             "ReportCallDurations": grpc.unary_unary_rpc_method_handler(
                 self.report,
                 request_deserializer=pb.ReportCallDurationsRequest.FromString,
                 response_serializer=pb.ReportCallDurationsResponse.SerializeToString,
             ),
             "UploadCallDurations": grpc.stream_stream_rpc_method_handler(
-                self.upload,
+                self.upload_durations,
                 request_deserializer=pb.UploadCallDurationsRequest.FromString,
                 response_serializer=pb.UploadCallDurationsResponse.SerializeToString,
-            )
+            ),
+        }
+        platform = {
+            "IngestCallRecords": grpc.stream_stream_rpc_method_handler(
+                self.ingest,
+                request_deserializer=pb.IngestCallRecordsRequest.FromString,
+                response_serializer=pb.IngestCallRecordsResponse.SerializeToString,
+            ),
         }
         self.server.add_generic_rpc_handlers(
             (
-                grpc.method_handlers_generic_handler("ocx.v1.NumberService", handlers),
-                grpc.method_handlers_generic_handler("ocx.v1.CallDurationService", uploads),
+                grpc.method_handlers_generic_handler("ocx.v1.NumberService", numbers),
+                grpc.method_handlers_generic_handler("ocx.v1.CallDurationService", durations),
+                grpc.method_handlers_generic_handler("ocx.v1.PlatformService", platform),
             )
         )
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        if start:
+            self.server.start()
 
     def record(self, context: grpc.ServicerContext) -> None:
         self.metadata.append(dict(context.invocation_metadata()))
 
     def get_number(self, request: pb.GetNumberRequest, context: grpc.ServicerContext) -> Any:
+        """UNAVAILABLE for the first two calls (a read is retried like a write)."""
         self.record(context)
+        self.number_gets += 1
+        if request.number == "+restarting" and self.number_gets <= 2:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
         return pb.GetNumberResponse(phone_number=pb.PhoneNumber(number=request.number))
 
     def watch(self, request: pb.WatchNumberEventsRequest, context: grpc.ServicerContext) -> Any:
         """Replays from the start (ignoring the position half the time, as a careless server
-        might), then fails UNAVAILABLE on the first call, as a server shutting down does."""
+        might), then fails UNAVAILABLE on the first call, as a server shutting down does; later
+        calls stay open until the server stops (or 30 s)."""
         self.record(context)
         self.watch_calls.append(request.after_sequence)
         first = len(self.watch_calls) == 1
@@ -263,32 +377,102 @@ class InProcessServer:
             yield event(sequence)
         if first:
             context.abort(grpc.StatusCode.UNAVAILABLE, "shutting down")
-        threading.Event().wait(0.5)  # stays open, like a live stream
+        self.closing.wait(30)  # stays open, like a live stream
 
-    def upload(
-        self, requests: Iterator[pb.UploadCallDurationsRequest], context: grpc.ServicerContext
-    ) -> Any:
+    def scripted_upload(
+        self,
+        requests: Iterator[Any],
+        context: grpc.ServicerContext,
+        items_of: Any,
+        key_of: Any,
+        respond: Any,
+    ) -> Iterator[Any]:
         self.record(context)
-        for count, request in enumerate(requests, start=1):
-            if self.fail_upload_after is not None and count > self.fail_upload_after:
-                context.abort(grpc.StatusCode.UNAVAILABLE, "storage cannot write now")
+        with self.lock:
+            call = self.upload_calls
+            self.upload_calls += 1
+        kind, acks = self.upload_scripts[min(call, len(self.upload_scripts) - 1)]
+        if kind == "end_after" and acks == 0:
+            return
+        if kind == "slow":
+            context.send_initial_metadata(())
+        for acked, request in enumerate(requests):
+            items = items_of(request)
+            self.received.append((call, request.batch_id, key_of(items[0]) if items else ""))
+            if kind == "reject":
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad batch")
+            if kind == "break_after" and acked == acks:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            if kind == "slow":
+                self.closing.wait(acks / 1000)
+            rejected = [i for i, item in enumerate(items) if "bad" in key_of(item)]
+            yield respond(request, items, rejected)
+            if kind == "end_after" and acked + 1 == acks:
+                return
+
+    def upload_durations(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        def respond(request: Any, items: Any, rejected: list[int]) -> Any:
             results = [
-                pb.CallDurationResult(index=i, record_id=d.record_id, status=pb.ITEM_STATUS_CREATED)
-                for i, d in enumerate(request.durations)
+                pb.CallDurationResult(
+                    index=i,
+                    record_id=d.record_id,
+                    status=pb.ITEM_STATUS_REJECTED if i in rejected else pb.ITEM_STATUS_CREATED,
+                    reason="duration: negative" if i in rejected else "",
+                )
+                for i, d in enumerate(items)
             ]
-            yield pb.UploadCallDurationsResponse(
-                batch_id=request.batch_id, results=results, created_count=len(results)
+            return pb.UploadCallDurationsResponse(
+                batch_id=request.batch_id,
+                results=results,
+                created_count=len(items) - len(rejected),
+                rejected_count=len(rejected),
             )
 
+        yield from self.scripted_upload(
+            requests, context, lambda r: r.durations, lambda d: d.record_id, respond
+        )
+
+    def ingest(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        def respond(request: Any, items: Any, rejected: list[int]) -> Any:
+            results = [
+                pb.CallRecordResult(
+                    index=i,
+                    call_id=r.call_id,
+                    status=pb.ITEM_STATUS_REJECTED if i in rejected else pb.ITEM_STATUS_CREATED,
+                    reason="stale" if i in rejected else "",
+                )
+                for i, r in enumerate(items)
+            ]
+            return pb.IngestCallRecordsResponse(
+                batch_id=request.batch_id,
+                results=results,
+                created_count=len(items) - len(rejected),
+                rejected_count=len(rejected),
+            )
+
+        yield from self.scripted_upload(
+            requests, context, lambda r: r.call_records, lambda c: c.call_id, respond
+        )
+
     def report(self, request: pb.ReportCallDurationsRequest, context: grpc.ServicerContext) -> Any:
-        """UNAVAILABLE for the first two calls, as a restarting server; records request ids."""
+        """UNAVAILABLE for the first ``report_failures`` calls, as a restarting server; records
+        request ids."""
         self.report_ids.append(request.request_id)
-        if len(self.report_ids) <= 2:
+        if len(self.report_ids) <= self.report_failures:
             context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
         return pb.ReportCallDurationsResponse(created_count=len(request.durations))
 
     def stop(self) -> None:
+        self.closing.set()
         self.server.stop(None)
+
+
+def reports(count: int, per_batch: int = 2) -> list[pb.CallDurationReport]:
+    """``count`` reports ``r0a, r0b, r1a, r1b, ...`` (two per batch of ``per_batch``=2)."""
+    return [
+        pb.CallDurationReport(record_id=f"r{i // per_batch}{'ab'[i % per_batch]}")
+        for i in range(count)
+    ]
 
 
 class InProcessTest(unittest.TestCase):
@@ -305,9 +489,12 @@ class InProcessTest(unittest.TestCase):
         self.assertEqual(number.phone_number.number, "+442079000000")
         next(iter(self.client.number_service.WatchNumberEvents(pb.WatchNumberEventsRequest())))
         list(self.client.upload_durations([[pb.CallDurationReport(record_id="r1")]]))
-        self.assertEqual(len(self.fake.metadata), 3)
+        self.client.ingest_call_records([pb.CallRecord(call_id="c1")])
+        self.assertEqual(len(self.fake.metadata), 4)
         for metadata in self.fake.metadata:
             self.assertEqual(metadata.get("authorization"), "Bearer ocx_k1_secret")
+
+    # Unary calls: retried within the budget.
 
     def test_a_write_gets_a_request_id_and_is_retried_under_it(self) -> None:
         request = pb.ReportCallDurationsRequest(durations=[pb.CallDurationReport(record_id="r1")])
@@ -320,6 +507,38 @@ class InProcessTest(unittest.TestCase):
         self.assertEqual(uuid.UUID(ids[0]).version, 4)
         self.assertEqual(request.request_id, "", "the caller's message is left alone")
 
+    def test_a_read_is_retried_too(self) -> None:
+        with self.assertLogs("ocx_client", "WARNING"):
+            answer = self.client.number_service.GetNumber(pb.GetNumberRequest(number="+restarting"))
+        self.assertEqual(answer.phone_number.number, "+restarting")
+        self.assertEqual(self.fake.number_gets, 3)
+
+    def test_retries_stop_when_the_budget_is_spent(self) -> None:
+        self.fake.report_failures = 10**6
+        self.client.retry_budget = 0.5
+        request = pb.ReportCallDurationsRequest(durations=[pb.CallDurationReport(record_id="r1")])
+        started = time.monotonic()
+        with (
+            self.assertLogs("ocx_client", "WARNING") as logs,
+            self.assertRaises(grpc.RpcError) as raised,
+        ):
+            self.client.call_duration_service.ReportCallDurations(request)
+        elapsed = time.monotonic() - started
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertGreaterEqual(len(self.fake.report_ids), 3)
+        self.assertLess(elapsed, 0.5 + PROMPT / 2)
+        self.assertIn("giving up", logs.output[-1])
+        self.assertEqual(len(set(self.fake.report_ids)), 1)
+
+    def test_a_budget_of_zero_tries_once(self) -> None:
+        self.client.retry_budget = 0
+        request = pb.ReportCallDurationsRequest(durations=[pb.CallDurationReport(record_id="r1")])
+        with self.assertRaises(grpc.RpcError):
+            self.client.call_duration_service.ReportCallDurations(request)
+        self.assertEqual(len(self.fake.report_ids), 1)
+
+    # Followers.
+
     def test_follow_resumes_over_a_real_unavailable(self) -> None:
         events = self.client.follow_number_events(initial_backoff=0.01)
         with self.assertLogs("ocx_client", "WARNING"):
@@ -328,22 +547,204 @@ class InProcessTest(unittest.TestCase):
         self.assertEqual(sequences, [1, 2, 3, 4, 5])
         self.assertEqual(self.fake.watch_calls, [0, 3])
 
-    def test_upload_yields_acknowledgements_in_order(self) -> None:
-        reports = [pb.CallDurationReport(record_id=f"r{i}") for i in range(5)]
-        acks = list(self.client.upload_durations(batches(reports, 2)))
+    def test_stop_ends_an_iteration_blocked_on_the_server(self) -> None:
+        got: list[int] = []
+        fifth = threading.Event()
+
+        def consume(events: Follower[pb.NumberEvent]) -> None:
+            for number_event in events:
+                got.append(number_event.sequence)
+                if number_event.sequence == 5:
+                    fifth.set()
+
+        with (
+            self.assertLogs("ocx_client", "WARNING"),
+            self.client.follow_number_events(initial_backoff=0.01) as events,
+        ):
+            consumer = threading.Thread(target=consume, args=(events,))
+            consumer.start()
+            # After 5 the server sends nothing: the consumer is blocked in the call.
+            self.assertTrue(fifth.wait(PROMPT))
+            started = time.monotonic()
+            events.stop()
+            consumer.join(PROMPT)
+        self.assertFalse(consumer.is_alive(), "stop() did not end the iteration")
+        self.assertLess(time.monotonic() - started, PROMPT / 2)
+        self.assertEqual(got, [1, 2, 3, 4, 5])
+
+    # Uploads: the resumable batch uploader.
+
+    def test_upload_durations_yields_acknowledgements_in_order(self) -> None:
+        acks = list(self.client.upload_durations(batches(reports(5), 2)))
         self.assertEqual([a.batch_id for a in acks], [1, 2, 3])
         self.assertEqual([a.created_count for a in acks], [2, 2, 1])
 
-    def test_an_interrupted_upload_hands_back_the_unacknowledged_batches(self) -> None:
-        self.fake.fail_upload_after = 1
-        reports = [[pb.CallDurationReport(record_id=f"r{i}")] for i in range(2)]
-        acks = []
+    def test_resends_unacknowledged_batches_after_a_broken_stream(self) -> None:
+        self.fake.upload_scripts = [break_after(2), ACK_ALL]
+        acked: list[tuple[int, list[str]]] = []
+        with self.assertLogs("ocx_client", "WARNING") as logs:
+            summary = self.client.upload_call_durations(
+                reports(10),
+                batch_size=2,
+                in_flight=1,
+                on_ack=lambda ack, items: acked.append(
+                    (ack.batch_id, [d.record_id for d in items])
+                ),
+            )
+        self.assertIn("UNAVAILABLE", logs.output[0])
+        self.assertIn("1 unacknowledged batch(es)", logs.output[0])
+        # Each batch acknowledged once, in order, under the id it was first sent with.
+        self.assertEqual([a[0] for a in acked], [1, 2, 3, 4, 5])
+        self.assertEqual([r for a in acked for r in a[1]], [r.record_id for r in reports(10)])
+        self.assertEqual(
+            (summary.batches, summary.items, summary.created, summary.reconnects), (5, 10, 10, 1)
+        )
+        self.assertEqual(
+            self.fake.received,
+            [
+                (0, 1, "r0a"),
+                (0, 2, "r1a"),
+                (0, 3, "r2a"),
+                (1, 3, "r2a"),
+                (1, 4, "r3a"),
+                (1, 5, "r4a"),
+            ],
+        )
+
+    def test_keeps_several_batches_in_flight_and_resends_them_all(self) -> None:
+        self.fake.upload_scripts = [break_after(1), ACK_ALL]
+        taken: list[str] = []
+
+        def source() -> Iterator[pb.CallDurationReport]:
+            for report in reports(12):
+                taken.append(report.record_id)
+                yield report
+
+        with self.assertLogs("ocx_client", "WARNING"):
+            summary = self.client.upload_call_durations(source(), batch_size=2, in_flight=3)
+        self.assertEqual((summary.batches, summary.items, summary.reconnects), (6, 12, 1))
+        self.assertEqual(taken, [r.record_id for r in reports(12)], "each item taken once")
+        # The second call starts with every batch the first left unacknowledged, in order.
+        second = [first for call, _, first in self.fake.received if call == 1]
+        self.assertEqual(second, ["r1a", "r2a", "r3a", "r4a", "r5a"])
+        ids = [batch_id for call, batch_id, _ in self.fake.received if call == 1]
+        self.assertEqual(ids, [2, 3, 4, 5, 6], "batch ids go on increasing across reconnects")
+
+    def test_a_stream_that_ends_early_is_resumed(self) -> None:
+        self.fake.upload_scripts = [end_after(1), ACK_ALL]
+        with self.assertLogs("ocx_client", "WARNING") as logs:
+            acks = list(self.client.upload_durations(batches(reports(6), 2), in_flight=1))
+        self.assertIn("ended the upload before acknowledging every batch", logs.output[0])
+        self.assertEqual([a.batch_id for a in acks], [1, 2, 3])
+
+    def test_gives_up_when_the_budget_is_spent_without_progress(self) -> None:
+        self.fake.upload_scripts = [break_after(0)]
+        self.client.retry_budget = 0.5
+        started = time.monotonic()
+        with (
+            self.assertLogs("ocx_client", "WARNING"),
+            self.assertRaises(UploadInterrupted) as raised,
+        ):
+            self.client.upload_call_durations(reports(6), batch_size=2)
+        self.assertLess(time.monotonic() - started, 0.5 + PROMPT / 2)
+        error = raised.exception
+        self.assertIsInstance(error, grpc.RpcError)
+        self.assertEqual(error.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual([b.batch_id for b in error.unacknowledged], [1, 2, 3])
+        self.assertEqual(
+            [r.record_id for r in error.unacknowledged_items], [r.record_id for r in reports(6)]
+        )
+        self.assertEqual(error.summary.batches, 0)
+        self.assertGreater(self.fake.upload_calls, 1)
+
+    def test_the_budget_does_not_count_a_server_at_work(self) -> None:
+        self.fake.upload_scripts = [slow(300)]
+        self.client.retry_budget = 0.1
+        summary = self.client.upload_call_durations(reports(4), batch_size=2, in_flight=1)
+        self.assertEqual((summary.batches, summary.reconnects), (2, 0))
+
+    def test_a_budget_of_zero_does_not_reconnect(self) -> None:
+        self.client.retry_budget = 0
+        self.assertEqual(self.client.upload_call_durations(reports(4), batch_size=2).batches, 2)
+        self.fake.upload_scripts = [break_after(1)]
         with self.assertRaises(UploadInterrupted) as raised:
-            for ack in self.client.upload_durations(reports):
-                acks.append(ack)
-        self.assertEqual([a.batch_id for a in acks], [1])
-        self.assertEqual(raised.exception.error.code(), grpc.StatusCode.UNAVAILABLE)
+            self.client.upload_call_durations(reports(4), batch_size=2, in_flight=1)
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(raised.exception.summary.batches, 1)
         self.assertEqual([b.batch_id for b in raised.exception.unacknowledged], [2])
+        self.assertEqual(self.fake.upload_calls, 2, "the first upload's call, then one")
+
+    def test_does_not_retry_a_rejected_batch(self) -> None:
+        self.fake.upload_scripts = [REJECT, ACK_ALL]
+        with self.assertRaises(UploadInterrupted) as raised:
+            list(self.client.upload_durations([[r] for r in reports(2)]))
+        self.assertEqual(raised.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIsInstance(raised.exception.error, grpc.RpcError)
+        self.assertEqual([b.batch_id for b in raised.exception.unacknowledged][:1], [1])
+        self.assertEqual(self.fake.upload_calls, 1, "no second call")
+
+    def test_an_empty_input_uploads_nothing(self) -> None:
+        summary = self.client.ingest_call_records(iter(()))
+        self.assertEqual((summary.batches, summary.items, summary.reconnects), (0, 0, 0))
+        self.assertEqual(self.fake.upload_calls, 0, "no call opened for nothing")
+
+    def test_ingest_resumes_and_reports_rejections(self) -> None:
+        self.fake.upload_scripts = [break_after(1), ACK_ALL]
+        records = [pb.CallRecord(call_id=f"c{i}") for i in range(7)]
+        records[4].call_id = "c4-bad"
+        acks: list[pb.IngestCallRecordsResponse] = []
+        with self.assertLogs("ocx_client", "WARNING"):
+            summary = self.client.ingest_call_records(
+                records, batch_size=3, on_ack=lambda ack, _: acks.append(ack)
+            )
+        self.assertEqual([a.batch_id for a in acks], [1, 2, 3])
+        self.assertEqual(
+            (summary.batches, summary.items, summary.created, summary.rejected), (3, 7, 6, 1)
+        )
+        self.assertEqual(summary.created + summary.rejected, len(records))
+        [rejection] = summary.rejections
+        self.assertEqual(
+            (rejection.item.call_id, rejection.batch_id, rejection.index), ("c4-bad", 2, 1)
+        )
+        self.assertEqual(rejection.reason, "stale")
+        first_ids = [(call, batch_id, first) for call, batch_id, first in self.fake.received]
+        self.assertIn((1, 2, "c3"), first_ids, "the unacknowledged batch 2 was sent again")
+
+
+class WaitForReadyTest(unittest.TestCase):
+    def test_an_upload_waits_for_a_server_that_is_not_up_yet(self) -> None:
+        port = free_port()
+        client = Client(f"127.0.0.1:{port}", "k", retry_budget=PROMPT)
+        second_batch = threading.Event()
+        outcome: list[Any] = []
+
+        def source() -> Iterator[list[pb.CallDurationReport]]:
+            yield reports(2)
+            # The stream is open (batch 1 is in it) while nothing listens on the port yet.
+            second_batch.set()
+            yield reports(4)[2:]
+
+        def upload() -> None:
+            try:
+                outcome.append(list(client.upload_durations(source(), in_flight=2)))
+            except Exception as error:  # noqa: BLE001 - reported by the assertion below
+                outcome.append(error)
+
+        uploader = threading.Thread(target=upload)
+        uploader.start()
+        fake = None
+        try:
+            self.assertTrue(second_batch.wait(PROMPT))
+            fake = InProcessServer(port=port)
+            uploader.join(PROMPT)
+            self.assertFalse(uploader.is_alive())
+            [acks] = outcome
+            self.assertEqual([a.batch_id for a in acks], [1, 2])
+            self.assertEqual(fake.upload_calls, 1, "one call: it waited instead of failing")
+        finally:
+            client.close()
+            if fake is not None:
+                fake.stop()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """The OCX client: one channel, the API key on every call, the service stubs, and the helpers
-that every caller would otherwise write: pages followed to the end, resumable streams,
-duration uploads over the acknowledged stream, and the reconciliation summary.
+that every caller would otherwise write: pages followed to the end, followers that resume and
+can be stopped, uploads over the acknowledged streams that resume across restarts, and the
+reconciliation summary.
 
 Calls raise ``grpc.RpcError`` (``error.code()``, ``error.details()``); the status codes are
-those of ``proto/ocx/v1/PROTOCOL.md``.
+those of ``proto/ocx/v1/PROTOCOL.md``. Unary calls retry ``UNAVAILABLE`` with backoff for up to
+the client's ``retry_budget`` seconds. The module logs its retries and reconnects through
+``logging`` (logger ``ocx_client.client``; the package attaches a ``NullHandler``).
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import logging
+import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -30,8 +33,23 @@ from ocx_client._gen.ocx.v1 import (
     platform_pb2_grpc,
     reconciliation_pb2_grpc,
 )
+from ocx_client.retry import (
+    DEFAULT_RETRY_BUDGET,
+    INITIAL_BACKOFF,
+    MAX_BACKOFF,
+    RETRYABLE_CODES,
+    backoff_delays,
+    status_code,
+    status_details,
+)
+from ocx_client.uploads import (
+    DEFAULT_IN_FLIGHT,
+    BatchUploader,
+    UploadInterrupted,
+    UploadSummary,
+)
 
-log = logging.getLogger("ocx_client")
+log = logging.getLogger(__name__)
 
 #: The metadata key that carries ``Bearer <key>`` (PROTOCOL.md, "Authentication and scope").
 AUTHORIZATION = "authorization"
@@ -39,19 +57,26 @@ AUTHORIZATION = "authorization"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: The most items a batch may carry (``--max-batch``), and the most a page may hold.
 MAX_BATCH = 1000
-#: Attempts of a unary write (it carries a request id) when the server answers UNAVAILABLE.
-WRITE_ATTEMPTS = 5
-#: Seconds before the first retry of such a write; doubled for each next one.
-WRITE_BACKOFF = 0.1
-#: First reconnect delay of a follower, and the delay again after any message arrives.
-INITIAL_BACKOFF = 0.1
-#: Longest reconnect delay: short enough that a restarted server is picked up promptly.
-MAX_BACKOFF = 5.0
-#: Codes after which a follower reopens its stream: the server is shutting down or
-#: unreachable (UNAVAILABLE), or the key holds its most streams for now (RESOURCE_EXHAUSTED).
-RETRYABLE_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}
-)
+
+__all__ = [
+    "AUTHORIZATION",
+    "DEFAULT_IN_FLIGHT",
+    "DEFAULT_RETRY_BUDGET",
+    "INITIAL_BACKOFF",
+    "MAX_BACKOFF",
+    "MAX_BATCH",
+    "MAX_MESSAGE_BYTES",
+    "RETRYABLE_CODES",
+    "Client",
+    "Follower",
+    "UploadInterrupted",
+    "UploadSummary",
+    "batches",
+    "follow",
+    "paginate",
+    "to_duration",
+    "to_timestamp",
+]
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -103,6 +128,134 @@ def paginate(rpc: Callable[[Any], Any], request: Any, items_field: str) -> Itera
         page.page_token = response.next_page_token
 
 
+class Follower(Generic[T]):
+    """A running follow of a resumable server stream: iterate it for the items.
+
+    Each item comes once, in sequence order. After a retryable failure (``RETRYABLE_CODES``) or
+    a stream the server ended, it waits (``initial_backoff``, doubling to ``max_backoff``, reset
+    by any message) and reopens after the last sequence yielded; items at or below it are
+    replays and are dropped. Any other error is raised by the iteration.
+
+    ``stop()``, from any thread, ends the iteration promptly: it cancels the open call (a
+    ``next()`` blocked on it returns ``StopIteration``) and cuts a reconnect wait short. Used as
+    a context manager, it stops on exit. ``last_sequence`` is where to resume later.
+    """
+
+    def __init__(
+        self,
+        open_stream: Callable[[int], Iterable[M]],
+        unpack: Callable[[M], Iterable[T]],
+        sequence: Callable[[T], int],
+        after_sequence: int = 0,
+        *,
+        name: str = "stream",
+        initial_backoff: float = INITIAL_BACKOFF,
+        max_backoff: float = MAX_BACKOFF,
+        sleep: Callable[[float], Any] | None = None,
+    ) -> None:
+        self._open_stream = open_stream
+        self._unpack = unpack
+        self._sequence = sequence
+        self._name = name
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._stopped = threading.Event()
+        # Waits between reconnects end early on stop() unless the caller gave its own sleep.
+        self._sleep: Callable[[float], Any] = sleep if sleep is not None else self._stopped.wait
+        self._lock = threading.Lock()
+        self._call: Any = None
+        #: The sequence of the last item yielded (the starting point before any): resume there.
+        self.last_sequence = after_sequence
+        self._items = self._run()
+
+    def __iter__(self) -> Follower[T]:
+        return self
+
+    def __next__(self) -> T:
+        return next(self._items)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether ``stop()`` was called."""
+        return self._stopped.is_set()
+
+    def stop(self) -> None:
+        """Ends the follow: the iteration stops (at once if it is waiting for the server).
+        Safe from any thread, and more than once."""
+        self._stopped.set()
+        with self._lock:
+            call = self._call
+        if call is not None:
+            _cancel(call)
+
+    def close(self) -> None:
+        """Stops, and finishes the iteration here (from the iterating thread, or after it)."""
+        self.stop()
+        try:
+            self._items.close()
+        except ValueError:
+            pass  # iterating in another thread right now: stop() ends it there
+
+    def __enter__(self) -> Follower[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _open(self, after: int) -> Any:
+        call = self._open_stream(after)
+        with self._lock:
+            self._call = call
+        if self._stopped.is_set():
+            _cancel(call)
+        return call
+
+    def _run(self) -> Generator[T, None, None]:
+        backoff = self._initial_backoff
+        while not self._stopped.is_set():
+            call = self._open(self.last_sequence)
+            try:
+                for message in call:
+                    backoff = self._initial_backoff
+                    for item in self._unpack(message):
+                        position = self._sequence(item)
+                        if position <= self.last_sequence:
+                            continue  # a replay of what was already yielded
+                        self.last_sequence = position
+                        yield item
+                        if self._stopped.is_set():
+                            return
+                reason = "the server ended the stream"
+            except grpc.RpcError as error:
+                if self._stopped.is_set():
+                    return
+                code = status_code(error)
+                if code is None or code not in RETRYABLE_CODES:
+                    raise
+                reason = f"{code.name}: {status_details(error)}"
+            finally:
+                with self._lock:
+                    self._call = None
+                _cancel(call)
+            if self._stopped.is_set():
+                return
+            log.warning(
+                "%s: %s; reconnecting after sequence %d in %.1f s",
+                self._name,
+                reason,
+                self.last_sequence,
+                backoff,
+            )
+            self._sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+
+
+def _cancel(call: Any) -> None:
+    cancel = getattr(call, "cancel", None)
+    if cancel is not None:
+        cancel()
+
+
 def follow(
     open_stream: Callable[[int], Iterable[M]],
     unpack: Callable[[M], Iterable[T]],
@@ -112,43 +265,26 @@ def follow(
     name: str = "stream",
     initial_backoff: float = INITIAL_BACKOFF,
     max_backoff: float = MAX_BACKOFF,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Generator[T, None, None]:
-    """Follows a resumable server stream for ever, yielding each item once, in order.
+    sleep: Callable[[float], Any] | None = None,
+) -> Follower[T]:
+    """Follows a resumable server stream for ever, yielding each item once, in order; returns
+    a ``Follower`` (iterate it; ``stop()`` it from any thread, or use it with ``with``).
 
     ``open_stream(after)`` opens the stream for items after a sequence; ``unpack`` turns one
-    message into its items; ``sequence`` is an item's position. After a retryable failure
-    (``RETRYABLE_CODES``) or a stream the server ended, it waits (``initial_backoff``, doubling
-    to ``max_backoff``, reset by any message) and reopens after the last sequence yielded;
-    items at or below it are replays and are dropped. Any other error is raised. Closing the
-    generator (``break``, ``close()``) cancels the open call.
+    message into its items; ``sequence`` is an item's position. Reconnects as ``Follower``
+    says; ``sleep`` replaces the wait between attempts (by default a wait that ``stop()``
+    ends). Closing it (``close()``, the end of a ``with``) cancels the open call.
     """
-    last = after_sequence
-    backoff = initial_backoff
-    while True:
-        call = open_stream(last)
-        try:
-            for message in call:
-                backoff = initial_backoff
-                for item in unpack(message):
-                    position = sequence(item)
-                    if position <= last:
-                        continue  # a replay of what was already yielded
-                    last = position
-                    yield item
-            reason = "the server ended the stream"
-        except grpc.RpcError as error:
-            code = error.code() if callable(getattr(error, "code", None)) else None
-            if code not in RETRYABLE_CODES:
-                raise
-            reason = f"{code.name}: {error.details()}"  # type: ignore[union-attr]
-        finally:
-            cancel = getattr(call, "cancel", None)
-            if cancel is not None:
-                cancel()
-        log.warning("%s: %s; reconnecting after sequence %d in %.1f s", name, reason, last, backoff)
-        sleep(backoff)
-        backoff = min(backoff * 2, max_backoff)
+    return Follower(
+        open_stream,
+        unpack,
+        sequence,
+        after_sequence,
+        name=name,
+        initial_backoff=initial_backoff,
+        max_backoff=max_backoff,
+        sleep=sleep,
+    )
 
 
 def batches(items: Iterable[T], size: int = MAX_BATCH) -> Iterator[list[T]]:
@@ -163,30 +299,6 @@ def batches(items: Iterable[T], size: int = MAX_BATCH) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
-
-
-class UploadInterrupted(Exception):
-    """An upload stream failed before every batch sent was acknowledged.
-
-    Batches acknowledged before the failure are committed. ``unacknowledged`` holds the ones
-    sent (or about to be) without an acknowledgement: they may or may not be stored, and
-    sending them again is safe (reports are keyed by ``record_id``; a stored one comes back
-    ``UNCHANGED``).
-    """
-
-    def __init__(
-        self, error: grpc.RpcError, unacknowledged: list[pb.UploadCallDurationsRequest]
-    ) -> None:
-        code = error.code() if callable(getattr(error, "code", None)) else None
-        details = error.details() if callable(getattr(error, "details", None)) else str(error)
-        super().__init__(
-            f"upload interrupted ({getattr(code, 'name', code)}: {details}); "
-            f"{len(unacknowledged)} batch(es) unacknowledged"
-        )
-        #: The gRPC error that ended the stream.
-        self.error = error
-        #: The batches sent without an acknowledgement, in order.
-        self.unacknowledged = unacknowledged
 
 
 class _CallDetails(
@@ -211,14 +323,17 @@ class _BearerAuth(
     and the local demo is plaintext.
     """
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, retry_budget: float = DEFAULT_RETRY_BUDGET) -> None:
         self._header = (AUTHORIZATION, f"Bearer {key}")
+        self.retry_budget = retry_budget
 
-    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+    def _details(
+        self, details: grpc.ClientCallDetails, timeout: float | None = None
+    ) -> grpc.ClientCallDetails:
         metadata = [*(details.metadata or ()), self._header]
         return _CallDetails(
             details.method,
-            details.timeout,
+            details.timeout if timeout is None else timeout,
             metadata,
             details.credentials,
             getattr(details, "wait_for_ready", None),
@@ -226,28 +341,55 @@ class _BearerAuth(
         )
 
     def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        details = self._details(client_call_details)
-        if "request_id" not in request.DESCRIPTOR.fields_by_name:
-            return continuation(details, request)
-        # A write: give it a request id (AIP-155) unless the caller did, so that the server
-        # answers a retry with its first answer and does nothing again; then retry UNAVAILABLE
-        # under that id. Not CreateApiKey: its answer (the secret) cannot be given twice.
-        if not request.request_id:
+        if "request_id" in request.DESCRIPTOR.fields_by_name and not request.request_id:
+            # A write: give it a request id (AIP-155) unless the caller did, so that the server
+            # answers a retry with its first answer and does nothing again.
             with_id = type(request)()
             with_id.CopyFrom(request)
             with_id.request_id = str(uuid.uuid4())
             request = with_id
-        if details.method.endswith("/CreateApiKey"):
-            return continuation(details, request)
-        backoff = WRITE_BACKOFF
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            call = continuation(details, request)
-            if attempt == WRITE_ATTEMPTS or call.code() != grpc.StatusCode.UNAVAILABLE:
+        if client_call_details.method.endswith("/CreateApiKey"):
+            # Not retried: its answer (the secret) cannot be given twice.
+            return continuation(self._details(client_call_details), request)
+        return self._retrying(continuation, client_call_details, request)
+
+    def _retrying(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        """Retries UNAVAILABLE with jittered backoff (from 100 ms, doubling to 5 s) until the
+        retry budget, or the call's own timeout, would be passed. Every unary call can be
+        retried: the reads change nothing, and every write carries its request id."""
+        started = time.monotonic()
+        timeout = client_call_details.timeout
+        budget = self.retry_budget if timeout is None else min(self.retry_budget, timeout)
+        delays = backoff_delays()
+        attempt = 1
+        while True:
+            remaining = (
+                None if timeout is None else max(timeout - (time.monotonic() - started), 0.0)
+            )
+            call = continuation(self._details(client_call_details, remaining), request)
+            if call.code() != grpc.StatusCode.UNAVAILABLE:
                 return call
-            log.warning("%s: UNAVAILABLE; retrying in %.1f s", details.method, backoff)
-            time.sleep(backoff)
-            backoff *= 2
-        return call
+            delay = next(delays)
+            elapsed = time.monotonic() - started
+            if elapsed + delay > budget:
+                if attempt > 1:
+                    log.warning(
+                        "%s: UNAVAILABLE after %d attempts in %.1f s (retry budget %g s); "
+                        "giving up",
+                        client_call_details.method,
+                        attempt,
+                        elapsed,
+                        self.retry_budget,
+                    )
+                return call
+            log.warning(
+                "%s: UNAVAILABLE (%s); retrying in %.2f s",
+                client_call_details.method,
+                call.details(),
+                delay,
+            )
+            time.sleep(delay)
+            attempt += 1
 
     def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return continuation(self._details(client_call_details), request)
@@ -283,6 +425,11 @@ class Client:
     ``private_key`` with ``certificate_chain``. ``key`` is sent as ``authorization: Bearer
     <key>`` on every call.
 
+    ``retry_budget`` (seconds, default 30) is how long a unary call retries ``UNAVAILABLE``
+    (with jittered backoff from 100 ms, doubling to 5 s), and how long an upload may spend
+    reconnecting and waiting for the server to answer without an acknowledgement, before
+    either gives up; set the ``retry_budget`` attribute to change it later. 0 retries nothing.
+
     The stubs are attributes (``number_service``, ``call_record_service``, ...): call any RPC
     of the contract with a ``pb`` request. The helpers cover what needs more than one call.
     Use it as a context manager, or call ``close()``.
@@ -297,7 +444,10 @@ class Client:
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        retry_budget: float = DEFAULT_RETRY_BUDGET,
     ) -> None:
+        if retry_budget < 0:
+            raise ValueError(f"retry_budget must not be negative, not {retry_budget}")
         address, tls = _parse_target(target)
         channel_options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -317,10 +467,9 @@ class Client:
             self._raw_channel = grpc.secure_channel(address, credentials, options=channel_options)
         else:
             self._raw_channel = grpc.insecure_channel(address, options=channel_options)
+        self._auth = _BearerAuth(_check_key(key), retry_budget)
         #: The channel every stub uses, with the key added to each call.
-        self.channel: grpc.Channel = grpc.intercept_channel(
-            self._raw_channel, _BearerAuth(_check_key(key))
-        )
+        self.channel: grpc.Channel = grpc.intercept_channel(self._raw_channel, self._auth)
         #: Carriers, keys, retention, erasure, audit (platform key).
         self.admin_service = admin_pb2_grpc.AdminServiceStub(self.channel)
         #: The tenants' consents.
@@ -337,6 +486,18 @@ class Client:
         )
         #: Consents, assignments, call-record ingest, usage (platform key).
         self.platform_service = platform_pb2_grpc.PlatformServiceStub(self.channel)
+
+    @property
+    def retry_budget(self) -> float:
+        """Seconds a unary call retries ``UNAVAILABLE``, and an upload waits on the server
+        without an acknowledgement, before giving up."""
+        return self._auth.retry_budget
+
+    @retry_budget.setter
+    def retry_budget(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"retry_budget must not be negative, not {seconds}")
+        self._auth.retry_budget = seconds
 
     def close(self) -> None:
         """Closes the channel; open streams end with ``CANCELLED``."""
@@ -418,14 +579,16 @@ class Client:
 
     def follow_number_events(
         self, after_sequence: int = 0, *, carrier_id: str = "", **backoff: Any
-    ) -> Generator[pb.NumberEvent, None, None]:
-        """Every number event after ``after_sequence``, then new ones as they happen, for ever.
+    ) -> Follower[pb.NumberEvent]:
+        """Every number event after ``after_sequence``, then new ones as they happen, until
+        stopped.
 
         Reconnects with backoff when the server goes away (``UNAVAILABLE``) and resumes after
         the last event yielded, dropping replays: each event comes once, in sequence order.
         Each (re)open waits for the channel to connect (``wait_for_ready``), so a server that
         is down is picked up as soon as it is back, without a warning per attempt.
-        ``backoff`` passes ``initial_backoff`` / ``max_backoff`` (seconds) to ``follow``.
+        Returns a ``Follower``: iterate it; ``stop()`` it from any thread, or use it in a
+        ``with`` block. ``backoff`` passes ``initial_backoff`` / ``max_backoff`` (seconds).
         """
 
         def open_stream(after: int) -> Iterable[pb.WatchNumberEventsResponse]:
@@ -445,9 +608,9 @@ class Client:
 
     def follow_call_records(
         self, after_sequence: int = 0, *, carrier_id: str = "", **backoff: Any
-    ) -> Generator[pb.CallRecord, None, None]:
+    ) -> Follower[pb.CallRecord]:
         """Every record of the call-record feed after ``after_sequence`` (a ``feed_sequence``),
-        then new and revised ones as they are committed, for ever; resumes like
+        then new and revised ones as they are committed, until stopped; resumes and stops like
         ``follow_number_events``."""
 
         def open_stream(after: int) -> Iterable[pb.StreamCallRecordsResponse]:
@@ -465,53 +628,138 @@ class Client:
             **backoff,
         )
 
+    # Uploads over the acknowledged streams, resuming across broken streams and restarts.
+
+    def ingest_call_records(
+        self,
+        records: Iterable[pb.CallRecord],
+        *,
+        batch_size: int = MAX_BATCH,
+        in_flight: int = DEFAULT_IN_FLIGHT,
+        on_ack: Callable[[pb.IngestCallRecordsResponse, list[pb.CallRecord]], None] | None = None,
+        retry_budget: float | None = None,
+    ) -> UploadSummary[pb.CallRecord]:
+        """Ingests every record of ``records`` (platform key) over ``IngestCallRecords`` and
+        returns the totals once all are durably committed.
+
+        ``records`` is read lazily, ``batch_size`` (1 to 1,000) at a time, keeping up to
+        ``in_flight`` batches unacknowledged, so a generator keeps memory flat. Batch ids are
+        1, 2, 3... in the order of the batches, and a batch keeps its id when sent again.
+        ``on_ack(ack, batch)`` is called once per batch, in order, after its commit (e.g. to
+        checkpoint a source).
+
+        When the stream breaks (``UNAVAILABLE``: a server restarting; a dropped connection),
+        it reconnects (waiting for the channel), sends again every unacknowledged batch, in
+        order, then carries on with ``records`` where it stopped: each record is stored once
+        (a batch whose acknowledgement was lost comes back ``UNCHANGED``). It gives up once it
+        has spent ``retry_budget`` seconds (default: the client's) without an acknowledgement
+        in backoff and waiting for the server to answer a stream (not while a server that
+        answered is committing), and at once on any other status (``INVALID_ARGUMENT``,
+        ``PERMISSION_DENIED``, ``UNAUTHENTICATED``...), raising ``UploadInterrupted`` with the
+        unacknowledged batches, their records, and the summary so far.
+
+        The summary counts created / revised / unchanged / rejected records; ``rejections``
+        holds each rejected record with its reason and field violations.
+        """
+        uploader = self._uploader(
+            "call records upload",
+            lambda requests, wait: self.platform_service.IngestCallRecords(
+                requests, wait_for_ready=wait
+            ),
+            lambda batch_id, items: pb.IngestCallRecordsRequest(
+                batch_id=batch_id, call_records=items
+            ),
+            pb.IngestCallRecordsRequest,
+            lambda request: request.call_records,
+            in_flight,
+            retry_budget,
+        )
+        return uploader.run(batches(records, batch_size), on_ack)
+
+    def upload_call_durations(
+        self,
+        reports: Iterable[pb.CallDurationReport],
+        *,
+        carrier_id: str = "",
+        batch_size: int = MAX_BATCH,
+        in_flight: int = DEFAULT_IN_FLIGHT,
+        on_ack: Callable[[pb.UploadCallDurationsResponse, list[pb.CallDurationReport]], None]
+        | None = None,
+        retry_budget: float | None = None,
+    ) -> UploadSummary[pb.CallDurationReport]:
+        """Uploads every report of ``reports`` over ``UploadCallDurations`` and returns the
+        totals (created / unchanged / corrected / rejected) once all are durably committed.
+
+        ``carrier_id``: empty for a carrier key, the carrier's id for a platform key. Batching,
+        ``on_ack``, resuming across broken streams and restarts, and failures are those of
+        ``ingest_call_records`` (reports are keyed by ``record_id``, so a batch sent again is
+        answered ``UNCHANGED``).
+        """
+        uploader = self._duration_uploader(carrier_id, in_flight, retry_budget)
+        return uploader.run(batches(reports, batch_size), on_ack)
+
     def upload_durations(
         self,
         batches: Iterable[Sequence[pb.CallDurationReport] | pb.UploadCallDurationsRequest],
         *,
         carrier_id: str = "",
+        in_flight: int = DEFAULT_IN_FLIGHT,
+        retry_budget: float | None = None,
     ) -> Generator[pb.UploadCallDurationsResponse, None, None]:
-        """Sends ``batches`` over one ``UploadCallDurations`` stream; yields each batch's
-        acknowledgement, in order, once the server has committed it.
+        """Uploads ``batches`` over ``UploadCallDurations``; yields each batch's
+        acknowledgement, in order, once the server has committed it. The lower-level form of
+        ``upload_call_durations``: you make the batches and see every acknowledgement.
 
         A batch is a sequence of 1 to 1,000 ``CallDurationReport`` (given ``batch_id`` 1, 2,
-        ... and ``carrier_id``) or a ready ``UploadCallDurationsRequest``. ``batches`` is read
-        lazily, as grpc's flow control lets batches out (the server holds at most 8 awaiting
-        their commit), so a generator keeps memory flat. Raises ``UploadInterrupted`` with the
-        unacknowledged batches if the stream fails; a reply that does not match the batch it
-        should acknowledge raises ``RuntimeError``.
+        ... by position, and ``carrier_id``) or a ready ``UploadCallDurationsRequest`` (sent
+        as it is). ``batches`` is read lazily, keeping up to ``in_flight`` batches
+        unacknowledged. A broken stream is resumed as ``ingest_call_records`` says (each batch
+        is still acknowledged once); ``UploadInterrupted`` carries the unacknowledged batches
+        if the upload fails. A reply that does not match the batch it should acknowledge
+        raises ``RuntimeError``. Closing the generator ends the stream.
         """
-        pending: deque[pb.UploadCallDurationsRequest] = deque()
+        uploader = self._duration_uploader(carrier_id, in_flight, retry_budget)
+        for _batch, ack in uploader.acknowledgements(batches):
+            yield ack
 
-        def requests() -> Iterator[pb.UploadCallDurationsRequest]:
-            for number, batch in enumerate(batches, start=1):
-                if isinstance(batch, pb.UploadCallDurationsRequest):
-                    request = batch
-                else:
-                    request = pb.UploadCallDurationsRequest(
-                        carrier_id=carrier_id, batch_id=number, durations=batch
-                    )
-                # Appended before grpc sends it, so its acknowledgement finds it here.
-                pending.append(request)
-                yield request
+    def _duration_uploader(
+        self, carrier_id: str, in_flight: int, retry_budget: float | None
+    ) -> BatchUploader[
+        pb.CallDurationReport, pb.UploadCallDurationsRequest, pb.UploadCallDurationsResponse
+    ]:
+        return self._uploader(
+            "call durations upload",
+            lambda requests, wait: self.call_duration_service.UploadCallDurations(
+                requests, wait_for_ready=wait
+            ),
+            lambda batch_id, items: pb.UploadCallDurationsRequest(
+                carrier_id=carrier_id, batch_id=batch_id, durations=items
+            ),
+            pb.UploadCallDurationsRequest,
+            lambda request: request.durations,
+            in_flight,
+            retry_budget,
+        )
 
-        call = self.call_duration_service.UploadCallDurations(requests())
-        try:
-            for ack in call:
-                if not pending:
-                    raise RuntimeError(f"acknowledgement of batch {ack.batch_id}, none pending")
-                sent = pending[0]
-                if ack.batch_id != sent.batch_id or len(ack.results) != len(sent.durations):
-                    raise RuntimeError(
-                        f"acknowledgement of batch {ack.batch_id} with {len(ack.results)} "
-                        f"results; expected batch {sent.batch_id} with {len(sent.durations)}"
-                    )
-                pending.popleft()
-                yield ack
-        except grpc.RpcError as error:
-            raise UploadInterrupted(error, list(pending)) from error
-        finally:
-            call.cancel()
+    def _uploader(
+        self,
+        name: str,
+        open_call: Callable[[Iterator[Any], bool], Any],
+        make_request: Callable[[int, list[Any]], Any],
+        request_type: type,
+        items_of: Callable[[Any], Sequence[Any]],
+        in_flight: int,
+        retry_budget: float | None,
+    ) -> BatchUploader[Any, Any, Any]:
+        return BatchUploader(
+            name=name,
+            open_call=open_call,
+            make_request=make_request,
+            request_type=request_type,
+            items_of=items_of,
+            in_flight=in_flight,
+            retry_budget=self.retry_budget if retry_budget is None else retry_budget,
+        )
 
     # Reconciliation.
 
