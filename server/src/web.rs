@@ -4,8 +4,10 @@
 //! (the feeds) work over it.
 //!
 //! CORS answers browsers for the origins the operator lists (`--cors-origin`), none by default:
-//! then no CORS header is ever sent, so a page on another origin cannot call OCX (its browser
-//! refuses), while clients that are not browsers (`buf curl --protocol grpcweb`, proxies) can.
+//! then `Access-Control-Allow-Origin` is never sent (preflights still get the other CORS
+//! headers), so a page on another origin cannot call OCX (its browser refuses), while clients
+//! that are not browsers (`buf curl --protocol grpcweb`, proxies) can. With TLS the listener
+//! offers HTTP/2 only (ALPN `h2`); plaintext serves HTTP/1.1 too.
 //! The allowed request headers are those gRPC-Web sends (the key in `authorization`); the
 //! exposed ones are the status trailers a browser client must read.
 
