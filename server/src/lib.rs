@@ -155,6 +155,7 @@ pub async fn run_with_metrics(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
+    metrics.limits(&config.limits);
     // Subscribed before the load: a key changed elsewhere while it runs is reloaded after.
     let key_changes = store.api_key_signal();
     let keys = Arc::new(KeyCache::load(store.as_ref()).await?);
@@ -268,6 +269,7 @@ pub async fn run_with_metrics(
         // Keepalives find half-dead peers, so their streams (and tasks) end.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
         // gRPC-Web over HTTP/1.1 too (see `web`); gRPC itself needs HTTP/2 as before.
         .accept_http1(true)
         // Outermost first: CORS answers preflights, gRPC-Web becomes gRPC, then the gate.

@@ -33,6 +33,32 @@ pub struct Limits {
     pub max_streams_per_key: usize,
     /// Longest a unary call may run when the caller sets no deadline.
     pub default_deadline: Duration,
+    /// Calls one HTTP/2 connection may have open at once (its `SETTINGS_MAX_CONCURRENT_STREAMS`):
+    /// a client that opens more waits, so one connection cannot hold thousands of unanswered
+    /// calls.
+    pub max_concurrent_streams: u32,
+}
+
+impl Limits {
+    /// Each limit by name, with its value (for the `ocx_limit` metric).
+    pub fn named(&self) -> [(&'static str, f64); 8] {
+        [
+            ("max_message_bytes", self.max_message_bytes as f64),
+            ("max_batch_items", self.max_batch_items as f64),
+            ("max_page_size", self.max_page_size as f64),
+            ("rate_per_second", self.rate_per_second),
+            ("rate_burst", self.rate_burst),
+            ("max_streams_per_key", self.max_streams_per_key as f64),
+            (
+                "default_deadline_seconds",
+                self.default_deadline.as_secs_f64(),
+            ),
+            (
+                "max_concurrent_streams",
+                f64::from(self.max_concurrent_streams),
+            ),
+        ]
+    }
 }
 
 impl Default for Limits {
@@ -45,6 +71,7 @@ impl Default for Limits {
             rate_burst: 2000.0,
             max_streams_per_key: 16,
             default_deadline: Duration::from_secs(120),
+            max_concurrent_streams: 200,
         }
     }
 }

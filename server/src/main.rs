@@ -94,6 +94,11 @@ struct Cli {
     /// Streams one API key may hold open at once.
     #[arg(long, env = "OCX_MAX_STREAMS_PER_KEY", default_value_t = Limits::default().max_streams_per_key, global = true)]
     max_streams_per_key: usize,
+    /// Calls one HTTP/2 connection may have open at once (advertised to clients as
+    /// SETTINGS_MAX_CONCURRENT_STREAMS; a client that opens more waits).
+    #[arg(long, env = "OCX_MAX_CONCURRENT_STREAMS", default_value_t = Limits::default().max_concurrent_streams,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    max_concurrent_streams: u32,
     /// Longest a unary call may run when the caller sets no deadline (e.g. 2m, 30s).
     #[arg(long, env = "OCX_DEFAULT_DEADLINE", default_value = "2m", value_parser = humantime::parse_duration, global = true)]
     default_deadline: Duration,
@@ -112,6 +117,24 @@ struct Cli {
     cors_origins: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Raises the soft open-file limit to the hard one, and logs both. Every connection, stream
+/// and database file takes a descriptor, and the common default soft limit (1,024) is reached
+/// long before memory is: past it, new clients cannot connect.
+fn raise_open_file_limit() {
+    let before = rlimit::Resource::NOFILE.get().map(|(soft, _)| soft);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) => {
+            let before = before.map_or_else(|e| e.to_string(), |b| b.to_string());
+            tracing::info!(
+                before,
+                now,
+                "open-file limit (soft) raised to the hard limit"
+            );
+        }
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
 }
 
 /// `--cors-origin`: `scheme://host[:port]`, as browsers send it.
@@ -146,6 +169,7 @@ impl Cli {
                 rate_burst: self.burst,
                 max_streams_per_key: self.max_streams_per_key,
                 default_deadline: self.default_deadline,
+                max_concurrent_streams: self.max_concurrent_streams,
             },
             purge_interval: (!self.purge_interval.is_zero()).then_some(self.purge_interval),
             tls,
@@ -252,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
             .init(),
     }
     let config = cli.config()?;
+    raise_open_file_limit();
     std::fs::create_dir_all(&cli.data_dir)
         .with_context(|| format!("creating {}", cli.data_dir.display()))?;
     let database = Database::parse(cli.database.as_deref(), &cli.data_dir);

@@ -45,6 +45,13 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// A configured limit's labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// e.g. `max_concurrent_streams` (see `Limits::named`).
+    pub limit: String,
+}
+
 /// Every metric the server keeps.
 pub struct Metrics {
     /// The registry they are encoded from.
@@ -59,6 +66,8 @@ pub struct Metrics {
     streams: Family<MethodLabels, Gauge>,
     /// Bytes of the database file and its write-ahead log, read at each scrape.
     database_bytes: Gauge,
+    /// The limits the server runs with, by name.
+    limits: Family<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -87,6 +96,7 @@ impl Metrics {
         let rows = Family::<KindLabels, Counter>::default();
         let streams = Family::<MethodLabels, Gauge>::default();
         let database_bytes = Gauge::default();
+        let limits = Family::<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register(
             "grpc_requests",
             "gRPC calls answered, by service, method and status code",
@@ -112,6 +122,11 @@ impl Metrics {
             "Bytes of the database file and its write-ahead log",
             database_bytes.clone(),
         );
+        registry.register(
+            "limit",
+            "The limits the server runs with, by name (the settings of the README's limits table)",
+            limits.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -119,6 +134,18 @@ impl Metrics {
             rows,
             streams,
             database_bytes,
+            limits,
+        }
+    }
+
+    /// Publishes the limits the server runs with.
+    pub fn limits(&self, limits: &crate::limits::Limits) {
+        for (name, value) in limits.named() {
+            self.limits
+                .get_or_create(&LimitLabels {
+                    limit: name.to_owned(),
+                })
+                .set(value);
         }
     }
 

@@ -2,6 +2,7 @@
 //! file). Each module says what it checks:
 //!
 //! - the real binary: [`binary`], [`settings`], [`logs`], [`shutdown`], [`crash`],
+//!   [`connections`] (open-file limit, streams per connection),
 //!   [`crash_loop`], [`backup`], [`replicas`];
 //! - one stream's batches answered in batch order on both backends: [`stream_order`];
 //! - the store: [`conformance`] (the suite every backend passes), run by [`store_sqlite`] and
@@ -17,6 +18,7 @@ pub const OCX_SERVER: ServerBinary = ServerBinary(env!("CARGO_BIN_EXE_ocx-server
 mod backup;
 mod binary;
 mod conformance;
+mod connections;
 mod convert_property;
 mod crash;
 mod crash_loop;

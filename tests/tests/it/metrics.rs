@@ -160,6 +160,15 @@ async fn a_scrape_after_a_scenario_counts_calls_rows_streams_and_bytes() {
         Some(2.0),
         "each ingest stream is counted when it ends"
     );
+    // The limits the server runs with, by name.
+    assert_eq!(
+        sample(&text, "ocx_limit", &[("limit", "max_concurrent_streams")]),
+        Some(200.0)
+    );
+    assert_eq!(
+        sample(&text, "ocx_limit", &[("limit", "max_batch_items")]),
+        Some(1000.0)
+    );
     let bytes = sample(&text, "ocx_database_bytes", &[]).expect("database size");
     assert!(bytes > 10_000.0, "{bytes}");
 
