@@ -14,32 +14,10 @@
 set -euo pipefail
 
 BUF_VERSION=1.75.0 # @bufbuild/buf on npm, as in scripts/buf-check.sh
-READY_TRIES=150    # unary calls, 0.2 s apart, before giving up on the server
 FEED_SECONDS=3     # how long the feed is read
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/ocx-grpcweb.XXXXXX")
-DATA=$TMP/data
-SERVER_PID=
-
-cleanup() {
-    local rc=$?
-    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup EXIT
-
-ok() { printf 'ok    %s\n' "$*"; }
-fail() {
-    printf 'FAIL  %s\n' "$*" >&2
-    [[ -s $TMP/server.log ]] && tail -n 20 "$TMP/server.log" >&2
-    exit 1
-}
+# shellcheck source=scripts/demo-server.sh
+source "$(dirname "${BASH_SOURCE[0]}")/demo-server.sh"
 
 # --- buf ---------------------------------------------------------------------------------------
 BUF=
@@ -56,12 +34,8 @@ fi
 ok "buf $("$BUF" --version)"
 
 # --- the server --------------------------------------------------------------------------------
-cargo build -p ocx-server --locked --quiet || fail "cargo build -p ocx-server failed"
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/ocx-server
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+start_demo_server
 URL=http://127.0.0.1:$PORT
-"$BIN" --demo --data-dir "$DATA" --listen "127.0.0.1:$PORT" >"$TMP/server.log" 2>&1 &
-SERVER_PID=$!
 
 # curl_web NAME KEY DATA METHOD [buf curl flags...]: a gRPC-Web call; output in $TMP/NAME.json.
 curl_web() {
@@ -72,17 +46,6 @@ curl_web() {
     "$BUF" "${args[@]}" "$URL/$method" >"$TMP/$name.json" 2>"$TMP/$name.err"
 }
 
-ready=
-for try in $(seq 1 "$READY_TRIES"); do
-    kill -0 "$SERVER_PID" 2>/dev/null || fail "ocx-server exited before serving"
-    if [[ -s $DATA/demo-carrier.key ]] &&
-        curl_web ready "$(cat "$DATA/demo-carrier.key")" '{}' ocx.v1.NumberService/ListNumbers; then
-        ready=$try
-        break
-    fi
-    sleep 0.2
-done
-[[ -n $ready ]] || fail "no gRPC-Web answer from $URL after $READY_TRIES tries: $(cat "$TMP/ready.err" 2>/dev/null)"
 KEY=$(cat "$DATA/demo-carrier.key")
 
 # --- a unary call ------------------------------------------------------------------------------

@@ -13,44 +13,11 @@
 # Needs cargo and python3. Prints one line per check; exits non-zero at the first failure.
 set -euo pipefail
 
-READY_TRIES=150 # tries, 0.2 s apart, before giving up on the server
+# shellcheck source=scripts/demo-server.sh
+source "$(dirname "${BASH_SOURCE[0]}")/demo-server.sh"
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/ocx-examples.XXXXXX")
-SERVER_PID=
-cleanup() {
-    local rc=$?
-    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup EXIT
-
-ok() { printf 'ok    %s\n' "$*"; }
-fail() {
-    printf 'FAIL  %s\n' "$*" >&2
-    [[ -s $TMP/server.log ]] && tail -n 20 "$TMP/server.log" >&2
-    exit 1
-}
-
-cargo build --locked --quiet -p ocx-server -p ocx-client --examples ||
-    fail "cargo build of the server and the examples failed"
-cargo build --locked --quiet -p ocx-server || fail "cargo build -p ocx-server failed"
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/debug
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-"$TARGET/ocx-server" --demo --data-dir "$TMP/data" --listen "127.0.0.1:$PORT" >"$TMP/server.log" 2>&1 &
-SERVER_PID=$!
-export OCX_ENDPOINT=http://127.0.0.1:$PORT OCX_KEY_FILE=$TMP/data/demo-carrier.key
-for try in $(seq 1 "$READY_TRIES"); do
-    kill -0 "$SERVER_PID" 2>/dev/null || fail "ocx-server exited before serving"
-    grep -q "serving" "$TMP/server.log" && [[ -s $OCX_KEY_FILE ]] && break
-    [[ $try == "$READY_TRIES" ]] && fail "ocx-server did not start"
-    sleep 0.2
-done
+start_demo_server -p ocx-client --examples
+export OCX_ENDPOINT=http://127.0.0.1:$PORT OCX_KEY_FILE=$DATA/demo-carrier.key
 
 example() {
     local name=$1

@@ -51,6 +51,13 @@ impl Served {
         .expect("join")
     }
 
+    /// [`Served::run`] that must succeed; its stdout.
+    async fn ok(&self, key: &str, args: &str) -> String {
+        let (code, out, err) = self.run(key, args).await;
+        assert_eq!(code, 0, "ocx {args}: {out}{err}");
+        out
+    }
+
     async fn stop(mut self) {
         self.server.stop().await;
     }
@@ -237,45 +244,41 @@ async fn carriers_keys_consents_numbers_and_assignments_through_the_cli() {
 async fn durations_reconciliation_and_usage_through_the_cli() {
     let served = Served::start().await;
     let platform = served.server.platform_key.clone();
-    let ok = |(code, out, err): (i32, String, String)| {
-        assert_eq!(code, 0, "{out}{err}");
-        out
-    };
-    ok(served
-        .run(&platform, "carriers create fabrikam-tel --name Fabrikam")
-        .await);
-    let created = ok(served
-        .run(
+    served
+        .ok(&platform, "carriers create fabrikam-tel --name Fabrikam")
+        .await;
+    let created = served
+        .ok(
             &platform,
             "--output json keys create --role carrier --carrier fabrikam-tel",
         )
-        .await);
+        .await;
     let created: serde_json::Value = serde_json::from_str(created.trim()).expect("json");
     let carrier = created["secret"].as_str().expect("secret").to_owned();
-    ok(served
-        .run(
+    served
+        .ok(
             &platform,
             &format!("consents grant --carrier fabrikam-tel --tenant {TENANT}"),
         )
-        .await);
+        .await;
     let numbers = served.server.dir().join("numbers.csv");
     std::fs::write(&numbers, "number\n+442079460001\n").expect("write");
-    ok(served
-        .run(
+    served
+        .ok(
             &carrier,
             &format!("numbers upload {} --tenant {TENANT}", numbers.display()),
         )
-        .await);
-    ok(served
-        .run(
+        .await;
+    served
+        .ok(
             &platform,
             &format!(
                 "calls generate --count 40 --seed 3 --tenant {TENANT} --number +442079460001 \
                  --revise-percent 0 --from 2026-01-01T00:00:00Z --to 2026-01-01T06:00:00Z"
             ),
         )
-        .await);
-    let listed = ok(served.run(&carrier, "--output json calls list").await);
+        .await;
+    let listed = served.ok(&carrier, "--output json calls list").await;
     let calls: Vec<serde_json::Value> = listed
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
@@ -356,11 +359,11 @@ async fn durations_reconciliation_and_usage_through_the_cli() {
     assert!(out.contains("line 32: bad-time: start_time"), "{out}");
     assert!(out.contains("may.rejects.csv"), "{out}");
 
-    let listed = ok(served.run(&carrier, "--output json durations list").await);
+    let listed = served.ok(&carrier, "--output json durations list").await;
     assert_eq!(listed.lines().count(), 30);
-    let out = ok(served
-        .run(&carrier, "--output csv durations list --limit 2")
-        .await);
+    let out = served
+        .ok(&carrier, "--output csv durations list --limit 2")
+        .await;
     let mut reader = csv::Reader::from_reader(out.as_bytes());
     assert_eq!(
         reader.headers().expect("header").get(1),
@@ -390,12 +393,12 @@ async fn durations_reconciliation_and_usage_through_the_cli() {
     );
 
     let period = "--from 2025-12-01T00:00:00Z --to 2026-12-01T00:00:00Z";
-    let out = ok(served
-        .run(
+    let out = served
+        .ok(
             &carrier,
             &format!("--output json reconcile summary {period}"),
         )
-        .await);
+        .await;
     let summary: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(summary["platform_count"], 40, "{summary}");
     assert_eq!(summary["carrier_count"], 30, "{summary}");
@@ -403,21 +406,21 @@ async fn durations_reconciliation_and_usage_through_the_cli() {
     assert_eq!(summary["mismatched_count"], 2, "{summary}");
     assert_eq!(summary["missing_on_carrier_count"], 10, "{summary}");
     // A tolerance above the skew agrees with every reported call.
-    let out = ok(served
-        .run(
+    let out = served
+        .ok(
             &carrier,
             &format!("--output json reconcile summary {period} --tolerance 6s"),
         )
-        .await);
+        .await;
     let loose: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(loose["matched_count"], 30, "{loose}");
 
-    let out = ok(served
-        .run(
+    let out = served
+        .ok(
             &carrier,
             &format!("--output json reconcile discrepancies {period} --kind mismatched"),
         )
-        .await);
+        .await;
     let mismatched: Vec<String> = out
         .lines()
         .map(|l| {
@@ -426,16 +429,16 @@ async fn durations_reconciliation_and_usage_through_the_cli() {
         })
         .collect();
     assert_eq!(mismatched, ["fab-7", "fab-22"]);
-    let out = ok(served
-        .run(
+    let out = served
+        .ok(
             &carrier,
             &format!("reconcile discrepancies {period} --limit 3"),
         )
-        .await);
+        .await;
     assert_eq!(out.lines().count(), 4, "a heading and three rows: {out}");
 
     let usage = format!("--output json usage --tenant {TENANT} {period} --by number");
-    let out = ok(served.run(&platform, &usage).await);
+    let out = served.ok(&platform, &usage).await;
     let rows: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
@@ -461,34 +464,26 @@ async fn durations_reconciliation_and_usage_through_the_cli() {
     );
 
     // The operator's privacy commands: retention, audit, erasure.
-    let out = ok(served.run(&platform, "--output json retention get").await);
+    let out = served.ok(&platform, "--output json retention get").await;
     let policy: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(policy["call_record_days"], 90, "{policy}");
-    let out = ok(served
-        .run(
-            &platform,
-            "--output json retention set --call-records 30 --call-durations 60 --released-numbers 7 --audit-events 400",
-        )
-        .await);
+    let out = served.ok(&platform,
+            "--output json retention set --call-records 30 --call-durations 60 --released-numbers 7 --audit-events 400",).await;
     let policy: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(policy["call_duration_days"], 60, "{policy}");
-    let out = ok(served
-        .run(
-            &platform,
-            "--output json audit --carrier fabrikam-tel --rpc ocx.v1.CallDurationService/UploadCallDurations",
-        )
-        .await);
+    let out = served.ok(&platform,
+            "--output json audit --carrier fabrikam-tel --rpc ocx.v1.CallDurationService/UploadCallDurations",).await;
     assert_eq!(out.lines().count(), 2, "the two uploads: {out}");
     let (code, _, err) = served
         .run(&platform, &format!("erase --tenant {TENANT}"))
         .await;
     assert_eq!(code, 2, "erasure wants --yes: {err}");
-    let out = ok(served
-        .run(
+    let out = served
+        .ok(
             &platform,
             &format!("--output json erase --tenant {TENANT} --yes"),
         )
-        .await);
+        .await;
     let erased: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(erased["call_records"], 40, "{erased}");
     assert_eq!(erased["call_durations"], 30, "{erased}");
@@ -500,30 +495,26 @@ async fn durations_reconciliation_and_usage_through_the_cli() {
 async fn generated_calls_start_within_the_range_and_never_in_the_future() {
     let served = Served::start().await;
     let platform = served.server.platform_key.clone();
-    let ok = |(code, out, err): (i32, String, String)| {
-        assert_eq!(code, 0, "{out}{err}");
-        out
-    };
-    ok(served
-        .run(&platform, "carriers create range-tel --name Range")
-        .await);
-    ok(served
-        .run(
+    served
+        .ok(&platform, "carriers create range-tel --name Range")
+        .await;
+    served
+        .ok(
             &platform,
             &format!("consents grant --carrier range-tel --tenant {TENANT}"),
         )
-        .await);
+        .await;
     let numbers = served.server.dir().join("numbers.csv");
     std::fs::write(&numbers, "number\n+442079460001\n").expect("write");
-    ok(served
-        .run(
+    served
+        .ok(
             &platform,
             &format!(
                 "numbers upload {} --tenant {TENANT} --carrier range-tel",
                 numbers.display()
             ),
         )
-        .await);
+        .await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -533,12 +524,12 @@ async fn generated_calls_start_within_the_range_and_never_in_the_future() {
     let generate = format!(
         "--output json calls generate --count 500 --seed 8 --tenant {TENANT} --number +442079460001"
     );
-    let summary = ok(served.run(&platform, &generate).await);
+    let summary = served.ok(&platform, &generate).await;
     let summary: serde_json::Value = serde_json::from_str(summary.trim()).expect("json");
     assert_eq!(summary["created"], 500, "{summary}");
-    let listed = ok(served
-        .run(&platform, "--output json calls list --carrier range-tel")
-        .await);
+    let listed = served
+        .ok(&platform, "--output json calls list --carrier range-tel")
+        .await;
     let starts: Vec<i64> = listed
         .lines()
         .map(|l| {

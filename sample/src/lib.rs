@@ -290,7 +290,6 @@ impl CallRecordGenerator {
             .saturating_mul(1000);
         let slot_ms = span_ms.max(0) as f64 / count.max(1) as f64;
         generator.slots = Some((start_unix_secs.saturating_mul(1000), slot_ms));
-        generator.mean_gap_secs = slot_ms / 1000.0;
         // Before the first slot, so that the first record may start at the range's start.
         generator.clock_ms = generator.clock_ms.saturating_sub(1);
         generator

@@ -23,6 +23,14 @@ pub fn timestamp(micros: Micros) -> Timestamp {
     }
 }
 
+/// µs to a protobuf duration.
+pub fn duration(us: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
 /// Optional micros to an optional timestamp.
 pub fn opt_timestamp(micros: Option<Micros>) -> Option<Timestamp> {
     micros.map(timestamp)

@@ -7,7 +7,7 @@ use prost_types::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::convert::{
-    duration_us, filter_enum, micros, not_ahead, opt_timestamp, required_enum, timestamp,
+    duration, duration_us, filter_enum, micros, not_ahead, opt_timestamp, required_enum, timestamp,
 };
 use crate::domain::{
     CallDirection, CallRecord, CallType, DestinationContext, MediaStream, QualityVerdict,
@@ -22,14 +22,6 @@ const MAX_ID_LEN: usize = 128;
 const MAX_STREAMS: usize = 16;
 /// Longest accepted call: seven days (µs).
 const MAX_DURATION_US: i64 = 7 * 24 * 3600 * 1_000_000;
-
-/// µs to a protobuf duration.
-fn duration(us: i64) -> Duration {
-    Duration {
-        seconds: us.div_euclid(1_000_000),
-        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
 
 /// A ratio or score within `range`; NaN and out-of-range values are violations.
 fn bounded(

@@ -3,7 +3,7 @@
 use ocx_api::{pb, validate};
 use prost_types::Duration;
 
-use crate::convert::{duration_us, micros, not_ahead, timestamp};
+use crate::convert::{duration, duration_us, micros, not_ahead, timestamp};
 use crate::domain::{
     CallDuration, Discrepancy, DurationReport, Micros, ReconciliationPeriod, ReconciliationSummary,
     UsageRow, now_micros,
@@ -18,14 +18,6 @@ pub const DEFAULT_TOLERANCE_US: i64 = 1_000_000;
 const MAX_TOLERANCE_US: i64 = 3600 * 1_000_000;
 /// Longest reconciliation or usage period: 366 days.
 const MAX_PERIOD_US: i64 = 366 * 24 * 3600 * 1_000_000;
-
-/// µs to a protobuf duration.
-pub fn duration(us: i64) -> Duration {
-    Duration {
-        seconds: us.div_euclid(1_000_000),
-        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
-    }
-}
 
 /// Validates one report whose path is `path` (e.g. `durations[2]`).
 pub fn report_in(r: &pb::CallDurationReport, path: &str) -> Result<DurationReport, Violations> {

@@ -178,6 +178,14 @@ pub fn report(
     }
 }
 
+/// Seconds since the epoch, now.
+pub fn now_secs() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(now.as_secs()).expect("seconds fit")
+}
+
 /// A timestamp at `secs`.
 pub fn at(secs: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {

@@ -41,6 +41,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+import grpc
+
 from ocx_client import Client, UploadSummary, pb
 
 T = TypeVar("T")
@@ -203,6 +205,12 @@ def upload(args: argparse.Namespace) -> int:
         Client(endpoint, key("OCX_PLATFORM_KEY_FILE")) as platform,
         Client(endpoint, key("OCX_CARRIER_KEY_FILE")) as carrier,
     ):
+        # Both channels connected before the helpers start, so that each helper's first stream
+        # reaches the server before the check script can kill it. A stream still waiting for
+        # the channel (wait_for_ready) would wait for a server the script restarts only after
+        # seeing the helpers' reconnects: neither would move.
+        for client in (platform, carrier):
+            grpc.channel_ready_future(client.channel).result(timeout=30)
 
         def run_ingest() -> None:
             try:

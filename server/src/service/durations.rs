@@ -136,7 +136,7 @@ impl CallDurationService for Durations {
         // Batches carrying one record id are stored in batch order (see `KeyOrder`).
         let order = super::stream::KeyOrder::default();
         let handle = move |batch: pb::UploadCallDurationsRequest| {
-            let mut turn = order.turn(batch.durations.iter().map(|d| d.record_id.clone()));
+            let mut turn = order.turn(batch.durations.iter().map(|d| &d.record_id));
             let (ctx, principal, items) = (ctx.clone(), principal.clone(), items.clone());
             async move {
                 turn.wait().await;

@@ -219,7 +219,7 @@ impl PlatformService for Platform {
         // Batches carrying one call id are stored in batch order (see `KeyOrder`).
         let order = super::stream::KeyOrder::default();
         let handle = move |batch: pb::IngestCallRecordsRequest| {
-            let mut turn = order.turn(batch.call_records.iter().map(|r| r.call_id.clone()));
+            let mut turn = order.turn(batch.call_records.iter().map(|r| &r.call_id));
             let (ctx, items) = (ctx.clone(), items.clone());
             async move {
                 turn.wait().await;
@@ -271,7 +271,7 @@ impl PlatformService for Platform {
         Ok(crate::audit::respond(pb::GetTenantUsageResponse {
             rows: rows.into_iter().map(convert_durations::usage_row).collect(),
             call_count,
-            total_duration: Some(convert_durations::duration(total_us)),
+            total_duration: Some(convert::duration(total_us)),
         }))
     }
 

@@ -157,10 +157,14 @@ type Done = Shared<oneshot::Receiver<()>>;
 /// batch 3 are answered REVISED and REVISED on every backend, as if sent one at a time, even
 /// where the store commits batches side by side (PostgreSQL); batches on distinct keys still
 /// commit together.
+///
+/// Keys are kept as 64-bit hashes (no copy of a batch's ids): two ids that share a hash only
+/// make a batch wait when it need not.
 #[derive(Clone, Default)]
 pub(crate) struct KeyOrder {
-    /// Each key of a batch in flight, and the completion of the last batch that carries it.
-    last: Arc<Mutex<HashMap<String, (u64, Done)>>>,
+    /// The hash of each key of a batch in flight, and the completion of the last batch that
+    /// carries it.
+    last: Arc<Mutex<HashMap<u64, (u64, Done)>>>,
     /// Numbers the batches, to tell whose entry a key holds.
     next: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -172,26 +176,33 @@ pub(crate) struct Turn {
     before: Vec<Done>,
     /// Dropped when this batch is done.
     _done: oneshot::Sender<()>,
-    /// This batch's number and keys, to forget them when done.
+    /// This batch's number and key hashes, to forget them when done.
     batch: u64,
-    keys: Vec<String>,
+    keys: Vec<u64>,
     order: KeyOrder,
 }
 
 impl KeyOrder {
     /// Takes the next place, for a batch with `keys`. Call it in batch order (when the batch
     /// is read, not when its future first runs).
-    pub(crate) fn turn(&self, keys: impl IntoIterator<Item = String>) -> Turn {
+    pub(crate) fn turn<K: std::hash::Hash>(&self, keys: impl IntoIterator<Item = K>) -> Turn {
         let batch = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (done_tx, done_rx) = oneshot::channel();
         let done = done_rx.shared();
-        let mut keys: Vec<String> = keys.into_iter().collect();
+        let mut keys: Vec<u64> = keys
+            .into_iter()
+            .map(|key| {
+                let mut hasher = std::hash::DefaultHasher::new();
+                key.hash(&mut hasher);
+                std::hash::Hasher::finish(&hasher)
+            })
+            .collect();
         keys.sort_unstable();
         keys.dedup();
         let mut before: Vec<(u64, Done)> = Vec::new();
         if let Ok(mut last) = self.last.lock() {
             for key in &keys {
-                if let Some((earlier, waiting)) = last.insert(key.clone(), (batch, done.clone()))
+                if let Some((earlier, waiting)) = last.insert(*key, (batch, done.clone()))
                     && !before.iter().any(|(b, _)| *b == earlier)
                 {
                     before.push((earlier, waiting));
@@ -237,10 +248,10 @@ mod tests {
     #[tokio::test]
     async fn a_batch_waits_only_for_earlier_batches_on_its_keys() {
         let order = KeyOrder::default();
-        let first = order.turn(["a".to_owned(), "b".to_owned()]);
-        let mut other = order.turn(["c".to_owned()]);
-        let mut second = order.turn(["b".to_owned(), "d".to_owned()]);
-        let mut third = order.turn(["d".to_owned()]);
+        let first = order.turn(["a", "b"]);
+        let mut other = order.turn(["c"]);
+        let mut second = order.turn(["b", "d"]);
+        let mut third = order.turn(["d"]);
         assert!(
             other.wait().now_or_never().is_some(),
             "no shared key: no wait"

@@ -235,6 +235,16 @@ pub fn text_pair(r: &dyn Row) -> StoreResult<(String, String)> {
     Ok((r.col(0)?, r.col(1)?))
 }
 
+/// `carrier_id, state, update_time` of a number's row (for [`super::rules::number_holder`]).
+pub fn number_row(r: &dyn Row) -> StoreResult<(String, i64, i64)> {
+    Ok((r.col(0)?, r.col(1)?, r.col(2)?))
+}
+
+/// `number, carrier_id, state, update_time` of a number's row.
+pub fn numbered_row(r: &dyn Row) -> StoreResult<(String, (String, i64, i64))> {
+    Ok((r.col(0)?, (r.col(1)?, r.col(2)?, r.col(3)?)))
+}
+
 /// `sequence, event_type, snapshot, event_time` of a number event: an unknown event type or a
 /// snapshot that does not read is an error, the same way for both backends.
 pub fn number_event(r: &dyn Row) -> StoreResult<NumberEvent> {

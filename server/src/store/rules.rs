@@ -165,6 +165,34 @@ pub fn upload(
     }
 }
 
+/// The row that speaks for a number now, of `rows` (carriers' rows of one number): the row of
+/// the carrier that holds it (at most one is not released), else the one released last.
+/// `facts` says of a row whether it is released and when it last changed.
+pub fn current_row<T>(
+    rows: impl IntoIterator<Item = T>,
+    facts: impl Fn(&T) -> (bool, Micros),
+) -> Option<T> {
+    rows.into_iter().min_by_key(|row| {
+        let (released, changed) = facts(row);
+        (released, std::cmp::Reverse(changed))
+    })
+}
+
+/// [`current_row`] of a number's rows as read.
+pub fn current_number<'a>(
+    rows: impl IntoIterator<Item = &'a PhoneNumber>,
+) -> Option<&'a PhoneNumber> {
+    current_row(rows, |n| (n.state == NumberState::Released, n.update_time))
+}
+
+/// The carrier that owns a call on `number` when the record names none, of the number's rows
+/// as (carrier, state code, update time): the [`current_row`]'s carrier.
+pub fn number_holder(rows: Vec<(String, i64, Micros)>) -> Option<String> {
+    let released = i64::from(NumberState::Released.code());
+    current_row(rows, |(_, state, changed)| (*state == released, *changed))
+        .map(|(carrier, _, _)| carrier)
+}
+
 /// What releasing a number by `carrier_id` does to the carrier's own row of it (`own`, `None`
 /// if it has none).
 pub fn release(carrier_id: &str, own: Option<PhoneNumber>) -> NumberChange {

@@ -139,14 +139,29 @@ async fn no_phone_number_sip_uri_or_key_reaches_the_log() {
         .expect("client")
         .list_carriers(Default::default())
         .await;
+    // A GetNumber whose number field is not UTF-8 (a phone number's digits, then a byte no
+    // string holds): refused and logged, without the bytes.
+    let mut undecodable = vec![0x12, 0x0e];
+    undecodable.extend_from_slice(b"+4420794638");
+    undecodable.extend_from_slice(&[0xC3, 0x28, b'2']);
+    let refused = ocx_testkit::raw::RawClient::new(&endpoint, &created.secret)
+        .unary("/ocx.v1.NumberService/GetNumber", undecodable)
+        .await
+        .expect_err("not a request");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     platform.erase_tenant_data(TENANT).await.expect("erase");
     drop(server);
     let log = log.join().expect("log").join("\n");
     assert!(log.contains("serving"), "the log was captured: {log}");
+    assert!(
+        log.contains("a request could not be decoded") && log.contains("ocx.v1.GetNumberRequest"),
+        "an undecodable request is logged with its type: {log}"
+    );
     for secret in [
         NUMBER,
         "7946 3818",
         "+442079463819",
+        "+4420794638",
         FAR_END,
         SIP,
         "logcanary",

@@ -2,7 +2,9 @@
 //! authorization scheme, units of durations, the time rule for calls and reports.
 
 use ocx_client::pb;
-use ocx_testkit::{TestServer, at, call, carrier, consent, ingest, provision, report, tenant};
+use ocx_testkit::{
+    TestServer, at, call, carrier, consent, ingest, now_secs, provision, report, tenant,
+};
 use tonic::Code;
 
 /// The field violations of a refusal that must be INVALID_ARGUMENT.
@@ -129,14 +131,6 @@ async fn the_authorization_scheme_is_read_in_any_case() {
         let refused = list_carriers(value.clone()).await.expect_err(&value);
         assert_eq!(refused.code(), Code::Unauthenticated, "{value}");
     }
-}
-
-/// Seconds since the epoch now.
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
 }
 
 #[tokio::test]

@@ -9,12 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt, stream};
 use ocx_client::{Client, pb};
-use ocx_testkit::{TestServer, call, carrier, consent, ingest, numbers, provision, report, tenant};
+use ocx_testkit::{
+    TestServer, call, carrier, consent, ingest, now_secs, numbers, provision, report, tenant,
+};
 use tonic::Code;
 
 /// The far end of every fixture call: a number no carrier holds.
@@ -989,13 +991,6 @@ fn the_contract_the_server_and_the_matrix_list_the_same_rpcs_and_roles() {
 }
 
 // ----- the fixture -----
-
-fn now_secs() -> i64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970");
-    i64::try_from(now.as_secs()).expect("seconds fit")
-}
 
 /// A carrier with two consenting tenants, three numbers (one assigned), two calls, a report,
 /// and a spare key.

@@ -2,20 +2,15 @@
 
 use futures_util::{StreamExt, TryStreamExt};
 use ocx_client::pb;
-use ocx_testkit::{TestServer, call, carrier, consent, ingest, provision, report, tenant};
+use ocx_testkit::{
+    TestServer, call, carrier, consent, ingest, now_secs, provision, report, tenant,
+};
 use tonic::Code;
 
 use pb::CallDirection::Outbound;
 
 const ACME: &str = "+442079460001";
 const FAR: &str = "+33142685300";
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
-}
 
 #[tokio::test]
 async fn retention_policy_is_validated_and_purges_what_aged_out() {

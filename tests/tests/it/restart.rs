@@ -218,15 +218,16 @@ async fn the_sdk_retries_a_write_across_a_restart_within_its_budget() {
     carrier(&platform, "retry-tel").await;
     server.stop().await;
 
+    let grant = || pb::GrantConsentRequest {
+        carrier_id: "retry-tel".into(),
+        tenant_id: tenant(3),
+        status: pb::ConsentStatus::Active as i32,
+        ..Default::default()
+    };
     let no_budget = platform
         .clone()
         .with_retry_budget(std::time::Duration::ZERO)
-        .grant_consent(pb::GrantConsentRequest {
-            carrier_id: "retry-tel".into(),
-            tenant_id: tenant(3),
-            status: pb::ConsentStatus::Active as i32,
-            ..Default::default()
-        })
+        .grant_consent(grant())
         .await
         .expect_err("the server is down");
     assert_eq!(
@@ -237,17 +238,8 @@ async fn the_sdk_retries_a_write_across_a_restart_within_its_budget() {
 
     // Sent while the server is down; it comes back while the SDK retries.
     let write = tokio::spawn({
-        let platform = platform.clone();
-        async move {
-            platform
-                .grant_consent(pb::GrantConsentRequest {
-                    carrier_id: "retry-tel".into(),
-                    tenant_id: tenant(3),
-                    status: pb::ConsentStatus::Active as i32,
-                    ..Default::default()
-                })
-                .await
-        }
+        let (platform, request) = (platform.clone(), grant());
+        async move { platform.grant_consent(request).await }
     });
     server.restart().await;
     let consent = write

@@ -58,19 +58,13 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: The most items a batch may carry (``--max-batch``), and the most a page may hold.
 MAX_BATCH = 1000
 
+# What this module defines for the package (``ocx_client`` re-exports it with the rest).
 __all__ = [
     "AUTHORIZATION",
-    "DEFAULT_IN_FLIGHT",
-    "DEFAULT_RETRY_BUDGET",
-    "INITIAL_BACKOFF",
-    "MAX_BACKOFF",
     "MAX_BATCH",
     "MAX_MESSAGE_BYTES",
-    "RETRYABLE_CODES",
     "Client",
     "Follower",
-    "UploadInterrupted",
-    "UploadSummary",
     "batches",
     "follow",
     "paginate",
@@ -256,35 +250,9 @@ def _cancel(call: Any) -> None:
         cancel()
 
 
-def follow(
-    open_stream: Callable[[int], Iterable[M]],
-    unpack: Callable[[M], Iterable[T]],
-    sequence: Callable[[T], int],
-    after_sequence: int = 0,
-    *,
-    name: str = "stream",
-    initial_backoff: float = INITIAL_BACKOFF,
-    max_backoff: float = MAX_BACKOFF,
-    sleep: Callable[[float], Any] | None = None,
-) -> Follower[T]:
-    """Follows a resumable server stream for ever, yielding each item once, in order; returns
-    a ``Follower`` (iterate it; ``stop()`` it from any thread, or use it with ``with``).
-
-    ``open_stream(after)`` opens the stream for items after a sequence; ``unpack`` turns one
-    message into its items; ``sequence`` is an item's position. Reconnects as ``Follower``
-    says; ``sleep`` replaces the wait between attempts (by default a wait that ``stop()``
-    ends). Closing it (``close()``, the end of a ``with``) cancels the open call.
-    """
-    return Follower(
-        open_stream,
-        unpack,
-        sequence,
-        after_sequence,
-        name=name,
-        initial_backoff=initial_backoff,
-        max_backoff=max_backoff,
-        sleep=sleep,
-    )
+#: Follows a resumable server stream for ever, yielding each item once, in order: the
+#: ``Follower`` itself (iterate it; ``stop()`` it from any thread, or use it with ``with``).
+follow = Follower
 
 
 def batches(items: Iterable[T], size: int = MAX_BATCH) -> Iterator[list[T]]:

@@ -267,14 +267,17 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
     let numbers: HashMap<String, String> = if by_number.is_empty() {
         HashMap::new()
     } else {
-        // Each number's holder, else the carrier that released it last.
-        let sql = format!(
-            "SELECT DISTINCT ON (number) number, carrier_id FROM numbers WHERE number = ANY($1)
-              ORDER BY number, state = {}, update_time DESC",
-            super::numbers::RELEASED
-        );
-        let found = query::all(tx, &sql, &[&by_number], rows::text_pair).await?;
-        found.into_iter().collect()
+        // Every carrier's row of each number; the holder decided as on SQLite.
+        let sql = "SELECT number, carrier_id, state, update_time FROM numbers
+                    WHERE number = ANY($1)";
+        let found = query::all(tx, sql, &[&by_number], rows::numbered_row).await?;
+        let mut rows: HashMap<String, Vec<(String, i64, i64)>> = HashMap::new();
+        for (number, row) in found {
+            rows.entry(number).or_default().push(row);
+        }
+        rows.into_iter()
+            .filter_map(|(number, rows)| Some((number, rules::number_holder(rows)?)))
+            .collect()
     };
 
     // The stored rows of the batch's call ids.

@@ -43,9 +43,6 @@ fn row_key(n: &PhoneNumber) -> RowKey {
     (n.carrier_id.clone(), n.number.clone())
 }
 
-/// The stored code of a released number (the `numbers_held` index leaves such rows out).
-pub(super) const RELEASED: i64 = 3;
-
 /// A carrier's own row of a number.
 pub async fn own(
     db: &impl GenericClient,
@@ -139,14 +136,24 @@ struct Changes {
     existed: HashSet<RowKey>,
     /// Each row as it is now (locked rows, then every change applied).
     current: HashMap<RowKey, PhoneNumber>,
+    /// The carriers with a row of each number (keys of `current`, by number).
+    carriers: HashMap<String, Vec<String>>,
     /// The events, in the order the changes were made.
     events: Vec<(NumberEventType, PhoneNumber)>,
 }
 
 impl Changes {
     fn new(locked: HashMap<RowKey, PhoneNumber>) -> Changes {
+        let mut carriers: HashMap<String, Vec<String>> = HashMap::new();
+        for (carrier_id, number) in locked.keys() {
+            carriers
+                .entry(number.clone())
+                .or_default()
+                .push(carrier_id.clone());
+        }
         Changes {
             existed: locked.keys().cloned().collect(),
+            carriers,
             current: locked,
             events: Vec::new(),
         }
@@ -156,7 +163,12 @@ impl Changes {
     fn commit(&mut self, event_type: NumberEventType, mut n: PhoneNumber) -> PhoneNumber {
         n.version += 1;
         n.update_time = now_micros();
-        self.current.insert(row_key(&n), n.clone());
+        if self.current.insert(row_key(&n), n.clone()).is_none() {
+            self.carriers
+                .entry(n.number.clone())
+                .or_default()
+                .push(n.carrier_id.clone());
+        }
         self.events.push((event_type, n.clone()));
         n
     }
@@ -170,10 +182,11 @@ impl Changes {
 
     /// `number` as it is now: its holder's row, else the row released last.
     fn number(&self, number: &str) -> Option<&PhoneNumber> {
-        self.current
-            .values()
-            .filter(|n| n.number == number)
-            .min_by_key(|n| (n.state == NumberState::Released, -n.update_time))
+        let carriers = self.carriers.get(number)?;
+        let rows = carriers
+            .iter()
+            .filter_map(|c| self.current.get(&(c.clone(), number.to_owned())));
+        rules::current_number(rows)
     }
 
     /// Records what `change` says (if anything) and returns the item's outcome.

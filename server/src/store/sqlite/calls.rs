@@ -97,17 +97,11 @@ impl Ingest {
             OwnerQuestion::CarrierExists(carrier_id) => {
                 OwnerFact::CarrierExists(self.carrier_exists(conn, carrier_id)?)
             }
-            OwnerQuestion::NumberHolder(number) => OwnerFact::NumberHolder(
-                // Its holder, else the carrier that released it last (as before numbers
-                // kept a row per carrier).
-                conn.prepare_cached(&format!(
-                    "SELECT carrier_id FROM numbers WHERE number = ?1
-                     ORDER BY state = {}, update_time DESC LIMIT 1",
-                    super::numbers::RELEASED
-                ))?
-                .query_row([number], |row| row.get(0))
-                .optional()?,
-            ),
+            OwnerQuestion::NumberHolder(number) => {
+                let sql = "SELECT carrier_id, state, update_time FROM numbers WHERE number = ?1";
+                let rows = query::all(conn, sql, [number], rows::number_row)?;
+                OwnerFact::NumberHolder(rules::number_holder(rows))
+            }
         };
         Ok(rules::call_owner(r, fact))
     }

@@ -22,18 +22,11 @@ pub fn own(conn: &Connection, carrier_id: &str, number: &str) -> StoreResult<Opt
     query::first(conn, &sql, [carrier_id, number], rows::phone_number)
 }
 
-/// A number as it is now: the row of the carrier that holds it, else the row released last
-/// (several carriers may each keep a released row of it).
-pub fn current(conn: &Connection, number: &str) -> StoreResult<Option<PhoneNumber>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM numbers WHERE number = ?1
-         ORDER BY state = {RELEASED}, update_time DESC LIMIT 1"
-    );
-    query::first(conn, &sql, [number], rows::phone_number)
+/// Every carrier's row of a number (one holds it at most; others may keep a released row).
+fn rows_of(conn: &Connection, number: &str) -> StoreResult<Vec<PhoneNumber>> {
+    let sql = format!("SELECT {COLUMNS} FROM numbers WHERE number = ?1");
+    query::all(conn, &sql, [number], rows::phone_number)
 }
-
-/// The stored code of a released number (the `numbers_held` index leaves such rows out).
-pub const RELEASED: i32 = 3;
 
 /// Writes the whole row (insert or replace) as `n` says.
 fn put(conn: &Connection, n: &PhoneNumber) -> StoreResult<()> {
@@ -154,9 +147,10 @@ pub fn upload(
             continue;
         }
         let now = now_micros();
-        let own = own(conn, carrier_id, &item.number)?;
-        let held = current(conn, &item.number)?;
-        let change = rules::upload(carrier_id, item, own, held.as_ref(), now);
+        let rows = rows_of(conn, &item.number)?;
+        let own = rows.iter().find(|n| n.carrier_id == carrier_id).cloned();
+        let held = rules::current_number(&rows);
+        let change = rules::upload(carrier_id, item, own, held, now);
         outcomes.push(apply(conn, change)?);
     }
     Ok(outcomes)
@@ -178,7 +172,8 @@ pub fn release(
 
 /// A number the platform may (un)assign in `tenant_id`.
 fn assignable(conn: &Connection, number: &str, tenant_id: &str) -> StoreResult<PhoneNumber> {
-    rules::assignable(number, tenant_id, current(conn, number)?)
+    let rows = rows_of(conn, number)?;
+    rules::assignable(number, tenant_id, rules::current_number(&rows).cloned())
 }
 
 /// Assigns a number; returns it and whether anything changed.
