@@ -28,6 +28,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod conn;
 pub mod convert;
 pub mod convert_calls;
 pub mod convert_durations;

@@ -37,11 +37,42 @@ pub struct Limits {
     /// a client that opens more waits, so one connection cannot hold thousands of unanswered
     /// calls.
     pub max_concurrent_streams: u32,
+    /// Streams the keys of one carrier may hold open at once, together.
+    pub max_streams_per_carrier: usize,
+    /// Streams the whole server holds open at once, every key together.
+    pub max_streams: usize,
+    /// Bytes a feed (`StreamCallRecords`, `WatchNumberEvents`) holds for its reader: messages
+    /// read from the store that the client has not taken yet. The feed reads on only as the
+    /// client takes them.
+    pub feed_buffer_bytes: usize,
+    /// Bytes of batches an upload stream (`IngestCallRecords`, `UploadCallDurations`) holds
+    /// read but not yet committed; it reads the next batch only below this (one batch always).
+    pub upload_buffer_bytes: usize,
+    /// A feed whose client takes nothing for this long (its buffer full) is ended with
+    /// UNAVAILABLE, which the SDKs resume from.
+    pub stall_timeout: Duration,
+    /// Connections the server holds open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// A new connection must finish its handshakes (TLS, the HTTP/2 preface) and start its
+    /// first call within this time, or it is closed.
+    pub handshake_timeout: Duration,
+    /// A connection with no call open for this long is closed (clients reconnect on their
+    /// next call).
+    pub idle_timeout: Duration,
+    /// Sustained calls per second from one client address, counted before the key is looked
+    /// at; over it, RESOURCE_EXHAUSTED with `google.rpc.RetryInfo`.
+    pub address_rate_per_second: f64,
+    /// Calls one address may make at once above its sustained rate.
+    pub address_rate_burst: f64,
+    /// Long reads (reconciliation, usage, listings) one carrier (or the platform) may have
+    /// running at once; one more is RESOURCE_EXHAUSTED with `google.rpc.RetryInfo`, so one
+    /// carrier's long queries leave the readers to the others.
+    pub long_reads_per_carrier: usize,
 }
 
 impl Limits {
     /// Each limit by name, with its value (for the `ocx_limit` metric).
-    pub fn named(&self) -> [(&'static str, f64); 8] {
+    pub fn named(&self) -> [(&'static str, f64); 19] {
         [
             ("max_message_bytes", self.max_message_bytes as f64),
             ("max_batch_items", self.max_batch_items as f64),
@@ -57,6 +88,23 @@ impl Limits {
                 "max_concurrent_streams",
                 f64::from(self.max_concurrent_streams),
             ),
+            (
+                "max_streams_per_carrier",
+                self.max_streams_per_carrier as f64,
+            ),
+            ("max_streams", self.max_streams as f64),
+            ("feed_buffer_bytes", self.feed_buffer_bytes as f64),
+            ("upload_buffer_bytes", self.upload_buffer_bytes as f64),
+            ("stall_timeout_seconds", self.stall_timeout.as_secs_f64()),
+            ("max_connections", self.max_connections as f64),
+            (
+                "handshake_timeout_seconds",
+                self.handshake_timeout.as_secs_f64(),
+            ),
+            ("idle_timeout_seconds", self.idle_timeout.as_secs_f64()),
+            ("address_rate_per_second", self.address_rate_per_second),
+            ("address_rate_burst", self.address_rate_burst),
+            ("long_reads_per_carrier", self.long_reads_per_carrier as f64),
         ]
     }
 }
@@ -72,6 +120,17 @@ impl Default for Limits {
             max_streams_per_key: 16,
             default_deadline: Duration::from_secs(120),
             max_concurrent_streams: 200,
+            max_streams_per_carrier: 64,
+            max_streams: 1000,
+            feed_buffer_bytes: 1024 * 1024,
+            upload_buffer_bytes: 16 * 1024 * 1024,
+            stall_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(300),
+            address_rate_per_second: 5000.0,
+            address_rate_burst: 10_000.0,
+            long_reads_per_carrier: 2,
         }
     }
 }

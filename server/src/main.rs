@@ -99,6 +99,46 @@ struct Cli {
     #[arg(long, env = "OCX_MAX_CONCURRENT_STREAMS", default_value_t = Limits::default().max_concurrent_streams,
           value_parser = clap::value_parser!(u32).range(1..), global = true)]
     max_concurrent_streams: u32,
+    /// Streams the keys of one carrier may hold open at once, together.
+    #[arg(long, env = "OCX_MAX_STREAMS_PER_CARRIER", default_value_t = Limits::default().max_streams_per_carrier, global = true)]
+    max_streams_per_carrier: usize,
+    /// Streams the server holds open at once, every key together.
+    #[arg(long, env = "OCX_MAX_STREAMS", default_value_t = Limits::default().max_streams, global = true)]
+    max_streams: usize,
+    /// Bytes a feed holds for its reader (messages read but not yet taken by the client).
+    #[arg(long, env = "OCX_FEED_BUFFER_BYTES", default_value_t = Limits::default().feed_buffer_bytes,
+          value_parser = clap::value_parser!(u32).range(1024..).map(|v| v as usize), global = true)]
+    feed_buffer_bytes: usize,
+    /// Bytes of batches an upload stream holds read but not yet committed.
+    #[arg(long, env = "OCX_UPLOAD_BUFFER_BYTES", default_value_t = Limits::default().upload_buffer_bytes,
+          value_parser = clap::value_parser!(u32).range(1024..).map(|v| v as usize), global = true)]
+    upload_buffer_bytes: usize,
+    /// A feed whose client takes nothing for this long is ended with UNAVAILABLE (e.g. 60s).
+    #[arg(long, env = "OCX_STALL_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    stall_timeout: Duration,
+    /// Connections the server holds open at once; one more is closed when accepted.
+    #[arg(long, env = "OCX_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize), global = true)]
+    max_connections: usize,
+    /// A new connection must finish TLS and the HTTP/2 preface and start a call within this
+    /// time, or it is closed (e.g. 20s).
+    #[arg(long, env = "OCX_HANDSHAKE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration, global = true)]
+    handshake_timeout: Duration,
+    /// A connection with no call open for this long is closed (e.g. 5m).
+    #[arg(long, env = "OCX_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration, global = true)]
+    idle_timeout: Duration,
+    /// Sustained calls per second from one client address, counted before authentication.
+    #[arg(long, env = "OCX_ADDRESS_RATE", default_value_t = Limits::default().address_rate_per_second,
+          value_parser = positive_rate, global = true)]
+    address_rate: f64,
+    /// Calls one client address may make at once above its sustained rate.
+    #[arg(long, env = "OCX_ADDRESS_BURST", default_value_t = Limits::default().address_rate_burst,
+          value_parser = whole_burst, global = true)]
+    address_burst: f64,
+    /// Long reads (reconciliation, usage, listings) one carrier may have running at once.
+    #[arg(long, env = "OCX_LONG_READS_PER_CARRIER", default_value_t = Limits::default().long_reads_per_carrier,
+          value_parser = clap::value_parser!(u16).range(1..).map(usize::from), global = true)]
+    long_reads_per_carrier: usize,
     /// Longest a unary call may run when the caller sets no deadline (e.g. 2m, 30s).
     #[arg(long, env = "OCX_DEFAULT_DEADLINE", default_value = "2m", value_parser = humantime::parse_duration, global = true)]
     default_deadline: Duration,
@@ -170,6 +210,17 @@ impl Cli {
                 max_streams_per_key: self.max_streams_per_key,
                 default_deadline: self.default_deadline,
                 max_concurrent_streams: self.max_concurrent_streams,
+                max_streams_per_carrier: self.max_streams_per_carrier,
+                max_streams: self.max_streams,
+                feed_buffer_bytes: self.feed_buffer_bytes,
+                upload_buffer_bytes: self.upload_buffer_bytes,
+                stall_timeout: self.stall_timeout,
+                max_connections: self.max_connections,
+                handshake_timeout: self.handshake_timeout,
+                idle_timeout: self.idle_timeout,
+                address_rate_per_second: self.address_rate,
+                address_rate_burst: self.address_burst,
+                long_reads_per_carrier: self.long_reads_per_carrier,
             },
             purge_interval: (!self.purge_interval.is_zero()).then_some(self.purge_interval),
             tls,
