@@ -824,7 +824,7 @@ impl Render for pb::Discrepancy {
 
 impl Render for pb::AuditEvent {
     const COLUMNS: &'static [&'static str] = &[
-        "TIME", "KEY_ID", "CARRIER", "RPC", "KIND", "ITEMS", "OUTCOME",
+        "TIME", "KEY_ID", "CARRIER", "RPC", "KIND", "ITEMS", "OUTCOME", "SOURCE",
     ];
 
     fn cells(&self) -> Vec<String> {
@@ -836,6 +836,7 @@ impl Render for pb::AuditEvent {
             text_cell(&self.resource_kind),
             self.item_count.to_string(),
             self.outcome.clone(),
+            text_cell(&self.source),
         ]
     }
 
@@ -850,6 +851,7 @@ impl Render for pb::AuditEvent {
             "resource_kind": self.resource_kind,
             "item_count": self.item_count,
             "outcome": self.outcome,
+            "source": self.source,
         })
     }
 }

@@ -392,5 +392,6 @@ pub fn audit_event(e: AuditEvent) -> pb::AuditEvent {
         resource_kind: e.resource_kind,
         item_count: e.item_count,
         outcome: e.outcome,
+        source: e.source,
     }
 }

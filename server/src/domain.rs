@@ -862,6 +862,9 @@ pub struct AuditEvent {
     pub item_count: i64,
     /// The gRPC code name.
     pub outcome: String,
+    /// The client's IP address; empty if unknown. For a summary of refusals, the address
+    /// summed (`*` for the addresses past the summary's limit).
+    pub source: String,
 }
 
 /// Which audit events to list.

@@ -1,13 +1,25 @@
 //! The gate every call to an OCX service passes (a tower layer around all of them; health and
-//! reflection go straight through): authentication, the per-key rate limit, the caller's
-//! role, the per-key stream limit, the default deadline, and the call's audit event.
+//! reflection go straight through): the client address's rate, authentication, the per-key
+//! rate limit, the caller's role, its share of the long reads, the stream limits, the default
+//! deadline, and the call's audit event.
 //!
-//! Order: a method of package `ocx.v1` that is not in [`rpcs::RPCS`] is UNIMPLEMENTED (paths
-//! outside the package pass to the router, which answers UNIMPLEMENTED for unknown ones); then
-//! the key (UNAUTHENTICATED); then its rate (RESOURCE_EXHAUSTED with `google.rpc.RetryInfo`);
-//! then its role against the method's [`rpcs::Access`] (PERMISSION_DENIED), so handlers never
-//! check it; then, for streams, its open streams (RESOURCE_EXHAUSTED). Every outcome, refusals
-//! included, is audited.
+//! Order (paths outside package `ocx.v1` pass to the router, which answers UNIMPLEMENTED for
+//! unknown ones):
+//! 1. the client address's rate, before anything else is looked at (RESOURCE_EXHAUSTED with
+//!    `google.rpc.RetryInfo`);
+//! 2. a method that is not in [`rpcs::RPCS`] is UNIMPLEMENTED;
+//! 3. the key (UNAUTHENTICATED);
+//! 4. the key's rate (RESOURCE_EXHAUSTED with `google.rpc.RetryInfo`);
+//! 5. its role against the method's [`rpcs::Access`] (PERMISSION_DENIED), so handlers never
+//!    check it;
+//! 6. for a [`Lane::Long`] read, its carrier's (or the platform's) share of the long reads
+//!    (RESOURCE_EXHAUSTED with `google.rpc.RetryInfo`);
+//! 7. for streams, the streams open on the key, on its carrier and on the server
+//!    (RESOURCE_EXHAUSTED; with `google.rpc.RetryInfo` for the server's).
+//!
+//! Every outcome is audited: steps 1–3 refuse before a key is accepted, and those refusals are
+//! summed per client address and minute ([`AuditLog::refused`]) rather than written one row
+//! each, so that a flood of junk costs no disk; from step 4 on each call is an event.
 //!
 //! The caller's own deadline (`grpc-timeout`) is enforced by tonic around this layer; a unary
 //! call without one gets [`Limits::default_deadline`]. Either way the handler's future is
@@ -25,12 +37,20 @@ use tonic::body::Body;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use std::net::IpAddr;
+
+use governor::clock::DefaultClock;
+
 use crate::audit::{self, AuditLog, ItemCount};
 use crate::auth::{KeyCache, Principal};
 use crate::domain::{AuditEvent, now_micros};
-use crate::limits::{Limits, RateLimiter, StreamCounter, StreamSlot};
+use crate::limits::{Limits, RateLimiter, Slot, Slots};
 use crate::metrics::Metrics;
-use crate::rpcs;
+use crate::rpcs::{self, Lane, Rpc};
+
+/// What a client over a share that frees itself (the server's streams, a carrier's long reads)
+/// is told to wait before trying again.
+const RETRY_SHARE: Duration = Duration::from_secs(1);
 
 /// What the gate needs, shared by every call.
 #[derive(Clone)]
@@ -41,8 +61,18 @@ pub struct Gate {
     audit: AuditLog,
     /// Per-key request rate.
     limiter: RateLimiter,
-    /// Per-key open streams.
-    streams: StreamCounter,
+    /// Per-address request rate, before authentication.
+    addresses: RateLimiter<DefaultClock, IpAddr>,
+    /// Open streams per key.
+    key_streams: Slots,
+    /// Open streams per carrier (carrier keys only).
+    carrier_streams: Slots,
+    /// Open streams on the server (one key: "").
+    server_streams: Slots,
+    /// Long reads running per carrier (and for the platform's keys together).
+    long_reads: Slots,
+    /// The limits, for the words of refusals.
+    limits: Limits,
     /// Deadline for unary calls that set none.
     default_deadline: Duration,
     /// Request counts, latencies, open streams.
@@ -62,7 +92,12 @@ impl Gate {
             audit,
             metrics,
             limiter: RateLimiter::new(limits.rate_per_second, limits.rate_burst),
-            streams: StreamCounter::new(limits.max_streams_per_key),
+            addresses: RateLimiter::new(limits.address_rate_per_second, limits.address_rate_burst),
+            key_streams: Slots::new(limits.max_streams_per_key),
+            carrier_streams: Slots::new(limits.max_streams_per_carrier),
+            server_streams: Slots::new(limits.max_streams),
+            long_reads: Slots::new(limits.long_reads_per_carrier),
+            limits: *limits,
             default_deadline: limits.default_deadline,
         }
     }
@@ -187,10 +222,12 @@ impl Gate {
                 Err(never) => match never {},
             };
         }
+        let source = crate::conn::peer_ip(&request);
         let header = request
             .headers()
             .get(ocx_api::metadata::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        let method = rpcs::find(&rpc);
         let mut pending = Pending {
             event: Some(AuditEvent {
                 id: 0,
@@ -198,10 +235,12 @@ impl Gate {
                 key_id: claimed_key_id(header),
                 carrier_id: String::new(),
                 role: String::new(),
-                rpc: rpc.clone(),
+                // A method the server does not have is not named (its path is the caller's).
+                rpc: method.map(Rpc::path).unwrap_or_default(),
                 resource_kind: String::new(),
                 item_count: 0,
                 outcome: String::new(),
+                source: source.map(|ip| ip.to_string()).unwrap_or_default(),
             }),
             audit: self.audit.clone(),
             outcome: Code::Cancelled,
@@ -210,34 +249,52 @@ impl Gate {
             latency: None,
             metrics: Arc::clone(&self.metrics),
         };
-        let Some(method) = rpcs::find(&rpc) else {
+        // Before anything else is looked at: a flood from one address is turned away for the
+        // price of a counter.
+        if let Some(ip) = source
+            && let Err(wait) = self.addresses.check(&ip)
+        {
+            let status = retry_later(
+                format!(
+                    "this client address is over its request rate; retry in {} ms",
+                    wait.as_millis().max(1)
+                ),
+                wait,
+            );
+            return summarise(pending, status, source, method).await;
+        }
+        let Some(method) = method else {
             let status = Status::unimplemented(format!("{rpc} is not a method of this server"));
-            return refuse(pending, status).await;
+            return summarise(pending, status, source, None).await;
         };
         let streaming = method.streaming();
         let principal = match self.keys.authenticate(header) {
             Ok(principal) => principal,
-            Err(status) => return refuse(pending, status).await,
+            Err(status) => return summarise(pending, status, source, Some(method)).await,
+        };
+        let carrier = match &principal {
+            Principal::Platform { .. } => None,
+            Principal::Carrier { carrier_id, .. } => Some(carrier_id.clone()),
         };
         if let Some(event) = pending.event.as_mut() {
             event.resource_kind = method.resource_kind.to_owned();
             event.key_id = principal.key_id().to_owned();
-            let (role, carrier) = match &principal {
-                Principal::Platform { .. } => ("platform", ""),
-                Principal::Carrier { carrier_id, .. } => ("carrier", carrier_id.as_str()),
-            };
-            event.role = role.to_owned();
-            event.carrier_id = carrier.to_owned();
+            event.role = if carrier.is_some() {
+                "carrier"
+            } else {
+                "platform"
+            }
+            .to_owned();
+            event.carrier_id = carrier.clone().unwrap_or_default();
         }
         let key_id = principal.key_id().to_owned();
         if let Err(wait) = self.limiter.check(&key_id) {
-            let status = Status::with_error_details(
-                Code::ResourceExhausted,
+            let status = retry_later(
                 format!(
                     "this key is over its request rate; retry in {} ms",
                     wait.as_millis().max(1)
                 ),
-                ErrorDetails::with_retry_info(Some(wait)),
+                wait,
             );
             return refuse(pending, status).await;
         }
@@ -249,15 +306,35 @@ impl Gate {
             );
             return refuse(pending, status).await;
         }
-        let slot = if streaming {
-            match self.streams.acquire(&key_id) {
+        // The platform's keys share one share of the long reads, as a carrier's keys do.
+        let share = carrier.as_deref().unwrap_or("");
+        let _long_read = if method.lane == Lane::Long {
+            match self.long_reads.acquire(share) {
                 Some(slot) => Some(slot),
                 None => {
-                    let status = Status::resource_exhausted(
-                        "this key has the most streams open that a key may have; close one first",
+                    let status = retry_later(
+                        format!(
+                            "{} {} long reads (reconciliation, usage, listings) running, its \
+                             share; retry when one has finished",
+                            if carrier.is_some() {
+                                "this carrier has"
+                            } else {
+                                "the platform has"
+                            },
+                            self.limits.long_reads_per_carrier
+                        ),
+                        RETRY_SHARE,
                     );
                     return refuse(pending, status).await;
                 }
+            }
+        } else {
+            None
+        };
+        let slots = if streaming {
+            match self.stream_slots(&key_id, carrier.as_deref()) {
+                Ok(slots) => Some(slots),
+                Err(status) => return refuse(pending, status).await,
             }
         } else {
             None
@@ -288,9 +365,9 @@ impl Gate {
             Err(never) => match never {},
         };
         let code = response_code(&response);
-        match slot {
+        match slots {
             // An opened stream is audited when it ends, with the items it carried.
-            Some(slot) if code == Code::Ok => {
+            Some(slots) if code == Code::Ok => {
                 let mut pending = pending;
                 pending.latency = Some(pending.started.elapsed());
                 self.metrics.stream(&rpc, 1);
@@ -298,7 +375,7 @@ impl Gate {
                 response.map(|body| {
                     Body::new(Slotted {
                         body,
-                        _slot: slot,
+                        _slots: slots,
                         pending,
                         items,
                         metrics,
@@ -317,6 +394,62 @@ impl Gate {
             }
         }
     }
+
+    /// A stream's slots: one of its key's, one of its carrier's (carrier keys), one of the
+    /// server's; or the refusal of the first that is full.
+    fn stream_slots(&self, key_id: &str, carrier: Option<&str>) -> Result<StreamSlots, Status> {
+        let limits = &self.limits;
+        let key = self.key_streams.acquire(key_id).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "this key has {} streams open, the most a key may have; close one first",
+                limits.max_streams_per_key
+            ))
+        })?;
+        let carrier = match carrier {
+            Some(carrier) => Some(self.carrier_streams.acquire(carrier).ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "this carrier's keys have {} streams open, the most a carrier may have; \
+                     close one first",
+                    limits.max_streams_per_carrier
+                ))
+            })?),
+            None => None,
+        };
+        let server = self.server_streams.acquire("").ok_or_else(|| {
+            retry_later(
+                format!(
+                    "the server has {} streams open, the most it serves; retry later or at \
+                     another replica",
+                    limits.max_streams
+                ),
+                RETRY_SHARE,
+            )
+        })?;
+        Ok(StreamSlots {
+            _key: key,
+            _carrier: carrier,
+            _server: server,
+        })
+    }
+}
+
+/// The slots an open stream holds, released together when its body is dropped.
+struct StreamSlots {
+    /// Its key's.
+    _key: Slot,
+    /// Its carrier's, for a carrier key.
+    _carrier: Option<Slot>,
+    /// The server's.
+    _server: Slot,
+}
+
+/// RESOURCE_EXHAUSTED saying `message`, with `google.rpc.RetryInfo` of `wait`.
+fn retry_later(message: String, wait: Duration) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(wait)),
+    )
 }
 
 /// Answers with `status` and audits the refusal.
@@ -324,6 +457,30 @@ async fn refuse(pending: Pending, status: Status) -> http::Response<Body> {
     pending.finish(status.code(), 0).await;
     status.into_http()
 }
+
+/// Answers with `status` a call refused before a key was accepted: counted in the metrics and
+/// summed into the audit trail's per-minute summary of its client address, not recorded as an
+/// event of its own.
+async fn summarise(
+    mut pending: Pending,
+    status: Status,
+    source: Option<IpAddr>,
+    method: Option<&'static Rpc>,
+) -> http::Response<Body> {
+    if let Some(mut event) = pending.event.take() {
+        let outcome = code_name(status.code());
+        // The metric's labels name a method of the server, never a path the caller made up.
+        event.rpc = method.map_or_else(|| UNKNOWN_METHOD.to_owned(), Rpc::path);
+        event.outcome = outcome.to_owned();
+        pending.count_call(&event);
+        let key_id = std::mem::take(&mut event.key_id);
+        pending.audit.refused(source, key_id, method, outcome);
+    }
+    status.into_http()
+}
+
+/// How the metrics name a method of the package that the server does not have.
+const UNKNOWN_METHOD: &str = "ocx.v1.(unknown)/(unknown)";
 
 /// The key id a bearer value claims (`Bearer ocx_<id>_<secret>`), whether or not the key
 /// exists; empty for anything else. Never the secret.
@@ -379,7 +536,7 @@ struct Slotted {
     /// The real body.
     body: Body,
     /// Released on drop.
-    _slot: StreamSlot,
+    _slots: StreamSlots,
     /// Recorded on drop.
     pending: Pending,
     /// The handler's count of the stream's items.
@@ -594,11 +751,24 @@ mod tests {
                 assert_eq!(code, Code::Unimplemented, "{path}");
                 assert_eq!(message, format!("{path} is not a method of this server"));
                 assert!(!reached, "{path} reached the router");
-                let event = fx.event().await;
-                assert_eq!(event.rpc, path);
-                assert_eq!(event.outcome, "UNIMPLEMENTED");
             }
         }
+        // Refused before a key was looked at: summed, not recorded one by one; the summary
+        // names neither the made-up methods nor more than the key id claimed.
+        fx.gate.audit.flush().await;
+        let mut sums = Vec::new();
+        while let Ok(event) = fx.events.try_recv() {
+            sums.push((event.key_id, event.rpc, event.outcome, event.item_count));
+        }
+        sums.sort();
+        let claimed = claimed_key_id(Some(&format!("Bearer {platform}")));
+        assert_eq!(
+            sums,
+            [
+                (String::new(), String::new(), "UNIMPLEMENTED".to_owned(), 2),
+                (claimed, String::new(), "UNIMPLEMENTED".to_owned(), 2),
+            ]
+        );
         // Outside the OCX package (health, reflection, anything else) the router answers, so
         // an unknown path there is its UNIMPLEMENTED; nothing is audited.
         let (code, _, reached) = fx.call("grpc.health.v1.Health/Check", None).await;
@@ -609,6 +779,49 @@ mod tests {
             fx.events.try_recv().is_err(),
             "a call outside ocx.v1 was audited"
         );
+    }
+
+    #[tokio::test]
+    async fn calls_without_a_usable_key_are_summed_per_minute_not_recorded_each() {
+        let mut fx = Fixture::new();
+        let path = "ocx.v1.NumberService/GetNumber";
+        let junk = format!("ocx_00000000000000ab_{}", "0".repeat(64));
+        for _ in 0..500 {
+            let (code, _, reached) = fx.call(path, Some(&junk)).await;
+            assert_eq!(code, Code::Unauthenticated);
+            assert!(!reached);
+        }
+        for _ in 0..3 {
+            assert_eq!(fx.call(path, None).await.0, Code::Unauthenticated);
+        }
+        // A call with a key is its own event, as before.
+        let carrier = fx.carrier.clone();
+        assert_eq!(fx.call(path, Some(&carrier)).await.0, Code::Ok);
+        let own = fx.event().await;
+        assert_eq!((own.role.as_str(), own.outcome.as_str()), ("carrier", "OK"));
+        assert!(
+            fx.events.try_recv().is_err(),
+            "a refusal before authentication was recorded on its own"
+        );
+        fx.gate.audit.flush().await;
+        let mut sums = Vec::new();
+        while let Ok(event) = fx.events.try_recv() {
+            assert_eq!(
+                event.time % 60_000_000,
+                0,
+                "dated at the start of its minute"
+            );
+            assert_eq!(event.rpc, path);
+            assert_eq!(event.role, "");
+            sums.push((event.key_id, event.outcome, event.item_count));
+        }
+        sums.sort();
+        // Summed per key id claimed; 503 calls, two events (a minute boundary in between
+        // would split them further, never merge them).
+        let total: i64 = sums.iter().map(|s| s.2).sum();
+        assert_eq!(total, 503, "{sums:?}");
+        assert!(sums.len() <= 4, "{sums:?}");
+        assert!(sums.iter().any(|s| s.0 == "00000000000000ab"));
     }
 
     #[test]

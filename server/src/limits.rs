@@ -4,6 +4,7 @@
 //! per-key stream count is a map of counters that drops a key when its last stream ends.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -141,12 +142,8 @@ impl Default for Limits {
 /// API keys (a handful, not one per client address), so one lock is not contended, and it
 /// needs no further dependency. `parking_lot` locks are never poisoned, so there is no error
 /// path on which a check could let a request through.
-type Keyed<C> = governor::RateLimiter<
-    String,
-    HashMapStateStore<String>,
-    C,
-    NoOpMiddleware<<C as Clock>::Instant>,
->;
+type Keyed<C, K> =
+    governor::RateLimiter<K, HashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// The shortest replenish period governor can represent: a sustained rate of 10^9 per second,
 /// which is what an infinite or enormous `--rate` becomes.
@@ -195,27 +192,29 @@ fn quota(rate: f64, burst: f64) -> Quota {
         .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
 
-/// Per-key rate limits: `rate` requests per second sustained, and a bucket of `burst` that
-/// starts full (GCRA, by the `governor` crate). Cheap to clone: clones share the state.
+/// Rate limits per key (an API key's id, or a client address): `rate` requests per second
+/// sustained, and a bucket of `burst` that starts full (GCRA, by the `governor` crate). Cheap to
+/// clone: clones share the state.
 ///
 /// `C` is the clock; servers use governor's monotonic [`DefaultClock`], tests a
-/// `FakeRelativeClock` they advance by hand.
-pub struct RateLimiter<C: Clock = DefaultClock> {
+/// `FakeRelativeClock` they advance by hand. `K` is what is limited: key ids ([`String`]) or
+/// client addresses ([`std::net::IpAddr`]).
+pub struct RateLimiter<C: Clock = DefaultClock, K: Hash + Eq + Clone = String> {
     /// The state, shared by the clones.
-    shared: Arc<Shared<C>>,
+    shared: Arc<Shared<C, K>>,
 }
 
 /// What the clones of a [`RateLimiter`] share.
-struct Shared<C: Clock> {
+struct Shared<C: Clock, K: Hash + Eq + Clone> {
     /// The per-key GCRA states.
-    keyed: Keyed<C>,
+    keyed: Keyed<C, K>,
     /// When the limiter was made: sweep deadlines are nanoseconds after this.
     start: C::Instant,
     /// Nanoseconds after `start` at or after which the next check sweeps idle keys.
     next_sweep: AtomicU64,
 }
 
-impl<C: Clock> Clone for RateLimiter<C> {
+impl<C: Clock, K: Hash + Eq + Clone> Clone for RateLimiter<C, K> {
     fn clone(&self) -> Self {
         RateLimiter {
             shared: Arc::clone(&self.shared),
@@ -223,7 +222,7 @@ impl<C: Clock> Clone for RateLimiter<C> {
     }
 }
 
-impl<C: Clock> std::fmt::Debug for RateLimiter<C> {
+impl<C: Clock, K: Hash + Eq + Clone> std::fmt::Debug for RateLimiter<C, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimiter")
             .field("keys", &self.shared.keyed.len())
@@ -231,18 +230,18 @@ impl<C: Clock> std::fmt::Debug for RateLimiter<C> {
     }
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq + Clone> RateLimiter<DefaultClock, K> {
     /// A limiter of `rate` requests per second per key with a bucket of `burst`, on the
     /// monotonic clock. The period is `1 / rate` (1 ns to a year; a rate of 0 or less, or NaN,
     /// is a year); the burst is whole requests, at least 1.
-    pub fn new(rate: f64, burst: f64) -> RateLimiter {
+    pub fn new(rate: f64, burst: f64) -> RateLimiter<DefaultClock, K> {
         RateLimiter::with_clock(rate, burst, DefaultClock::default())
     }
 }
 
-impl<C: Clock> RateLimiter<C> {
+impl<C: Clock, K: Hash + Eq + Clone> RateLimiter<C, K> {
     /// A limiter like [`RateLimiter::new`] on the given clock.
-    pub fn with_clock(rate: f64, burst: f64, clock: C) -> RateLimiter<C> {
+    pub fn with_clock(rate: f64, burst: f64, clock: C) -> RateLimiter<C, K> {
         // Written so that NaN counts as out of range.
         let in_range = rate > 0.0 && burst >= 1.0;
         if !in_range {
@@ -272,12 +271,11 @@ impl<C: Clock> RateLimiter<C> {
 
     /// Counts a request by `key`: `Ok` if it is within the rate, otherwise the time until the
     /// key's next request would be (governor's `NotUntil::wait_time_from` now).
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
         self.sweep_if_due();
         let keyed = &self.shared.keyed;
-        // The store is keyed by `String` and looks up by `&String`: one small allocation.
         keyed
-            .check_key(&key.to_owned())
+            .check_key(key)
             .map_err(|not_until| not_until.wait_time_from(keyed.clock().now()))
     }
 
@@ -328,56 +326,69 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Open streams per key.
+/// Things held at once per key, at most `max` each: open streams per API key, per carrier or
+/// for the whole server (one key), long reads per carrier. Cheap to clone: clones share the
+/// counts.
 #[derive(Debug, Clone)]
-pub struct StreamCounter {
-    /// Most streams per key.
+pub struct Slots {
+    /// Most held per key.
     max: usize,
-    /// Open streams by key id.
-    open: Arc<Mutex<HashMap<String, usize>>>,
+    /// Held, by key; a key is dropped when its last slot is released.
+    held: Arc<Mutex<HashMap<String, usize>>>,
 }
 
-/// A held stream slot; released when dropped (when the stream's response body ends).
+/// A held slot; released when dropped (for a stream: when its response body ends).
 #[derive(Debug)]
-pub struct StreamSlot {
-    /// The counter it came from.
-    counter: StreamCounter,
+pub struct Slot {
+    /// The counts it came from.
+    slots: Slots,
     /// The key holding it.
     key: String,
 }
 
-impl StreamCounter {
-    /// A counter allowing `max` streams per key.
-    pub fn new(max: usize) -> StreamCounter {
-        StreamCounter {
+impl Slots {
+    /// Counts allowing `max` per key.
+    pub fn new(max: usize) -> Slots {
+        Slots {
             max,
-            open: Arc::new(Mutex::new(HashMap::new())),
+            held: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// A slot for `key`, or `None` if it already holds the maximum.
-    pub fn acquire(&self, key: &str) -> Option<StreamSlot> {
-        let mut open = self.open.lock().ok()?;
-        let count = open.entry(key.to_owned()).or_insert(0);
+    pub fn acquire(&self, key: &str) -> Option<Slot> {
+        let mut held = self.held.lock().ok()?;
+        let count = held.entry(key.to_owned()).or_insert(0);
         if *count >= self.max {
+            if *count == 0 {
+                held.remove(key);
+            }
             return None;
         }
         *count += 1;
-        Some(StreamSlot {
-            counter: self.clone(),
+        Some(Slot {
+            slots: self.clone(),
             key: key.to_owned(),
         })
     }
+
+    /// How many slots `key` holds.
+    pub fn held(&self, key: &str) -> usize {
+        self.held
+            .lock()
+            .map(|held| held.get(key).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
 }
 
-impl Drop for StreamSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.counter.open.lock()
-            && let Some(count) = open.get_mut(&self.key)
+        if let Ok(mut held) = self.slots.held.lock()
+            && let Some(count) = held.get_mut(&self.key)
         {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                open.remove(&self.key);
+                held.remove(&self.key);
             }
         }
     }
@@ -399,59 +410,73 @@ mod tests {
     fn a_key_gets_its_burst_then_is_told_how_long_to_wait() {
         let (limiter, _clock) = fake(10.0, 3.0);
         for n in 1..=3 {
-            assert_eq!(limiter.check("k"), Ok(()), "request {n} of the burst");
+            assert_eq!(
+                limiter.check(&"k".into()),
+                Ok(()),
+                "request {n} of the burst"
+            );
         }
         assert_eq!(
-            limiter.check("k"),
+            limiter.check(&"k".into()),
             Err(Duration::from_millis(100)),
             "one period at 10/s"
         );
         // Another key has its own bucket.
-        assert_eq!(limiter.check("other"), Ok(()));
+        assert_eq!(limiter.check(&"other".into()), Ok(()));
     }
 
     #[test]
     fn the_bucket_refills_at_the_rate_and_no_further_than_the_burst() {
         let (limiter, clock) = fake(10.0, 3.0);
         for _ in 0..3 {
-            limiter.check("k").expect("burst");
+            limiter.check(&"k".into()).expect("burst");
         }
-        limiter.check("k").expect_err("burst used up");
+        limiter.check(&"k".into()).expect_err("burst used up");
         clock.advance(Duration::from_millis(40));
-        assert_eq!(limiter.check("k"), Err(Duration::from_millis(60)));
+        assert_eq!(limiter.check(&"k".into()), Err(Duration::from_millis(60)));
         // 100 ms after the burst one request is back, and only one.
         clock.advance(Duration::from_millis(60));
-        assert_eq!(limiter.check("k"), Ok(()));
-        assert_eq!(limiter.check("k"), Err(Duration::from_millis(100)));
+        assert_eq!(limiter.check(&"k".into()), Ok(()));
+        assert_eq!(limiter.check(&"k".into()), Err(Duration::from_millis(100)));
         // A long pause refills the bucket, but only to the burst.
         clock.advance(Duration::from_secs(10));
         for _ in 0..3 {
-            limiter.check("k").expect("a full bucket");
+            limiter.check(&"k".into()).expect("a full bucket");
         }
-        limiter.check("k").expect_err("no more than the burst");
+        limiter
+            .check(&"k".into())
+            .expect_err("no more than the burst");
     }
 
     #[test]
     fn fractional_and_large_rates_are_kept() {
         let (slow, clock) = fake(0.5, 3.0);
         for _ in 0..3 {
-            slow.check("k").expect("burst");
+            slow.check(&"k".into()).expect("burst");
         }
-        assert_eq!(slow.check("k"), Err(Duration::from_secs(2)), "0.5/s");
+        assert_eq!(
+            slow.check(&"k".into()),
+            Err(Duration::from_secs(2)),
+            "0.5/s"
+        );
         clock.advance(Duration::from_secs(2));
-        assert_eq!(slow.check("k"), Ok(()));
+        assert_eq!(slow.check(&"k".into()), Ok(()));
 
         let defaults = Limits::default();
         let (fast, clock) = fake(defaults.rate_per_second, defaults.rate_burst);
         for _ in 0..2000 {
-            fast.check("k").expect("burst of 2000");
+            fast.check(&"k".into()).expect("burst of 2000");
         }
-        assert_eq!(fast.check("k"), Err(Duration::from_millis(1)), "1000/s");
+        assert_eq!(
+            fast.check(&"k".into()),
+            Err(Duration::from_millis(1)),
+            "1000/s"
+        );
         clock.advance(Duration::from_millis(5));
         for _ in 0..5 {
-            fast.check("k").expect("five more after 5 ms");
+            fast.check(&"k".into()).expect("five more after 5 ms");
         }
-        fast.check("k").expect_err("and no more");
+        fast.check(&"k".into()).expect_err("and no more");
     }
 
     #[test]
@@ -488,16 +513,18 @@ mod tests {
     #[test]
     fn a_rate_of_zero_refuses_after_the_burst_and_never_panics() {
         let (limiter, clock) = fake(0.0, 2.0);
-        limiter.check("k").expect("first");
-        limiter.check("k").expect("second");
-        let wait = limiter.check("k").expect_err("then nothing");
+        limiter.check(&"k".into()).expect("first");
+        limiter.check(&"k".into()).expect("second");
+        let wait = limiter.check(&"k".into()).expect_err("then nothing");
         assert_eq!(wait, MAX_PERIOD);
         clock.advance(Duration::from_secs(24 * 60 * 60));
-        limiter.check("k").expect_err("not even a day later");
+        limiter
+            .check(&"k".into())
+            .expect_err("not even a day later");
         // An absurdly fast rate lets everything through and does not overflow.
         let (unlimited, _clock) = fake(f64::INFINITY, f64::INFINITY);
         for _ in 0..10_000 {
-            unlimited.check("k").expect("unlimited");
+            unlimited.check(&"k".into()).expect("unlimited");
         }
     }
 
@@ -510,29 +537,42 @@ mod tests {
         // Just before the interval: nothing is swept yet, though the keys are long idle.
         clock.advance(SWEEP_EVERY - Duration::from_millis(1));
         for _ in 0..3 {
-            limiter.check("busy").expect("burst");
+            limiter.check(&"busy".into()).expect("burst");
         }
         assert_eq!(limiter.keys(), 101);
         // The first check after the interval sweeps: the idle keys go, the busy key (whose
         // bucket is still empty) stays, and stays limited.
         clock.advance(Duration::from_millis(1));
-        assert_eq!(limiter.check("busy"), Err(Duration::from_millis(99)));
+        assert_eq!(
+            limiter.check(&"busy".into()),
+            Err(Duration::from_millis(99))
+        );
         assert_eq!(limiter.keys(), 1);
         // A forgotten key starts again with a full bucket.
         for _ in 0..3 {
-            limiter.check("idle-0").expect("a full bucket again");
+            limiter
+                .check(&"idle-0".into())
+                .expect("a full bucket again");
         }
-        limiter.check("idle-0").expect_err("and only the burst");
+        limiter
+            .check(&"idle-0".into())
+            .expect_err("and only the burst");
     }
 
     #[test]
-    fn stream_slots_are_counted_per_key_and_released_on_drop() {
-        let counter = StreamCounter::new(2);
-        let a = counter.acquire("k").expect("first");
-        let _b = counter.acquire("k").expect("second");
-        assert!(counter.acquire("k").is_none(), "third is over the limit");
-        assert!(counter.acquire("other").is_some());
+    fn slots_are_counted_per_key_and_released_on_drop() {
+        let slots = Slots::new(2);
+        let a = slots.acquire("k").expect("first");
+        let _b = slots.acquire("k").expect("second");
+        assert!(slots.acquire("k").is_none(), "third is over the limit");
+        assert_eq!(slots.held("k"), 2);
+        assert!(slots.acquire("other").is_some());
         drop(a);
-        assert!(counter.acquire("k").is_some(), "a slot came back");
+        assert_eq!(slots.held("k"), 1);
+        assert!(slots.acquire("k").is_some(), "a slot came back");
+        assert!(
+            Slots::new(0).acquire("k").is_none(),
+            "a maximum of 0 holds nothing"
+        );
     }
 }

@@ -16,6 +16,7 @@
 //! checks every row against both roles.
 
 use Access::{CarrierAndPlatform, PlatformOnly};
+use Lane::{Long, Short};
 use Shape::{Streaming, Unary};
 
 use crate::auth::Principal;
@@ -25,7 +26,7 @@ use crate::auth::Principal;
 pub const PACKAGE: &str = "ocx.v1";
 
 /// Which keys may call an RPC (`proto/ocx/v1/PROTOCOL.md`, "Authentication and scope").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Access {
     /// Platform keys only; a carrier key is PERMISSION_DENIED by the gate.
     PlatformOnly,
@@ -46,7 +47,7 @@ impl Access {
 }
 
 /// One message each way, or a stream in either direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Shape {
     /// One request, one response: bounded by the default deadline when the caller sets none.
     Unary,
@@ -55,8 +56,20 @@ pub enum Shape {
     Streaming,
 }
 
+/// How long a call may hold a reader: point reads and writes are short; listings and the
+/// reconciliation and usage queries, which may read a whole period, are long, and one carrier
+/// may have only so many running at once (`Limits::long_reads_per_carrier`), so that its long
+/// queries leave the readers to the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// A point read, a write, a stream (streams have their own limits).
+    Short,
+    /// A listing page or a query over a period.
+    Long,
+}
+
 /// One RPC of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rpc {
     /// The service, without the package: `AdminService`.
     pub service: &'static str,
@@ -68,6 +81,8 @@ pub struct Rpc {
     pub shape: Shape,
     /// What it reads or writes, as its audit events name it (`AuditEvent::resource_kind`).
     pub resource_kind: &'static str,
+    /// Short, or a long read that counts against its carrier's share.
+    pub lane: Lane,
 }
 
 impl Rpc {
@@ -89,6 +104,7 @@ const fn rpc(
     access: Access,
     shape: Shape,
     resource_kind: &'static str,
+    lane: Lane,
 ) -> Rpc {
     Rpc {
         service,
@@ -96,6 +112,7 @@ const fn rpc(
         access,
         shape,
         resource_kind,
+        lane,
     }
 }
 
@@ -103,37 +120,37 @@ const fn rpc(
 /// the unit test below fails until every RPC of the contract has its row.
 #[rustfmt::skip]
 pub const RPCS: &[Rpc] = &[
-    //  service                  method                      access              shape      resource kind
-    rpc("AdminService",          "CreateCarrier",            PlatformOnly,       Unary,     "carrier"),
-    rpc("AdminService",          "ListCarriers",             PlatformOnly,       Unary,     "carrier"),
-    rpc("AdminService",          "CreateApiKey",             PlatformOnly,       Unary,     "api_key"),
-    rpc("AdminService",          "RevokeApiKey",             PlatformOnly,       Unary,     "api_key"),
-    rpc("AdminService",          "ListApiKeys",              PlatformOnly,       Unary,     "api_key"),
-    rpc("AdminService",          "GetRetentionPolicy",       PlatformOnly,       Unary,     "retention_policy"),
-    rpc("AdminService",          "SetRetentionPolicy",       PlatformOnly,       Unary,     "retention_policy"),
-    rpc("AdminService",          "PurgeExpiredData",         PlatformOnly,       Unary,     "expired_data"),
-    rpc("AdminService",          "EraseTenantData",          PlatformOnly,       Unary,     "tenant_data"),
-    rpc("AdminService",          "ListAuditEvents",          PlatformOnly,       Unary,     "audit_event"),
-    rpc("ConsentService",        "ListConsents",             CarrierAndPlatform, Unary,     "consent"),
-    rpc("NumberService",         "UploadNumbers",            CarrierAndPlatform, Unary,     "number"),
-    rpc("NumberService",         "ReleaseNumbers",           CarrierAndPlatform, Unary,     "number"),
-    rpc("NumberService",         "GetNumber",                CarrierAndPlatform, Unary,     "number"),
-    rpc("NumberService",         "ListNumbers",              CarrierAndPlatform, Unary,     "number"),
-    rpc("NumberService",         "WatchNumberEvents",        CarrierAndPlatform, Streaming, "number_event"),
-    rpc("CallRecordService",     "GetCallRecord",            CarrierAndPlatform, Unary,     "call_record"),
-    rpc("CallRecordService",     "ListCallRecords",          CarrierAndPlatform, Unary,     "call_record"),
-    rpc("CallRecordService",     "StreamCallRecords",        CarrierAndPlatform, Streaming, "call_record"),
-    rpc("CallDurationService",   "ReportCallDurations",      CarrierAndPlatform, Unary,     "call_duration"),
-    rpc("CallDurationService",   "UploadCallDurations",      CarrierAndPlatform, Streaming, "call_duration"),
-    rpc("CallDurationService",   "ListCallDurations",        CarrierAndPlatform, Unary,     "call_duration"),
-    rpc("ReconciliationService", "GetReconciliationSummary", CarrierAndPlatform, Unary,     "reconciliation"),
-    rpc("ReconciliationService", "ListDiscrepancies",        CarrierAndPlatform, Unary,     "reconciliation"),
-    rpc("PlatformService",       "GrantConsent",             PlatformOnly,       Unary,     "consent"),
-    rpc("PlatformService",       "RevokeConsent",            PlatformOnly,       Unary,     "consent"),
-    rpc("PlatformService",       "AssignNumber",             PlatformOnly,       Unary,     "number"),
-    rpc("PlatformService",       "UnassignNumber",           PlatformOnly,       Unary,     "number"),
-    rpc("PlatformService",       "IngestCallRecords",        PlatformOnly,       Streaming, "call_record"),
-    rpc("PlatformService",       "GetTenantUsage",           PlatformOnly,       Unary,     "usage"),
+    //  service                  method                      access              shape      resource kind       lane
+    rpc("AdminService",          "CreateCarrier",            PlatformOnly,       Unary,     "carrier",         Short),
+    rpc("AdminService",          "ListCarriers",             PlatformOnly,       Unary,     "carrier",         Short),
+    rpc("AdminService",          "CreateApiKey",             PlatformOnly,       Unary,     "api_key",         Short),
+    rpc("AdminService",          "RevokeApiKey",             PlatformOnly,       Unary,     "api_key",         Short),
+    rpc("AdminService",          "ListApiKeys",              PlatformOnly,       Unary,     "api_key",         Short),
+    rpc("AdminService",          "GetRetentionPolicy",       PlatformOnly,       Unary,     "retention_policy",Short),
+    rpc("AdminService",          "SetRetentionPolicy",       PlatformOnly,       Unary,     "retention_policy",Short),
+    rpc("AdminService",          "PurgeExpiredData",         PlatformOnly,       Unary,     "expired_data",    Short),
+    rpc("AdminService",          "EraseTenantData",          PlatformOnly,       Unary,     "tenant_data",     Short),
+    rpc("AdminService",          "ListAuditEvents",          PlatformOnly,       Unary,     "audit_event",     Long),
+    rpc("ConsentService",        "ListConsents",             CarrierAndPlatform, Unary,     "consent",         Short),
+    rpc("NumberService",         "UploadNumbers",            CarrierAndPlatform, Unary,     "number",          Short),
+    rpc("NumberService",         "ReleaseNumbers",           CarrierAndPlatform, Unary,     "number",          Short),
+    rpc("NumberService",         "GetNumber",                CarrierAndPlatform, Unary,     "number",          Short),
+    rpc("NumberService",         "ListNumbers",              CarrierAndPlatform, Unary,     "number",          Long),
+    rpc("NumberService",         "WatchNumberEvents",        CarrierAndPlatform, Streaming, "number_event",    Short),
+    rpc("CallRecordService",     "GetCallRecord",            CarrierAndPlatform, Unary,     "call_record",     Short),
+    rpc("CallRecordService",     "ListCallRecords",          CarrierAndPlatform, Unary,     "call_record",     Long),
+    rpc("CallRecordService",     "StreamCallRecords",        CarrierAndPlatform, Streaming, "call_record",     Short),
+    rpc("CallDurationService",   "ReportCallDurations",      CarrierAndPlatform, Unary,     "call_duration",   Short),
+    rpc("CallDurationService",   "UploadCallDurations",      CarrierAndPlatform, Streaming, "call_duration",   Short),
+    rpc("CallDurationService",   "ListCallDurations",        CarrierAndPlatform, Unary,     "call_duration",   Long),
+    rpc("ReconciliationService", "GetReconciliationSummary", CarrierAndPlatform, Unary,     "reconciliation",  Long),
+    rpc("ReconciliationService", "ListDiscrepancies",        CarrierAndPlatform, Unary,     "reconciliation",  Long),
+    rpc("PlatformService",       "GrantConsent",             PlatformOnly,       Unary,     "consent",         Short),
+    rpc("PlatformService",       "RevokeConsent",            PlatformOnly,       Unary,     "consent",         Short),
+    rpc("PlatformService",       "AssignNumber",             PlatformOnly,       Unary,     "number",          Short),
+    rpc("PlatformService",       "UnassignNumber",           PlatformOnly,       Unary,     "number",          Short),
+    rpc("PlatformService",       "IngestCallRecords",        PlatformOnly,       Streaming, "call_record",     Short),
+    rpc("PlatformService",       "GetTenantUsage",           PlatformOnly,       Unary,     "usage",           Long),
 ];
 
 /// Whether `path` (`package.Service/Method`, the HTTP/2 path without its leading `/`) names a
@@ -210,6 +227,13 @@ mod tests {
         );
         assert_eq!(table, contract, "a row's shape disagrees with its .proto");
         for rpc in RPCS {
+            assert!(
+                rpc.lane == Short
+                    || (rpc.shape == Unary
+                        && (rpc.method.starts_with("List") || rpc.method.starts_with("Get"))),
+                "{} is a long read but not a unary read",
+                rpc.path()
+            );
             assert!(
                 !rpc.resource_kind.is_empty(),
                 "{} has no resource kind",

@@ -435,7 +435,7 @@ pub fn call_duration_listed(r: &dyn Row) -> StoreResult<(CallDuration, (Micros, 
     Ok((d, cursor))
 }
 
-/// `id, time, key_id, carrier_id, role, rpc, resource_kind, item_count, outcome`.
+/// `id, time, key_id, carrier_id, role, rpc, resource_kind, item_count, outcome, source`.
 pub fn audit_event(r: &dyn Row) -> StoreResult<AuditEvent> {
     Ok(AuditEvent {
         id: r.col(0)?,
@@ -447,6 +447,7 @@ pub fn audit_event(r: &dyn Row) -> StoreResult<AuditEvent> {
         resource_kind: r.col(6)?,
         item_count: r.col(7)?,
         outcome: r.col(8)?,
+        source: r.col(9)?,
     })
 }
 

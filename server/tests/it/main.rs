@@ -15,6 +15,7 @@ use ocx_testkit::process::ServerBinary;
 /// The binary these tests run: cargo names it only to this crate's tests.
 pub const OCX_SERVER: ServerBinary = ServerBinary(env!("CARGO_BIN_EXE_ocx-server"));
 
+mod abuse;
 mod backup;
 mod binary;
 mod conformance;

@@ -360,6 +360,7 @@ pub async fn append_audit(tx: &Transaction<'_>, events: &[AuditEvent]) -> PgResu
     let mut resource_kind = Vec::with_capacity(events.len());
     let mut item_count = Vec::with_capacity(events.len());
     let mut outcome = Vec::with_capacity(events.len());
+    let mut source = Vec::with_capacity(events.len());
     for e in events {
         time.push(e.time);
         key_id.push(e.key_id.as_str());
@@ -369,16 +370,18 @@ pub async fn append_audit(tx: &Transaction<'_>, events: &[AuditEvent]) -> PgResu
         resource_kind.push(e.resource_kind.as_str());
         item_count.push(e.item_count);
         outcome.push(e.outcome.as_str());
+        source.push(e.source.as_str());
     }
     let stmt = tx
         .prepare_cached(
             "INSERT INTO audit_events (time, key_id, carrier_id, role, rpc, resource_kind,
-                                       item_count, outcome)
-             SELECT time, key_id, carrier_id, role, rpc, resource_kind, item_count, outcome
+                                       item_count, outcome, source)
+             SELECT time, key_id, carrier_id, role, rpc, resource_kind, item_count, outcome,
+                    source
                FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
-                           $6::TEXT[], $7::BIGINT[], $8::TEXT[])
+                           $6::TEXT[], $7::BIGINT[], $8::TEXT[], $9::TEXT[])
                     WITH ORDINALITY AS e(time, key_id, carrier_id, role, rpc, resource_kind,
-                                         item_count, outcome, ord)
+                                         item_count, outcome, source, ord)
               ORDER BY ord",
         )
         .await?;
@@ -393,6 +396,7 @@ pub async fn append_audit(tx: &Transaction<'_>, events: &[AuditEvent]) -> PgResu
             &resource_kind,
             &item_count,
             &outcome,
+            &source,
         ],
     )
     .await?;
@@ -413,7 +417,8 @@ pub async fn list_audit(
 ) -> PgResult<(Vec<AuditEvent>, bool)> {
     let stmt = db
         .prepare_cached(
-            "SELECT id, time, key_id, carrier_id, role, rpc, resource_kind, item_count, outcome
+            "SELECT id, time, key_id, carrier_id, role, rpc, resource_kind, item_count, outcome,
+                    source
                FROM audit_events
               WHERE ($1::BIGINT IS NULL OR id < $1)
                 AND ($2::TEXT IS NULL OR key_id = $2)

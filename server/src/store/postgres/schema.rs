@@ -197,6 +197,9 @@ DROP INDEX numbers_by_carrier;
 CREATE UNIQUE INDEX numbers_held ON numbers(number) WHERE state <> 3;
 CREATE INDEX numbers_by_number ON numbers(number, update_time);
 "#,
+    // The client's address on each audit event (and on the per-minute summaries of calls
+    // refused before a key was accepted).
+    "ALTER TABLE audit_events ADD COLUMN source TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Brings the database to the current schema; returns the version it was at.

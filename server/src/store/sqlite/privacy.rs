@@ -210,8 +210,8 @@ pub fn erase_tenant(conn: &Connection, tenant_id: &str) -> StoreResult<(EraseCou
 pub fn append_audit(conn: &Connection, events: &[AuditEvent]) -> StoreResult<()> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO audit_events (time, key_id, carrier_id, role, rpc, resource_kind,
-                                   item_count, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                   item_count, outcome, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for e in events {
         insert.execute(params![
@@ -222,7 +222,8 @@ pub fn append_audit(conn: &Connection, events: &[AuditEvent]) -> StoreResult<()>
             e.rpc,
             e.resource_kind,
             e.item_count,
-            e.outcome
+            e.outcome,
+            e.source
         ])?;
     }
     Ok(())
@@ -236,7 +237,8 @@ pub fn list_audit(
     before: Option<i64>,
     limit: usize,
 ) -> StoreResult<(Vec<AuditEvent>, bool)> {
-    let sql = "SELECT id, time, key_id, carrier_id, role, rpc, resource_kind, item_count, outcome
+    let sql = "SELECT id, time, key_id, carrier_id, role, rpc, resource_kind, item_count, outcome,
+                      source
                  FROM audit_events
                 WHERE (?1 IS NULL OR id < ?1)
                   AND (?2 IS NULL OR key_id = ?2)

@@ -243,6 +243,9 @@ CREATE UNIQUE INDEX numbers_held ON numbers(number) WHERE state <> 3;
 CREATE INDEX numbers_by_number ON numbers(number, update_time);
 "#,
         ),
+        // The client's address on each audit event (and on the per-minute summaries of calls
+        // refused before a key was accepted).
+        M::up("ALTER TABLE audit_events ADD COLUMN source TEXT NOT NULL DEFAULT '';"),
     ])
 }
 

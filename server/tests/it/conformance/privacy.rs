@@ -86,6 +86,7 @@ fn audit(time: Micros, i: usize) -> AuditEvent {
         resource_kind: "numbers".into(),
         item_count: i as i64,
         outcome: "OK".into(),
+        source: format!("192.0.2.{}", i % 7),
     }
 }
 
@@ -529,9 +530,19 @@ async fn audit_append_filter_and_pages(store: Arc<dyn Store>) {
             e.role.as_str(),
             e.rpc.as_str(),
             e.resource_kind.as_str(),
-            e.outcome.as_str()
+            e.outcome.as_str(),
+            e.source.as_str()
         ),
-        (base, "k0", "c0", "carrier", "ocx.v1.S/M0", "numbers", "OK")
+        (
+            base,
+            "k0",
+            "c0",
+            "carrier",
+            "ocx.v1.S/M0",
+            "numbers",
+            "OK",
+            "192.0.2.0"
+        )
     );
     let (page, more) = store
         .list_audit_events(AuditFilter::default(), None, 29)

@@ -1,0 +1,402 @@
+//! Limits against careless and hostile clients, on the real binary: streams capped per key, per
+//! carrier and for the server; calls refused before a key is accepted summed per address and
+//! minute instead of stored one row each; a client address over its rate turned away before
+//! its key is looked at; one carrier's long reads held to its share while another's are served.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use ocx_client::{Client, pb};
+use ocx_testkit::fixtures;
+use ocx_testkit::process::key;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+use crate::OCX_SERVER;
+
+/// A request carrying `secret` as its bearer key.
+fn with_key<T>(message: T, secret: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {secret}").parse().expect("ascii key"),
+    );
+    request
+}
+
+/// A channel to `endpoint`.
+async fn channel(endpoint: &str) -> Channel {
+    Channel::from_shared(endpoint.to_owned())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Opens a WatchNumberEvents feed with `secret` (acting for `carrier`); the open stream, or the
+/// refusal.
+async fn open_feed(
+    channel: &Channel,
+    secret: &str,
+    carrier: &str,
+) -> Result<tonic::Streaming<pb::WatchNumberEventsResponse>, tonic::Status> {
+    let mut stub = pb::number_service_client::NumberServiceClient::new(channel.clone());
+    let request = pb::WatchNumberEventsRequest {
+        carrier_id: carrier.to_owned(),
+        after_sequence: 0,
+    };
+    stub.watch_number_events(with_key(request, secret))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Opens feeds until one opens, for at most 10 s: a stream the client dropped frees its slots
+/// when the server sees it reset, a moment later.
+async fn open_when_freed(
+    channel: &Channel,
+    secret: &str,
+    carrier: &str,
+) -> tonic::Streaming<pb::WatchNumberEventsResponse> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match open_feed(channel, secret, carrier).await {
+            Ok(feed) => return feed,
+            Err(status) if tokio::time::Instant::now() < deadline => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                tokio::task::yield_now().await;
+            }
+            Err(status) => panic!("no slot came back: {status:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn streams_are_capped_per_key_per_carrier_and_for_the_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, endpoint, _) = OCX_SERVER.start_configured(
+        dir.path(),
+        &[
+            "--max-streams-per-key",
+            "2",
+            "--max-streams-per-carrier",
+            "3",
+            "--max-streams",
+            "5",
+        ],
+        &[],
+    );
+    let platform_key = key(&dir.path().join("platform.key"));
+    let platform = Client::connect(endpoint.clone(), platform_key.clone())
+        .await
+        .expect("platform");
+    let a1 = fixtures::carrier(&platform, "carrier-a").await.secret;
+    let a2 = platform
+        .create_api_key(pb::CreateApiKeyRequest {
+            role: pb::ApiKeyRole::Carrier as i32,
+            carrier_id: "carrier-a".into(),
+            display_name: "second".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("second key")
+        .secret;
+    let b = fixtures::carrier(&platform, "carrier-b").await.secret;
+    let channel = channel(&endpoint).await;
+
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        open.push(
+            open_feed(&channel, &a1, "")
+                .await
+                .expect("within the key's 2"),
+        );
+    }
+    let refused = open_feed(&channel, &a1, "")
+        .await
+        .expect_err("a key's third");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(
+        refused.message(),
+        "this key has 2 streams open, the most a key may have; close one first"
+    );
+    // Another key of the same carrier: the carrier's third is let through, not its fourth.
+    open.push(
+        open_feed(&channel, &a2, "")
+            .await
+            .expect("the carrier's third"),
+    );
+    let refused = open_feed(&channel, &a2, "")
+        .await
+        .expect_err("the carrier's fourth");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused
+            .message()
+            .starts_with("this carrier's keys have 3 streams open"),
+        "{}",
+        refused.message()
+    );
+    // Another carrier fills the server's five.
+    for _ in 0..2 {
+        open.push(open_feed(&channel, &b, "").await.expect("carrier b"));
+    }
+    let refused = open_feed(&channel, &platform_key, "carrier-b")
+        .await
+        .expect_err("the server's sixth");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused
+            .message()
+            .starts_with("the server has 5 streams open"),
+        "{}",
+        refused.message()
+    );
+    let retry = refused.get_details_retry_info().expect("RetryInfo");
+    assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
+    // Refusals hold nothing: a unary call still goes through, and a closed stream makes room.
+    platform
+        .list_carriers(pb::ListCarriersRequest::default())
+        .await
+        .expect("unary calls are not streams");
+    drop(open.remove(0));
+    let _again = open_when_freed(&channel, &platform_key, "carrier-b").await;
+}
+
+/// `n` calls of GetNumber with `secret`, `concurrency` at a time over one channel; their codes.
+async fn get_numbers(channel: &Channel, secret: &str, n: usize, concurrency: usize) -> Vec<Code> {
+    let stub = pb::number_service_client::NumberServiceClient::new(channel.clone());
+    futures_util::stream::iter(0..n)
+        .map(|_| {
+            let mut stub = stub.clone();
+            async move {
+                let request = pb::GetNumberRequest {
+                    number: "+14255550100".into(),
+                    ..Default::default()
+                };
+                match stub.get_number(with_key(request, secret)).await {
+                    Ok(_) => Code::Ok,
+                    Err(status) => status.code(),
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
+#[tokio::test]
+async fn twenty_thousand_calls_with_a_junk_key_add_a_few_summed_audit_events() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The address limit is set out of the way: this test is about what unauthenticated
+    // refusals cost, the next one about the address limit.
+    let (_server, endpoint, _) = OCX_SERVER.start_configured(
+        dir.path(),
+        &[
+            "--address-rate",
+            "1000000000",
+            "--address-burst",
+            "1000000000",
+        ],
+        &[],
+    );
+    let platform_key = key(&dir.path().join("platform.key"));
+    let platform = Client::connect(endpoint.clone(), platform_key)
+        .await
+        .expect("platform");
+    let db = dir.path().join("ocx.db");
+    let rows_before = audit_rows(&db);
+
+    let junk = format!("ocx_00000000000000ab_{}", "0".repeat(64));
+    let channel = channel(&endpoint).await;
+    let codes = get_numbers(&channel, &junk, 20_000, 64).await;
+    assert!(codes.iter().all(|c| *c == Code::Unauthenticated));
+    let codes = get_numbers(&channel, "not-a-key", 100, 8).await;
+    assert!(codes.iter().all(|c| *c == Code::Unauthenticated));
+
+    // The listing writes the sums so far: one per claimed key id, address, method and minute.
+    let events: Vec<pb::AuditEvent> = platform
+        .audit_events(pb::ListAuditEventsRequest {
+            rpc: "ocx.v1.NumberService/GetNumber".into(),
+            ..Default::default()
+        })
+        .map(|e| e.expect("audit event"))
+        .collect()
+        .await;
+    let refused: i64 = events.iter().map(|e| e.item_count).sum();
+    assert_eq!(refused, 20_100, "every refusal is counted: {events:#?}");
+    assert!(
+        events.len() <= 6,
+        "a handful of sums (2 keys × the minutes the run spans), not a row each: {events:#?}"
+    );
+    for e in &events {
+        assert_eq!(e.outcome, "UNAUTHENTICATED");
+        assert_eq!(e.source, "127.0.0.1");
+        assert_eq!(e.role, "");
+        assert!(
+            e.key_id == "00000000000000ab" || e.key_id.is_empty(),
+            "{e:?}"
+        );
+    }
+    let added = audit_rows(&db) - rows_before;
+    assert!(
+        added <= 10,
+        "20,100 refusals added {added} audit rows (the listing and the setup add a few)"
+    );
+}
+
+/// The rows of the audit table of the SQLite file at `db`.
+fn audit_rows(db: &std::path::Path) -> i64 {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the database");
+    conn.query_row("SELECT count(*) FROM audit_events", [], |r| r.get(0))
+        .expect("count")
+}
+
+#[tokio::test]
+async fn an_address_over_its_rate_is_turned_away_before_its_key_is_looked_at() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, endpoint, _) = OCX_SERVER.start_configured(
+        dir.path(),
+        &["--demo", "--address-rate", "20", "--address-burst", "50"],
+        &[],
+    );
+    let carrier_key = key(&dir.path().join("demo-carrier.key"));
+    let channel = channel(&endpoint).await;
+    // The burst, then refusals: with a junk key and with a good one alike.
+    let codes = get_numbers(&channel, "junk", 200, 1).await;
+    let limited = codes
+        .iter()
+        .filter(|c| **c == Code::ResourceExhausted)
+        .count();
+    let unauthenticated = codes
+        .iter()
+        .filter(|c| **c == Code::Unauthenticated)
+        .count();
+    assert_eq!(limited + unauthenticated, 200, "{codes:?}");
+    // The burst of 50 and what 20/s refill while the 200 calls take (well under 2 s).
+    assert!(
+        (50..=90).contains(&unauthenticated),
+        "the burst, then refusals: {unauthenticated} of 200 got as far as the key"
+    );
+    let mut stub = pb::number_service_client::NumberServiceClient::new(channel.clone());
+    let request = pb::GetNumberRequest {
+        number: "+14255550100".into(),
+        ..Default::default()
+    };
+    let refused = stub
+        .get_number(with_key(request, &carrier_key))
+        .await
+        .expect_err("the address is over its rate, whatever the key");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused
+            .message()
+            .starts_with("this client address is over its request rate; retry in "),
+        "{}",
+        refused.message()
+    );
+    let wait = refused
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo");
+    assert!(
+        wait <= Duration::from_millis(50),
+        "one call at 20/s: {wait:?}"
+    );
+}
+
+/// A summary call in flight, with whose it is.
+type Summary = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (&'static str, Result<(), tonic::Status>)> + Send>,
+>;
+
+#[tokio::test]
+async fn one_carriers_long_reads_are_held_to_its_share_and_another_carrier_is_served() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, endpoint, _) =
+        OCX_SERVER.start_configured(dir.path(), &["--long-reads-per-carrier", "1"], &[]);
+    let platform = Client::connect(endpoint.clone(), key(&dir.path().join("platform.key")))
+        .await
+        .expect("platform");
+    // Carrier a's period holds enough calls that its summaries take a while; b's is small.
+    let now = fixtures::now_secs();
+    let mut secrets = Vec::new();
+    for (carrier, prefix, calls) in [
+        ("carrier-a", "+1425555", 20_000u32),
+        ("carrier-b", "+1425556", 10),
+    ] {
+        let tenant = fixtures::tenant(calls);
+        let (secret, numbers) =
+            fixtures::seed_carrier(&platform, carrier, &tenant, prefix, 1).await;
+        let records: Vec<pb::CallRecord> = (0..calls)
+            .map(|i| {
+                fixtures::call(
+                    &format!("{carrier}-{i}"),
+                    pb::CallDirection::Outbound,
+                    &numbers[0],
+                    "+442079460001",
+                    &tenant,
+                    now - 3600 + i64::from(i % 3000),
+                )
+            })
+            .collect();
+        for batch in records.chunks(1000) {
+            fixtures::ingest(&platform, batch.to_vec()).await;
+        }
+        secrets.push(secret);
+    }
+    let channel = channel(&endpoint).await;
+    let summary = |secret: String| {
+        let mut stub =
+            pb::reconciliation_service_client::ReconciliationServiceClient::new(channel.clone());
+        async move {
+            let request = pb::GetReconciliationSummaryRequest {
+                start_time: fixtures::at(now - 7200),
+                end_time: fixtures::at(now),
+                ..Default::default()
+            };
+            stub.get_reconciliation_summary(with_key(request, &secret))
+                .await
+                .map(|_| ())
+        }
+    };
+    // Rounds of eight of a's summaries at once, with one of b's among them, until a has been
+    // held to its share (its eight overlap: the first holds its one long read for as long as
+    // a summary of 20,000 calls takes).
+    let mut over_share = None;
+    for _round in 0..20 {
+        let mut calls: FuturesUnordered<Summary> = FuturesUnordered::new();
+        for _ in 0..8 {
+            let call = summary(secrets[0].clone());
+            calls.push(Box::pin(async move { ("a", call.await) }));
+        }
+        let b = summary(secrets[1].clone());
+        calls.push(Box::pin(async move { ("b", b.await) }));
+        let mut a_ok = 0;
+        while let Some((who, result)) = calls.next().await {
+            match (who, result) {
+                ("b", result) => result.expect("carrier b is never held up by a's share"),
+                (_, Ok(())) => a_ok += 1,
+                (_, Err(status)) => {
+                    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                    over_share = Some(status);
+                }
+            }
+        }
+        assert!(a_ok >= 1, "a's share is served");
+        if over_share.is_some() {
+            break;
+        }
+    }
+    let status = over_share.expect("a was held to its share in 20 rounds");
+    assert_eq!(
+        status.message(),
+        "this carrier has 1 long reads (reconciliation, usage, listings) running, its share; \
+         retry when one has finished"
+    );
+    let retry = status.get_details_retry_info().expect("RetryInfo");
+    assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
+}
