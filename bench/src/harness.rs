@@ -84,13 +84,28 @@ impl Server {
 
     /// A server on `database` with `synchronous` (`full` or `normal`; SQLite only).
     pub fn start_with(database: &str, synchronous: &str) -> anyhow::Result<Server> {
-        let mut child = Command::new(std::env::current_exe()?)
+        Server::spawn(database, synchronous, None)
+    }
+
+    /// A SQLite server allowing `share` long reads per carrier (the default if `None`).
+    pub fn start_with_share(sqlite_file: &Path, share: Option<usize>) -> anyhow::Result<Server> {
+        Server::spawn(&sqlite_file.display().to_string(), "full", share)
+    }
+
+    /// Spawns `ocx-bench serve` and reads its address and key.
+    fn spawn(database: &str, synchronous: &str, share: Option<usize>) -> anyhow::Result<Server> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .arg("serve")
             .arg("--database")
             .arg(database)
-            .args(["--synchronous", synchronous])
-            .stdout(Stdio::piped())
-            .spawn()?;
+            .args(["--synchronous", synchronous]);
+        if let Some(share) = share {
+            command
+                .arg("--long-reads-per-carrier")
+                .arg(share.to_string());
+        }
+        let mut child = command.stdout(Stdio::piped()).spawn()?;
         let stdout = child.stdout.take().context("server stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;

@@ -6,6 +6,7 @@
 //! Run it in release: `cargo run --release -p ocx-bench -- all` (about 15 minutes on two
 //! cores), or `all --small` (seconds: what CI runs so the benchmark keeps working).
 
+mod fairness;
 mod figures;
 mod harness;
 mod ingest;
@@ -93,6 +94,14 @@ enum Cmd {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+    /// Fairness on long reads: carrier B's small reconciliation summary alone, and beside
+    /// carrier A's eight summary loops over RECORDS calls, with the server's per-carrier share of
+    /// the long reads and without one.
+    Fairness {
+        /// Carrier A's calls.
+        #[arg(long, default_value_t = 200_000)]
+        records: u64,
+    },
     /// Replays CARRIER's whole feed from a running server (for profiling the server with
     /// `perf record -p`); prints the rate.
     #[command(hide = true)]
@@ -128,6 +137,9 @@ enum Cmd {
         /// How commits wait for the disk.
         #[arg(long, value_enum, default_value_t = Synchronous::Full)]
         synchronous: Synchronous,
+        /// Long reads one carrier may have running at once (the server's default if unset).
+        #[arg(long)]
+        long_reads_per_carrier: Option<usize>,
     },
 }
 
@@ -146,7 +158,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve {
             database,
             synchronous,
-        } => return runtime.block_on(serve(&database, synchronous)),
+            long_reads_per_carrier,
+        } => return runtime.block_on(serve(&database, synchronous, long_reads_per_carrier)),
+        Cmd::Fairness { records } => runtime.block_on(fairness::run(records.max(1000)))?,
         Cmd::Replay {
             endpoint,
             key,
@@ -209,7 +223,11 @@ async fn all(backend: &Backend, small: bool) -> anyhow::Result<Vec<Figure>> {
 /// The server half: open, bootstrap a platform key, bind, say where, serve until killed. The
 /// request rate limit is lifted (the benchmark is one key at full speed); every other limit
 /// and layer is the server's default.
-async fn serve(database: &str, synchronous: Synchronous) -> anyhow::Result<()> {
+async fn serve(
+    database: &str,
+    synchronous: Synchronous,
+    long_reads_per_carrier: Option<usize>,
+) -> anyhow::Result<()> {
     let durability = match synchronous {
         Synchronous::Full => Durability::Full,
         Synchronous::Normal => Durability::Normal,
@@ -246,6 +264,10 @@ async fn serve(database: &str, synchronous: Synchronous) -> anyhow::Result<()> {
         limits: ocx_server::limits::Limits {
             rate_per_second: 1e12,
             rate_burst: 1e12,
+            address_rate_per_second: 1e12,
+            address_rate_burst: 1e12,
+            long_reads_per_carrier: long_reads_per_carrier
+                .unwrap_or(ocx_server::limits::Limits::default().long_reads_per_carrier),
             ..Default::default()
         },
         ..Default::default()

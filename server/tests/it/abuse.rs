@@ -400,3 +400,103 @@ async fn one_carriers_long_reads_are_held_to_its_share_and_another_carrier_is_se
     let retry = status.get_details_retry_info().expect("RetryInfo");
     assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
 }
+
+/// An HTTP/2 frame: its 9-byte header and `payload`.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK literal header field without indexing, with a new name (RFC 7541 6.2.2); names and
+/// values here are shorter than 127 bytes.
+fn literal(name: &str, value: &str) -> Vec<u8> {
+    let mut field = vec![0x00, u8::try_from(name.len()).expect("short")];
+    field.extend_from_slice(name.as_bytes());
+    field.push(u8::try_from(value.len()).expect("short"));
+    field.extend_from_slice(value.as_bytes());
+    field
+}
+
+#[tokio::test]
+async fn a_client_that_ignores_the_stream_limit_of_its_connection_is_refused_past_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, endpoint, _) = OCX_SERVER.start_configured(
+        dir.path(),
+        &["--demo", "--max-concurrent-streams", "2"],
+        &[],
+    );
+    let carrier_key = key(&dir.path().join("demo-carrier.key"));
+    let addr = endpoint.trim_start_matches("http://").to_owned();
+    // HTTP/2 by hand, as a client that ignores the server's SETTINGS would speak it.
+    let mut tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    tcp.write_all(&frame(0x4, 0, 0, &[]))
+        .await
+        .expect("settings");
+    // Five calls opened at once (HEADERS without END_STREAM: each waits for its body).
+    let mut block = vec![0x83, 0x86]; // :method POST, :scheme http (HPACK static table)
+    block.extend(literal(":path", "/ocx.v1.NumberService/WatchNumberEvents"));
+    block.extend(literal(":authority", "localhost"));
+    block.extend(literal("content-type", "application/grpc"));
+    block.extend(literal("te", "trailers"));
+    block.extend(literal("authorization", &format!("Bearer {carrier_key}")));
+    let streams = [1u32, 3, 5, 7, 9];
+    for id in streams {
+        tcp.write_all(&frame(0x1, 0x4, id, &block))
+            .await
+            .expect("headers");
+    }
+    // Read frames until every stream past the second has been reset, for at most 10 s.
+    let mut refused = Vec::new();
+    let mut advertised = None;
+    let read = async {
+        loop {
+            let mut header = [0u8; 9];
+            tcp.read_exact(&mut header).await.expect("a frame");
+            let len =
+                usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+            let mut payload = vec![0u8; len];
+            tcp.read_exact(&mut payload).await.expect("its payload");
+            let stream =
+                u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+            match header[3] {
+                // SETTINGS (not an ACK): MAX_CONCURRENT_STREAMS is setting 0x3.
+                0x4 if header[4] & 0x1 == 0 => {
+                    for s in payload.chunks_exact(6) {
+                        if u16::from_be_bytes([s[0], s[1]]) == 0x3 {
+                            advertised = Some(u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+                        }
+                    }
+                }
+                // RST_STREAM with its error code.
+                0x3 => {
+                    let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                    refused.push((stream, code));
+                    if refused.len() == 3 {
+                        return;
+                    }
+                }
+                // GOAWAY: the server gave up on the connection.
+                0x7 => panic!("GOAWAY: {payload:?}"),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the calls past the limit are reset");
+    assert_eq!(advertised, Some(2));
+    refused.sort_unstable();
+    // REFUSED_STREAM (0x7): the client may retry those calls, none of them was started.
+    assert_eq!(refused, [(5, 0x7), (7, 0x7), (9, 0x7)]);
+}

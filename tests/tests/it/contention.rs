@@ -20,6 +20,8 @@ async fn writers_and_readers_together_never_see_busy_and_the_wal_stays_bounded()
         limits: ocx_server::limits::Limits {
             rate_per_second: 1e9,
             rate_burst: 1e9,
+            address_rate_per_second: 1e9,
+            address_rate_burst: 1e9,
             ..Default::default()
         },
         ..Default::default()
