@@ -36,7 +36,7 @@ pub async fn run(records: u64) -> anyhow::Result<Vec<Figure>> {
         let (platform, a) = harness::setup(&server).await?;
         crate::ingest::ingest_records(&platform, records).await?;
         let b = setup_b(&platform).await?;
-        let period_a = summary_request(harness::START, harness::START + 400 * 86_400);
+        let period_a = summary_request(harness::START, harness::START + 365 * 86_400);
         let period_b = summary_request(harness::START, harness::START + 86_400);
         let idle = samples(&b, &period_b).await?;
         let stop = tokio::sync::watch::channel(false);

@@ -240,6 +240,10 @@ async fn twenty_thousand_calls_with_a_junk_key_add_a_few_summed_audit_events() {
         );
     }
     let added = audit_rows(&db) - rows_before;
+    println!(
+        "20,100 refused calls: {} summed events, {added} audit rows added",
+        events.len()
+    );
     assert!(
         added <= 10,
         "20,100 refusals added {added} audit rows (the listing and the setup add a few)"
