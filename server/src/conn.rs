@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -307,8 +308,9 @@ impl Stream for Incoming {
 }
 
 /// When a connection's calls started and ended, shared by the [`Conn`] (which reads it when
-/// its deadline passes) and the [`CallGuard`]s of its calls (which write it). Atomics, not a
-/// lock: written twice per call from the call's task, read once per deadline.
+/// its deadline passes, or when its last open call ends) and the [`CallGuard`]s of its calls
+/// (which write it). Atomics, not a lock: written twice per call from the call's task, read
+/// once per deadline.
 #[derive(Debug)]
 pub struct ConnState {
     /// When the connection was accepted.
@@ -319,6 +321,13 @@ pub struct ConnState {
     open: AtomicUsize,
     /// When the last call ended, nanoseconds after `accepted`.
     last_ended: AtomicU64,
+    /// Set when the last open call ends: the connection's deadline is to be worked out again
+    /// (it may be far off: the handshake deadline, or a look again one idle timeout after a
+    /// call was seen open).
+    changed: AtomicBool,
+    /// The task reading the connection, woken when `changed` is set: the call's end happens
+    /// in another task, and hyper reads again only when bytes come.
+    reader: AtomicWaker,
 }
 
 /// What a connection's deadline decides.
@@ -338,6 +347,8 @@ impl ConnState {
             started: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             last_ended: AtomicU64::new(0),
+            changed: AtomicBool::new(false),
+            reader: AtomicWaker::new(),
         }
     }
 
@@ -389,7 +400,11 @@ impl Drop for CallGuard {
         let ended = u64::try_from(state.accepted.elapsed().as_nanos()).unwrap_or(u64::MAX);
         // `max`: calls ending together stamp in any order.
         state.last_ended.fetch_max(ended, Ordering::AcqRel);
-        state.open.fetch_sub(1, Ordering::AcqRel);
+        if state.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The idle clock starts now: the reader works out its deadline again.
+            state.changed.store(true, Ordering::Release);
+            state.reader.wake();
+        }
     }
 }
 
@@ -399,7 +414,12 @@ impl Drop for CallGuard {
 ///
 /// The deadline is checked in `poll_read` because hyper keeps a read pending on every live
 /// connection (HTTP/2 always; HTTP/1.1 between requests), and so does the TLS handshake:
-/// the timer's wakeup reaches the task that owns the connection, which then reads.
+/// the timer's wakeup, or the end of the last open call ([`ConnState`]'s waker), reaches the
+/// task that owns the connection, which then reads.
+///
+/// A request that arrives just as the deadline passes may be lost with the connection (its
+/// guard starts when the service is first polled, in the call's own task): the same race as
+/// any idle close, which clients meet by retrying on a new connection.
 pub struct Conn {
     /// The socket.
     stream: TcpStream,
@@ -472,7 +492,11 @@ impl Conn {
         if let Some(reason) = self.closed {
             return Err(closed_error(reason));
         }
-        if self.deadline.as_mut().poll(cx).is_pending() {
+        self.state.reader.register(cx.waker());
+        // A load first: the common case (nothing changed) writes nothing shared.
+        let changed = self.state.changed.load(Ordering::Acquire)
+            && self.state.changed.swap(false, Ordering::AcqRel);
+        if !changed && self.deadline.as_mut().poll(cx).is_pending() {
             return Ok(());
         }
         match self.state.verdict(Instant::now(), self.timeouts) {
