@@ -93,7 +93,8 @@ pub fn peer_ip<B>(request: &http::Request<B>) -> Option<IpAddr> {
         .map(|addr| addr.ip())
 }
 
-/// The request's [`ConnInfo`], plain or under TLS.
+/// The request's [`ConnInfo`], plain or under TLS (tonic 0.14 inserts it beside the
+/// `TlsConnectInfo` too; the wrapped one is looked at in case a later version does not).
 fn conn_info(ext: &http::Extensions) -> Option<&ConnInfo> {
     ext.get::<ConnInfo>()
         .or_else(|| ext.get::<TlsConnectInfo<ConnInfo>>().map(|c| c.get_ref()))
