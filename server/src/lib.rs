@@ -12,6 +12,8 @@
 //! - [`gate`]: the layer every OCX call passes: authentication, rate limits, roles (from
 //!   [`rpcs`]), stream limits, deadlines, the audit event ([`audit`]); [`limits`]: the
 //!   configurable limits.
+//! - [`conn`]: accepting connections: the connection cap, the handshake and idle timeouts,
+//!   no spinning at the open-file limit; what a request knows of its connection.
 //! - [`web`]: gRPC-Web and HTTP/1.1 on the same listener, CORS for listed browser origins.
 //! - [`retention`]: the purge, on demand and periodic; [`metrics`]: Prometheus metrics;
 //!   [`health`]: the health service; [`shutdown`]: the signal every long task waits on.
@@ -236,6 +238,7 @@ pub async fn run_with_metrics(
         }) => "tls",
         Some(_) => "mutual tls",
     };
+    let incoming = conn::Incoming::new(listener, &config.limits, Arc::clone(&metrics));
     tracing::info!(%addr, transport, "serving");
 
     let signal = async move {
@@ -273,7 +276,10 @@ pub async fn run_with_metrics(
         .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
         // gRPC-Web over HTTP/1.1 too (see `web`); gRPC itself needs HTTP/2 as before.
         .accept_http1(true)
-        // Outermost first: CORS answers preflights, gRPC-Web becomes gRPC, then the gate.
+        // Outermost first: every request counts as a call on its connection (preflights
+        // too, so a browser's connection in use is not closed as idle), CORS answers
+        // preflights, gRPC-Web becomes gRPC, then the gate.
+        .layer(conn::CallTracking)
         .layer(web::cors(&config.cors_origins))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(gate)
@@ -301,14 +307,9 @@ pub async fn run_with_metrics(
         .add_service(sized!(PlatformServiceServer::new(
             service::platform::Platform { ctx }
         )))
-        // TCP_NODELAY: a small response (an acknowledgement, a stream's first message) goes out
-        // at once instead of waiting for the peer's delayed ACK (~40 ms per round trip).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(Duration::from_secs(60))),
-            signal,
-        )
+        // Our own accept loop (see `conn`): the connection cap, the handshake and idle
+        // timeouts, TCP_NODELAY and keepalive, and no spinning on a failed accept.
+        .serve_with_incoming_shutdown(incoming, signal)
         .await?;
     flusher.await?;
     key_follower.await?;

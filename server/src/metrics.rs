@@ -1,6 +1,7 @@
 //! Prometheus metrics, served on their own port (`--metrics-listen`; off unless configured):
 //! requests by service, method and code; latency histograms; rows stored by ingest; open
-//! streams; the database's size.
+//! streams; connections (open, accepted, refused at the cap, closed by the server, accept
+//! errors); the database's size.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,6 +18,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::store::Store;
+
+/// The `reason` of a connection closed because it had not started a call in time.
+pub const CLOSED_HANDSHAKE: &str = "handshake_timeout";
+/// The `reason` of a connection closed because no call was open on it for too long.
+pub const CLOSED_IDLE: &str = "idle_timeout";
 
 /// A finished call's labels.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +58,13 @@ pub struct LimitLabels {
     pub limit: String,
 }
 
+/// Why the server closed a connection.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `handshake_timeout` or `idle_timeout`.
+    pub reason: String,
+}
+
 /// Every metric the server keeps.
 pub struct Metrics {
     /// The registry they are encoded from.
@@ -68,6 +81,16 @@ pub struct Metrics {
     database_bytes: Gauge,
     /// The limits the server runs with, by name.
     limits: Family<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Connections open now (each holds one of the cap's permits).
+    connections_open: Gauge,
+    /// Connections accepted and served (refused ones not included).
+    connections_accepted: Counter,
+    /// Connections closed as soon as they were accepted because the cap was full.
+    connections_refused: Counter,
+    /// Connections the server closed, by reason (`handshake_timeout`, `idle_timeout`).
+    connections_closed: Family<ReasonLabels, Counter>,
+    /// Failed accepts (e.g. the open-file limit reached).
+    accept_errors: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -127,6 +150,42 @@ impl Metrics {
             "The limits the server runs with, by name (the settings of the README's limits table)",
             limits.clone(),
         );
+        let connections_open = Gauge::default();
+        let connections_accepted = Counter::default();
+        let connections_refused = Counter::default();
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        let accept_errors = Counter::default();
+        registry.register(
+            "connections_open",
+            "Connections open now",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Connections accepted and served",
+            connections_accepted.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed as soon as accepted because --max-connections were open",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections the server closed, by reason (handshake_timeout, idle_timeout)",
+            connections_closed.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts of a connection (for example at the open-file limit)",
+            accept_errors.clone(),
+        );
+        // Both reasons appear from the start, at 0, so a rate over them is defined.
+        for reason in [CLOSED_HANDSHAKE, CLOSED_IDLE] {
+            let _ = connections_closed.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            });
+        }
         Metrics {
             registry,
             requests,
@@ -135,6 +194,11 @@ impl Metrics {
             streams,
             database_bytes,
             limits,
+            connections_open,
+            connections_accepted,
+            connections_refused,
+            connections_closed,
+            accept_errors,
         }
     }
 
@@ -182,6 +246,36 @@ impl Metrics {
         self.streams
             .get_or_create(&MethodLabels { service, method })
             .inc_by(delta);
+    }
+
+    /// A connection accepted (and now open).
+    pub fn connection_opened(&self) {
+        self.connections_accepted.inc();
+        self.connections_open.inc();
+    }
+
+    /// An accepted connection ended (closed by either side).
+    pub fn connection_ended(&self) {
+        self.connections_open.dec();
+    }
+
+    /// A connection closed at once because the cap was full.
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    /// A connection closed by the server for `reason` ([`CLOSED_HANDSHAKE`], [`CLOSED_IDLE`]).
+    pub fn connection_closed(&self, reason: &str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A failed accept.
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
     }
 
     /// The text exposition, with the database size read now.

@@ -49,7 +49,59 @@ impl ServerBinary {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> (Proc, String, std::thread::JoinHandle<Vec<String>>) {
-        let mut cmd = Command::new(self.0);
+        let (proc, endpoint, mut seen, lines) = self.spawn(&[], data_dir, args, envs);
+        // Keep draining the log so the server never blocks on a full pipe.
+        let drain = std::thread::spawn(move || {
+            seen.extend(lines.map_while(Result::ok));
+            seen
+        });
+        (proc, endpoint, drain)
+    }
+
+    /// [`start_configured`] run through `wrapper` (e.g. `["prlimit", "--nofile=128:128", "--"]`,
+    /// which execs the server, so the process id is the server's; empty: none), with every log
+    /// line, from the first, sent to the returned channel as it is written: a test waits for a
+    /// line with [`wait_for_line`].
+    pub fn start_watched(
+        self,
+        wrapper: &[&str],
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> (Proc, String, std::sync::mpsc::Receiver<String>) {
+        let (proc, endpoint, seen, lines) = self.spawn(wrapper, data_dir, args, envs);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Sends fail once the test dropped the receiver; the pipe is drained regardless.
+            for line in seen.into_iter().chain(lines.map_while(Result::ok)) {
+                let _ = tx.send(line);
+            }
+        });
+        (proc, endpoint, rx)
+    }
+
+    /// Starts the binary (through `wrapper`, if any) and reads its log up to the "serving"
+    /// line: the process, its endpoint, the lines read so far and the rest of the log.
+    fn spawn(
+        self,
+        wrapper: &[&str],
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> (
+        Proc,
+        String,
+        Vec<String>,
+        std::io::Lines<BufReader<std::process::ChildStdout>>,
+    ) {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(self.0);
+                cmd
+            }
+            None => Command::new(self.0),
+        };
         cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)
@@ -83,12 +135,25 @@ impl ServerBinary {
                 break rest.split('"').next().expect("address").to_owned();
             }
         };
-        // Keep draining the log so the server never blocks on a full pipe.
-        let drain = std::thread::spawn(move || {
-            seen.extend(lines.map_while(Result::ok));
-            seen
-        });
-        (proc, format!("http://{addr}"), drain)
+        (proc, format!("http://{addr}"), seen, lines)
+    }
+}
+
+/// The first log line from `lines` that satisfies `wanted`, waiting at most `bound` for it;
+/// `None` if none came in time (or the log ended).
+pub fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    bound: std::time::Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let until = std::time::Instant::now() + bound;
+    loop {
+        let left = until.checked_duration_since(std::time::Instant::now())?;
+        match lines.recv_timeout(left) {
+            Ok(line) if wanted(&line) => return Some(line),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
     }
 }
 

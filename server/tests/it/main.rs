@@ -2,7 +2,8 @@
 //! file). Each module says what it checks:
 //!
 //! - the real binary: [`binary`], [`settings`], [`logs`], [`shutdown`], [`crash`],
-//!   [`connections`] (open-file limit, streams per connection),
+//!   [`connections`] (open-file limit, streams per connection, handshake and idle timeouts,
+//!   the connection cap, no spinning at the open-file limit),
 //!   [`crash_loop`], [`backup`], [`replicas`];
 //! - one stream's batches answered in batch order on both backends: [`stream_order`];
 //! - the store: [`conformance`] (the suite every backend passes), run by [`store_sqlite`] and

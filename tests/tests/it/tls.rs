@@ -54,6 +54,23 @@ async fn serve(
     tokio::sync::oneshot::Sender<()>,
     tempfile::TempDir,
 ) {
+    let config = Config {
+        tls: Some(tls),
+        ..Config::default()
+    };
+    serve_config(config, None).await
+}
+
+/// [`serve`] with a whole `config`, and metrics on `metrics` if given.
+async fn serve_config(
+    config: Config,
+    metrics: Option<tokio::net::TcpListener>,
+) -> (
+    String,
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(&dir.path().join("ocx.db")).expect("store");
     let key = ocx_server::bootstrap::ensure_platform_key(&store, None)
@@ -65,12 +82,9 @@ async fn serve(
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = Config {
-        tls: Some(tls),
-        ..Config::default()
-    };
-    tokio::spawn(ocx_server::run_with(
+    tokio::spawn(ocx_server::run_with_metrics(
         listener,
+        metrics,
         Arc::new(store),
         config,
         async move {
@@ -159,4 +173,73 @@ async fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
         refused.is_err(),
         "a certificate from another CA is refused: {refused:?}"
     );
+}
+
+/// The value of the sample whose name and labels are exactly `series`, in a scrape of
+/// `metrics`.
+async fn scraped(metrics: std::net::SocketAddr, series: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(metrics)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: ocx\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.expect("response");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn under_tls_calls_count_on_their_connection_so_it_is_closed_as_idle_not_as_silent() {
+    let ca = Ca::new("OCX test CA");
+    let (cert, key) = ca.issue(&["localhost"]);
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let metrics_addr = metrics.local_addr().expect("addr");
+    let mut config = Config {
+        tls: Some(TlsConfig {
+            cert_pem: cert.into_bytes(),
+            key_pem: key.into_bytes(),
+            client_ca_pem: None,
+        }),
+        ..Config::default()
+    };
+    // A connection whose calls went unseen (its state not found in a TLS request's
+    // extensions, or the TLS handshake's reads not passing through the connection) would be
+    // closed at the handshake deadline instead, or not at all.
+    config.limits.handshake_timeout = std::time::Duration::from_secs(5);
+    config.limits.idle_timeout = std::time::Duration::from_secs(1);
+    let (endpoint, platform, _stop, _dir) = serve_config(config, Some(metrics)).await;
+    let tls = TlsOptions {
+        ca_pem: Some(ca.pem.clone().into_bytes()),
+        ..TlsOptions::default()
+    };
+    let client = Client::connect_tls(endpoint, platform, Some(tls))
+        .await
+        .expect("connect");
+    client
+        .list_carriers(Default::default())
+        .await
+        .expect("a call");
+    let idle = "ocx_connections_closed_total{reason=\"idle_timeout\"}";
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while scraped(metrics_addr, idle).await != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < until,
+            "the TLS connection was not closed as idle"
+        );
+        // Polling an observable value: each scrape is a round trip to the server.
+        tokio::task::yield_now().await;
+    }
+    let handshake = "ocx_connections_closed_total{reason=\"handshake_timeout\"}";
+    assert_eq!(scraped(metrics_addr, handshake).await, Some(0.0));
+    client
+        .list_carriers(Default::default())
+        .await
+        .expect("the next call, on a new connection");
 }
