@@ -87,28 +87,36 @@ pub(crate) async fn next_commit<T>(
 pub const STREAM_IN_FLIGHT: usize = 8;
 
 /// Drives one batched upload stream (call-record ingestion, duration uploads): reads batches
-/// while fewer than [`STREAM_IN_FLIGHT`] are being handled, and sends each acknowledgement
-/// strictly in batch order once `handle` (validation and a durable commit) finishes. An error
-/// from `handle` ends the stream once the batches behind it have settled (committed or not,
-/// never acknowledged): when the client sees the end, no write of the stream is still pending.
-/// On shutdown it stops reading, finishes the batches it has, and ends the stream with
-/// UNAVAILABLE.
+/// while fewer than [`STREAM_IN_FLIGHT`] are being handled and their encoded bytes are below
+/// `budget` (`--upload-buffer-bytes`; one batch is always let in), and sends each
+/// acknowledgement strictly in batch order once `handle` (validation and a durable commit)
+/// finishes. An error from `handle` ends the stream once the batches behind it have settled
+/// (committed or not, never acknowledged): when the client sees the end, no write of the
+/// stream is still pending. On shutdown it stops reading, finishes the batches it has, and
+/// ends the stream with UNAVAILABLE.
 pub(crate) async fn pipeline<Req, Resp, F, Fut>(
     mut inbound: Streaming<Req>,
     tx: mpsc::Sender<Result<Resp, Status>>,
     mut shutdown: watch::Receiver<bool>,
+    budget: usize,
     handle: F,
 ) where
+    Req: prost::Message,
     F: Fn(Req) -> Fut,
     Fut: Future<Output = Result<Resp, Status>>,
 {
     let mut in_flight = FuturesOrdered::new();
+    // Encoded bytes of the batches in flight.
+    let mut in_flight_bytes = 0usize;
     let mut reading = true;
     let mut ending: Option<Status> = None;
     loop {
+        let room = in_flight.is_empty()
+            || (in_flight.len() < STREAM_IN_FLIGHT && in_flight_bytes < budget);
         tokio::select! {
             biased;
-            Some(ack) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((ack, size)) = in_flight.next(), if !in_flight.is_empty() => {
+                in_flight_bytes -= size;
                 let ack: Resp = match ack {
                     Ok(ack) => ack,
                     Err(status) => {
@@ -124,8 +132,12 @@ pub(crate) async fn pipeline<Req, Resp, F, Fut>(
                     return;
                 }
             }
-            message = inbound.message(), if reading && in_flight.len() < STREAM_IN_FLIGHT => match message {
-                Ok(Some(batch)) => in_flight.push_back(handle(batch)),
+            message = inbound.message(), if reading && room => match message {
+                Ok(Some(batch)) => {
+                    let size = batch.encoded_len();
+                    in_flight_bytes += size;
+                    in_flight.push_back(handle(batch).map(move |ack| (ack, size)));
+                }
                 Ok(None) => reading = false,
                 Err(status) => {
                     // A message the server cannot take (over the size limit, undecodable) or a
