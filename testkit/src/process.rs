@@ -49,6 +49,40 @@ impl ServerBinary {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> (Proc, String, std::thread::JoinHandle<Vec<String>>) {
+        let (proc, endpoint, _, drain) = self.start_watching(data_dir, args, envs, false);
+        (proc, endpoint, drain)
+    }
+
+    /// [`start_configured`] with metrics served on an ephemeral loopback port
+    /// (`--metrics-listen 127.0.0.1:0`); also returns the metrics address, read from the
+    /// server's "metrics" log line.
+    pub fn start_with_metrics(
+        self,
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> (Proc, String, String, std::thread::JoinHandle<Vec<String>>) {
+        let mut with = vec!["--metrics-listen", "127.0.0.1:0"];
+        with.extend_from_slice(args);
+        let (proc, endpoint, metrics, drain) = self.start_watching(data_dir, &with, envs, true);
+        (proc, endpoint, metrics.unwrap_or_default(), drain)
+    }
+
+    /// Starts the binary and reads its log until it serves (and, with `metrics`, until it
+    /// serves its metrics too); the gRPC endpoint, the metrics address if asked for, and the
+    /// thread that drains the rest of the log.
+    fn start_watching(
+        self,
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        metrics: bool,
+    ) -> (
+        Proc,
+        String,
+        Option<String>,
+        std::thread::JoinHandle<Vec<String>>,
+    ) {
         let mut cmd = Command::new(self.0);
         cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -66,29 +100,35 @@ impl ServerBinary {
         let proc = Proc(child);
         let mut lines = BufReader::new(stdout).lines();
         let mut seen = Vec::new();
-        let addr = loop {
+        // Text logs say `addr=127.0.0.1:1234`; JSON logs `"addr":"127.0.0.1:1234"`.
+        let address = |line: &str| {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                return rest.split_whitespace().next().map(str::to_owned);
+            }
+            let rest = line.split("\"addr\":\"").nth(1)?;
+            rest.split('"').next().map(str::to_owned)
+        };
+        let mut addr = None;
+        let mut metrics_addr = None;
+        while addr.is_none() || (metrics && metrics_addr.is_none()) {
             let line = lines
                 .next()
                 .expect("server exited before serving")
                 .expect("read log");
             seen.push(line.clone());
-            if !line.contains("serving") {
-                continue;
+            if line.contains("serving") {
+                addr = address(&line);
+            } else if line.contains("metrics") {
+                metrics_addr = address(&line);
             }
-            // Text logs say `addr=127.0.0.1:1234`; JSON logs `"addr":"127.0.0.1:1234"`.
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().expect("address").to_owned();
-            }
-            if let Some(rest) = line.split("\"addr\":\"").nth(1) {
-                break rest.split('"').next().expect("address").to_owned();
-            }
-        };
+        }
+        let addr = addr.expect("address");
         // Keep draining the log so the server never blocks on a full pipe.
         let drain = std::thread::spawn(move || {
             seen.extend(lines.map_while(Result::ok));
             seen
         });
-        (proc, format!("http://{addr}"), drain)
+        (proc, format!("http://{addr}"), metrics_addr, drain)
     }
 }
 

@@ -2,7 +2,8 @@
 //! file). Each module says what it checks:
 //!
 //! - the real binary: [`binary`], [`settings`], [`logs`], [`shutdown`], [`crash`],
-//!   [`connections`] (open-file limit, streams per connection),
+//!   [`connections`] (open-file limit, streams per connection), [`feeds`] (bounded memory of
+//!   feeds and uploads, stalled feeds ended),
 //!   [`crash_loop`], [`backup`], [`replicas`];
 //! - one stream's batches answered in batch order on both backends: [`stream_order`];
 //! - the store: [`conformance`] (the suite every backend passes), run by [`store_sqlite`] and
@@ -23,6 +24,7 @@ mod convert_property;
 mod crash;
 mod crash_loop;
 mod deadline;
+mod feeds;
 mod logs;
 mod reconcile_property;
 mod replicas;
