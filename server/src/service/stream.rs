@@ -546,8 +546,116 @@ impl Drop for Turn {
 
 #[cfg(test)]
 mod tests {
-    use super::KeyOrder;
-    use futures_util::FutureExt;
+    use super::{KeyOrder, Sent, feed, read_size};
+    use futures_util::{FutureExt, StreamExt};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A message of `n` encoded bytes: one bytes field (its tag, its length, the bytes).
+    fn message(n: usize) -> prost_types::Any {
+        let length_bytes = if n - 2 < 128 { 1 } else { 2 };
+        let any = prost_types::Any {
+            type_url: String::new(),
+            value: vec![0; n - 1 - length_bytes],
+        };
+        assert_eq!(prost::Message::encoded_len(&any), n);
+        any
+    }
+
+    #[tokio::test]
+    async fn a_feed_queue_holds_at_most_its_budget_and_a_large_message_alone() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (tx, mut rx) = feed(100, Duration::from_secs(3600), metrics);
+        assert_eq!(tx.send(message(40)).now_or_never(), Some(Sent::Queued));
+        assert_eq!(tx.send(message(40)).now_or_never(), Some(Sent::Queued));
+        assert_eq!(tx.free(), 20);
+        let mut third = Box::pin(tx.send(message(40)));
+        assert!(
+            (&mut third).now_or_never().is_none(),
+            "over the budget: waits"
+        );
+        let first = rx.next().await.expect("an item").expect("a message");
+        assert_eq!(prost::Message::encoded_len(&first), 40);
+        assert_eq!(
+            third.await,
+            Sent::Queued,
+            "room again once the client took one"
+        );
+        assert!(rx.next().now_or_never().is_some());
+        assert!(rx.next().now_or_never().is_some());
+        assert!(
+            rx.next().now_or_never().is_none(),
+            "empty: the client waits"
+        );
+        assert_eq!(
+            tx.send(message(500)).now_or_never(),
+            Some(Sent::Queued),
+            "larger than the budget, into an empty queue"
+        );
+        assert_eq!(tx.free(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_feed_queue_stalls_is_freed_and_ends_with_unavailable() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (tx, mut rx) = feed(100, Duration::from_millis(50), metrics);
+        assert_eq!(tx.send(message(60)).await, Sent::Queued);
+        // The client takes nothing: the next message waits out the stall timeout.
+        assert_eq!(tx.send(message(60)).await, Sent::Stalled);
+        tx.stall("reconnect with your last sequence");
+        assert_eq!(tx.free(), 100, "the queued message was dropped");
+        drop(tx);
+        let status = rx
+            .next()
+            .await
+            .expect("an item")
+            .expect_err("the ending status");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status
+                .message()
+                .ends_with("reconnect with your last sequence")
+        );
+        assert!(rx.next().await.is_none(), "then the end");
+    }
+
+    #[tokio::test]
+    async fn a_feed_sender_sees_its_client_leave() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (tx, rx) = feed(100, Duration::from_secs(3600), metrics);
+        assert_eq!(tx.send(message(80)).await, Sent::Queued);
+        let mut blocked = Box::pin(tx.send(message(80)));
+        assert!((&mut blocked).now_or_never().is_none());
+        drop(rx);
+        assert_eq!(blocked.await, Sent::Gone);
+        tx.closed().await;
+        assert_eq!(tx.free(), 100, "the queue was freed with the receiver");
+    }
+
+    #[test]
+    fn reads_are_sized_by_the_free_budget_within_bounds() {
+        assert_eq!(
+            read_size(1 << 20, 0, 1000, 16, 1024),
+            1024,
+            "a client keeping up"
+        );
+        assert_eq!(read_size(100_000, 0, 1000, 16, 1024), 100);
+        assert_eq!(
+            read_size(100_000, 50, 1000, 16, 1024),
+            50,
+            "records in hand count"
+        );
+        assert_eq!(
+            read_size(0, 0, 1000, 16, 1024),
+            16,
+            "a full budget: the least"
+        );
+        assert_eq!(
+            read_size(0, 10, 0, 0, 1024),
+            0,
+            "no bytes per record known: no panic"
+        );
+    }
 
     #[tokio::test]
     async fn a_batch_waits_only_for_earlier_batches_on_its_keys() {

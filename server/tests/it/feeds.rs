@@ -104,8 +104,8 @@ async fn platform(endpoint: &str, dir: &std::path::Path) -> Client {
         .expect("connect")
 }
 
-/// `n` generated call records on `numbers` of `tenant` (each about 1 KB encoded, with media
-/// streams, like a real carrier's).
+/// `n` generated call records on `numbers` of `tenant` (about 430 bytes each, encoded, like
+/// the benchmark's).
 fn records(seed: u64, tenant: &str, numbers: &[String], n: usize) -> Vec<pb::CallRecord> {
     CallRecordGenerator::new(seed, Line::all(tenant, numbers), 1_790_000_000)
         .take(n)
@@ -139,10 +139,12 @@ fn contiguous_from_one(sequences: &[i64]) -> bool {
 
 /// The budget each feed gets in [`fifty_readers_that_read_nothing_cost_about_their_budgets`].
 const BUDGET: u64 = 256 * 1024;
-/// What one stalled feed may cost the server beyond its budget: the records in hand (at most
-/// a minimum read of 16 plus one read ahead sized by the budget, ~256 KiB), the one message
-/// hyper has taken and h2 holds (up to 256 records, ~260 KiB), and the stream's HTTP/2 state
-/// and the 16 KiB window in flight. 768 KiB is that with room for the allocator's slack.
+/// What one stalled feed may cost the server beyond its budget: the records read and not yet
+/// queued (a read is sized by the free budget, so at most about a budget's worth of encoded
+/// bytes, which take two to three times that as domain records), the message hyper has taken
+/// off the queue and h2 holds (a quarter of the budget) with tonic's encoding buffer, the
+/// stream's HTTP/2 and task state, and the allocator's slack. Measured: about 540 KiB (790 KiB
+/// a reader in all, with the buffer).
 const OVERHEAD_PER_FEED: u64 = 768 * 1024;
 /// Readers in [`fifty_readers_that_read_nothing_cost_about_their_budgets`].
 const READERS: u64 = 50;
