@@ -1,7 +1,8 @@
 //! Prometheus metrics, served on their own port (`--metrics-listen`; off unless configured):
 //! requests by service, method and code; latency histograms; rows stored by ingest; open
 //! streams; connections (open, accepted, refused at the cap, closed by the server, accept
-//! errors); the database's size.
+//! errors); the bytes the feeds hold for their readers and the feeds ended for stalling; the
+//! database's size.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -79,6 +80,12 @@ pub struct Metrics {
     streams: Family<MethodLabels, Gauge>,
     /// Bytes of the database file and its write-ahead log, read at each scrape.
     database_bytes: Gauge,
+    /// Encoded bytes of feed messages read from the store and not yet taken by their clients,
+    /// all feeds together: what slow readers cost the server (each feed holds at most
+    /// `--feed-buffer-bytes`).
+    feed_buffered_bytes: Gauge,
+    /// Feeds ended because their client took nothing for `--stall-timeout`.
+    feeds_stalled: Counter,
     /// The limits the server runs with, by name.
     limits: Family<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Connections open now (each holds one of the cap's permits).
@@ -119,6 +126,8 @@ impl Metrics {
         let rows = Family::<KindLabels, Counter>::default();
         let streams = Family::<MethodLabels, Gauge>::default();
         let database_bytes = Gauge::default();
+        let feed_buffered_bytes = Gauge::default();
+        let feeds_stalled = Counter::default();
         let limits = Family::<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register(
             "grpc_requests",
@@ -144,6 +153,16 @@ impl Metrics {
             "database_bytes",
             "Bytes of the database file and its write-ahead log",
             database_bytes.clone(),
+        );
+        registry.register(
+            "feed_buffered_bytes",
+            "Bytes of feed messages waiting for their clients to take them, all feeds together",
+            feed_buffered_bytes.clone(),
+        );
+        registry.register(
+            "feeds_stalled",
+            "Feeds ended with UNAVAILABLE because their client took nothing for the stall timeout",
+            feeds_stalled.clone(),
         );
         registry.register(
             "limit",
@@ -193,6 +212,8 @@ impl Metrics {
             rows,
             streams,
             database_bytes,
+            feed_buffered_bytes,
+            feeds_stalled,
             limits,
             connections_open,
             connections_accepted,
@@ -276,6 +297,16 @@ impl Metrics {
     /// A failed accept.
     pub fn accept_error(&self) {
         self.accept_errors.inc();
+    }
+
+    /// `delta` more (or, negative, fewer) bytes held by feeds for their clients.
+    pub fn feed_buffered(&self, delta: i64) {
+        self.feed_buffered_bytes.inc_by(delta);
+    }
+
+    /// Counts a feed ended for stalling.
+    pub fn feed_stalled(&self) {
+        self.feeds_stalled.inc();
     }
 
     /// The text exposition, with the database size read now.

@@ -49,13 +49,33 @@ impl ServerBinary {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> (Proc, String, std::thread::JoinHandle<Vec<String>>) {
-        let (proc, endpoint, mut seen, lines) = self.spawn(&[], data_dir, args, envs);
+        let (proc, endpoint, _, mut seen, lines) = self.spawn(&[], data_dir, args, envs, false);
         // Keep draining the log so the server never blocks on a full pipe.
         let drain = std::thread::spawn(move || {
             seen.extend(lines.map_while(Result::ok));
             seen
         });
         (proc, endpoint, drain)
+    }
+
+    /// [`start_configured`] with metrics served on an ephemeral loopback port
+    /// (`--metrics-listen 127.0.0.1:0`); also returns the metrics address, read from the
+    /// server's "metrics" log line.
+    pub fn start_with_metrics(
+        self,
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> (Proc, String, String, std::thread::JoinHandle<Vec<String>>) {
+        let mut with = vec!["--metrics-listen", "127.0.0.1:0"];
+        with.extend_from_slice(args);
+        let (proc, endpoint, metrics, mut seen, lines) =
+            self.spawn(&[], data_dir, &with, envs, true);
+        let drain = std::thread::spawn(move || {
+            seen.extend(lines.map_while(Result::ok));
+            seen
+        });
+        (proc, endpoint, metrics.unwrap_or_default(), drain)
     }
 
     /// [`start_configured`] run through `wrapper` (e.g. `["prlimit", "--nofile=128:128", "--"]`,
@@ -69,7 +89,7 @@ impl ServerBinary {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> (Proc, String, std::sync::mpsc::Receiver<String>) {
-        let (proc, endpoint, seen, lines) = self.spawn(wrapper, data_dir, args, envs);
+        let (proc, endpoint, _, seen, lines) = self.spawn(wrapper, data_dir, args, envs, false);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             // Sends fail once the test dropped the receiver; the pipe is drained regardless.
@@ -80,17 +100,21 @@ impl ServerBinary {
         (proc, endpoint, rx)
     }
 
-    /// Starts the binary (through `wrapper`, if any) and reads its log up to the "serving"
-    /// line: the process, its endpoint, the lines read so far and the rest of the log.
+    /// Starts the binary (through `wrapper`, if any) and reads its log until it serves (and,
+    /// with `metrics`, until it serves its metrics too): the process, its endpoint, the metrics
+    /// address if asked for, the lines read so far and the rest of the log.
+    #[allow(clippy::type_complexity)]
     fn spawn(
         self,
         wrapper: &[&str],
         data_dir: &Path,
         args: &[&str],
         envs: &[(&str, &str)],
+        metrics: bool,
     ) -> (
         Proc,
         String,
+        Option<String>,
         Vec<String>,
         std::io::Lines<BufReader<std::process::ChildStdout>>,
     ) {
@@ -118,24 +142,30 @@ impl ServerBinary {
         let proc = Proc(child);
         let mut lines = BufReader::new(stdout).lines();
         let mut seen = Vec::new();
-        let addr = loop {
+        // Text logs say `addr=127.0.0.1:1234`; JSON logs `"addr":"127.0.0.1:1234"`.
+        let address = |line: &str| {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                return rest.split_whitespace().next().map(str::to_owned);
+            }
+            let rest = line.split("\"addr\":\"").nth(1)?;
+            rest.split('"').next().map(str::to_owned)
+        };
+        let mut addr = None;
+        let mut metrics_addr = None;
+        while addr.is_none() || (metrics && metrics_addr.is_none()) {
             let line = lines
                 .next()
                 .expect("server exited before serving")
                 .expect("read log");
             seen.push(line.clone());
-            if !line.contains("serving") {
-                continue;
+            if line.contains("serving") {
+                addr = address(&line);
+            } else if line.contains("metrics") {
+                metrics_addr = address(&line);
             }
-            // Text logs say `addr=127.0.0.1:1234`; JSON logs `"addr":"127.0.0.1:1234"`.
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().expect("address").to_owned();
-            }
-            if let Some(rest) = line.split("\"addr\":\"").nth(1) {
-                break rest.split('"').next().expect("address").to_owned();
-            }
-        };
-        (proc, format!("http://{addr}"), seen, lines)
+        }
+        let addr = addr.expect("address");
+        (proc, format!("http://{addr}"), metrics_addr, seen, lines)
     }
 }
 

@@ -6,12 +6,13 @@ use futures_util::Stream;
 use ocx_api::pb;
 use ocx_api::pb::call_record_service_server::CallRecordService;
 use ocx_api::validate;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::Ctx;
-use super::stream::{check_cursor, next_commit, send_or_stop, still_authorised};
+use super::stream::{
+    FeedSender, check_cursor, feed, next_commit, read_size, send_or_stop, still_authorised,
+};
 use crate::auth;
 use crate::convert::{self, filter_enum};
 use crate::convert_calls;
@@ -19,13 +20,19 @@ use crate::domain::{CallDirection, CallRecordFilter, CallType};
 use crate::error::{Violations, invalid, store_status};
 use crate::paging;
 
-/// Records read from the store per feed query.
+/// Most records read from the store per feed query (while the client keeps up).
 const FEED_READ: usize = 1024;
+/// Fewest records read per feed query: while the client is slow (its feed's buffer full) a
+/// feed reads this many at a time, so it holds little beyond its buffer.
+const FEED_READ_MIN: usize = 16;
 /// Records per feed message at most: 256 records with many media streams and long text fields
 /// stay under the 4 MiB a default gRPC client accepts.
 const FEED_MESSAGE: usize = 256;
-/// Feed messages buffered per subscriber before it waits for its client.
-const FEED_BUFFER: usize = 16;
+/// Encoded bytes per record assumed until a feed has sent its first message (then the feed
+/// uses what its messages measured).
+const RECORD_BYTES_GUESS: usize = 1024;
+/// What a feed tells its client when it ends it with UNAVAILABLE (stalled, or shutting down).
+const RESUME: &str = "reconnect with your last feed_sequence";
 
 /// The call record service.
 pub struct CallRecords {
@@ -144,7 +151,11 @@ impl CallRecordService for CallRecords {
             .await
             .map_err(store_status)?;
         check_cursor(req.after_sequence, head)?;
-        let (tx, rx) = mpsc::channel(FEED_BUFFER);
+        let (tx, rx) = feed(
+            self.ctx.limits.feed_buffer_bytes,
+            self.ctx.limits.stall_timeout,
+            std::sync::Arc::clone(&self.ctx.metrics),
+        );
         tokio::spawn(feed_loop(
             self.ctx.clone(),
             principal.key_id().to_owned(),
@@ -153,86 +164,107 @@ impl CallRecordService for CallRecords {
             tx,
             items,
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(rx)))
     }
 }
 
 /// Feeds one subscriber, as the number-event watcher does: mark the signal seen, read what is
 /// new, send it, wait for the next commit (or shutdown, or the client leaving).
 ///
-/// While a read comes back full (a replay from far behind), the next read runs while this one
-/// is converted and sent, so the reader thread and the sending side work at once (R7 in
-/// `ocx-bench ingest`).
+/// While reads come back full (a replay from far behind) and the client keeps up, the next
+/// read runs while this one is converted and sent, so the reader thread and the sending side
+/// work at once (R7 in `ocx-bench ingest`). Each read is sized by what is free in the feed's
+/// buffer ([`read_size`]), and there is no read ahead while the buffer is full, so a feed holds
+/// about its buffer's worth of records, queued and in hand, whatever its client does.
 async fn feed_loop(
     ctx: Ctx,
     key_id: String,
     carrier: String,
     mut after: i64,
-    tx: mpsc::Sender<Result<pb::StreamCallRecordsResponse, Status>>,
+    tx: FeedSender<pb::StreamCallRecordsResponse>,
     items: crate::audit::StreamItems,
 ) {
     let mut signal = ctx.store.call_record_signal();
     let mut shutdown = ctx.shutdown.clone();
-    let read = |after: i64| ctx.store.call_records_after(&carrier, after, FEED_READ);
+    let read = |after: i64, limit: usize| ctx.store.call_records_after(&carrier, after, limit);
+    let mut record_bytes = RECORD_BYTES_GUESS;
     loop {
         signal.borrow_and_update();
-        let mut next = read(after).await;
+        let mut limit = read_size(tx.free(), 0, record_bytes, FEED_READ_MIN, FEED_READ);
+        let mut next = read(after, limit).await;
         // Until caught up: send what is new, reading on while reads come back full.
         loop {
-            if !still_authorised(&ctx.keys, &key_id, &tx).await {
+            if !still_authorised(&ctx.keys, &key_id, &tx) {
                 return;
             }
             let records = match next {
                 Ok(records) => records,
                 Err(e) => {
-                    let _ = tx.send(Err(store_status(e))).await;
+                    tx.end(store_status(e));
                     return;
                 }
             };
-            let full = records.len() == FEED_READ;
+            let full = records.len() == limit;
             let Some(last) = records.last() else {
                 break;
             };
             after = last.feed_sequence;
-            let send = send_all(&tx, records, &mut shutdown, &items);
             if !full {
-                if !send.await {
+                if !send_all(&tx, records, &mut shutdown, &items, &mut record_bytes).await {
                     return;
                 }
                 break;
             }
-            let (sent, prefetched) = tokio::join!(send, read(after));
-            if !sent {
-                return;
+            // Read ahead only into room the budget has beside these records.
+            let in_hand = records.len();
+            let ahead = read_size(tx.free(), in_hand, record_bytes, 0, FEED_READ);
+            if ahead >= FEED_READ_MIN {
+                limit = ahead;
+                let send = send_all(&tx, records, &mut shutdown, &items, &mut record_bytes);
+                let (sent, prefetched) = tokio::join!(send, read(after, limit));
+                if !sent {
+                    return;
+                }
+                next = prefetched;
+            } else {
+                if !send_all(&tx, records, &mut shutdown, &items, &mut record_bytes).await {
+                    return;
+                }
+                limit = read_size(tx.free(), 0, record_bytes, FEED_READ_MIN, FEED_READ);
+                next = read(after, limit).await;
             }
-            next = prefetched;
         }
-        let resume = "reconnect with your last feed_sequence";
-        if !next_commit(&mut signal, &mut shutdown, &tx, resume).await {
+        if !next_commit(&mut signal, &mut shutdown, &tx, RESUME).await {
             return;
         }
     }
 }
 
-/// Sends `records` in messages of at most [`FEED_MESSAGE`], counting them for the audit event;
-/// false if the client left or the server is stopping.
+/// Sends `records` in messages of at most [`FEED_MESSAGE`] records and about a quarter of the
+/// feed's budget (so that the queue holds several, and the one message hyper has taken off the
+/// queue is small beside the budget), counting them for the audit event and noting the encoded
+/// bytes per record in `record_bytes`; false if the feed should end (the client left or
+/// stalled, or the server is stopping).
 async fn send_all(
-    tx: &mpsc::Sender<Result<pb::StreamCallRecordsResponse, Status>>,
+    tx: &FeedSender<pb::StreamCallRecordsResponse>,
     records: Vec<crate::domain::CallRecord>,
     shutdown: &mut watch::Receiver<bool>,
     items: &crate::audit::StreamItems,
+    record_bytes: &mut usize,
 ) -> bool {
     let mut records = records.into_iter().peekable();
     while records.peek().is_some() {
+        let per_message = (tx.budget() / 4 / *record_bytes).clamp(1, FEED_MESSAGE);
         let message = pb::StreamCallRecordsResponse {
             call_records: records
                 .by_ref()
-                .take(FEED_MESSAGE)
+                .take(per_message)
                 .map(convert_calls::call_record)
                 .collect(),
         };
         let count = message.call_records.len();
-        if !send_or_stop(tx, message, shutdown).await {
+        *record_bytes = (prost::Message::encoded_len(&message) / count.max(1)).max(1);
+        if !send_or_stop(tx, message, shutdown, RESUME).await {
             return false;
         }
         items.add(count);

@@ -161,10 +161,12 @@ impl CallDurationService for Durations {
                 })
             }
         };
+        let budget = self.ctx.limits.upload_buffer_bytes;
         tokio::spawn(super::stream::pipeline(
             request.into_inner(),
             tx,
             shutdown,
+            budget,
             handle,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

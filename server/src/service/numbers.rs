@@ -6,12 +6,12 @@ use futures_util::Stream;
 use ocx_api::pb;
 use ocx_api::pb::number_service_server::NumberService;
 use ocx_api::validate;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::batch::{accept, batch_len, item_violations};
-use super::stream::{check_cursor, next_commit, send_or_stop, still_authorised};
+use super::stream::{
+    FeedSender, check_cursor, feed, next_commit, read_size, send_or_stop, still_authorised,
+};
 use super::{Ctx, request_key};
 use crate::auth;
 use crate::convert;
@@ -20,10 +20,16 @@ use crate::error::{Violations, invalid, refusal, store_status};
 use crate::paging;
 use crate::store::request::with_request;
 
-/// Events read from the store per query while replaying.
+/// Most events read from the store per query while replaying (while the client keeps up).
 const EVENT_BATCH: usize = 500;
-/// Events buffered per watcher before the watcher waits for its client (backpressure).
-const WATCH_BUFFER: usize = 256;
+/// Fewest events read per query: while the client is slow (its buffer full) a watcher reads
+/// this many at a time, so it holds little beyond its buffer.
+const EVENT_BATCH_MIN: usize = 16;
+/// Encoded bytes per event message assumed until a watcher has sent its first one.
+const EVENT_BYTES_GUESS: usize = 512;
+/// What a watcher tells its client when it ends it with UNAVAILABLE (stalled, or shutting
+/// down).
+const RESUME: &str = "reconnect with your last sequence";
 
 /// The number service.
 pub struct Numbers {
@@ -229,7 +235,11 @@ impl NumberService for Numbers {
             .await
             .map_err(store_status)?;
         check_cursor(req.after_sequence, head)?;
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let (tx, rx) = feed(
+            self.ctx.limits.feed_buffer_bytes,
+            self.ctx.limits.stall_timeout,
+            std::sync::Arc::clone(&self.ctx.metrics),
+        );
         let ctx = self.ctx.clone();
         tokio::spawn(watch_loop(
             ctx,
@@ -239,56 +249,55 @@ impl NumberService for Numbers {
             tx,
             items,
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(rx)))
     }
 }
 
 /// Feeds one watcher: replay from the store, then wait for the commit signal and read again.
 /// The signal is marked seen *before* each read, so a commit that lands during the read wakes
-/// the next wait: nothing committed is ever left unsent.
+/// the next wait: nothing committed is ever left unsent. Each read is sized by what is free in
+/// the watcher's buffer ([`read_size`]), so a watcher whose client is slow reads little.
 async fn watch_loop(
     ctx: Ctx,
     key_id: String,
     carrier: String,
     mut after: i64,
-    tx: mpsc::Sender<Result<pb::WatchNumberEventsResponse, Status>>,
+    tx: FeedSender<pb::WatchNumberEventsResponse>,
     items: crate::audit::StreamItems,
 ) {
     let mut signal = ctx.store.number_event_signal();
     let mut shutdown = ctx.shutdown.clone();
+    let mut event_bytes = EVENT_BYTES_GUESS;
     tracing::debug!(carrier = %carrier, after, "watch started");
     loop {
         signal.borrow_and_update();
-        if !still_authorised(&ctx.keys, &key_id, &tx).await {
+        if !still_authorised(&ctx.keys, &key_id, &tx) {
             return;
         }
-        let events = match ctx
-            .store
-            .number_events_after(&carrier, after, EVENT_BATCH)
-            .await
-        {
+        let limit = read_size(tx.free(), 0, event_bytes, EVENT_BATCH_MIN, EVENT_BATCH);
+        let events = match ctx.store.number_events_after(&carrier, after, limit).await {
             Ok(events) => events,
             Err(e) => {
-                let _ = tx.send(Err(store_status(e))).await;
+                tx.end(store_status(e));
                 return;
             }
         };
-        let caught_up = events.len() < EVENT_BATCH;
+        let caught_up = events.len() < limit;
         for event in events {
             after = event.sequence;
             let message = pb::WatchNumberEventsResponse {
                 event: Some(convert::number_event(event)),
             };
-            if !send_or_stop(&tx, message, &mut shutdown).await {
-                return; // the client went away, or the server is stopping
+            event_bytes = prost::Message::encoded_len(&message).max(1);
+            if !send_or_stop(&tx, message, &mut shutdown, RESUME).await {
+                return; // the client went away or stalled, or the server is stopping
             }
             items.add(1);
         }
         if !caught_up {
             continue;
         }
-        let resume = "reconnect with your last sequence";
-        if !next_commit(&mut signal, &mut shutdown, &tx, resume).await {
+        if !next_commit(&mut signal, &mut shutdown, &tx, RESUME).await {
             return;
         }
     }

@@ -230,10 +230,12 @@ impl PlatformService for Platform {
                 Ok(ack)
             }
         };
+        let budget = self.ctx.limits.upload_buffer_bytes;
         tokio::spawn(super::stream::pipeline(
             request.into_inner(),
             tx,
             shutdown,
+            budget,
             handle,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

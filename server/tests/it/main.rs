@@ -3,7 +3,10 @@
 //!
 //! - the real binary: [`binary`], [`settings`], [`logs`], [`shutdown`], [`crash`],
 //!   [`connections`] (open-file limit, streams per connection, handshake and idle timeouts,
-//!   the connection cap, no spinning at the open-file limit),
+//!   the connection cap, no spinning at the open-file limit), [`feeds`] (bounded memory of
+//!   feeds and uploads, stalled feeds ended), [`abuse`] (stream caps per key, carrier and
+//!   server, refusals summed, the address rate, the long-read share, streams past a
+//!   connection's limit refused),
 //!   [`crash_loop`], [`backup`], [`replicas`];
 //! - one stream's batches answered in batch order on both backends: [`stream_order`];
 //! - the store: [`conformance`] (the suite every backend passes), run by [`store_sqlite`] and
@@ -25,6 +28,7 @@ mod convert_property;
 mod crash;
 mod crash_loop;
 mod deadline;
+mod feeds;
 mod logs;
 mod reconcile_property;
 mod replicas;
