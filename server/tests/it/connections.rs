@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::OCX_SERVER;
 use ocx_client::Client;
+use ocx_testkit::metrics::{sample, scrape, wait_for};
 use ocx_testkit::process::{key, wait_for_line};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 #[test]
@@ -135,47 +136,12 @@ fn metrics_addr(lines: &Receiver<String>) -> String {
         .to_owned()
 }
 
-/// `GET /metrics`: the body.
-async fn scrape(addr: &str) -> String {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: ocx\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
-
-/// The value of the sample whose name and labels are exactly `series`
-/// (e.g. `ocx_connections_refused_total`).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-}
-
 /// Scrapes until `series` has `value`, for at most 10 s; panics with the last scrape if not.
 async fn wait_for_sample(metrics: &str, series: &str, value: f64) {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = scrape(metrics).await;
-        if sample(&text, series) == Some(value) {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "{series} never became {value}:\n{text}"
-        );
-        // Polling an observable value: each scrape is a round trip to the server.
-        tokio::task::yield_now().await;
-    }
+    wait_for(metrics, series, Duration::from_secs(10), |v| {
+        v == Some(value)
+    })
+    .await;
 }
 
 /// Reads from `tcp` until the server closes it (EOF or reset), for at most `bound`; how long

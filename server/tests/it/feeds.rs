@@ -11,7 +11,7 @@
 //!   every batch in order.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::OCX_SERVER;
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -19,56 +19,16 @@ use ocx_client::{Client, pb};
 use ocx_testkit::process::key;
 use ocx_testkit::sample::{CallRecordGenerator, Line};
 use ocx_testkit::{call_ids, seed_carrier, tenant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
 /// Bounds every wait below, so that a hang fails the test instead of stalling it.
 const BOUND: Duration = Duration::from_secs(120);
-/// How often a wait on a metric scrapes it.
-const POLL: Duration = Duration::from_millis(50);
-
-/// `GET /metrics` on `addr` over plain HTTP/1.1; the body.
-async fn scrape(addr: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: ocx\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
-}
-
-/// The value of the unlabelled sample `name` in a scrape (0 if absent).
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .find_map(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
-}
 
 /// Scrapes `name` until `done` holds for it (bounded by [`BOUND`]); its value then.
 async fn wait_for_metric(addr: &str, name: &str, done: impl Fn(f64) -> bool) -> f64 {
-    let start = Instant::now();
-    loop {
-        let value = sample(&scrape(addr).await, name);
-        if done(value) {
-            return value;
-        }
-        assert!(
-            start.elapsed() < BOUND,
-            "{name} is still {value} after {BOUND:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    ocx_testkit::metrics::wait_for(addr, name, BOUND, |v| done(v.unwrap_or(0.0)))
+        .await
+        .unwrap_or(0.0)
 }
 
 /// The resident set of process `pid`, bytes (`VmRSS` in `/proc/PID/status`).
