@@ -504,3 +504,115 @@ async fn a_client_that_ignores_the_stream_limit_of_its_connection_is_refused_pas
     // REFUSED_STREAM (0x7): the client may retry those calls, none of them was started.
     assert_eq!(refused, [(5, 0x7), (7, 0x7), (9, 0x7)]);
 }
+
+/// Every limit: its name in `ocx_limit{limit=...}`, its flag, a value other than its default
+/// for the flag, and what the gauge then reads.
+const LIMITS: &[(&str, &str, &str, f64)] = &[
+    (
+        "max_message_bytes",
+        "--max-message-bytes",
+        "2000000",
+        2_000_000.0,
+    ),
+    ("max_batch_items", "--max-batch", "500", 500.0),
+    ("max_page_size", "--max-page-size", "400", 400.0),
+    ("rate_per_second", "--rate", "300", 300.0),
+    ("rate_burst", "--burst", "600", 600.0),
+    ("max_streams_per_key", "--max-streams-per-key", "7", 7.0),
+    (
+        "default_deadline_seconds",
+        "--default-deadline",
+        "45s",
+        45.0,
+    ),
+    (
+        "max_concurrent_streams",
+        "--max-concurrent-streams",
+        "77",
+        77.0,
+    ),
+    (
+        "max_streams_per_carrier",
+        "--max-streams-per-carrier",
+        "33",
+        33.0,
+    ),
+    ("max_streams", "--max-streams", "333", 333.0),
+    (
+        "feed_buffer_bytes",
+        "--feed-buffer-bytes",
+        "65536",
+        65_536.0,
+    ),
+    (
+        "upload_buffer_bytes",
+        "--upload-buffer-bytes",
+        "3000000",
+        3_000_000.0,
+    ),
+    ("stall_timeout_seconds", "--stall-timeout", "90s", 90.0),
+    ("max_connections", "--max-connections", "50", 50.0),
+    (
+        "handshake_timeout_seconds",
+        "--handshake-timeout",
+        "7s",
+        7.0,
+    ),
+    ("idle_timeout_seconds", "--idle-timeout", "9m", 540.0),
+    ("address_rate_per_second", "--address-rate", "4000", 4000.0),
+    ("address_rate_burst", "--address-burst", "8000", 8000.0),
+    (
+        "long_reads_per_carrier",
+        "--long-reads-per-carrier",
+        "3",
+        3.0,
+    ),
+];
+
+#[tokio::test]
+async fn every_limit_is_a_flag_a_readme_row_and_a_gauge_of_the_value_given() {
+    let names: Vec<&str> = ocx_server::limits::Limits::default()
+        .named()
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    assert_eq!(
+        names,
+        LIMITS.iter().map(|l| l.0).collect::<Vec<_>>(),
+        "a limit was added: give it a row here"
+    );
+    let help = std::process::Command::new(OCX_SERVER.0)
+        .arg("--help")
+        .output()
+        .expect("--help");
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README");
+    for (_, flag, _, _) in LIMITS {
+        assert!(
+            help.contains(&format!("{flag} <")),
+            "{flag} is not in --help"
+        );
+        assert!(
+            readme
+                .lines()
+                .any(|l| l.starts_with("| `") && l.contains(&format!("`{flag}`"))),
+            "{flag} has no row in the README's table"
+        );
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args: Vec<&str> = LIMITS
+        .iter()
+        .flat_map(|(_, flag, value, _)| [*flag, *value])
+        .collect();
+    let (_server, _, metrics, _) = OCX_SERVER.start_with_metrics(dir.path(), &args, &[]);
+    let text = ocx_testkit::metrics::scrape(&metrics).await;
+    for (name, flag, _, expected) in LIMITS {
+        let series = format!("ocx_limit{{limit=\"{name}\"}}");
+        assert_eq!(
+            ocx_testkit::metrics::sample(&text, &series),
+            Some(*expected),
+            "{flag} did not reach {series}"
+        );
+    }
+}
