@@ -24,15 +24,11 @@ impl Client {
     /// Reads one record by the platform's `call_id`. `carrier_id`: empty for a carrier key,
     /// required for a platform key. Another carrier's record is `NOT_FOUND`.
     pub async fn get_call_record(&self, carrier_id: &str, call_id: &str) -> Result<pb::CallRecord> {
-        let request = self.request(pb::GetCallRecordRequest {
+        let request = pb::GetCallRecordRequest {
             carrier_id: carrier_id.to_owned(),
             call_id: call_id.to_owned(),
-        });
-        let response = self
-            .call_record_service()
-            .get_call_record(request)
-            .await?
-            .into_inner();
+        };
+        let response = read!(self, call_record_service, get_call_record, request);
         response
             .call_record
             .ok_or_else(|| Error::missing("call_record"))
@@ -43,11 +39,7 @@ impl Client {
         &self,
         req: pb::ListCallRecordsRequest,
     ) -> Result<pb::ListCallRecordsResponse> {
-        Ok(self
-            .call_record_service()
-            .list_call_records(self.request(req))
-            .await?
-            .into_inner())
+        Ok(read!(self, call_record_service, list_call_records, req))
     }
 
     /// Every record matching `req`'s filters, in start-time order, page after page (following

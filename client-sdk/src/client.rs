@@ -91,9 +91,21 @@ pub(crate) fn with_request_id<M: ocx_api::RequestId>(mut message: M) -> M {
     message
 }
 
+/// How long the server asks a refused call to wait, when it refused it for a limit that frees
+/// itself with time (`RESOURCE_EXHAUSTED` with `google.rpc.RetryInfo`: a rate, a carrier's
+/// share of the long reads, the server's streams); `None` for any other answer.
+pub(crate) fn retry_hint(status: &tonic::Status) -> Option<std::time::Duration> {
+    use tonic_types::StatusExt;
+    if status.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    status.get_details_retry_info()?.retry_delay
+}
+
 /// Sends a write with a request id (a fresh one unless the caller set one), retrying
-/// UNAVAILABLE with backoff: safe, because the server answers a retried request id with the
-/// first answer and does nothing again. Evaluates to the response message.
+/// UNAVAILABLE with backoff, and a refusal with a retry hint ([`retry_hint`]) after the wait it
+/// names, for the client's retry budget: safe, because the server answers a retried request
+/// id with the first answer and does nothing again. Evaluates to the response message.
 macro_rules! send_once {
     ($client:expr, $stub:ident, $method:ident, $message:expr) => {{
         let message = $crate::client::with_request_id($message);
@@ -110,7 +122,34 @@ macro_rules! send_once {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min($crate::client::WRITE_BACKOFF_MAX);
                 }
-                Err(status) => return Err(status.into()),
+                Err(status) => match $crate::client::retry_hint(&status) {
+                    Some(wait) if started.elapsed() + wait <= $client.retry_budget => {
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => return Err(status.into()),
+                },
+            }
+        }
+    }};
+}
+
+/// Sends a read, and sends it again after the wait the server names when it refuses it with a
+/// retry hint ([`retry_hint`]: over a rate, or over the carrier's share of the long reads), for
+/// the client's retry budget. Evaluates to the response message.
+macro_rules! read {
+    ($client:expr, $stub:ident, $method:ident, $message:expr) => {{
+        let message = $message;
+        let started = std::time::Instant::now();
+        loop {
+            let mut stub = $client.$stub();
+            match stub.$method($client.request(message.clone())).await {
+                Ok(response) => break response.into_inner(),
+                Err(status) => match $crate::client::retry_hint(&status) {
+                    Some(wait) if started.elapsed() + wait <= $client.retry_budget => {
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => return Err(status.into()),
+                },
             }
         }
     }};
@@ -194,8 +233,9 @@ impl Client {
         Ok(client)
     }
 
-    /// The same client, retrying writes on UNAVAILABLE for at most `budget` (zero: never).
-    /// Writes carry a request id, so a retry never does a write twice.
+    /// The same client, retrying writes on UNAVAILABLE, and calls refused with a retry hint
+    /// after the wait it names, for at most `budget` (zero: never). Writes carry a request id,
+    /// so a retry never does a write twice.
     pub fn with_retry_budget(mut self, budget: Duration) -> Client {
         self.retry_budget = budget;
         self
@@ -223,11 +263,7 @@ impl Client {
         &self,
         req: pb::ListCarriersRequest,
     ) -> Result<pb::ListCarriersResponse> {
-        Ok(self
-            .admin()
-            .list_carriers(self.request(req))
-            .await?
-            .into_inner())
+        Ok(read!(self, admin, list_carriers, req))
     }
 
     /// Issues an API key. The response's `secret` is shown only this once.
@@ -259,21 +295,13 @@ impl Client {
         &self,
         req: pb::ListApiKeysRequest,
     ) -> Result<pb::ListApiKeysResponse> {
-        Ok(self
-            .admin()
-            .list_api_keys(self.request(req))
-            .await?
-            .into_inner())
+        Ok(read!(self, admin, list_api_keys, req))
     }
 
     /// The retention policy in force.
     pub async fn get_retention_policy(&self) -> Result<pb::RetentionPolicy> {
-        let request = self.request(pb::GetRetentionPolicyRequest {});
-        let response = self
-            .admin()
-            .get_retention_policy(request)
-            .await?
-            .into_inner();
+        let request = pb::GetRetentionPolicyRequest {};
+        let response = read!(self, admin, get_retention_policy, request);
         response.policy.ok_or_else(|| Error::missing("policy"))
     }
 
@@ -314,11 +342,7 @@ impl Client {
         &self,
         req: pb::ListAuditEventsRequest,
     ) -> Result<pb::ListAuditEventsResponse> {
-        Ok(self
-            .admin()
-            .list_audit_events(self.request(req))
-            .await?
-            .into_inner())
+        Ok(read!(self, admin, list_audit_events, req))
     }
 
     /// Every audit event matching `req`'s filters, newest first, page after page.
@@ -349,11 +373,7 @@ impl Client {
         &self,
         req: pb::ListConsentsRequest,
     ) -> Result<pb::ListConsentsResponse> {
-        Ok(self
-            .consent()
-            .list_consents(self.request(req))
-            .await?
-            .into_inner())
+        Ok(read!(self, consent, list_consents, req))
     }
 
     /// Records or changes a tenant's consent to a carrier (platform key).
@@ -394,15 +414,11 @@ impl Client {
 
     /// Reads one number. `carrier_id`: empty for a carrier key, required for a platform key.
     pub async fn get_number(&self, carrier_id: &str, number: &str) -> Result<pb::PhoneNumber> {
-        let request = self.request(pb::GetNumberRequest {
+        let request = pb::GetNumberRequest {
             carrier_id: carrier_id.to_owned(),
             number: number.to_owned(),
-        });
-        let response = self
-            .number_service()
-            .get_number(request)
-            .await?
-            .into_inner();
+        };
+        let response = read!(self, number_service, get_number, request);
         response
             .phone_number
             .ok_or_else(|| Error::missing("phone_number"))
@@ -413,11 +429,7 @@ impl Client {
         &self,
         req: pb::ListNumbersRequest,
     ) -> Result<pb::ListNumbersResponse> {
-        Ok(self
-            .number_service()
-            .list_numbers(self.request(req))
-            .await?
-            .into_inner())
+        Ok(read!(self, number_service, list_numbers, req))
     }
 
     // ----- PlatformService numbers (platform key) -----

@@ -79,11 +79,7 @@ impl Client {
         &self,
         req: pb::ListCallDurationsRequest,
     ) -> Result<pb::ListCallDurationsResponse> {
-        Ok(self
-            .call_duration_service()
-            .list_call_durations(self.request(req))
-            .await?
-            .into_inner())
+        Ok(read!(self, call_duration_service, list_call_durations, req))
     }
 
     /// Every report matching `req`, page after page. An error is the last item.
@@ -113,11 +109,12 @@ impl Client {
         &self,
         req: pb::GetReconciliationSummaryRequest,
     ) -> Result<pb::ReconciliationSummary> {
-        let response = self
-            .reconciliation_service()
-            .get_reconciliation_summary(self.request(req))
-            .await?
-            .into_inner();
+        let response = read!(
+            self,
+            reconciliation_service,
+            get_reconciliation_summary,
+            req
+        );
         response.summary.ok_or_else(|| Error::missing("summary"))
     }
 
@@ -126,11 +123,7 @@ impl Client {
         &self,
         req: pb::ListDiscrepanciesRequest,
     ) -> Result<pb::ListDiscrepanciesResponse> {
-        Ok(self
-            .reconciliation_service()
-            .list_discrepancies(self.request(req))
-            .await?
-            .into_inner())
+        Ok(read!(self, reconciliation_service, list_discrepancies, req))
     }
 
     /// Every discrepancy matching `req`, page after page. An error is the last item.
@@ -160,11 +153,7 @@ impl Client {
         &self,
         req: pb::GetTenantUsageRequest,
     ) -> Result<pb::GetTenantUsageResponse> {
-        Ok(self
-            .platform()
-            .get_tenant_usage(self.request(req))
-            .await?
-            .into_inner())
+        Ok(read!(self, platform, get_tenant_usage, req))
     }
 
     /// A stub for CallDurationService on the shared channel.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use ocx_client::pb;
 use ocx_server::Config;
 use ocx_server::limits::Limits;
@@ -40,7 +40,9 @@ async fn a_key_over_its_rate_is_told_when_to_retry_and_other_keys_are_not_slowed
         .await
         .expect("2");
     platform.list_carriers(Default::default()).await.expect("3");
-    let err = platform
+    // A client that will not wait is told at once.
+    let impatient = platform.clone().with_retry_budget(Duration::ZERO);
+    let err = impatient
         .list_carriers(Default::default())
         .await
         .expect_err("4th call in the same instant");
@@ -73,6 +75,65 @@ async fn a_key_over_its_rate_is_told_when_to_retry_and_other_keys_are_not_slowed
     acme.list_numbers(Default::default())
         .await
         .expect("acme is not slowed");
+    // Within its retry budget the SDK waits what the server says and sends the read again.
+    let waited = std::time::Instant::now();
+    platform
+        .list_carriers(Default::default())
+        .await
+        .expect("sent again after the wait the server named");
+    assert!(waited.elapsed() >= Duration::from_millis(100), "it waited");
+}
+
+#[tokio::test]
+async fn the_sdk_waits_out_a_carriers_share_of_the_long_reads() {
+    let server = TestServer::start_with(config(Limits {
+        long_reads_per_carrier: 1,
+        ..Limits::default()
+    }))
+    .await;
+    let platform = server.platform().await;
+    let a = carrier(&platform, "acme-tel").await;
+    let request = pb::GetReconciliationSummaryRequest {
+        start_time: ocx_testkit::at(1_789_990_000),
+        end_time: ocx_testkit::at(1_789_990_000 + 86_400),
+        ..Default::default()
+    };
+    // Eight at once with a share of one: the server refuses the ones over the share with a
+    // retry hint, and the SDK sends them again after it; every one is answered. Rounds until
+    // the audit trail shows the server did refuse some (the eight overlap: each holds the
+    // share while its query runs).
+    let refused = |events: &[pb::AuditEvent]| {
+        events
+            .iter()
+            .filter(|e| e.outcome == "RESOURCE_EXHAUSTED")
+            .count()
+    };
+    for round in 0..20 {
+        let calls = (0..8).map(|_| {
+            let (client, request) = (a.client.clone(), request.clone());
+            async move { client.get_reconciliation_summary(request).await.map(|_| ()) }
+        });
+        for (i, result) in futures_util::future::join_all(calls)
+            .await
+            .iter()
+            .enumerate()
+        {
+            assert!(result.is_ok(), "round {round}, call {i}: {result:?}");
+        }
+        let events: Vec<pb::AuditEvent> = platform
+            .audit_events(pb::ListAuditEventsRequest {
+                carrier_id: "acme-tel".into(),
+                rpc: "ocx.v1.ReconciliationService/GetReconciliationSummary".into(),
+                ..Default::default()
+            })
+            .try_collect()
+            .await
+            .expect("audit");
+        if refused(&events) > 0 {
+            return;
+        }
+    }
+    panic!("the server never refused a summary over the share in 20 rounds of 8");
 }
 
 #[tokio::test]
