@@ -102,7 +102,21 @@ pub(crate) fn retry_hint(status: &tonic::Status) -> Option<std::time::Duration> 
     status.get_details_retry_info()?.retry_delay
 }
 
-/// Sends a write with a request id (a fresh one unless the caller set one), retrying
+/// Whether a call failed because its connection broke under it rather than because the server
+/// answered: the server closed an idle connection just as the call was sent on it, or the
+/// connection died. tonic reports those as `CANCELLED`, `UNAVAILABLE`, `UNKNOWN` or `INTERNAL`
+/// with the transport's error as the source, which a status sent by the server never has. Sent
+/// again once, such a call goes out on a new connection.
+pub(crate) fn broken_connection(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Cancelled | Code::Unavailable | Code::Unknown | Code::Internal
+    ) && std::error::Error::source(status).is_some()
+}
+
+/// Sends a write with a request id (a fresh one unless the caller set one), sending it again
+/// once at once if its connection broke under it ([`broken_connection`]), retrying
 /// UNAVAILABLE with backoff, and a refusal with a retry hint ([`retry_hint`]) after the wait it
 /// names, for the client's retry budget: safe, because the server answers a retried request
 /// id with the first answer and does nothing again. Evaluates to the response message.
@@ -111,10 +125,14 @@ macro_rules! send_once {
         let message = $crate::client::with_request_id($message);
         let started = std::time::Instant::now();
         let mut backoff = $crate::client::WRITE_BACKOFF;
+        let mut resent = false;
         loop {
             let mut stub = $client.$stub();
             match stub.$method($client.request(message.clone())).await {
                 Ok(response) => break response.into_inner(),
+                Err(status) if !resent && $crate::client::broken_connection(&status) => {
+                    resent = true;
+                }
                 Err(status)
                     if status.code() == tonic::Code::Unavailable
                         && started.elapsed() + backoff <= $client.retry_budget =>
@@ -133,17 +151,22 @@ macro_rules! send_once {
     }};
 }
 
-/// Sends a read, and sends it again after the wait the server names when it refuses it with a
+/// Sends a read; sends it again once at once if its connection broke under it
+/// ([`broken_connection`]), and after the wait the server names when it refuses it with a
 /// retry hint ([`retry_hint`]: over a rate, or over the carrier's share of the long reads), for
 /// the client's retry budget. Evaluates to the response message.
 macro_rules! read {
     ($client:expr, $stub:ident, $method:ident, $message:expr) => {{
         let message = $message;
         let started = std::time::Instant::now();
+        let mut resent = false;
         loop {
             let mut stub = $client.$stub();
             match stub.$method($client.request(message.clone())).await {
                 Ok(response) => break response.into_inner(),
+                Err(status) if !resent && $crate::client::broken_connection(&status) => {
+                    resent = true;
+                }
                 Err(status) => match $crate::client::retry_hint(&status) {
                     Some(wait) if started.elapsed() + wait <= $client.retry_budget => {
                         tokio::time::sleep(wait).await;

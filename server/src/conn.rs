@@ -90,7 +90,7 @@ pub fn peer_ip<B>(request: &http::Request<B>) -> Option<IpAddr> {
             ext.get::<TlsConnectInfo<TcpConnectInfo>>()
                 .and_then(|c| c.get_ref().remote_addr())
         })
-        .map(|addr| addr.ip())
+        .map(|addr| addr.ip().to_canonical())
 }
 
 /// The request's [`ConnInfo`], plain or under TLS (tonic 0.14 inserts it beside the

@@ -252,7 +252,7 @@ impl Gate {
         // Before anything else is looked at: a flood from one address is turned away for the
         // price of a counter.
         if let Some(ip) = source
-            && let Err(wait) = self.addresses.check(&ip)
+            && let Err(wait) = self.addresses.check(&rate_key(ip))
         {
             let status = retry_later(
                 format!(
@@ -441,6 +441,19 @@ struct StreamSlots {
     _carrier: Option<Slot>,
     /// The server's.
     _server: Slot,
+}
+
+/// What the per-address rate counts a client address under: an IPv4 address itself; an IPv6
+/// address by its /64, the block a single site is given, so that a client cannot step past its
+/// rate (or grow the limiter's table) by using another address of its own block.
+fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
 }
 
 /// RESOURCE_EXHAUSTED saying `message`, with `google.rpc.RetryInfo` of `wait`.
@@ -822,6 +835,18 @@ mod tests {
         assert_eq!(total, 503, "{sums:?}");
         assert!(sums.len() <= 4, "{sums:?}");
         assert!(sums.iter().any(|s| s.0 == "00000000000000ab"));
+    }
+
+    #[test]
+    fn addresses_are_rated_by_ipv4_address_and_ipv6_block() {
+        let v4: IpAddr = [192, 0, 2, 7].into();
+        assert_eq!(rate_key(v4), v4);
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("v6");
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("v6");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("v6");
+        assert_eq!(rate_key(a), rate_key(b), "one /64");
+        assert_ne!(rate_key(a), rate_key(other));
+        assert_eq!(rate_key(a), "2001:db8:1:2::".parse::<IpAddr>().expect("v6"));
     }
 
     #[test]

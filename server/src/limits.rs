@@ -138,9 +138,11 @@ impl Default for Limits {
 
 /// Governor's limiter keyed by key id, on clock `C`. The state store is governor's
 /// `HashMapStateStore`: one `parking_lot` mutex around a `HashMap`, held for a lookup and a
-/// compare-and-swap. It is chosen over `DashMapStateStore` because the keys are authenticated
-/// API keys (a handful, not one per client address), so one lock is not contended, and it
-/// needs no further dependency. `parking_lot` locks are never poisoned, so there is no error
+/// compare-and-swap. It is chosen over `DashMapStateStore` because it needs no further
+/// dependency and the lock is held for a lookup only: for API keys (a handful) it is not
+/// contended; for client addresses (IPv4 addresses and IPv6 /64 blocks, see the gate) the
+/// table holds the addresses of the last minute, and the once-a-minute sweep is one pass over
+/// them. `parking_lot` locks are never poisoned, so there is no error
 /// path on which a check could let a request through.
 type Keyed<C, K> =
     governor::RateLimiter<K, HashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;

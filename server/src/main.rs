@@ -92,7 +92,8 @@ struct Cli {
           value_parser = whole_burst, global = true)]
     burst: f64,
     /// Streams one API key may hold open at once.
-    #[arg(long, env = "OCX_MAX_STREAMS_PER_KEY", default_value_t = Limits::default().max_streams_per_key, global = true)]
+    #[arg(long, env = "OCX_MAX_STREAMS_PER_KEY", default_value_t = Limits::default().max_streams_per_key,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize), global = true)]
     max_streams_per_key: usize,
     /// Calls one HTTP/2 connection may have open at once (advertised to clients as
     /// SETTINGS_MAX_CONCURRENT_STREAMS; a client that opens more waits).
@@ -100,10 +101,12 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(1..), global = true)]
     max_concurrent_streams: u32,
     /// Streams the keys of one carrier may hold open at once, together.
-    #[arg(long, env = "OCX_MAX_STREAMS_PER_CARRIER", default_value_t = Limits::default().max_streams_per_carrier, global = true)]
+    #[arg(long, env = "OCX_MAX_STREAMS_PER_CARRIER", default_value_t = Limits::default().max_streams_per_carrier,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize), global = true)]
     max_streams_per_carrier: usize,
     /// Streams the server holds open at once, every key together.
-    #[arg(long, env = "OCX_MAX_STREAMS", default_value_t = Limits::default().max_streams, global = true)]
+    #[arg(long, env = "OCX_MAX_STREAMS", default_value_t = Limits::default().max_streams,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize), global = true)]
     max_streams: usize,
     /// Bytes a feed holds for its reader (messages read but not yet taken by the client).
     #[arg(long, env = "OCX_FEED_BUFFER_BYTES", default_value_t = Limits::default().feed_buffer_bytes,
@@ -114,7 +117,7 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(1024..).map(|v| v as usize), global = true)]
     upload_buffer_bytes: usize,
     /// A feed whose client takes nothing for this long is ended with UNAVAILABLE (e.g. 60s).
-    #[arg(long, env = "OCX_STALL_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "OCX_STALL_TIMEOUT", default_value = "60s", value_parser = timeout, global = true)]
     stall_timeout: Duration,
     /// Connections the server holds open at once; one more is closed when accepted.
     #[arg(long, env = "OCX_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections,
@@ -122,10 +125,10 @@ struct Cli {
     max_connections: usize,
     /// A new connection must finish TLS and the HTTP/2 preface and start a call within this
     /// time, or it is closed (e.g. 20s).
-    #[arg(long, env = "OCX_HANDSHAKE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "OCX_HANDSHAKE_TIMEOUT", default_value = "20s", value_parser = timeout, global = true)]
     handshake_timeout: Duration,
     /// A connection with no call open for this long is closed (e.g. 5m).
-    #[arg(long, env = "OCX_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "OCX_IDLE_TIMEOUT", default_value = "5m", value_parser = timeout, global = true)]
     idle_timeout: Duration,
     /// Sustained calls per second from one client address, counted before authentication.
     #[arg(long, env = "OCX_ADDRESS_RATE", default_value_t = Limits::default().address_rate_per_second,
@@ -175,6 +178,17 @@ fn raise_open_file_limit() {
         }
         Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
+}
+
+/// A timeout flag (`--stall-timeout`, `--handshake-timeout`, `--idle-timeout`): a duration
+/// from 1 s to a year. Zero is refused rather than read as "off": it would close every
+/// connection, or end every feed, at once.
+fn timeout(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(365 * 24 * 60 * 60) {
+        return Err("a timeout is from 1s to 365d".to_owned());
+    }
+    Ok(d)
 }
 
 /// `--cors-origin`: `scheme://host[:port]`, as browsers send it.
