@@ -221,8 +221,9 @@ impl Incoming {
     /// retry later or go to another replica, and the backlog stays free for the connections
     /// that will fit once others close.
     fn refuse(&mut self, stream: TcpStream, remote: SocketAddr) {
-        drop(stream);
+        // Counted before the close, so that a client that sees the close finds it counted.
         self.metrics.connection_refused();
+        drop(stream);
         if let Some(suppressed) = self.refused_log.due(Instant::now()) {
             tracing::warn!(
                 peer = %remote,

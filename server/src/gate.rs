@@ -223,10 +223,13 @@ impl Gate {
             };
         }
         let source = crate::conn::peer_ip(&request);
-        let header = request
+        // Owned, so that a refusal can take the request (to read the rest of its body).
+        let header: Option<String> = request
             .headers()
             .get(ocx_api::metadata::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let header = header.as_deref();
         let method = rpcs::find(&rpc);
         let mut pending = Pending {
             event: Some(AuditEvent {
@@ -261,16 +264,16 @@ impl Gate {
                 ),
                 wait,
             );
-            return summarise(pending, status, source, method).await;
+            return summarise(pending, status, source, method, request).await;
         }
         let Some(method) = method else {
             let status = Status::unimplemented(format!("{rpc} is not a method of this server"));
-            return summarise(pending, status, source, None).await;
+            return summarise(pending, status, source, None, request).await;
         };
         let streaming = method.streaming();
         let principal = match self.keys.authenticate(header) {
             Ok(principal) => principal,
-            Err(status) => return summarise(pending, status, source, Some(method)).await,
+            Err(status) => return summarise(pending, status, source, Some(method), request).await,
         };
         let carrier = match &principal {
             Principal::Platform { .. } => None,
@@ -296,7 +299,7 @@ impl Gate {
                 ),
                 wait,
             );
-            return refuse(pending, status).await;
+            return refuse(pending, status, Some(request)).await;
         }
         // After the rate, so refused calls count against it; before the stream slot, which a
         // refused call does not need.
@@ -304,7 +307,7 @@ impl Gate {
             let status = Status::permission_denied(
                 "this method needs a platform key; a carrier key may not call it",
             );
-            return refuse(pending, status).await;
+            return refuse(pending, status, Some(request)).await;
         }
         // The platform's keys share one share of the long reads, as a carrier's keys do.
         let share = carrier.as_deref().unwrap_or("");
@@ -325,7 +328,7 @@ impl Gate {
                         ),
                         RETRY_SHARE,
                     );
-                    return refuse(pending, status).await;
+                    return refuse(pending, status, Some(request)).await;
                 }
             }
         } else {
@@ -334,7 +337,7 @@ impl Gate {
         let slots = if streaming {
             match self.stream_slots(&key_id, carrier.as_deref()) {
                 Ok(slots) => Some(slots),
-                Err(status) => return refuse(pending, status).await,
+                Err(status) => return refuse(pending, status, Some(request)).await,
             }
         } else {
             None
@@ -356,7 +359,7 @@ impl Gate {
                         "the call ran past the server's {} s limit for calls without a deadline",
                         self.default_deadline.as_secs()
                     ));
-                    return refuse(pending, status).await;
+                    return refuse(pending, status, None).await;
                 }
             }
         };
@@ -465,8 +468,45 @@ fn retry_later(message: String, wait: Duration) -> Status {
     )
 }
 
-/// Answers with `status` and audits the refusal.
-async fn refuse(pending: Pending, status: Status) -> http::Response<Body> {
+/// Most of a refused call's request body read before it is answered ([`read_rest`]).
+const READ_REST_BYTES: usize = 64 * 1024;
+/// Longest a refusal waits for the rest of its request body ([`read_rest`]).
+const READ_REST_WAIT: Duration = Duration::from_millis(100);
+
+/// Reads what is left of a refused call's request (at most [`READ_REST_BYTES`], for at most
+/// [`READ_REST_WAIT`]; a unary request's few bytes have usually arrived with its headers).
+///
+/// Answered before its request has ended, an HTTP/2 call is reset by the server (RST_STREAM
+/// NO_ERROR, RFC 9113 8.1), and an HTTP/2 client counts those resets: hyper's client gives up
+/// on its connection after 1,024 of them (GOAWAY ENHANCE_YOUR_CALM), failing every call on it
+/// with UNKNOWN. A client refused that often (over its rate for a few seconds, say) would break
+/// its own connection, feeds included. Read to its end, the request needs no reset.
+async fn read_rest(request: http::Request<Body>) {
+    use http_body_util::BodyExt;
+    let mut body = request.into_body();
+    let mut left = READ_REST_BYTES;
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, bytes::Bytes::len);
+            left = left.saturating_sub(n);
+            if left == 0 {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(READ_REST_WAIT, read).await;
+}
+
+/// Answers with `status` and audits the refusal; reads the rest of `request` first, if given
+/// ([`read_rest`]).
+async fn refuse(
+    pending: Pending,
+    status: Status,
+    request: Option<http::Request<Body>>,
+) -> http::Response<Body> {
+    if let Some(request) = request {
+        read_rest(request).await;
+    }
     pending.finish(status.code(), 0).await;
     status.into_http()
 }
@@ -479,7 +519,9 @@ async fn summarise(
     status: Status,
     source: Option<IpAddr>,
     method: Option<&'static Rpc>,
+    request: http::Request<Body>,
 ) -> http::Response<Body> {
+    read_rest(request).await;
     if let Some(mut event) = pending.event.take() {
         let outcome = code_name(status.code());
         // The metric's labels name a method of the server, never a path the caller made up.
