@@ -5,6 +5,7 @@
 //! conformance suite (`server/tests/it/conformance`), written against this trait alone.
 
 pub mod media;
+pub mod pairing;
 pub mod postgres;
 pub mod request;
 pub mod retention;

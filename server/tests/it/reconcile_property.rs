@@ -2,11 +2,14 @@
 //! the summary's buckets add up and agree with a small in-test model of the matching rules
 //! (call id first, latest report wins; then correlation id, paired in start-time order; the
 //! period by the platform's start, or the report's own when unmatched), and the discrepancy
-//! listing agrees with the summary. Each case is a carrier of its own in one SQLite store.
+//! listing agrees with the summary; and the pairing function that live reconciliation keeps
+//! state with (`store::pairing`), run on the facts as stored, pairs exactly as the model does and
+//! gives the query's summary. Each case is a carrier of its own in one SQLite store.
 //! Deterministic: proptest starts from a fixed seed (`PROPTEST_RNG_SEED` picks another), and a
 //! failure is shrunk to a small set of records and reports before it is printed.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +18,7 @@ use ocx_server::domain::{
     ReconciliationPeriod, ReconciliationSummary, now_micros,
 };
 use ocx_server::store::Store;
+use ocx_server::store::pairing::{Pairing, RecordFact, ReportFact};
 use ocx_server::store::sqlite::SqliteStore;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -239,34 +243,7 @@ fn platform_record(carrier: &str, r: &Rec) -> CallRecord {
 /// The rules, the simple way. Reports are in insertion order, which is also their update order.
 fn model(records: &[Rec], reports: &[Rep], (s, e): (i64, i64)) -> ReconciliationSummary {
     let in_period = |t: i64| t >= s && t < e;
-    let record_calls: HashSet<&str> = records.iter().map(|r| r.call_id.as_str()).collect();
-    let report_calls: HashSet<&str> = reports.iter().map(|d| d.call_id.as_str()).collect();
-    let mut pair_of_record: BTreeMap<usize, usize> = BTreeMap::new(); // record index -> report index
-    // Stage 1: by call id; the latest (last inserted) report wins.
-    for (ri, r) in records.iter().enumerate() {
-        if let Some(di) = reports.iter().rposition(|d| d.call_id == r.call_id) {
-            pair_of_record.insert(ri, di);
-        }
-    }
-    // Stage 2: by correlation id, in start order (then insertion order), among the rest.
-    let mut groups: BTreeMap<&str, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
-    for (ri, r) in records.iter().enumerate() {
-        if !r.correlation_id.is_empty() && !report_calls.contains(r.call_id.as_str()) {
-            groups.entry(&r.correlation_id).or_default().0.push(ri);
-        }
-    }
-    for (di, d) in reports.iter().enumerate() {
-        if !d.correlation_id.is_empty() && !record_calls.contains(d.call_id.as_str()) {
-            groups.entry(&d.correlation_id).or_default().1.push(di);
-        }
-    }
-    for (_, (mut rs, mut ds)) in groups {
-        rs.sort_by_key(|&i| (records[i].start, i));
-        ds.sort_by_key(|&i| (reports[i].start, i));
-        for (ri, di) in rs.into_iter().zip(ds) {
-            pair_of_record.insert(ri, di);
-        }
-    }
+    let pair_of_record = model_pairs(records, reports);
     let paired_reports: HashSet<usize> = pair_of_record.values().copied().collect();
     let mut m = ReconciliationSummary::default();
     for (ri, r) in records
@@ -297,6 +274,145 @@ fn model(records: &[Rec], reports: &[Rep], (s, e): (i64, i64)) -> Reconciliation
         }
     }
     m
+}
+
+/// The model's pairs: record index → report index.
+fn model_pairs(records: &[Rec], reports: &[Rep]) -> BTreeMap<usize, usize> {
+    let record_calls: HashSet<&str> = records.iter().map(|r| r.call_id.as_str()).collect();
+    let report_calls: HashSet<&str> = reports.iter().map(|d| d.call_id.as_str()).collect();
+    let mut pair_of_record: BTreeMap<usize, usize> = BTreeMap::new(); // record index -> report index
+    // Stage 1: by call id; the latest (last inserted) report wins.
+    for (ri, r) in records.iter().enumerate() {
+        if let Some(di) = reports.iter().rposition(|d| d.call_id == r.call_id) {
+            pair_of_record.insert(ri, di);
+        }
+    }
+    // Stage 2: by correlation id, in start order (then insertion order), among the rest.
+    let mut groups: BTreeMap<&str, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+    for (ri, r) in records.iter().enumerate() {
+        if !r.correlation_id.is_empty() && !report_calls.contains(r.call_id.as_str()) {
+            groups.entry(&r.correlation_id).or_default().0.push(ri);
+        }
+    }
+    for (di, d) in reports.iter().enumerate() {
+        if !d.correlation_id.is_empty() && !record_calls.contains(d.call_id.as_str()) {
+            groups.entry(&d.correlation_id).or_default().1.push(di);
+        }
+    }
+    for (_, (mut rs, mut ds)) in groups {
+        rs.sort_by_key(|&i| (records[i].start, i));
+        ds.sort_by_key(|&i| (reports[i].start, i));
+        for (ri, di) in rs.into_iter().zip(ds) {
+            pair_of_record.insert(ri, di);
+        }
+    }
+    pair_of_record
+}
+
+/// The carrier's records and reports as stored, as `pairing` reads them (a second connection
+/// to the store's file).
+fn facts(db: &Path, carrier: &str) -> (Vec<RecordFact>, Vec<ReportFact>) {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open");
+    let mut records = conn
+        .prepare(
+            "SELECT id, call_id, correlation_id, start_time, duration_us FROM call_records
+              WHERE carrier_id = ?1",
+        )
+        .expect("prepare");
+    let records = records
+        .query_map([carrier], |r| {
+            Ok(RecordFact {
+                id: r.get(0)?,
+                call_id: r.get(1)?,
+                correlation_id: r.get(2)?,
+                start_time: r.get(3)?,
+                duration_us: r.get(4)?,
+            })
+        })
+        .expect("records")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("records");
+    let mut reports = conn
+        .prepare(
+            "SELECT id, call_id, correlation_id, start_time, duration_us, update_time, record_id
+               FROM call_durations WHERE carrier_id = ?1",
+        )
+        .expect("prepare");
+    let reports = reports
+        .query_map([carrier], |r| {
+            Ok(ReportFact {
+                id: r.get(0)?,
+                call_id: r.get(1)?,
+                correlation_id: r.get(2)?,
+                start_time: r.get(3)?,
+                duration_us: r.get(4)?,
+                update_time: r.get(5)?,
+                record_id: r.get(6)?,
+            })
+        })
+        .expect("reports")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("reports");
+    (records, reports)
+}
+
+/// The pairing of the stored facts against the model's: the same pairs (by call id and the
+/// carrier's record id), and the same summary as the store's set-based query.
+fn check_pairing(
+    db: &Path,
+    carrier: &str,
+    scenario: &Scenario,
+    summary: &ReconciliationSummary,
+) -> Result<(), TestCaseError> {
+    let (records, reports) = facts(db, carrier);
+    let pairing = Pairing::of(&records, &reports);
+    let call_of: BTreeMap<i64, &str> = records.iter().map(|r| (r.id, r.call_id.as_str())).collect();
+    let report_of: BTreeMap<i64, &str> = reports
+        .iter()
+        .map(|d| (d.id, d.record_id.as_str()))
+        .collect();
+    let got: BTreeMap<&str, &str> = pairing
+        .items
+        .iter()
+        .filter_map(|i| Some((call_of[&i.record?], report_of[&i.report?])))
+        .collect();
+    let expected: BTreeMap<&str, &str> = model_pairs(&scenario.records, &scenario.reports)
+        .into_iter()
+        .map(|(ri, di)| {
+            (
+                scenario.records[ri].call_id.as_str(),
+                scenario.reports[di].record_id.as_str(),
+            )
+        })
+        .collect();
+    prop_assert_eq!(got, expected, "the pairing disagrees with the model");
+    prop_assert_eq!(
+        pairing.items.len(),
+        records.len() + reports.len()
+            - pairing
+                .items
+                .iter()
+                .filter(|i| i.record.is_some() && i.report.is_some())
+                .count(),
+        "each record once, each report once"
+    );
+    let (s, e) = scenario.period;
+    let mut from_items = ReconciliationSummary::default();
+    for item in pairing
+        .items
+        .iter()
+        .filter(|i| i.period_time >= s && i.period_time < e)
+    {
+        item.count_into(&mut from_items, TOL);
+    }
+    prop_assert_eq!(
+        &from_items,
+        summary,
+        "the pairing's summary disagrees with the query"
+    );
+    Ok(())
 }
 
 /// `scenario` with its call ids prefixed by `carrier`, so that no two cases share one in the
@@ -332,7 +448,12 @@ fn of_carrier(carrier: &str, scenario: Scenario) -> Scenario {
 
 /// Stores `scenario` as `carrier` (a new one) and checks the summary and the discrepancy
 /// listing.
-async fn check(store: &dyn Store, carrier: &str, scenario: &Scenario) -> Result<(), TestCaseError> {
+async fn check(
+    store: &dyn Store,
+    db: &Path,
+    carrier: &str,
+    scenario: &Scenario,
+) -> Result<(), TestCaseError> {
     let Scenario {
         records,
         reports,
@@ -382,6 +503,7 @@ async fn check(store: &dyn Store, carrier: &str, scenario: &Scenario) -> Result<
         .expect("summary");
     let expected = model(records, reports, *period);
     prop_assert_eq!(&got, &expected, "the summary disagrees with the model");
+    check_pairing(db, carrier, scenario, &got)?;
     prop_assert_eq!(
         got.matched + got.mismatched + got.missing_on_carrier,
         got.platform_count,
@@ -423,14 +545,14 @@ fn summary_buckets_add_up_and_agree_with_the_model() {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&dir.path().join("p.db")).expect("store"));
+    let db = dir.path().join("p.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).expect("store"));
     let cases = AtomicU64::new(0);
     let mut runner = TestRunner::new(config(150));
     let result = runner.run(&scenario(), |scenario| {
         let carrier = format!("p{:03}", cases.fetch_add(1, Ordering::Relaxed));
         let scenario = of_carrier(&carrier, scenario);
-        runtime.block_on(check(store.as_ref(), &carrier, &scenario))
+        runtime.block_on(check(store.as_ref(), &db, &carrier, &scenario))
     });
     if let Err(e) = result {
         panic!("{e}\n{runner}");
