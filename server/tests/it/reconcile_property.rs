@@ -558,3 +558,186 @@ fn summary_buckets_add_up_and_agree_with_the_model() {
         panic!("{e}\n{runner}");
     }
 }
+
+/// One write of the interleaved-operations property.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Ingest record `c{n}` at `version`: new, or a revision when it exists (another
+    /// correlation id, start and duration), or stale when the version is not higher.
+    Record {
+        n: u8,
+        version: i64,
+        correlation_id: String,
+        start: i64,
+        dur: i64,
+        tenant: u8,
+    },
+    /// Report `r{n}`: new, a correction (another call id, correlation id, start or duration)
+    /// or a resend of the same content.
+    Report {
+        n: u8,
+        call: Option<u8>,
+        correlation_id: String,
+        start: i64,
+        dur: i64,
+    },
+    /// Purge what started before `day` (records and reports alike).
+    Purge { day: i64 },
+    /// Erase tenant `t{tenant}`.
+    Erase { tenant: u8 },
+}
+
+/// Any [`Op`], mostly records and reports.
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..8u8, 1..4i64, correlation_id(), 0..10i64, 0..300i64, 0..2u8).prop_map(
+            |(n, version, correlation_id, start, dur, tenant)| Op::Record {
+                n, version, correlation_id, start, dur, tenant
+            }
+        ),
+        4 => (0..8u8, proptest::option::of(0..10u8), correlation_id(), 0..10i64, 0..300i64)
+            .prop_map(|(n, call, correlation_id, start, dur)| Op::Report {
+                n, call, correlation_id, start, dur
+            }),
+        1 => (0..11i64).prop_map(|day| Op::Purge { day }),
+        1 => (0..2u8).prop_map(|tenant| Op::Erase { tenant }),
+    ]
+}
+
+/// Runs `ops` as carrier `carrier` (a new one), its times from `base` on, and after each one
+/// holds the stored pairing state to a pairing of every stored fact.
+async fn follow_ops(
+    store: &dyn Store,
+    db: &Path,
+    carrier: &str,
+    base: i64,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
+    const DAY: i64 = 86_400 * SEC;
+    store
+        .create_carrier(Carrier {
+            carrier_id: carrier.into(),
+            display_name: "p".into(),
+            create_time: now_micros(),
+        })
+        .await
+        .expect("carrier");
+    let tenant = |t: u8| format!("{:08x}-0000-4000-8000-{:012x}", base / DAY, t);
+    for (step, op) in ops.iter().enumerate() {
+        match op {
+            Op::Record {
+                n,
+                version,
+                correlation_id,
+                start,
+                dur,
+                tenant: t,
+            } => {
+                let rec = Rec {
+                    call_id: format!("{carrier}-c{n}"),
+                    correlation_id: correlation_id.clone(),
+                    start: base + start * DAY / 10,
+                    dur: dur * SEC,
+                };
+                let mut record = platform_record(carrier, &rec);
+                record.version = *version;
+                record.tenant_id = tenant(*t);
+                record.content_hash = *version * 1000 + i64::from(*t);
+                store
+                    .ingest_call_records(vec![record])
+                    .await
+                    .expect("ingest");
+            }
+            Op::Report {
+                n,
+                call,
+                correlation_id,
+                start,
+                dur,
+            } => {
+                let call_id = match call {
+                    Some(c) => format!("{carrier}-c{c}"),
+                    None => String::new(),
+                };
+                let mut correlation_id = correlation_id.clone();
+                if call_id.is_empty() && correlation_id.is_empty() {
+                    correlation_id = "k0".into();
+                }
+                let report = DurationReport {
+                    record_id: format!("r{n}"),
+                    call_id,
+                    correlation_id,
+                    caller_number: "+441".into(),
+                    callee_number: "+332".into(),
+                    start_time: base + start * DAY / 10,
+                    duration_us: dur * SEC,
+                };
+                store
+                    .report_call_durations(carrier, vec![report])
+                    .await
+                    .expect("report");
+            }
+            Op::Purge { day } => {
+                // One day of retention, measured from `now` one day after the cutoff.
+                store
+                    .set_retention_policy(ocx_server::domain::RetentionPolicy {
+                        call_record_days: 1,
+                        call_duration_days: 1,
+                        released_number_days: 1,
+                        audit_event_days: 3650,
+                        update_time: None,
+                    })
+                    .await
+                    .expect("policy");
+                store
+                    .purge_expired(base + day * DAY / 10 + DAY)
+                    .await
+                    .expect("purge");
+            }
+            Op::Erase { tenant: t } => {
+                store.erase_tenant(&tenant(*t)).await.expect("erase");
+            }
+        }
+        let (records, reports) = facts(db, carrier);
+        let expected = Pairing::of(&records, &reports).items;
+        let conn =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("open");
+        let stored = ocx_server::store::sqlite::pairing::items(&conn, carrier).expect("items");
+        prop_assert_eq!(
+            stored,
+            expected,
+            "after step {} ({:?}) the stored pairing differs from a pairing of every fact",
+            step,
+            op
+        );
+    }
+    Ok(())
+}
+
+/// The pairing state kept at write time equals, after every write of a random sequence of
+/// ingests, revisions, reports, corrections, resends, purges and erasures, the pairing of
+/// every stored fact: no write re-pairs too little.
+#[test]
+fn the_pairing_state_follows_every_write() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("p.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).expect("store"));
+    let cases = AtomicU64::new(0);
+    let mut runner = TestRunner::new(config(100));
+    let result = runner.run(&vec(op(), 1..40), |ops| {
+        let n = cases.fetch_add(1, Ordering::Relaxed);
+        let carrier = format!("w{n:03}");
+        // Each case later than the last, so a purge reaches only earlier cases' data.
+        let base = 1_700_000_000 * SEC + i64::try_from(n).expect("small") * 30 * 86_400 * SEC;
+        runtime.block_on(follow_ops(store.as_ref(), &db, &carrier, base, &ops))
+    });
+    if let Err(e) = result {
+        panic!("{e}\n{runner}");
+    }
+}

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::pairing::{self, Touched};
 use super::query;
 use crate::domain::{
     CallRecord, CallRecordFilter, DestinationContext, IngestOutcome, QualityMetric, Refusal,
@@ -110,6 +111,7 @@ impl Ingest {
 /// Ingests each record independently.
 pub fn ingest(conn: &Connection, records: Vec<CallRecord>) -> StoreResult<Vec<IngestOutcome>> {
     let mut memo = Ingest::default();
+    let mut touched = Touched::default();
     let mut outcomes = Vec::with_capacity(records.len());
     let now = now_micros();
     for mut r in records {
@@ -120,18 +122,25 @@ pub fn ingest(conn: &Connection, records: Vec<CallRecord>) -> StoreResult<Vec<In
                 continue;
             }
         };
-        let stored: Option<(i64, i64, i64, String)> = conn
+        let stored: Option<(i64, i64, i64, String, String)> = conn
             .prepare_cached(
-                "SELECT id, version, content_hash, carrier_id FROM call_records WHERE call_id = ?1",
+                "SELECT id, version, content_hash, carrier_id, correlation_id FROM call_records
+                  WHERE call_id = ?1",
             )?
             .query_row([&r.call_id], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
             })
             .optional()?;
         let refusal = rules::ingest_refusal(
             stored
                 .as_ref()
-                .map(|(_, version, hash, owner)| (*version, *hash, owner.as_str())),
+                .map(|(_, version, hash, owner, _)| (*version, *hash, owner.as_str())),
             &r,
         );
         let outcome = match refusal {
@@ -142,6 +151,10 @@ pub fn ingest(conn: &Connection, records: Vec<CallRecord>) -> StoreResult<Vec<In
                 r.update_time = now;
                 let id = stored.as_ref().map(|s| s.0);
                 put(conn, id, &r)?;
+                if let Some((_, _, _, owner, correlation_id)) = &stored {
+                    touched.note(owner, &r.call_id, correlation_id);
+                }
+                touched.note(&carrier_id, &r.call_id, &r.correlation_id);
                 if id.is_some() {
                     IngestOutcome::Revised(carrier_id)
                 } else {
@@ -160,6 +173,7 @@ pub fn ingest(conn: &Connection, records: Vec<CallRecord>) -> StoreResult<Vec<In
     for (carrier_id, last) in &memo.sequences {
         head.execute(params![carrier_id, last])?;
     }
+    pairing::repair(conn, &touched)?;
     Ok(outcomes)
 }
 

@@ -1,5 +1,6 @@
 //! Carriers' duration reports: stored (new, duplicate or correction) and listed.
 
+use super::pairing::{self, Touched};
 use std::sync::LazyLock;
 
 use rusqlite::types::ToSql;
@@ -73,6 +74,7 @@ pub fn report(
     reports: &[DurationReport],
 ) -> StoreResult<Vec<DurationOutcome>> {
     let now = now_micros();
+    let mut touched = Touched::default();
     let mut outcomes = Vec::with_capacity(reports.len());
     for r in reports {
         let stored = query::first(
@@ -82,10 +84,14 @@ pub fn report(
             rows::call_duration_listed,
         )?;
         let outcome = rules::duration_outcome(stored.as_ref().map(|(old, _)| &old.report), r);
+        if outcome != DurationOutcome::Unchanged {
+            touched.note(carrier_id, &r.call_id, &r.correlation_id);
+        }
         match stored {
             None => insert(conn, carrier_id, r, now)?,
             Some(_) if outcome == DurationOutcome::Unchanged => {}
             Some((old, (_, id))) => {
+                touched.note(carrier_id, &old.report.call_id, &old.report.correlation_id);
                 let correction = old.corrections + 1;
                 execute_with(
                     conn,
@@ -110,6 +116,7 @@ pub fn report(
         }
         outcomes.push(outcome);
     }
+    pairing::repair(conn, &touched)?;
     Ok(outcomes)
 }
 

@@ -23,6 +23,7 @@ mod calls;
 mod carriers;
 mod durations;
 mod numbers;
+pub mod pairing;
 mod privacy;
 mod query;
 mod reconcile;

@@ -4,6 +4,7 @@
 //! never holds the writer (and every other write) for long. Erasure is one job: it must be all
 //! or nothing.
 
+use super::pairing::{self, Touched};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::query;
@@ -86,10 +87,24 @@ fn delete_before(
 /// rows) deleted: for reports their history rows, for released numbers their events.
 pub fn purge_chunk(conn: &Connection, kind: Expiring, cutoff: Micros) -> StoreResult<(i64, i64)> {
     Ok(match kind {
-        Expiring::CallRecords => (
-            delete_before(conn, "call_records", "start_time", cutoff)?,
-            0,
-        ),
+        Expiring::CallRecords => {
+            let mut touched = Touched::default();
+            let gone: Vec<(i64, String, String, String)> = conn
+                .prepare_cached(
+                    "DELETE FROM call_records WHERE id IN
+                       (SELECT id FROM call_records WHERE start_time < ?1 LIMIT ?2)
+                     RETURNING id, carrier_id, call_id, correlation_id",
+                )?
+                .query_map(params![cutoff, PURGE_CHUNK], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, carrier_id, call_id, correlation_id) in &gone {
+                touched.deleted_record(*id, carrier_id, call_id, correlation_id);
+            }
+            pairing::repair(conn, &touched)?;
+            (gone.len() as i64, 0)
+        }
         Expiring::CallDurations => {
             let ids: Vec<i64> = conn
                 .prepare_cached("SELECT id FROM call_durations WHERE start_time < ?1 LIMIT ?2")?
@@ -126,16 +141,27 @@ pub fn purge_chunk(conn: &Connection, kind: Expiring, cutoff: Micros) -> StoreRe
     })
 }
 
-/// Deletes reports by id with their history; returns the history rows deleted.
+/// Deletes reports by id with their history, and re-pairs what they were part of; returns the
+/// history rows deleted.
 fn delete_durations(conn: &Connection, ids: &[i64]) -> StoreResult<i64> {
     let mut history = 0;
+    let mut touched = Touched::default();
     for id in ids {
         history += conn
             .prepare_cached("DELETE FROM call_duration_history WHERE duration_id = ?1")?
             .execute([id])? as i64;
-        conn.prepare_cached("DELETE FROM call_durations WHERE id = ?1")?
-            .execute([id])?;
+        let gone: Option<(String, String, String)> = conn
+            .prepare_cached(
+                "DELETE FROM call_durations WHERE id = ?1
+                 RETURNING carrier_id, call_id, correlation_id",
+            )?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        if let Some((carrier_id, call_id, correlation_id)) = gone {
+            touched.deleted_report(*id, &carrier_id, &call_id, &correlation_id);
+        }
     }
+    pairing::repair(conn, &touched)?;
     Ok(history)
 }
 
@@ -157,9 +183,21 @@ pub fn erase_tenant(conn: &Connection, tenant_id: &str) -> StoreResult<(EraseCou
         .query_map([tenant_id], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     delete_durations(conn, &durations)?;
-    let call_records = conn
-        .prepare_cached("DELETE FROM call_records WHERE tenant_id = ?1")?
-        .execute([tenant_id])? as i64;
+    let gone: Vec<(i64, String, String, String)> = conn
+        .prepare_cached(
+            "DELETE FROM call_records WHERE tenant_id = ?1
+             RETURNING id, carrier_id, call_id, correlation_id",
+        )?
+        .query_map([tenant_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut touched = Touched::default();
+    for (id, carrier_id, call_id, correlation_id) in &gone {
+        touched.deleted_record(*id, carrier_id, call_id, correlation_id);
+    }
+    pairing::repair(conn, &touched)?;
+    let call_records = gone.len() as i64;
 
     // Assigned numbers are unassigned (their carriers see an UNASSIGNED event); then no number
     // of the tenant holds a SIP URI or user id.

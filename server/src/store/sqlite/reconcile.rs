@@ -94,6 +94,46 @@ fn pairs_cte(scope: Scope) -> String {
     )
 }
 
+/// Builds every carrier's pairing state (`recon_items`, empty before) from the stored records
+/// and reports with the set-based rules (the migration that adds the state runs it once),
+/// logging each carrier's progress.
+pub(super) fn build_items(conn: &Connection) -> rusqlite::Result<()> {
+    let carriers: Vec<String> = conn
+        .prepare("SELECT DISTINCT carrier_id FROM call_records UNION SELECT DISTINCT carrier_id FROM call_durations")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let sql = format!(
+        "INSERT INTO recon_items (carrier_id, record_id, report_id, period_time, platform_us,
+                                  carrier_us)
+        {},
+        paired AS MATERIALIZED (SELECT did FROM pairs)
+        SELECT :c, p.id, pairs.did, p.start_time, p.duration_us, d.duration_us
+          FROM pw p LEFT JOIN pairs ON pairs.rid = p.id LEFT JOIN call_durations d ON d.id = pairs.did
+        UNION ALL
+        SELECT :c, NULL, d.id, d.start_time, NULL, d.duration_us
+          FROM call_durations d
+         WHERE d.carrier_id = :c AND d.id NOT IN (SELECT did FROM paired)",
+        pairs_cte(Scope::Carrier)
+    );
+    let total = carriers.len();
+    for (n, carrier) in carriers.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let items = conn.execute(
+            &sql,
+            named_params! {":c": carrier, ":s": i64::MIN, ":e": i64::MAX},
+        )?;
+        tracing::info!(
+            carrier = %carrier,
+            items,
+            took_ms = started.elapsed().as_millis() as u64,
+            done = n + 1,
+            of = total,
+            "reconciliation state built for a carrier"
+        );
+    }
+    Ok(())
+}
+
 /// The query behind [`summary`]: named parameters `:c` (the carrier), `:s` and `:e` (the
 /// period, microseconds) and `:tol` (the tolerance, microseconds); one row of seven counts and
 /// sums. Public so that `ocx-bench` can run the very same text in the sqlite3 shell (R8).

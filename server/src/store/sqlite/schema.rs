@@ -246,6 +246,28 @@ CREATE INDEX numbers_by_number ON numbers(number, update_time);
         // The client's address on each audit event (and on the per-minute summaries of calls
         // refused before a key was accepted).
         M::up("ALTER TABLE audit_events ADD COLUMN source TEXT NOT NULL DEFAULT '';"),
+        // The pairing state of reconciliation, kept at write time (`pairing.rs`): an item per
+        // platform record (with the report paired with it, if any) and per report paired with
+        // no record. Built here once from the stored records and reports by the set-based
+        // query, carrier by carrier.
+        M::up_with_hook(
+            r#"
+CREATE TABLE recon_items (
+    id          INTEGER PRIMARY KEY,
+    carrier_id  TEXT NOT NULL,
+    record_id   INTEGER UNIQUE,
+    report_id   INTEGER UNIQUE,
+    period_time INTEGER NOT NULL,
+    platform_us INTEGER,
+    carrier_us  INTEGER
+);
+CREATE INDEX recon_items_by_time ON recon_items(carrier_id, period_time);
+"#,
+            |tx: &rusqlite::Transaction| -> rusqlite_migration::HookResult {
+                super::reconcile::build_items(tx)?;
+                Ok(())
+            },
+        ),
     ])
 }
 

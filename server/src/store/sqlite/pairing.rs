@@ -1,0 +1,258 @@
+//! The pairing state (`recon_items`), kept in the transaction of every write that can change
+//! it: a write notes the call ids and correlation ids of the rows it wrote or deleted, old and
+//! new ([`Touched`]), and before it commits [`repair`] reads the closed set of records and
+//! reports those ids reach, pairs it again (`store::pairing`) and replaces the items of those
+//! rows. A correlation-id group is re-paired only when a write touched it, never the period.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rusqlite::{Connection, params};
+
+use crate::store::StoreResult;
+use crate::store::pairing::{Item, Pairing, RecordFact, ReportFact};
+
+/// What a write touched, per carrier: call ids and correlation ids (empty ones are dropped),
+/// and the rows it deleted.
+#[derive(Debug, Default)]
+pub struct Touched {
+    /// Carrier → (call ids, correlation ids).
+    keys: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>,
+    /// Records deleted: their items go.
+    deleted_records: Vec<i64>,
+    /// Reports deleted: their items go.
+    deleted_reports: Vec<i64>,
+}
+
+impl Touched {
+    /// Notes a record or report of `carrier_id` with `call_id` and `correlation_id` (as it was,
+    /// or as it is now: note both when a write changes them).
+    pub fn note(&mut self, carrier_id: &str, call_id: &str, correlation_id: &str) {
+        let (calls, correlations) = self.keys.entry(carrier_id.to_owned()).or_default();
+        if !call_id.is_empty() {
+            calls.insert(call_id.to_owned());
+        }
+        if !correlation_id.is_empty() {
+            correlations.insert(correlation_id.to_owned());
+        }
+    }
+
+    /// Notes a deleted record (and its keys).
+    pub fn deleted_record(
+        &mut self,
+        id: i64,
+        carrier_id: &str,
+        call_id: &str,
+        correlation_id: &str,
+    ) {
+        self.deleted_records.push(id);
+        self.note(carrier_id, call_id, correlation_id);
+    }
+
+    /// Notes a deleted report (and its keys).
+    pub fn deleted_report(
+        &mut self,
+        id: i64,
+        carrier_id: &str,
+        call_id: &str,
+        correlation_id: &str,
+    ) {
+        self.deleted_reports.push(id);
+        self.note(carrier_id, call_id, correlation_id);
+    }
+}
+
+/// A JSON array of `values`, for `IN (SELECT value FROM json_each(?))`.
+fn json_list<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    serde_json::to_string(&values.into_iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+}
+
+/// A JSON array of ids.
+fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
+    serde_json::to_string(&ids.into_iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+}
+
+/// Re-pairs everything `touched` reaches and replaces those rows' items.
+pub fn repair(conn: &Connection, touched: &Touched) -> StoreResult<()> {
+    let mut gone = conn.prepare_cached(
+        "DELETE FROM recon_items
+          WHERE record_id IN (SELECT value FROM json_each(?1))
+             OR report_id IN (SELECT value FROM json_each(?2))",
+    )?;
+    gone.execute(params![
+        json_ids(touched.deleted_records.iter().copied()),
+        json_ids(touched.deleted_reports.iter().copied())
+    ])?;
+    for (carrier_id, (calls, correlations)) in &touched.keys {
+        repair_carrier(conn, carrier_id, calls, correlations)?;
+    }
+    Ok(())
+}
+
+/// The columns [`record_fact`] reads.
+const RECORD_FACT: &str = "id, call_id, correlation_id, start_time, duration_us";
+/// The columns [`report_fact`] reads.
+const REPORT_FACT: &str =
+    "id, call_id, correlation_id, start_time, duration_us, update_time, record_id";
+
+/// A record's facts from [`RECORD_FACT`].
+fn record_fact(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordFact> {
+    Ok(RecordFact {
+        id: r.get(0)?,
+        call_id: r.get(1)?,
+        correlation_id: r.get(2)?,
+        start_time: r.get(3)?,
+        duration_us: r.get(4)?,
+    })
+}
+
+/// A report's facts from [`REPORT_FACT`].
+fn report_fact(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReportFact> {
+    Ok(ReportFact {
+        id: r.get(0)?,
+        call_id: r.get(1)?,
+        correlation_id: r.get(2)?,
+        start_time: r.get(3)?,
+        duration_us: r.get(4)?,
+        update_time: r.get(5)?,
+        record_id: r.get(6)?,
+    })
+}
+
+/// Re-pairs one carrier's touched keys.
+fn repair_carrier(
+    conn: &Connection,
+    carrier_id: &str,
+    calls: &BTreeSet<String>,
+    correlations: &BTreeSet<String>,
+) -> StoreResult<()> {
+    let calls_json = json_list(calls.iter().map(String::as_str));
+    // The correlation ids widen to those of the rows carrying a touched call id: such a row
+    // may enter or leave stage 2 (`Pairing::closure_of`).
+    let mut widened: BTreeSet<String> = correlations.clone();
+    for table in ["call_records", "call_durations"] {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT DISTINCT correlation_id FROM {table}
+              WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))
+                AND correlation_id != ''"
+        ))?;
+        let found = stmt.query_map(params![carrier_id, calls_json], |r| r.get::<_, String>(0))?;
+        for c in found {
+            widened.insert(c?);
+        }
+    }
+    let correlations_json = json_list(widened.iter().map(String::as_str));
+    let mut records: HashMap<i64, RecordFact> = HashMap::new();
+    let mut reports: HashMap<i64, ReportFact> = HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_FACT} FROM call_records
+              WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))
+             UNION
+             SELECT {RECORD_FACT} FROM call_records
+              WHERE carrier_id = ?1 AND correlation_id IN (SELECT value FROM json_each(?3))"
+        ))?;
+        for r in stmt.query_map(
+            params![carrier_id, calls_json, correlations_json],
+            record_fact,
+        )? {
+            let r = r?;
+            records.insert(r.id, r);
+        }
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {REPORT_FACT} FROM call_durations
+              WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))
+             UNION
+             SELECT {REPORT_FACT} FROM call_durations
+              WHERE carrier_id = ?1 AND correlation_id IN (SELECT value FROM json_each(?3))"
+        ))?;
+        for d in stmt.query_map(
+            params![carrier_id, calls_json, correlations_json],
+            report_fact,
+        )? {
+            let d = d?;
+            reports.insert(d.id, d);
+        }
+    }
+    // The records those reports name, then the reports naming any of the records: both in
+    // stage 1, so nothing further is reached.
+    let named = json_list(
+        reports
+            .values()
+            .map(|d| d.call_id.as_str())
+            .filter(|c| !c.is_empty()),
+    );
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {RECORD_FACT} FROM call_records
+          WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))"
+    ))?;
+    for r in stmt.query_map(params![carrier_id, named], record_fact)? {
+        let r = r?;
+        records.entry(r.id).or_insert(r);
+    }
+    let naming = json_list(records.values().map(|r| r.call_id.as_str()));
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {REPORT_FACT} FROM call_durations
+          WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))"
+    ))?;
+    for d in stmt.query_map(params![carrier_id, naming], report_fact)? {
+        let d = d?;
+        reports.entry(d.id).or_insert(d);
+    }
+    let records: Vec<RecordFact> = records.into_values().collect();
+    let reports: Vec<ReportFact> = reports.into_values().collect();
+    let pairing = Pairing::of(&records, &reports);
+    conn.prepare_cached(
+        "DELETE FROM recon_items
+          WHERE record_id IN (SELECT value FROM json_each(?1))
+             OR report_id IN (SELECT value FROM json_each(?2))",
+    )?
+    .execute(params![
+        json_ids(records.iter().map(|r| r.id)),
+        json_ids(reports.iter().map(|d| d.id))
+    ])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO recon_items (carrier_id, record_id, report_id, period_time, platform_us,
+                                  carrier_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for Item {
+        record,
+        report,
+        period_time,
+        platform_us,
+        carrier_us,
+    } in pairing.items
+    {
+        insert.execute(params![
+            carrier_id,
+            record,
+            report,
+            period_time,
+            platform_us,
+            carrier_us
+        ])?;
+    }
+    Ok(())
+}
+
+/// Every item of `carrier_id` as stored, in [`Pairing`]'s order (for the tests that hold the
+/// state to a pairing of every fact).
+pub fn items(conn: &Connection, carrier_id: &str) -> StoreResult<Vec<Item>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT record_id, report_id, period_time, platform_us, carrier_us FROM recon_items
+          WHERE carrier_id = ?1
+          ORDER BY record_id IS NULL, record_id, report_id",
+    )?;
+    let items = stmt
+        .query_map([carrier_id], |r| {
+            Ok(Item {
+                record: r.get(0)?,
+                report: r.get(1)?,
+                period_time: r.get(2)?,
+                platform_us: r.get(3)?,
+                carrier_us: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(items)
+}
