@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::domain::{Micros, ReconciliationSummary};
+use crate::domain::{DiscrepancyKind, Micros, ReconciliationSummary};
 
 /// A platform record, as far as pairing reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,23 @@ impl Item {
                 .try_into()
                 .unwrap_or(i64::MAX),
         )
+    }
+
+    /// What kind of item it is, as discrepancies name them: a pair is
+    /// [`DiscrepancyKind::Mismatched`] here whatever its durations (the tolerance decides
+    /// whether it is one).
+    pub fn kind(&self) -> DiscrepancyKind {
+        match (self.record, self.report) {
+            (Some(_), Some(_)) => DiscrepancyKind::Mismatched,
+            (Some(_), None) => DiscrepancyKind::MissingOnCarrier,
+            _ => DiscrepancyKind::MissingOnPlatform,
+        }
+    }
+
+    /// The item's key among its period's discrepancies: the record's row id, or a lone
+    /// report's.
+    pub fn key(&self) -> i64 {
+        self.record.or(self.report).unwrap_or_default()
     }
 
     /// Counts the item into `summary`, a pair as matched when its durations are at most

@@ -606,12 +606,21 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Runs `ops` as carrier `carrier` (a new one), its times from `base` on, and after each one
 /// holds the stored pairing state to a pairing of every stored fact.
+/// A question asked after a write: a period (tenths of a day from the case's base, either way
+/// round), a tolerance in seconds and a page size.
+type Question = (i64, i64, i64, usize);
+
+/// Any [`Question`].
+fn question() -> impl Strategy<Value = Question> {
+    (0..11i64, 0..11i64, 0..300i64, 1..6usize)
+}
+
 async fn follow_ops(
-    store: &dyn Store,
+    store: &SqliteStore,
     db: &Path,
     carrier: &str,
     base: i64,
-    ops: &[Op],
+    ops: &[(Op, Question)],
 ) -> Result<(), TestCaseError> {
     const DAY: i64 = 86_400 * SEC;
     store
@@ -623,7 +632,7 @@ async fn follow_ops(
         .await
         .expect("carrier");
     let tenant = |t: u8| format!("{:08x}-0000-4000-8000-{:012x}", base / DAY, t);
-    for (step, op) in ops.iter().enumerate() {
+    for (step, (op, question)) in ops.iter().enumerate() {
         match op {
             Op::Record {
                 n,
@@ -711,13 +720,47 @@ async fn follow_ops(
             step,
             op
         );
+        // The answers from the state equal the set-based reference, for this step's question.
+        let (a, b, tol, page) = *question;
+        let p = ReconciliationPeriod {
+            carrier_id: carrier.into(),
+            start: base + a.min(b) * DAY / 10,
+            end: base + a.max(b) * DAY / 10 + 1,
+            tolerance_us: tol * SEC,
+        };
+        let live = store
+            .reconciliation_summary(p.clone())
+            .await
+            .expect("summary");
+        let reference = store.reference_summary(p.clone()).await.expect("reference");
+        prop_assert_eq!(&live, &reference, "after step {} the summary differs", step);
+        let (mut after_live, mut after_ref) = (None, None);
+        loop {
+            let (live, more_live) = store
+                .list_discrepancies(p.clone(), None, after_live, page)
+                .await
+                .expect("page");
+            let (reference, more_ref) = store
+                .reference_discrepancies(p.clone(), None, after_ref, page)
+                .await
+                .expect("reference page");
+            prop_assert_eq!(&live, &reference, "after step {} a page differs", step);
+            prop_assert_eq!(more_live, more_ref);
+            if !more_live {
+                break;
+            }
+            after_live = live.last().map(|(_, k)| *k);
+            after_ref = reference.last().map(|(_, k)| *k);
+        }
     }
     Ok(())
 }
 
 /// The pairing state kept at write time equals, after every write of a random sequence of
 /// ingests, revisions, reports, corrections, resends, purges and erasures, the pairing of
-/// every stored fact: no write re-pairs too little.
+/// every stored fact (no write re-pairs too little); and the summary and every discrepancy
+/// page answered from it, for a random period, tolerance and page size, equal the set-based
+/// reference.
 #[test]
 fn the_pairing_state_follows_every_write() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -727,15 +770,15 @@ fn the_pairing_state_follows_every_write() {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("p.db");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).expect("store"));
+    let store = SqliteStore::open(&db).expect("store");
     let cases = AtomicU64::new(0);
     let mut runner = TestRunner::new(config(100));
-    let result = runner.run(&vec(op(), 1..40), |ops| {
+    let result = runner.run(&vec((op(), question()), 1..40), |ops| {
         let n = cases.fetch_add(1, Ordering::Relaxed);
         let carrier = format!("w{n:03}");
         // Each case later than the last, so a purge reaches only earlier cases' data.
         let base = 1_700_000_000 * SEC + i64::try_from(n).expect("small") * 30 * 86_400 * SEC;
-        runtime.block_on(follow_ops(store.as_ref(), &db, &carrier, base, &ops))
+        runtime.block_on(follow_ops(&store, &db, &carrier, base, &ops))
     });
     if let Err(e) = result {
         panic!("{e}\n{runner}");

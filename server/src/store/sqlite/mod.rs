@@ -105,6 +105,44 @@ impl SqliteStore {
     pub fn interrupted_reads(&self) -> watch::Receiver<u64> {
         self.readers.interrupted()
     }
+
+    /// The summary by the set-based rules, computed from the records and reports themselves:
+    /// the reference the pairing state is held to (tests, `ocx-bench reconcile`).
+    pub async fn reference_summary(
+        &self,
+        p: ReconciliationPeriod,
+    ) -> StoreResult<ReconciliationSummary> {
+        self.readers
+            .read_in(Lane::Long, move |conn| {
+                reconcile::reference_summary(conn, &p.carrier_id, p.start, p.end, p.tolerance_us)
+            })
+            .await
+    }
+
+    /// A page of discrepancies by the set-based rules: the reference for
+    /// [`Store::list_discrepancies`].
+    pub async fn reference_discrepancies(
+        &self,
+        p: ReconciliationPeriod,
+        kind: Option<DiscrepancyKind>,
+        after: Option<DiscrepancyCursor>,
+        limit: usize,
+    ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
+        self.readers
+            .read_in(Lane::Long, move |conn| {
+                reconcile::reference_discrepancies(
+                    conn,
+                    &p.carrier_id,
+                    p.start,
+                    p.end,
+                    p.tolerance_us,
+                    kind,
+                    after,
+                    limit,
+                )
+            })
+            .await
+    }
 }
 
 /// Writes with nothing to announce.

@@ -73,18 +73,32 @@ fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
 
 /// Re-pairs everything `touched` reaches and replaces those rows' items.
 pub fn repair(conn: &Connection, touched: &Touched) -> StoreResult<()> {
-    let mut gone = conn.prepare_cached(
-        "DELETE FROM recon_items
-          WHERE record_id IN (SELECT value FROM json_each(?1))
-             OR report_id IN (SELECT value FROM json_each(?2))",
+    delete_items(
+        conn,
+        touched.deleted_records.iter().copied(),
+        touched.deleted_reports.iter().copied(),
     )?;
-    gone.execute(params![
-        json_ids(touched.deleted_records.iter().copied()),
-        json_ids(touched.deleted_reports.iter().copied())
-    ])?;
     for (carrier_id, (calls, correlations)) in &touched.keys {
         repair_carrier(conn, carrier_id, calls, correlations)?;
     }
+    Ok(())
+}
+
+/// Deletes the items of these records and reports (two statements: each probes its own
+/// unique index, where one with `OR` would scan the table).
+fn delete_items(
+    conn: &Connection,
+    records: impl IntoIterator<Item = i64>,
+    reports: impl IntoIterator<Item = i64>,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "DELETE FROM recon_items WHERE record_id IN (SELECT value FROM json_each(?1))",
+    )?
+    .execute([json_ids(records)])?;
+    conn.prepare_cached(
+        "DELETE FROM recon_items WHERE report_id IN (SELECT value FROM json_each(?1))",
+    )?
+    .execute([json_ids(reports)])?;
     Ok(())
 }
 
@@ -129,12 +143,18 @@ fn repair_carrier(
     // The correlation ids widen to those of the rows carrying a touched call id: such a row
     // may enter or leave stage 2 (`Pairing::closure_of`).
     let mut widened: BTreeSet<String> = correlations.clone();
-    for table in ["call_records", "call_durations"] {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT DISTINCT correlation_id FROM {table}
-              WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))
-                AND correlation_id != ''"
-        ))?;
+    // Each statement names the index it must probe (`INDEXED BY`, or a unary `+` that keeps
+    // the carrier's own index out): with an `IN` list the planner may otherwise pick the
+    // carrier's index and scan all of its rows.
+    for sql in [
+        "SELECT DISTINCT correlation_id FROM call_records
+          WHERE call_id IN (SELECT value FROM json_each(?2)) AND +carrier_id = ?1
+            AND correlation_id != ''",
+        "SELECT DISTINCT correlation_id FROM call_durations INDEXED BY call_durations_by_call
+          WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))
+            AND correlation_id != ''",
+    ] {
+        let mut stmt = conn.prepare_cached(sql)?;
         let found = stmt.query_map(params![carrier_id, calls_json], |r| r.get::<_, String>(0))?;
         for c in found {
             widened.insert(c?);
@@ -146,9 +166,9 @@ fn repair_carrier(
     {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {RECORD_FACT} FROM call_records
-              WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))
+              WHERE call_id IN (SELECT value FROM json_each(?2)) AND +carrier_id = ?1
              UNION
-             SELECT {RECORD_FACT} FROM call_records
+             SELECT {RECORD_FACT} FROM call_records INDEXED BY call_records_by_correlation
               WHERE carrier_id = ?1 AND correlation_id IN (SELECT value FROM json_each(?3))"
         ))?;
         for r in stmt.query_map(
@@ -159,10 +179,10 @@ fn repair_carrier(
             records.insert(r.id, r);
         }
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {REPORT_FACT} FROM call_durations
+            "SELECT {REPORT_FACT} FROM call_durations INDEXED BY call_durations_by_call
               WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))
              UNION
-             SELECT {REPORT_FACT} FROM call_durations
+             SELECT {REPORT_FACT} FROM call_durations INDEXED BY call_durations_by_correlation
               WHERE carrier_id = ?1 AND correlation_id IN (SELECT value FROM json_each(?3))"
         ))?;
         for d in stmt.query_map(
@@ -183,7 +203,7 @@ fn repair_carrier(
     );
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {RECORD_FACT} FROM call_records
-          WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))"
+          WHERE call_id IN (SELECT value FROM json_each(?2)) AND +carrier_id = ?1"
     ))?;
     for r in stmt.query_map(params![carrier_id, named], record_fact)? {
         let r = r?;
@@ -191,7 +211,7 @@ fn repair_carrier(
     }
     let naming = json_list(records.values().map(|r| r.call_id.as_str()));
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {REPORT_FACT} FROM call_durations
+        "SELECT {REPORT_FACT} FROM call_durations INDEXED BY call_durations_by_call
           WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))"
     ))?;
     for d in stmt.query_map(params![carrier_id, naming], report_fact)? {
@@ -201,35 +221,27 @@ fn repair_carrier(
     let records: Vec<RecordFact> = records.into_values().collect();
     let reports: Vec<ReportFact> = reports.into_values().collect();
     let pairing = Pairing::of(&records, &reports);
-    conn.prepare_cached(
-        "DELETE FROM recon_items
-          WHERE record_id IN (SELECT value FROM json_each(?1))
-             OR report_id IN (SELECT value FROM json_each(?2))",
-    )?
-    .execute(params![
-        json_ids(records.iter().map(|r| r.id)),
-        json_ids(reports.iter().map(|d| d.id))
-    ])?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO recon_items (carrier_id, record_id, report_id, period_time, platform_us,
-                                  carrier_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    delete_items(
+        conn,
+        records.iter().map(|r| r.id),
+        reports.iter().map(|d| d.id),
     )?;
-    for Item {
-        record,
-        report,
-        period_time,
-        platform_us,
-        carrier_us,
-    } in pairing.items
-    {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO recon_items (carrier_id, record_id, report_id, kind, item_key, period_time,
+                                  platform_us, carrier_us, diff_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for item in pairing.items {
         insert.execute(params![
             carrier_id,
-            record,
-            report,
-            period_time,
-            platform_us,
-            carrier_us
+            item.record,
+            item.report,
+            item.kind().code(),
+            item.key(),
+            item.period_time,
+            item.platform_us,
+            item.carrier_us,
+            item.difference_us()
         ])?;
     }
     Ok(())

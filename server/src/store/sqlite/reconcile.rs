@@ -94,6 +94,67 @@ fn pairs_cte(scope: Scope) -> String {
     )
 }
 
+/// The summary of one carrier's period, from the pairing state: one range of the items'
+/// index, which covers every column read.
+pub fn summary(
+    conn: &Connection,
+    carrier_id: &str,
+    s: Micros,
+    e: Micros,
+    tol: i64,
+) -> StoreResult<ReconciliationSummary> {
+    let sql = "SELECT count(platform_us), coalesce(sum(platform_us), 0),
+                      count(*) FILTER (WHERE kind = 1 AND diff_us <= :tol),
+                      count(*) FILTER (WHERE kind = 1 AND diff_us > :tol),
+                      coalesce(sum(carrier_us) FILTER (WHERE kind = 1), 0),
+                      count(*) FILTER (WHERE kind = 3),
+                      coalesce(sum(carrier_us) FILTER (WHERE kind = 3), 0)
+                 FROM recon_items INDEXED BY recon_items_by_time
+                WHERE carrier_id = :c AND period_time >= :s AND period_time < :e";
+    let params = named_params! {":c": carrier_id, ":s": s, ":e": e, ":tol": tol};
+    let counts = query::first(conn, sql, params, rows::summary_counts)?
+        .ok_or_else(|| StoreError::Internal("the summary query returned no row".into()))?;
+    Ok(counts.into())
+}
+
+/// A page of discrepancies by (start time, kind, row id), from the pairing state: a keyset
+/// range of the items' index from the cursor, skipping the pairs that agree, so page N costs
+/// what page 1 costs.
+#[allow(clippy::too_many_arguments)]
+pub fn discrepancies(
+    conn: &Connection,
+    carrier_id: &str,
+    s: Micros,
+    e: Micros,
+    tol: i64,
+    kind: Option<DiscrepancyKind>,
+    after: Option<DiscrepancyCursor>,
+    limit: usize,
+) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
+    let sql = "SELECT i.kind, i.period_time, i.item_key,
+                      coalesce(p.call_id, d.call_id), coalesce(p.correlation_id, d.correlation_id),
+                      coalesce(d.record_id, ''), coalesce(p.caller_number, d.caller_number),
+                      coalesce(p.callee_number, d.callee_number), i.platform_us, i.carrier_us
+                 FROM recon_items i INDEXED BY recon_items_by_time
+                 LEFT JOIN call_records p ON p.id = i.record_id
+                 LEFT JOIN call_durations d ON d.id = i.report_id
+                WHERE i.carrier_id = :c AND i.period_time >= :s AND i.period_time < :e
+                  AND (i.kind <> 1 OR i.diff_us > :tol)
+                  AND (:kind IS NULL OR i.kind = :kind)
+                  AND (:a_start IS NULL
+                       OR (i.period_time, i.kind, i.item_key) > (:a_start, :a_kind, :a_key))
+                ORDER BY i.period_time, i.kind, i.item_key LIMIT :limit";
+    let (a_start, a_kind, a_key) = match after {
+        Some((s, k, id)) => (Some(s), Some(k), Some(id)),
+        None => (None, None, None),
+    };
+    let params = named_params! {
+        ":c": carrier_id, ":s": s, ":e": e, ":tol": tol, ":kind": kind.map(DiscrepancyKind::code),
+        ":a_start": a_start, ":a_kind": a_kind, ":a_key": a_key, ":limit": rows::fetch(limit),
+    };
+    query::page(conn, sql, params, rows::discrepancy, limit)
+}
+
 /// Builds every carrier's pairing state (`recon_items`, empty before) from the stored records
 /// and reports with the set-based rules (the migration that adds the state runs it once),
 /// logging each carrier's progress.
@@ -103,14 +164,15 @@ pub(super) fn build_items(conn: &Connection) -> rusqlite::Result<()> {
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let sql = format!(
-        "INSERT INTO recon_items (carrier_id, record_id, report_id, period_time, platform_us,
-                                  carrier_us)
+        "INSERT INTO recon_items (carrier_id, record_id, report_id, kind, item_key, period_time,
+                                  platform_us, carrier_us, diff_us)
         {},
         paired AS MATERIALIZED (SELECT did FROM pairs)
-        SELECT :c, p.id, pairs.did, p.start_time, p.duration_us, d.duration_us
+        SELECT :c, p.id, pairs.did, CASE WHEN pairs.did IS NULL THEN 2 ELSE 1 END, p.id,
+               p.start_time, p.duration_us, d.duration_us, abs(p.duration_us - d.duration_us)
           FROM pw p LEFT JOIN pairs ON pairs.rid = p.id LEFT JOIN call_durations d ON d.id = pairs.did
         UNION ALL
-        SELECT :c, NULL, d.id, d.start_time, NULL, d.duration_us
+        SELECT :c, NULL, d.id, 3, d.id, d.start_time, NULL, d.duration_us, NULL
           FROM call_durations d
          WHERE d.carrier_id = :c AND d.id NOT IN (SELECT did FROM paired)",
         pairs_cte(Scope::Carrier)
@@ -155,8 +217,9 @@ pub fn summary_sql() -> String {
     )
 }
 
-/// The summary of one carrier's period.
-pub fn summary(
+/// The summary of one carrier's period by the set-based rules (the reference the pairing
+/// state is held to).
+pub fn reference_summary(
     conn: &Connection,
     carrier_id: &str,
     s: Micros,
@@ -169,9 +232,10 @@ pub fn summary(
     Ok(counts.into())
 }
 
-/// A page of discrepancies by (start time, kind, row id).
+/// A page of discrepancies by (start time, kind, row id), by the set-based rules (the
+/// reference the pairing state is held to).
 #[allow(clippy::too_many_arguments)]
-pub fn discrepancies(
+pub fn reference_discrepancies(
     conn: &Connection,
     carrier_id: &str,
     s: Micros,

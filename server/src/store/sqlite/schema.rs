@@ -257,11 +257,19 @@ CREATE TABLE recon_items (
     carrier_id  TEXT NOT NULL,
     record_id   INTEGER UNIQUE,
     report_id   INTEGER UNIQUE,
+    -- 1: a record and its report; 2: a record alone; 3: a report alone (as DiscrepancyKind).
+    kind        INTEGER NOT NULL,
+    -- The record's row id, or a lone report's: a discrepancy's key.
+    item_key    INTEGER NOT NULL,
     period_time INTEGER NOT NULL,
     platform_us INTEGER,
-    carrier_us  INTEGER
+    carrier_us  INTEGER,
+    -- |platform_us - carrier_us| for a pair.
+    diff_us     INTEGER
 );
-CREATE INDEX recon_items_by_time ON recon_items(carrier_id, period_time);
+-- Periods in time order, covering what the summary and the discrepancy pages read.
+CREATE INDEX recon_items_by_time
+    ON recon_items(carrier_id, period_time, kind, item_key, diff_us, platform_us, carrier_us);
 "#,
             |tx: &rusqlite::Transaction| -> rusqlite_migration::HookResult {
                 super::reconcile::build_items(tx)?;
