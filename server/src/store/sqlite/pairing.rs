@@ -102,13 +102,49 @@ fn delete_items(
     Ok(())
 }
 
-/// The columns [`record_fact`] reads.
-const RECORD_FACT: &str = "id, call_id, correlation_id, start_time, duration_us";
-/// The columns [`report_fact`] reads.
-const REPORT_FACT: &str =
-    "id, call_id, correlation_id, start_time, duration_us, update_time, record_id";
+/// A carrier's records with one of a list of call ids. Each statement here names the index it
+/// must probe (`INDEXED BY`, or a unary `+` that keeps the carrier's own index out): with an
+/// `IN` list the planner may otherwise pick the carrier's index and scan all of its rows.
+const RECORDS_BY_CALL: &str = "SELECT id, call_id, correlation_id, start_time, duration_us
+      FROM call_records
+     WHERE call_id IN (SELECT value FROM json_each(?2)) AND +carrier_id = ?1";
+/// A carrier's records with one of a list of correlation ids.
+const RECORDS_BY_CORRELATION: &str = "SELECT id, call_id, correlation_id, start_time, duration_us
+      FROM call_records INDEXED BY call_records_by_correlation
+     WHERE carrier_id = ?1 AND correlation_id IN (SELECT value FROM json_each(?2))";
+/// A carrier's reports with one of a list of call ids.
+const REPORTS_BY_CALL: &str = "SELECT id, call_id, correlation_id, start_time, duration_us,
+           update_time, record_id
+      FROM call_durations INDEXED BY call_durations_by_call
+     WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))";
+/// A carrier's reports with one of a list of correlation ids.
+const REPORTS_BY_CORRELATION: &str = "SELECT id, call_id, correlation_id, start_time, duration_us,
+           update_time, record_id
+      FROM call_durations INDEXED BY call_durations_by_correlation
+     WHERE carrier_id = ?1 AND correlation_id IN (SELECT value FROM json_each(?2))";
 
-/// A record's facts from [`RECORD_FACT`].
+/// Runs one of the statements above for `carrier_id` and `keys` (nothing for no keys), handing
+/// each row, read by `read`, to `each`.
+fn fetch<'k, T>(
+    conn: &Connection,
+    sql: &str,
+    carrier_id: &str,
+    keys: impl Iterator<Item = &'k String>,
+    read: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    mut each: impl FnMut(T),
+) -> StoreResult<()> {
+    let mut keys = keys.map(String::as_str).peekable();
+    if keys.peek().is_none() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(sql)?;
+    for row in stmt.query_map(params![carrier_id, json_list(keys)], read)? {
+        each(row?);
+    }
+    Ok(())
+}
+
+/// A record's facts, from the columns of [`RECORDS_BY_CALL`].
 fn record_fact(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordFact> {
     Ok(RecordFact {
         id: r.get(0)?,
@@ -119,7 +155,7 @@ fn record_fact(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordFact> {
     })
 }
 
-/// A report's facts from [`REPORT_FACT`].
+/// A report's facts, from the columns of [`REPORTS_BY_CALL`].
 fn report_fact(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReportFact> {
     Ok(ReportFact {
         id: r.get(0)?,
@@ -139,83 +175,105 @@ fn repair_carrier(
     calls: &BTreeSet<String>,
     correlations: &BTreeSet<String>,
 ) -> StoreResult<()> {
-    let calls_json = json_list(calls.iter().map(String::as_str));
-    // The correlation ids widen to those of the rows carrying a touched call id: such a row
-    // may enter or leave stage 2 (`Pairing::closure_of`).
-    let mut widened: BTreeSet<String> = correlations.clone();
-    // Each statement names the index it must probe (`INDEXED BY`, or a unary `+` that keeps
-    // the carrier's own index out): with an `IN` list the planner may otherwise pick the
-    // carrier's index and scan all of its rows.
-    for sql in [
-        "SELECT DISTINCT correlation_id FROM call_records
-          WHERE call_id IN (SELECT value FROM json_each(?2)) AND +carrier_id = ?1
-            AND correlation_id != ''",
-        "SELECT DISTINCT correlation_id FROM call_durations INDEXED BY call_durations_by_call
-          WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))
-            AND correlation_id != ''",
-    ] {
-        let mut stmt = conn.prepare_cached(sql)?;
-        let found = stmt.query_map(params![carrier_id, calls_json], |r| r.get::<_, String>(0))?;
-        for c in found {
-            widened.insert(c?);
-        }
-    }
-    let correlations_json = json_list(widened.iter().map(String::as_str));
     let mut records: HashMap<i64, RecordFact> = HashMap::new();
     let mut reports: HashMap<i64, ReportFact> = HashMap::new();
-    {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {RECORD_FACT} FROM call_records
-              WHERE call_id IN (SELECT value FROM json_each(?2)) AND +carrier_id = ?1
-             UNION
-             SELECT {RECORD_FACT} FROM call_records INDEXED BY call_records_by_correlation
-              WHERE carrier_id = ?1 AND correlation_id IN (SELECT value FROM json_each(?3))"
-        ))?;
-        for r in stmt.query_map(
-            params![carrier_id, calls_json, correlations_json],
-            record_fact,
-        )? {
-            let r = r?;
+    // The rows carrying a touched call id.
+    fetch(
+        conn,
+        RECORDS_BY_CALL,
+        carrier_id,
+        calls.iter(),
+        record_fact,
+        |r| {
             records.insert(r.id, r);
-        }
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {REPORT_FACT} FROM call_durations INDEXED BY call_durations_by_call
-              WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))
-             UNION
-             SELECT {REPORT_FACT} FROM call_durations INDEXED BY call_durations_by_correlation
-              WHERE carrier_id = ?1 AND correlation_id IN (SELECT value FROM json_each(?3))"
-        ))?;
-        for d in stmt.query_map(
-            params![carrier_id, calls_json, correlations_json],
-            report_fact,
-        )? {
-            let d = d?;
+        },
+    )?;
+    fetch(
+        conn,
+        REPORTS_BY_CALL,
+        carrier_id,
+        calls.iter(),
+        report_fact,
+        |d| {
             reports.insert(d.id, d);
-        }
-    }
-    // The records those reports name, then the reports naming any of the records: both in
-    // stage 1, so nothing further is reached.
-    let named = json_list(
-        reports
-            .values()
-            .map(|d| d.call_id.as_str())
-            .filter(|c| !c.is_empty()),
-    );
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {RECORD_FACT} FROM call_records
-          WHERE call_id IN (SELECT value FROM json_each(?2)) AND +carrier_id = ?1"
-    ))?;
-    for r in stmt.query_map(params![carrier_id, named], record_fact)? {
-        let r = r?;
+        },
+    )?;
+    // The correlation ids widen to theirs: such a row may enter or leave stage 2
+    // (`Pairing::closure_of`). Then every row of those correlation ids.
+    let mut widened: BTreeSet<&str> = correlations.iter().map(String::as_str).collect();
+    widened.extend(records.values().map(|r| r.correlation_id.as_str()));
+    widened.extend(reports.values().map(|d| d.correlation_id.as_str()));
+    widened.remove("");
+    let widened: Vec<String> = widened.into_iter().map(str::to_owned).collect();
+    let mut more_records = Vec::new();
+    fetch(
+        conn,
+        RECORDS_BY_CORRELATION,
+        carrier_id,
+        widened.iter(),
+        record_fact,
+        |r| {
+            more_records.push(r);
+        },
+    )?;
+    let mut more_reports = Vec::new();
+    fetch(
+        conn,
+        REPORTS_BY_CORRELATION,
+        carrier_id,
+        widened.iter(),
+        report_fact,
+        |d| {
+            more_reports.push(d);
+        },
+    )?;
+    for r in more_records {
         records.entry(r.id).or_insert(r);
     }
-    let naming = json_list(records.values().map(|r| r.call_id.as_str()));
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {REPORT_FACT} FROM call_durations INDEXED BY call_durations_by_call
-          WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))"
-    ))?;
-    for d in stmt.query_map(params![carrier_id, naming], report_fact)? {
-        let d = d?;
+    for d in more_reports {
+        reports.entry(d.id).or_insert(d);
+    }
+    // The records those reports name, then the reports naming any of the records: both in
+    // stage 1, so nothing further is reached. Call ids already read are not read again.
+    let have: BTreeSet<&str> = records.values().map(|r| r.call_id.as_str()).collect();
+    let named: BTreeSet<String> = reports
+        .values()
+        .map(|d| d.call_id.as_str())
+        .filter(|c| !c.is_empty() && !calls.contains(*c) && !have.contains(c))
+        .map(str::to_owned)
+        .collect();
+    let mut named_records = Vec::new();
+    fetch(
+        conn,
+        RECORDS_BY_CALL,
+        carrier_id,
+        named.iter(),
+        record_fact,
+        |r| {
+            named_records.push(r);
+        },
+    )?;
+    for r in named_records {
+        records.entry(r.id).or_insert(r);
+    }
+    let naming: BTreeSet<String> = records
+        .values()
+        .map(|r| r.call_id.as_str())
+        .filter(|c| !calls.contains(*c))
+        .map(str::to_owned)
+        .collect();
+    let mut naming_reports = Vec::new();
+    fetch(
+        conn,
+        REPORTS_BY_CALL,
+        carrier_id,
+        naming.iter(),
+        report_fact,
+        |d| {
+            naming_reports.push(d);
+        },
+    )?;
+    for d in naming_reports {
         reports.entry(d.id).or_insert(d);
     }
     let records: Vec<RecordFact> = records.into_values().collect();
