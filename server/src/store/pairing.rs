@@ -85,6 +85,11 @@ impl Item {
         )
     }
 
+    /// The class of the pair's difference ([`difference_class`]); `None` for an item alone.
+    pub fn difference_class(&self) -> Option<i64> {
+        self.difference_us().map(difference_class)
+    }
+
     /// What kind of item it is, as discrepancies name them: a pair is
     /// [`DiscrepancyKind::Mismatched`] here whatever its durations (the tolerance decides
     /// whether it is one).
@@ -120,6 +125,30 @@ impl Item {
             (None, None, _) => summary.missing_on_platform += 1,
         }
     }
+}
+
+/// Classes of difference per doubling: a class spans an eighth of its octave (a width of at
+/// most 12.5% of its lower bound).
+pub const CLASSES_PER_OCTAVE: u32 = 8;
+
+/// The class of a difference of `d` µs between a pair's durations, for aggregates that must
+/// split the pairs at any tolerance: 0 for no difference, then classes in increasing order of
+/// difference, [`CLASSES_PER_OCTAVE`] per doubling (log-linear, by the leading bits). Every
+/// difference in a class below the tolerance's is within the tolerance, every one in a class
+/// above it beyond, so only the pairs of the tolerance's own class need reading one by one.
+pub fn difference_class(d: i64) -> i64 {
+    if d <= 0 {
+        return 0;
+    }
+    let d = d.unsigned_abs();
+    let top = 63 - d.leading_zeros(); // the position of the leading bit
+    let bits = CLASSES_PER_OCTAVE.trailing_zeros(); // 3 bits of mantissa
+    let mantissa = if top >= bits {
+        (d >> (top - bits)) & u64::from(CLASSES_PER_OCTAVE - 1)
+    } else {
+        (d << (bits - top)) & u64::from(CLASSES_PER_OCTAVE - 1)
+    };
+    1 + i64::from(top) * i64::from(CLASSES_PER_OCTAVE) + mantissa as i64
 }
 
 /// The pairing of one carrier's records and reports.
@@ -322,6 +351,37 @@ mod tests {
                 (None, Some(14)),
             ]
         );
+    }
+
+    #[test]
+    fn difference_classes_grow_with_the_difference_and_split_octaves_in_eight() {
+        assert_eq!(difference_class(0), 0);
+        let mut last = 0;
+        for d in 1..100_000i64 {
+            let c = difference_class(d);
+            assert!(c >= last, "{d}");
+            last = c;
+        }
+        for d in [
+            1i64,
+            7,
+            1000,
+            999_999,
+            3_600_000_000,
+            86_400_000_000,
+            i64::MAX,
+        ] {
+            assert!(difference_class(d) > 0);
+            assert!(
+                difference_class(d) <= difference_class(d.saturating_add(1)),
+                "{d}"
+            );
+        }
+        // One octave, [1024, 2048), is eight classes of 128.
+        let classes: std::collections::BTreeSet<i64> = (1024..2048).map(difference_class).collect();
+        assert_eq!(classes.len(), 8);
+        assert_eq!(difference_class(1024), difference_class(1151));
+        assert_ne!(difference_class(1151), difference_class(1152));
     }
 
     #[test]

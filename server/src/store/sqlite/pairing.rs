@@ -71,17 +71,117 @@ fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
     serde_json::to_string(&ids.into_iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
 }
 
-/// Re-pairs everything `touched` reaches and replaces those rows' items.
+/// An hour, in microseconds: the unit of the aggregates.
+pub const HOUR_US: i64 = 3_600_000_000;
+
+/// What an item adds to its hour's row of `recon_hours`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct HourSums {
+    /// Records.
+    platform_count: i64,
+    /// Their durations.
+    platform_us: i64,
+    /// Pairs.
+    paired_count: i64,
+    /// Their reports' durations.
+    paired_carrier_us: i64,
+    /// Reports alone.
+    lone_count: i64,
+    /// Their durations.
+    lone_us: i64,
+}
+
+/// The changes a write makes to the aggregates, applied once at the end of [`repair`].
+#[derive(Debug, Default)]
+struct Deltas {
+    /// (carrier, hour) → change.
+    hours: HashMap<(String, i64), HourSums>,
+    /// (carrier, hour, class) → change in pairs.
+    classes: HashMap<(String, i64, i64), i64>,
+}
+
+impl Deltas {
+    /// Adds (`sign` 1) or takes away (`sign` -1) an item's contribution.
+    fn count(&mut self, carrier_id: &str, item: &Item, sign: i64) {
+        let hour = item.period_time.div_euclid(HOUR_US);
+        let sums = self.hours.entry((carrier_id.to_owned(), hour)).or_default();
+        if let Some(p) = item.platform_us {
+            sums.platform_count += sign;
+            sums.platform_us += sign * p;
+        }
+        match (item.platform_us, item.carrier_us, item.difference_class()) {
+            (Some(_), Some(c), Some(class)) => {
+                sums.paired_count += sign;
+                sums.paired_carrier_us += sign * c;
+                *self
+                    .classes
+                    .entry((carrier_id.to_owned(), hour, class))
+                    .or_default() += sign;
+            }
+            (None, Some(c), _) => {
+                sums.lone_count += sign;
+                sums.lone_us += sign * c;
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes the changes (rows that come to nothing are kept: a later write may fill them).
+    fn apply(self, conn: &Connection) -> StoreResult<()> {
+        let mut hours = conn.prepare_cached(
+            "INSERT INTO recon_hours (carrier_id, hour, platform_count, platform_us, paired_count,
+                                      paired_carrier_us, lone_count, lone_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (carrier_id, hour) DO UPDATE SET
+                 platform_count = platform_count + excluded.platform_count,
+                 platform_us = platform_us + excluded.platform_us,
+                 paired_count = paired_count + excluded.paired_count,
+                 paired_carrier_us = paired_carrier_us + excluded.paired_carrier_us,
+                 lone_count = lone_count + excluded.lone_count,
+                 lone_us = lone_us + excluded.lone_us",
+        )?;
+        for ((carrier_id, hour), d) in self.hours {
+            if d == HourSums::default() {
+                continue;
+            }
+            hours.execute(params![
+                carrier_id,
+                hour,
+                d.platform_count,
+                d.platform_us,
+                d.paired_count,
+                d.paired_carrier_us,
+                d.lone_count,
+                d.lone_us
+            ])?;
+        }
+        let mut classes = conn.prepare_cached(
+            "INSERT INTO recon_classes (carrier_id, hour, diff_class, pairs) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (carrier_id, hour, diff_class) DO UPDATE SET pairs = pairs + excluded.pairs",
+        )?;
+        for ((carrier_id, hour, class), n) in self.classes {
+            if n != 0 {
+                classes.execute(params![carrier_id, hour, class, n])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Re-pairs everything `touched` reaches and replaces those rows' items, keeping the hour
+/// aggregates in step.
 pub fn repair(conn: &Connection, touched: &Touched) -> StoreResult<()> {
+    let mut deltas = Deltas::default();
     delete_items(
         conn,
         touched.deleted_records.iter().copied(),
         touched.deleted_reports.iter().copied(),
+        &mut deltas,
     )?;
     for (carrier_id, (calls, correlations)) in &touched.keys {
-        repair_carrier(conn, carrier_id, calls, correlations)?;
+        repair_carrier(conn, carrier_id, calls, correlations, &mut deltas)?;
     }
-    Ok(())
+    deltas.apply(conn)
 }
 
 /// Deletes the items of these records and reports (two statements: each probes its own
@@ -90,15 +190,38 @@ fn delete_items(
     conn: &Connection,
     records: impl IntoIterator<Item = i64>,
     reports: impl IntoIterator<Item = i64>,
+    deltas: &mut Deltas,
 ) -> StoreResult<()> {
-    conn.prepare_cached(
-        "DELETE FROM recon_items WHERE record_id IN (SELECT value FROM json_each(?1))",
-    )?
-    .execute([json_ids(records)])?;
-    conn.prepare_cached(
-        "DELETE FROM recon_items WHERE report_id IN (SELECT value FROM json_each(?1))",
-    )?
-    .execute([json_ids(reports)])?;
+    for (sql, ids) in [
+        (
+            "DELETE FROM recon_items WHERE record_id IN (SELECT value FROM json_each(?1))
+             RETURNING carrier_id, record_id, report_id, period_time, platform_us, carrier_us",
+            json_ids(records),
+        ),
+        (
+            "DELETE FROM recon_items WHERE report_id IN (SELECT value FROM json_each(?1))
+             RETURNING carrier_id, record_id, report_id, period_time, platform_us, carrier_us",
+            json_ids(reports),
+        ),
+    ] {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let gone = stmt.query_map([ids], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Item {
+                    record: r.get(1)?,
+                    report: r.get(2)?,
+                    period_time: r.get(3)?,
+                    platform_us: r.get(4)?,
+                    carrier_us: r.get(5)?,
+                },
+            ))
+        })?;
+        for row in gone {
+            let (carrier_id, item) = row?;
+            deltas.count(&carrier_id, &item, -1);
+        }
+    }
     Ok(())
 }
 
@@ -174,6 +297,7 @@ fn repair_carrier(
     carrier_id: &str,
     calls: &BTreeSet<String>,
     correlations: &BTreeSet<String>,
+    deltas: &mut Deltas,
 ) -> StoreResult<()> {
     let mut records: HashMap<i64, RecordFact> = HashMap::new();
     let mut reports: HashMap<i64, ReportFact> = HashMap::new();
@@ -283,13 +407,15 @@ fn repair_carrier(
         conn,
         records.iter().map(|r| r.id),
         reports.iter().map(|d| d.id),
+        deltas,
     )?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO recon_items (carrier_id, record_id, report_id, kind, item_key, period_time,
-                                  platform_us, carrier_us, diff_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                  platform_us, carrier_us, diff_us, diff_class)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     for item in pairing.items {
+        deltas.count(carrier_id, &item, 1);
         insert.execute(params![
             carrier_id,
             item.record,
@@ -299,8 +425,60 @@ fn repair_carrier(
             item.period_time,
             item.platform_us,
             item.carrier_us,
-            item.difference_us()
+            item.difference_us(),
+            item.difference_class()
         ])?;
+    }
+    Ok(())
+}
+
+/// Builds every carrier's pairing state (empty before) from the stored records and reports:
+/// the items by the set-based rules, then their difference classes and the hour aggregates.
+/// The migration that adds the state runs it once, logging each carrier.
+pub(super) fn build(conn: &Connection) -> StoreResult<()> {
+    let carriers: Vec<String> = conn
+        .prepare("SELECT carrier_id FROM call_records UNION SELECT carrier_id FROM call_durations")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let total = carriers.len();
+    for (n, carrier_id) in carriers.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let items = super::reconcile::reference_items(conn, carrier_id)?;
+        let mut deltas = Deltas::default();
+        let mut classed =
+            conn.prepare_cached("UPDATE recon_items SET diff_class = ?2 WHERE id = ?1")?;
+        let mut read = conn.prepare(
+            "SELECT id, record_id, report_id, period_time, platform_us, carrier_us
+               FROM recon_items WHERE carrier_id = ?1",
+        )?;
+        let rows = read.query_map([carrier_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                Item {
+                    record: r.get(1)?,
+                    report: r.get(2)?,
+                    period_time: r.get(3)?,
+                    platform_us: r.get(4)?,
+                    carrier_us: r.get(5)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (id, item) = row?;
+            if let Some(class) = item.difference_class() {
+                classed.execute(params![id, class])?;
+            }
+            deltas.count(carrier_id, &item, 1);
+        }
+        deltas.apply(conn)?;
+        tracing::info!(
+            carrier = %carrier_id,
+            items,
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            done = n + 1,
+            of = total,
+            "reconciliation state built for a carrier"
+        );
     }
     Ok(())
 }

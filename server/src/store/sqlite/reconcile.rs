@@ -4,7 +4,7 @@
 //! matching rules (see `reconciliation.proto`) are written once, in [`pairs_cte`], and shared by
 //! the summary, the discrepancy listing and usage, so the three always agree.
 
-use rusqlite::{Connection, named_params};
+use rusqlite::{Connection, named_params, params};
 
 use super::query;
 use crate::domain::{
@@ -94,8 +94,10 @@ fn pairs_cte(scope: Scope) -> String {
     )
 }
 
-/// The summary of one carrier's period, from the pairing state: one range of the items'
-/// index, which covers every column read.
+/// The summary of one carrier's period, from the pairing state: the whole hours of the period
+/// from the hour aggregates (the pairs of the tolerance's own difference class read one by
+/// one), the parts of an hour at either edge from the items. Exact for any period and any
+/// tolerance.
 pub fn summary(
     conn: &Connection,
     carrier_id: &str,
@@ -103,6 +105,98 @@ pub fn summary(
     e: Micros,
     tol: i64,
 ) -> StoreResult<ReconciliationSummary> {
+    let hour = super::pairing::HOUR_US;
+    // The whole hours inside [s, e): [h0, h1).
+    let h0 = s.div_euclid(hour) + i64::from(s.rem_euclid(hour) != 0);
+    let h1 = e.div_euclid(hour);
+    if h0 >= h1 {
+        return Ok(items_summary(conn, carrier_id, s, e, tol)?.into());
+    }
+    let mut counts = items_summary(conn, carrier_id, s, h0 * hour, tol)?;
+    add(
+        &mut counts,
+        items_summary(conn, carrier_id, h1 * hour, e, tol)?,
+    );
+    let (platform_count, platform_us, paired, paired_us, lone, lone_us): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = query::first(
+        conn,
+        "SELECT coalesce(sum(platform_count), 0), coalesce(sum(platform_us), 0),
+                coalesce(sum(paired_count), 0), coalesce(sum(paired_carrier_us), 0),
+                coalesce(sum(lone_count), 0), coalesce(sum(lone_us), 0)
+           FROM recon_hours WHERE carrier_id = ?1 AND hour >= ?2 AND hour < ?3",
+        params![carrier_id, h0, h1],
+        |r: &dyn rows::Row| {
+            Ok((
+                r.col(0)?,
+                r.col(1)?,
+                r.col(2)?,
+                r.col(3)?,
+                r.col(4)?,
+                r.col(5)?,
+            ))
+        },
+    )?
+    .unwrap_or_default();
+    let class = crate::store::pairing::difference_class(tol);
+    let beyond: i64 = query::first(
+        conn,
+        "SELECT coalesce(sum(pairs), 0) FROM recon_classes
+          WHERE carrier_id = ?1 AND hour >= ?2 AND hour < ?3 AND diff_class > ?4",
+        params![carrier_id, h0, h1, class],
+        |r: &dyn rows::Row| r.col(0),
+    )?
+    .unwrap_or_default();
+    let at_edge: i64 = query::first(
+        conn,
+        "SELECT count(*) FROM recon_items INDEXED BY recon_items_by_class
+          WHERE carrier_id = ?1 AND kind = 1 AND diff_class = ?2
+            AND period_time >= ?3 AND period_time < ?4 AND diff_us > ?5",
+        params![carrier_id, class, h0 * hour, h1 * hour, tol],
+        |r: &dyn rows::Row| r.col(0),
+    )?
+    .unwrap_or_default();
+    let mismatched = beyond + at_edge;
+    add(
+        &mut counts,
+        rows::SummaryCounts {
+            platform_count,
+            platform_duration_us: platform_us,
+            matched: paired - mismatched,
+            mismatched,
+            paired_report_us: paired_us,
+            unmatched: lone,
+            unmatched_us: lone_us,
+        },
+    );
+    Ok(counts.into())
+}
+
+/// Adds `b`'s counts to `a`'s.
+fn add(a: &mut rows::SummaryCounts, b: rows::SummaryCounts) {
+    a.platform_count += b.platform_count;
+    a.platform_duration_us += b.platform_duration_us;
+    a.matched += b.matched;
+    a.mismatched += b.mismatched;
+    a.paired_report_us += b.paired_report_us;
+    a.unmatched += b.unmatched;
+    a.unmatched_us += b.unmatched_us;
+}
+
+/// The summary counts of the items of `[s, e)` read one by one: one range of the items'
+/// index, which covers every column read.
+fn items_summary(
+    conn: &Connection,
+    carrier_id: &str,
+    s: Micros,
+    e: Micros,
+    tol: i64,
+) -> StoreResult<rows::SummaryCounts> {
     let sql = "SELECT count(platform_us), coalesce(sum(platform_us), 0),
                       count(*) FILTER (WHERE kind = 1 AND diff_us <= :tol),
                       count(*) FILTER (WHERE kind = 1 AND diff_us > :tol),
@@ -112,9 +206,8 @@ pub fn summary(
                  FROM recon_items INDEXED BY recon_items_by_time
                 WHERE carrier_id = :c AND period_time >= :s AND period_time < :e";
     let params = named_params! {":c": carrier_id, ":s": s, ":e": e, ":tol": tol};
-    let counts = query::first(conn, sql, params, rows::summary_counts)?
-        .ok_or_else(|| StoreError::Internal("the summary query returned no row".into()))?;
-    Ok(counts.into())
+    query::first(conn, sql, params, rows::summary_counts)?
+        .ok_or_else(|| StoreError::Internal("the summary query returned no row".into()))
 }
 
 /// A page of discrepancies by (start time, kind, row id), from the pairing state: a keyset
@@ -155,14 +248,10 @@ pub fn discrepancies(
     query::page(conn, sql, params, rows::discrepancy, limit)
 }
 
-/// Builds every carrier's pairing state (`recon_items`, empty before) from the stored records
-/// and reports with the set-based rules (the migration that adds the state runs it once),
-/// logging each carrier's progress.
-pub(super) fn build_items(conn: &Connection) -> rusqlite::Result<()> {
-    let carriers: Vec<String> = conn
-        .prepare("SELECT DISTINCT carrier_id FROM call_records UNION SELECT DISTINCT carrier_id FROM call_durations")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+/// Inserts `carrier_id`'s pairing items (`recon_items`, without their difference classes) as
+/// the set-based rules pair its stored records and reports; how many. The migration that adds
+/// the pairing state builds it with this, once.
+pub(super) fn reference_items(conn: &Connection, carrier_id: &str) -> rusqlite::Result<usize> {
     let sql = format!(
         "INSERT INTO recon_items (carrier_id, record_id, report_id, kind, item_key, period_time,
                                   platform_us, carrier_us, diff_us)
@@ -177,23 +266,10 @@ pub(super) fn build_items(conn: &Connection) -> rusqlite::Result<()> {
          WHERE d.carrier_id = :c AND d.id NOT IN (SELECT did FROM paired)",
         pairs_cte(Scope::Carrier)
     );
-    let total = carriers.len();
-    for (n, carrier) in carriers.iter().enumerate() {
-        let started = std::time::Instant::now();
-        let items = conn.execute(
-            &sql,
-            named_params! {":c": carrier, ":s": i64::MIN, ":e": i64::MAX},
-        )?;
-        tracing::info!(
-            carrier = %carrier,
-            items,
-            took_ms = started.elapsed().as_millis() as u64,
-            done = n + 1,
-            of = total,
-            "reconciliation state built for a carrier"
-        );
-    }
-    Ok(())
+    conn.execute(
+        &sql,
+        named_params! {":c": carrier_id, ":s": i64::MIN, ":e": i64::MAX},
+    )
 }
 
 /// The query behind [`summary`]: named parameters `:c` (the carrier), `:s` and `:e` (the

@@ -264,16 +264,40 @@ CREATE TABLE recon_items (
     period_time INTEGER NOT NULL,
     platform_us INTEGER,
     carrier_us  INTEGER,
-    -- |platform_us - carrier_us| for a pair.
-    diff_us     INTEGER
+    -- |platform_us - carrier_us| for a pair, and its class (store::pairing::difference_class).
+    diff_us     INTEGER,
+    diff_class  INTEGER
 );
 -- Periods in time order, covering what the summary and the discrepancy pages read.
 CREATE INDEX recon_items_by_time
     ON recon_items(carrier_id, period_time, kind, item_key, diff_us, platform_us, carrier_us);
+-- The pairs of one difference class in time order: a summary reads those of its tolerance's.
+CREATE INDEX recon_items_by_class
+    ON recon_items(carrier_id, diff_class, period_time, diff_us) WHERE kind = 1;
+-- Per carrier and UTC hour (period_time / 3,600,000,000, rounded down): the items' counts and
+-- sums, and the pairs per difference class; a summary adds up the whole hours of its period.
+CREATE TABLE recon_hours (
+    carrier_id        TEXT NOT NULL,
+    hour              INTEGER NOT NULL,
+    platform_count    INTEGER NOT NULL,
+    platform_us       INTEGER NOT NULL,
+    paired_count      INTEGER NOT NULL,
+    paired_carrier_us INTEGER NOT NULL,
+    lone_count        INTEGER NOT NULL,
+    lone_us           INTEGER NOT NULL,
+    PRIMARY KEY (carrier_id, hour)
+) WITHOUT ROWID;
+CREATE TABLE recon_classes (
+    carrier_id TEXT NOT NULL,
+    hour       INTEGER NOT NULL,
+    diff_class INTEGER NOT NULL,
+    pairs      INTEGER NOT NULL,
+    PRIMARY KEY (carrier_id, hour, diff_class)
+) WITHOUT ROWID;
 "#,
             |tx: &rusqlite::Transaction| -> rusqlite_migration::HookResult {
-                super::reconcile::build_items(tx)?;
-                Ok(())
+                super::pairing::build(tx)
+                    .map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))
             },
         ),
     ])
