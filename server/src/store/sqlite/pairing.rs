@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use rusqlite::{Connection, params};
 
 use crate::store::StoreResult;
-use crate::store::pairing::{Item, Pairing, RecordFact, ReportFact};
+use crate::store::pairing::{HOUR_US, Item, Pairing, RecordFact, ReportFact};
 
 /// What a write touched, per carrier: call ids and correlation ids (empty ones are dropped),
 /// and the rows it deleted.
@@ -70,9 +70,6 @@ fn json_list<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
 fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
     serde_json::to_string(&ids.into_iter().collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
 }
-
-/// An hour, in microseconds: the unit of the aggregates.
-pub const HOUR_US: i64 = 3_600_000_000;
 
 /// What an item adds to its hour's row of `recon_hours`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -105,7 +105,7 @@ pub fn summary(
     e: Micros,
     tol: i64,
 ) -> StoreResult<ReconciliationSummary> {
-    let hour = super::pairing::HOUR_US;
+    let hour = crate::store::pairing::HOUR_US;
     // The whole hours inside [s, e): [h0, h1).
     let h0 = s.div_euclid(hour) + i64::from(s.rem_euclid(hour) != 0);
     let h1 = e.div_euclid(hour);
