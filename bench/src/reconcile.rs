@@ -166,6 +166,44 @@ pub async fn run(
         async move { carrier.list_discrepancies(request).await }
     })
     .await?;
+    // Every page's token, to time the middle page and the last as the first: keyset pages
+    // cost the same wherever they start.
+    let mut tokens = vec![String::new()];
+    let mut listed = page.discrepancies.len();
+    let mut next = page.next_page_token.clone();
+    while !next.is_empty() {
+        tokens.push(next.clone());
+        let more = carrier
+            .list_discrepancies(pb::ListDiscrepanciesRequest {
+                page_token: next,
+                ..discrepancy_request.clone()
+            })
+            .await?;
+        listed += more.discrepancies.len();
+        next = more.next_page_token;
+    }
+    let planted_discrepancies =
+        planted.mismatched + planted.missing_on_carrier + planted.missing_on_platform;
+    if listed as i64 != planted_discrepancies {
+        bail!("the pages listed {listed} discrepancies of {planted_discrepancies}");
+    }
+    let page_at = |n: usize| {
+        let request = pb::ListDiscrepanciesRequest {
+            page_token: tokens[n].clone(),
+            ..discrepancy_request.clone()
+        };
+        let carrier = carrier.clone();
+        async move {
+            timed(runs, || {
+                let (carrier, request) = (carrier.clone(), request.clone());
+                async move { carrier.list_discrepancies(request).await }
+            })
+            .await
+        }
+    };
+    let pages = tokens.len();
+    let (middle_times, _) = page_at(pages / 2).await?;
+    let (last_times, _) = page_at(pages - 1).await?;
     let usage_request = pb::GetTenantUsageRequest {
         tenant_id: TENANT.to_owned(),
         start_time: Some(timestamp(period.0)),
@@ -201,6 +239,15 @@ pub async fn run(
 
     eprintln!("GetReconciliationSummary: {}", spread(&summary_times));
     eprintln!("ListDiscrepancies first page: {}", spread(&page_times));
+    eprintln!(
+        "ListDiscrepancies page {} of {pages}: {}",
+        pages / 2 + 1,
+        spread(&middle_times)
+    );
+    eprintln!(
+        "ListDiscrepancies page {pages} of {pages}: {}",
+        spread(&last_times)
+    );
     eprintln!("GetTenantUsage: {}", spread(&usage_times));
 
     // R8's limit on PostgreSQL: the same query run directly, alternating with the server's
@@ -265,21 +312,52 @@ pub async fn run(
             format!("{:.2} s", summary_times[0].as_secs_f64()),
         ),
     });
-    figures.push(Figure::info(
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let within = |name: String, d: Duration, limit: f64| {
+        Figure::value(
+            name,
+            format!("{:.1} ms", ms(d)),
+            ms(d),
+            Target::Below(limit, "ms"),
+        )
+    };
+    figures.push(within(
+        format!("GetReconciliationSummary (fastest of {runs})"),
+        summary_times[0],
+        50.0,
+    ));
+    figures.push(within(
         format!(
             "ListDiscrepancies, first page of {} (fastest)",
             page.discrepancies.len()
         ),
-        format!("{:.2} s", page_times[0].as_secs_f64()),
+        page_times[0],
+        30.0,
     ));
-    figures.push(Figure::info(
+    figures.push(within(
+        format!(
+            "ListDiscrepancies, page {} of {pages} (fastest)",
+            pages / 2 + 1
+        ),
+        middle_times[0],
+        30.0,
+    ));
+    figures.push(within(
+        format!("ListDiscrepancies, page {pages} of {pages} (fastest)"),
+        last_times[0],
+        30.0,
+    ));
+    figures.push(within(
         format!("GetTenantUsage by day, {} rows (fastest)", usage.rows.len()),
-        format!("{:.2} s", usage_times[0].as_secs_f64()),
+        usage_times[0],
+        50.0,
     ));
     if let Some(mib) = peak {
-        figures.push(Figure::info(
+        figures.push(Figure::value(
             "server peak RSS during reconciliation",
             format!("{mib:.0} MiB"),
+            mib,
+            Target::Below(150.0, "MiB"),
         ));
     }
     Ok(figures
