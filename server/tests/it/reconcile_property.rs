@@ -315,47 +315,7 @@ fn facts(db: &Path, carrier: &str) -> (Vec<RecordFact>, Vec<ReportFact>) {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .expect("open");
-    let mut records = conn
-        .prepare(
-            "SELECT id, call_id, correlation_id, start_time, duration_us FROM call_records
-              WHERE carrier_id = ?1",
-        )
-        .expect("prepare");
-    let records = records
-        .query_map([carrier], |r| {
-            Ok(RecordFact {
-                id: r.get(0)?,
-                call_id: r.get(1)?,
-                correlation_id: r.get(2)?,
-                start_time: r.get(3)?,
-                duration_us: r.get(4)?,
-            })
-        })
-        .expect("records")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("records");
-    let mut reports = conn
-        .prepare(
-            "SELECT id, call_id, correlation_id, start_time, duration_us, update_time, record_id
-               FROM call_durations WHERE carrier_id = ?1",
-        )
-        .expect("prepare");
-    let reports = reports
-        .query_map([carrier], |r| {
-            Ok(ReportFact {
-                id: r.get(0)?,
-                call_id: r.get(1)?,
-                correlation_id: r.get(2)?,
-                start_time: r.get(3)?,
-                duration_us: r.get(4)?,
-                update_time: r.get(5)?,
-                record_id: r.get(6)?,
-            })
-        })
-        .expect("reports")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("reports");
-    (records, reports)
+    ocx_server::store::sqlite::pairing::facts(&conn, carrier).expect("facts")
 }
 
 /// The pairing of the stored facts against the model's: the same pairs (by call id and the

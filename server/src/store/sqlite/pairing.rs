@@ -202,24 +202,25 @@ fn delete_items(
         ),
     ] {
         let mut stmt = conn.prepare_cached(sql)?;
-        let gone = stmt.query_map([ids], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                Item {
-                    record: r.get(1)?,
-                    report: r.get(2)?,
-                    period_time: r.get(3)?,
-                    platform_us: r.get(4)?,
-                    carrier_us: r.get(5)?,
-                },
-            ))
-        })?;
+        let gone = stmt.query_map([ids], |r| Ok((r.get::<_, String>(0)?, item_at(r, 1)?)))?;
         for row in gone {
             let (carrier_id, item) = row?;
             deltas.count(&carrier_id, &item, -1);
         }
     }
     Ok(())
+}
+
+/// The item in columns `at..at + 5` of `r`: `record_id, report_id, period_time, platform_us,
+/// carrier_us`.
+fn item_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Item> {
+    Ok(Item {
+        record: r.get(at)?,
+        report: r.get(at + 1)?,
+        period_time: r.get(at + 2)?,
+        platform_us: r.get(at + 3)?,
+        carrier_us: r.get(at + 4)?,
+    })
 }
 
 /// A carrier's records with one of a list of call ids. Each statement here names the index it
@@ -448,18 +449,7 @@ pub(super) fn build(conn: &Connection) -> StoreResult<()> {
             "SELECT id, record_id, report_id, period_time, platform_us, carrier_us
                FROM recon_items WHERE carrier_id = ?1",
         )?;
-        let rows = read.query_map([carrier_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                Item {
-                    record: r.get(1)?,
-                    report: r.get(2)?,
-                    period_time: r.get(3)?,
-                    platform_us: r.get(4)?,
-                    carrier_us: r.get(5)?,
-                },
-            ))
-        })?;
+        let rows = read.query_map([carrier_id], |r| Ok((r.get::<_, i64>(0)?, item_at(r, 1)?)))?;
         for row in rows {
             let (id, item) = row?;
             if let Some(class) = item.difference_class() {
@@ -489,15 +479,30 @@ pub fn items(conn: &Connection, carrier_id: &str) -> StoreResult<Vec<Item>> {
           ORDER BY record_id IS NULL, record_id, report_id",
     )?;
     let items = stmt
-        .query_map([carrier_id], |r| {
-            Ok(Item {
-                record: r.get(0)?,
-                report: r.get(1)?,
-                period_time: r.get(2)?,
-                platform_us: r.get(3)?,
-                carrier_us: r.get(4)?,
-            })
-        })?
+        .query_map([carrier_id], |r| item_at(r, 0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(items)
+}
+
+/// Every record and report of `carrier_id` as stored, as pairing reads them (for the tests
+/// that hold the state to a pairing of every fact).
+pub fn facts(
+    conn: &Connection,
+    carrier_id: &str,
+) -> StoreResult<(Vec<RecordFact>, Vec<ReportFact>)> {
+    let records = conn
+        .prepare(
+            "SELECT id, call_id, correlation_id, start_time, duration_us FROM call_records
+              WHERE carrier_id = ?1",
+        )?
+        .query_map([carrier_id], record_fact)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let reports = conn
+        .prepare(
+            "SELECT id, call_id, correlation_id, start_time, duration_us, update_time, record_id
+               FROM call_durations WHERE carrier_id = ?1",
+        )?
+        .query_map([carrier_id], report_fact)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((records, reports))
 }
