@@ -231,7 +231,7 @@ pub fn discrepancies(
                  FROM recon_items i INDEXED BY recon_items_by_time
                  LEFT JOIN call_records p ON p.id = i.record_id
                  LEFT JOIN call_durations d ON d.id = i.report_id
-                WHERE i.carrier_id = :c AND i.period_time >= :s AND i.period_time < :e
+                WHERE i.carrier_id = :c AND i.period_time >= :from AND i.period_time < :e
                   AND (i.kind <> 1 OR i.diff_us > :tol)
                   AND (:kind IS NULL OR i.kind = :kind)
                   AND (:a_start IS NULL
@@ -241,9 +241,14 @@ pub fn discrepancies(
         Some((s, k, id)) => (Some(s), Some(k), Some(id)),
         None => (None, None, None),
     };
+    // The index range starts at the cursor's time, not the period's: the row-value condition
+    // alone is only a filter, and left to it a page would walk every item before its cursor
+    // (page 80 of 80 took 11 times page 1).
+    let from = a_start.map_or(s, |a| a.max(s));
     let params = named_params! {
-        ":c": carrier_id, ":s": s, ":e": e, ":tol": tol, ":kind": kind.map(DiscrepancyKind::code),
-        ":a_start": a_start, ":a_kind": a_kind, ":a_key": a_key, ":limit": rows::fetch(limit),
+        ":c": carrier_id, ":from": from, ":e": e, ":tol": tol,
+        ":kind": kind.map(DiscrepancyKind::code), ":a_start": a_start, ":a_kind": a_kind,
+        ":a_key": a_key, ":limit": rows::fetch(limit),
     };
     query::page(conn, sql, params, rows::discrepancy, limit)
 }
