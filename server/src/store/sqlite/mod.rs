@@ -112,11 +112,7 @@ impl SqliteStore {
         &self,
         p: ReconciliationPeriod,
     ) -> StoreResult<ReconciliationSummary> {
-        self.readers
-            .read_in(Lane::Long, move |conn| {
-                reconcile::reference_summary(conn, &p.carrier_id, p.start, p.end, p.tolerance_us)
-            })
-            .await
+        self.summary_by(reconcile::reference_summary, p).await
     }
 
     /// A page of discrepancies by the set-based rules: the reference for
@@ -128,9 +124,35 @@ impl SqliteStore {
         after: Option<DiscrepancyCursor>,
         limit: usize,
     ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
+        self.discrepancies_by(reconcile::reference_discrepancies, p, kind, after, limit)
+            .await
+    }
+
+    /// A summary by `query` (the state's or the reference's), on the long lane.
+    async fn summary_by(
+        &self,
+        query: reconcile::SummaryQuery,
+        p: ReconciliationPeriod,
+    ) -> StoreResult<ReconciliationSummary> {
         self.readers
             .read_in(Lane::Long, move |conn| {
-                reconcile::reference_discrepancies(
+                query(conn, &p.carrier_id, p.start, p.end, p.tolerance_us)
+            })
+            .await
+    }
+
+    /// A discrepancy page by `query` (the state's or the reference's), on the long lane.
+    async fn discrepancies_by(
+        &self,
+        query: reconcile::DiscrepancyQuery,
+        p: ReconciliationPeriod,
+        kind: Option<DiscrepancyKind>,
+        after: Option<DiscrepancyCursor>,
+        limit: usize,
+    ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
+        self.readers
+            .read_in(Lane::Long, move |conn| {
+                query(
                     conn,
                     &p.carrier_id,
                     p.start,
@@ -413,11 +435,7 @@ impl Store for SqliteStore {
         &self,
         p: ReconciliationPeriod,
     ) -> StoreResult<ReconciliationSummary> {
-        self.readers
-            .read_in(Lane::Long, move |conn| {
-                reconcile::summary(conn, &p.carrier_id, p.start, p.end, p.tolerance_us)
-            })
-            .await
+        self.summary_by(reconcile::summary, p).await
     }
 
     async fn list_discrepancies(
@@ -427,19 +445,7 @@ impl Store for SqliteStore {
         after: Option<DiscrepancyCursor>,
         limit: usize,
     ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
-        self.readers
-            .read_in(Lane::Long, move |conn| {
-                reconcile::discrepancies(
-                    conn,
-                    &p.carrier_id,
-                    p.start,
-                    p.end,
-                    p.tolerance_us,
-                    kind,
-                    after,
-                    limit,
-                )
-            })
+        self.discrepancies_by(reconcile::discrepancies, p, kind, after, limit)
             .await
     }
 

@@ -94,6 +94,22 @@ fn pairs_cte(scope: Scope) -> String {
     )
 }
 
+/// A summary query: the carrier, the period's start and end, the tolerance (µs).
+pub(super) type SummaryQuery =
+    fn(&Connection, &str, Micros, Micros, i64) -> StoreResult<ReconciliationSummary>;
+
+/// A discrepancy-page query: as [`SummaryQuery`], then the kind, the cursor and the page size.
+pub(super) type DiscrepancyQuery = fn(
+    &Connection,
+    &str,
+    Micros,
+    Micros,
+    i64,
+    Option<DiscrepancyKind>,
+    Option<DiscrepancyCursor>,
+    usize,
+) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>>;
+
 /// The summary of one carrier's period, from the pairing state: the whole hours of the period
 /// from the hour aggregates (the pairs of the tolerance's own difference class read one by
 /// one), the parts of an hour at either edge from the items. Exact for any period and any
