@@ -735,6 +735,39 @@ pub struct Discrepancy {
     pub carrier_duration_us: Option<i64>,
 }
 
+/// Which entry of a carrier's reconciliation a change is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReconciliationEntry {
+    /// A platform record's, with the report paired with it if any: keyed by its `call_id`.
+    Record,
+    /// A report paired with no record: keyed by the carrier's `record_id`.
+    Report,
+}
+
+/// One change of a carrier's reconciliation: an entry as it now stands, or gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconciliationChange {
+    /// Its position in the carrier's reconciliation feed.
+    pub sequence: i64,
+    /// Whose entry.
+    pub entry: ReconciliationEntry,
+    /// The entry is gone (its report now pairs with a record, or its rows were deleted or
+    /// moved to another carrier); only its key and start time are set.
+    pub removed: bool,
+    /// The platform record's call id, or the lone report's (may be empty).
+    pub call_id: String,
+    /// The record's correlation id, or the lone report's.
+    pub correlation_id: String,
+    /// The carrier's record id of the report, or empty when the record has none.
+    pub record_id: String,
+    /// The start time that places the entry in a period.
+    pub start_time: Micros,
+    /// The platform's duration, when the entry has a record.
+    pub platform_duration_us: Option<i64>,
+    /// The carrier's duration, when the entry has a report.
+    pub carrier_duration_us: Option<i64>,
+}
+
 /// One carrier's reconciliation period and tolerance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReconciliationPeriod {

@@ -25,7 +25,7 @@ use crate::domain::{
 use crate::domain::{AuditEvent, AuditFilter, EraseCounts, PurgeCounts, RetentionPolicy};
 use crate::domain::{
     CallDuration, Discrepancy, DiscrepancyCursor, DiscrepancyKind, DurationOutcome, DurationReport,
-    ReconciliationPeriod, ReconciliationSummary, UsageGrouping, UsageRow,
+    ReconciliationChange, ReconciliationPeriod, ReconciliationSummary, UsageGrouping, UsageRow,
 };
 
 /// A page of items each with the key that a listing resumes after, and whether more follow.
@@ -247,6 +247,19 @@ pub trait Store: Send + Sync + 'static {
         after: Option<DiscrepancyCursor>,
         limit: usize,
     ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>>;
+    /// The carrier's last reconciliation feed position (0 if none), and its floor: the last
+    /// position of a removal that retention forgot (a follower behind it must replay from 0).
+    async fn reconciliation_head(&self, carrier_id: &str) -> StoreResult<(i64, i64)>;
+    /// A carrier's reconciliation changes with `sequence > after`, in order, at most `limit`.
+    async fn reconciliation_changes_after(
+        &self,
+        carrier_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<ReconciliationChange>>;
+    /// Changes after every commit that changed the pairing state (a wake-up, as for number
+    /// events).
+    fn reconciliation_signal(&self) -> watch::Receiver<u64>;
     /// A tenant's usage in [start, end), grouped.
     async fn tenant_usage(
         &self,

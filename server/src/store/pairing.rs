@@ -130,6 +130,9 @@ impl Item {
 /// An hour, in microseconds: the unit of the aggregates kept beside the pairing state.
 pub const HOUR_US: i64 = 3_600_000_000;
 
+/// A day, in microseconds (UTC days: 24 hours from midnight).
+pub const DAY_US: i64 = 24 * HOUR_US;
+
 /// Classes of difference per doubling: a class spans an eighth of its octave (a width of at
 /// most 12.5% of its lower bound).
 pub const CLASSES_PER_OCTAVE: u32 = 8;

@@ -12,6 +12,11 @@ pub enum Expiring {
     CallRecords,
     /// Duration reports (with their history).
     CallDurations,
+    /// Entries removed from the carriers' reconciliation feeds, kept for the longer of the
+    /// records' and the reports' retention after their removal (a follower that resumes within
+    /// it misses nothing; one further behind is told to replay); and the tenants' usage lines
+    /// left with no call.
+    ReconciliationRemovals,
     /// Released numbers (with their events).
     ReleasedNumbers,
     /// Audit events.
@@ -20,9 +25,10 @@ pub enum Expiring {
 
 impl Expiring {
     /// Every kind, in purge order.
-    pub const ALL: [Expiring; 4] = [
+    pub const ALL: [Expiring; 5] = [
         Expiring::CallRecords,
         Expiring::CallDurations,
+        Expiring::ReconciliationRemovals,
         Expiring::ReleasedNumbers,
         Expiring::AuditEvents,
     ];
@@ -32,6 +38,9 @@ impl Expiring {
         let days = match self {
             Expiring::CallRecords => policy.call_record_days,
             Expiring::CallDurations => policy.call_duration_days,
+            Expiring::ReconciliationRemovals => {
+                policy.call_record_days.max(policy.call_duration_days)
+            }
             Expiring::ReleasedNumbers => policy.released_number_days,
             Expiring::AuditEvents => policy.audit_event_days,
         };

@@ -9,8 +9,8 @@ use crate::domain::{
     ApiKey, Assignment, AssignmentType, AuditEvent, CallDirection, CallDuration, CallRecord,
     CallType, Capability, Carrier, Consent, ConsentStatus, Contact, DestinationContext,
     Discrepancy, DiscrepancyCursor, DiscrepancyKind, DurationReport, MediaStream, Micros,
-    NumberEvent, NumberEventType, NumberState, PhoneNumber, QualityMetric, QualityVerdict, Role,
-    UsageRow,
+    NumberEvent, NumberEventType, NumberState, PhoneNumber, QualityMetric, QualityVerdict,
+    ReconciliationChange, ReconciliationEntry, Role, UsageRow,
 };
 
 use crate::store::{CallRecordCursor, StoreError, StoreResult};
@@ -471,6 +471,28 @@ pub fn discrepancy(r: &dyn Row) -> StoreResult<(Discrepancy, DiscrepancyCursor)>
         },
         (start_time, kind_code, key),
     ))
+}
+
+/// A change of the reconciliation feed: `sequence, entry (1 a record's, 2 a lone report's),
+/// removed (0 or 1), call_id, correlation_id, record_id, start_time, platform_us, carrier_us`.
+pub fn reconciliation_change(r: &dyn Row) -> StoreResult<ReconciliationChange> {
+    let entry: i64 = r.col(1)?;
+    let removed: i64 = r.col(2)?;
+    Ok(ReconciliationChange {
+        sequence: r.col(0)?,
+        entry: if entry == 1 {
+            ReconciliationEntry::Record
+        } else {
+            ReconciliationEntry::Report
+        },
+        removed: removed != 0,
+        call_id: r.col(3)?,
+        correlation_id: r.col(4)?,
+        record_id: r.col(5)?,
+        start_time: r.col(6)?,
+        platform_duration_us: r.col(7)?,
+        carrier_duration_us: r.col(8)?,
+    })
 }
 
 /// A summary query's one row, in [`SummaryCounts`]' order.

@@ -362,6 +362,8 @@ pub fn count_purged(counts: &mut PurgeCounts, kind: Expiring, rows: i64, seconda
             counts.number_events += secondary;
         }
         Expiring::AuditEvents => counts.audit_events += rows,
+        // Bookkeeping of the pairing state, not personal data a policy names.
+        Expiring::ReconciliationRemovals => {}
     }
 }
 

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ocx_server::domain::{
     CallDirection, CallRecord, CallType, Carrier, DiscrepancyKind, DurationReport, QualityVerdict,
-    ReconciliationPeriod, ReconciliationSummary, now_micros,
+    ReconciliationChange, ReconciliationEntry, ReconciliationPeriod, ReconciliationSummary,
+    UsageGrouping, now_micros,
 };
 use ocx_server::store::Store;
 use ocx_server::store::pairing::{Pairing, RecordFact, ReportFact};
@@ -523,7 +524,8 @@ fn summary_buckets_add_up_and_agree_with_the_model() {
 #[derive(Debug, Clone)]
 enum Op {
     /// Ingest record `c{n}` at `version`: new, or a revision when it exists (another
-    /// correlation id, start and duration), or stale when the version is not higher.
+    /// correlation id, start, duration, tenant or line), or stale when the version is not
+    /// higher. `line` picks the direction (even: inbound) and the tenant's number.
     Record {
         n: u8,
         version: i64,
@@ -531,6 +533,7 @@ enum Op {
         start: i64,
         dur: i64,
         tenant: u8,
+        line: u8,
     },
     /// Report `r{n}`: new, a correction (another call id, correlation id, start or duration)
     /// or a resend of the same content.
@@ -545,14 +548,22 @@ enum Op {
     Purge { day: i64 },
     /// Erase tenant `t{tenant}`.
     Erase { tenant: u8 },
+    /// Change only the correlation id of record `c{n}` (a revision) or, with `report`, only
+    /// the correlation id of report `r{n}` (a correction), where it exists: the pairing may
+    /// stay as it was, but the entry's ids change.
+    Rekey {
+        n: u8,
+        report: bool,
+        correlation_id: String,
+    },
 }
 
 /// Any [`Op`], mostly records and reports.
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..8u8, 1..4i64, correlation_id(), 0..10i64, 0..300i64, 0..2u8).prop_map(
-            |(n, version, correlation_id, start, dur, tenant)| Op::Record {
-                n, version, correlation_id, start, dur, tenant
+        4 => (0..8u8, 1..4i64, correlation_id(), 0..10i64, 0..300i64, 0..2u8, 0..4u8).prop_map(
+            |(n, version, correlation_id, start, dur, tenant, line)| Op::Record {
+                n, version, correlation_id, start, dur, tenant, line
             }
         ),
         4 => (0..8u8, proptest::option::of(0..10u8), correlation_id(), 0..10i64, 0..300i64)
@@ -561,18 +572,122 @@ fn op() -> impl Strategy<Value = Op> {
             }),
         1 => (0..11i64).prop_map(|day| Op::Purge { day }),
         1 => (0..2u8).prop_map(|tenant| Op::Erase { tenant }),
+        2 => (0..8u8, any::<bool>(), correlation_id()).prop_map(|(n, report, correlation_id)| {
+            Op::Rekey { n, report, correlation_id }
+        }),
     ]
 }
 
 /// Runs `ops` as carrier `carrier` (a new one), its times from `base` on, and after each one
 /// holds the stored pairing state to a pairing of every stored fact.
-/// A question asked after a write: a period (tenths of a day from the case's base, either way
-/// round), a tolerance in seconds and a page size.
-type Question = (i64, i64, i64, usize);
+/// A question asked after a write: a period (from the case's base, in tenths of a day, plus
+/// up to 30 minutes, either way round: so periods start and end at whole days, hours and
+/// neither), a tolerance in seconds, a page size, and the size of the follower's reads.
+type Question = ((i64, i64), (i64, i64), i64, usize, usize);
 
 /// Any [`Question`].
 fn question() -> impl Strategy<Value = Question> {
-    (0..11i64, 0..11i64, 0..300i64, 1..6usize)
+    let instant = (0..11i64, prop_oneof![Just(0i64), 0..1800i64]);
+    (instant.clone(), instant, 0..300i64, 1..6usize, 1..4usize)
+}
+
+/// A follower's view of the reconciliation feed: entry and key → the entry as last sent.
+type View = BTreeMap<(ReconciliationEntry, String), ReconciliationChange>;
+
+/// Reads the feed after `*last` in reads of `size`, applying each change to `view`; checks
+/// that positions only grow. A follower behind the carrier's floor (retention forgot removals
+/// after its position) replays from the start, as the server tells it to.
+async fn follow(
+    store: &SqliteStore,
+    carrier: &str,
+    last: &mut i64,
+    size: usize,
+    view: &mut View,
+) -> Result<(), TestCaseError> {
+    let (head, floor) = store.reconciliation_head(carrier).await.expect("head");
+    prop_assert!(*last <= head, "the follower is past the head");
+    if *last < floor {
+        (*last, *view) = (0, View::new());
+    }
+    loop {
+        let changes = store
+            .reconciliation_changes_after(carrier, *last, size)
+            .await
+            .expect("changes");
+        if changes.is_empty() {
+            return Ok(());
+        }
+        for change in changes {
+            prop_assert!(change.sequence > *last, "positions go back: {:?}", change);
+            *last = change.sequence;
+            let key = match change.entry {
+                ReconciliationEntry::Record => change.call_id.clone(),
+                ReconciliationEntry::Report => change.record_id.clone(),
+            };
+            if change.removed {
+                view.remove(&(change.entry, key));
+            } else {
+                view.insert((change.entry, key), change);
+            }
+        }
+    }
+}
+
+/// What a follower's view must be: every item of a pairing of every fact, as its entry.
+fn expected_view(records: &[RecordFact], reports: &[ReportFact]) -> View {
+    let record = |id: i64| records.iter().find(|r| r.id == id).expect("record");
+    let report = |id: i64| reports.iter().find(|d| d.id == id).expect("report");
+    Pairing::of(records, reports)
+        .items
+        .into_iter()
+        .map(|item| {
+            let d = item.report.map(report);
+            let (entry, key, call_id, correlation_id) = match item.record.map(record) {
+                Some(r) => (
+                    ReconciliationEntry::Record,
+                    r.call_id.clone(),
+                    r.call_id.clone(),
+                    r.correlation_id.clone(),
+                ),
+                None => {
+                    let d = d.expect("a lone report");
+                    (
+                        ReconciliationEntry::Report,
+                        d.record_id.clone(),
+                        d.call_id.clone(),
+                        d.correlation_id.clone(),
+                    )
+                }
+            };
+            let change = ReconciliationChange {
+                sequence: 0,
+                entry,
+                removed: false,
+                call_id,
+                correlation_id,
+                record_id: d.map(|d| d.record_id.clone()).unwrap_or_default(),
+                start_time: item.period_time,
+                platform_duration_us: item.platform_us,
+                carrier_duration_us: item.carrier_us,
+            };
+            ((entry, key), change)
+        })
+        .collect()
+}
+
+/// A view without its positions, to compare with [`expected_view`].
+fn unpositioned(view: &View) -> View {
+    view.iter()
+        .map(|(k, c)| {
+            (
+                k.clone(),
+                ReconciliationChange {
+                    sequence: 0,
+                    ..c.clone()
+                },
+            )
+        })
+        .collect()
 }
 
 async fn follow_ops(
@@ -592,6 +707,10 @@ async fn follow_ops(
         .await
         .expect("carrier");
     let tenant = |t: u8| format!("{:08x}-0000-4000-8000-{:012x}", base / DAY, t);
+    let (mut last, mut view) = (0, View::new());
+    // The last content sent of each report, by n (a purge or erasure may have deleted it: sent
+    // again, it is new).
+    let mut sent: BTreeMap<u8, DurationReport> = BTreeMap::new();
     for (step, (op, question)) in ops.iter().enumerate() {
         match op {
             Op::Record {
@@ -601,6 +720,7 @@ async fn follow_ops(
                 start,
                 dur,
                 tenant: t,
+                line,
             } => {
                 let rec = Rec {
                     call_id: format!("{carrier}-c{n}"),
@@ -611,7 +731,14 @@ async fn follow_ops(
                 let mut record = platform_record(carrier, &rec);
                 record.version = *version;
                 record.tenant_id = tenant(*t);
-                record.content_hash = *version * 1000 + i64::from(*t);
+                record.content_hash = *version * 1000 + i64::from(*t) * 10 + i64::from(*line);
+                record.direction = if line % 2 == 0 {
+                    CallDirection::Inbound
+                } else {
+                    CallDirection::Outbound
+                };
+                record.caller_number = format!("+4420{line}");
+                record.callee_number = format!("+3310{}", line / 2);
                 store
                     .ingest_call_records(vec![record])
                     .await
@@ -641,10 +768,44 @@ async fn follow_ops(
                     start_time: base + start * DAY / 10,
                     duration_us: dur * SEC,
                 };
+                sent.insert(*n, report.clone());
                 store
                     .report_call_durations(carrier, vec![report])
                     .await
                     .expect("report");
+            }
+            Op::Rekey {
+                n,
+                report: false,
+                correlation_id,
+            } => {
+                let call_id = format!("{carrier}-c{n}");
+                if let Some(mut record) =
+                    store.get_call_record(carrier, &call_id).await.expect("get")
+                {
+                    record.version += 1;
+                    record.content_hash += 1;
+                    record.correlation_id = correlation_id.clone();
+                    store
+                        .ingest_call_records(vec![record])
+                        .await
+                        .expect("ingest");
+                }
+            }
+            Op::Rekey {
+                n,
+                report: true,
+                correlation_id,
+            } => {
+                if let Some(report) = sent.get_mut(n)
+                    && !(report.call_id.is_empty() && correlation_id.is_empty())
+                {
+                    report.correlation_id = correlation_id.clone();
+                    store
+                        .report_call_durations(carrier, vec![report.clone()])
+                        .await
+                        .expect("report");
+                }
             }
             Op::Purge { day } => {
                 // One day of retention, measured from `now` one day after the cutoff.
@@ -680,12 +841,48 @@ async fn follow_ops(
             step,
             op
         );
+        // A follower of the feed, reading on from where it was, sees every entry as it now
+        // is; so does one that replays the feed from the start.
+        let (a, b, tol, page, reads) = *question;
+        follow(store, carrier, &mut last, reads, &mut view).await?;
+        let expected = expected_view(&records, &reports);
+        prop_assert_eq!(
+            &unpositioned(&view),
+            &expected,
+            "after step {} ({:?}) the follower's view differs from the pairing",
+            step,
+            op
+        );
+        let mut replayed = View::new();
+        follow(store, carrier, &mut 0, 1000, &mut replayed).await?;
+        prop_assert_eq!(&replayed, &view, "after step {} a replay differs", step);
         // The answers from the state equal the set-based reference, for this step's question.
-        let (a, b, tol, page) = *question;
+        let instant = |(tenths, seconds): (i64, i64)| base + tenths * DAY / 10 + seconds * SEC;
+        let (s, e) = (instant(a).min(instant(b)), instant(a).max(instant(b)) + 1);
+        for t in 0..2 {
+            for grouping in [UsageGrouping::Day, UsageGrouping::NumberAndDirection] {
+                let live = store
+                    .tenant_usage(&tenant(t), (s, e), grouping)
+                    .await
+                    .expect("usage");
+                let reference = store
+                    .reference_usage(&tenant(t), (s, e), grouping)
+                    .await
+                    .expect("reference usage");
+                prop_assert_eq!(
+                    &live,
+                    &reference,
+                    "after step {} the usage of tenant {} by {:?} differs",
+                    step,
+                    t,
+                    grouping
+                );
+            }
+        }
         let p = ReconciliationPeriod {
             carrier_id: carrier.into(),
-            start: base + a.min(b) * DAY / 10,
-            end: base + a.max(b) * DAY / 10 + 1,
+            start: s,
+            end: e,
             tolerance_us: tol * SEC,
         };
         let live = store

@@ -41,7 +41,8 @@ use crate::domain::{
     ApiKey, AssignRequest, CallDuration, CallRecord, CallRecordFilter, Carrier, Consent,
     ConsentGrant, ConsentStatus, Discrepancy, DiscrepancyCursor, DiscrepancyKind, DurationOutcome,
     DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberFilter, NumberUpload,
-    Page, PhoneNumber, ReconciliationPeriod, ReconciliationSummary, UsageGrouping, UsageRow,
+    Page, PhoneNumber, ReconciliationChange, ReconciliationPeriod, ReconciliationSummary,
+    UsageGrouping, UsageRow,
 };
 use crate::domain::{AuditEvent, AuditFilter, EraseCounts, PurgeCounts, RetentionPolicy};
 use crate::store::rows::page;
@@ -396,6 +397,23 @@ impl Store for PgStore {
                 .await
             })
             .await
+    }
+
+    async fn reconciliation_head(&self, _carrier_id: &str) -> StoreResult<(i64, i64)> {
+        Ok((0, 0))
+    }
+
+    async fn reconciliation_changes_after(
+        &self,
+        _carrier_id: &str,
+        _after: i64,
+        _limit: usize,
+    ) -> StoreResult<Vec<ReconciliationChange>> {
+        Ok(Vec::new())
+    }
+
+    fn reconciliation_signal(&self) -> watch::Receiver<u64> {
+        watch::channel(0).1
     }
 
     async fn tenant_usage(

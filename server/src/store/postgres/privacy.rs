@@ -215,6 +215,8 @@ async fn purge_chunk(tx: &Transaction<'_>, kind: Expiring, cutoff: Micros) -> Pg
                 .await?;
             (count(tx.execute(&stmt, &[&cutoff, &PURGE_CHUNK]).await?), 0)
         }
+        // PostgreSQL keeps no pairing state yet.
+        Expiring::ReconciliationRemovals => (0, 0),
     })
 }
 

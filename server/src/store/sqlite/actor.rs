@@ -50,6 +50,8 @@ pub struct Touched {
     pub number_events: bool,
     /// Call records were created or revised.
     pub call_records: bool,
+    /// The pairing state of reconciliation changed (the feed of WatchReconciliation moved).
+    pub reconciliation: bool,
     /// Personal data was deleted: checkpoint the write-ahead log into the database and truncate
     /// it after the commit, so no copy of the deleted rows stays in the log.
     pub checkpoint: bool,
@@ -60,14 +62,6 @@ impl Touched {
     pub fn number_events(changed: bool) -> Touched {
         Touched {
             number_events: changed,
-            ..Touched::default()
-        }
-    }
-
-    /// Call records were created or revised if `changed`.
-    pub fn call_records(changed: bool) -> Touched {
-        Touched {
-            call_records: changed,
             ..Touched::default()
         }
     }
@@ -176,6 +170,8 @@ pub struct Writer {
     number_events: Arc<watch::Sender<u64>>,
     /// Bumped after each commit that created or revised call records.
     call_records: Arc<watch::Sender<u64>>,
+    /// Bumped after each commit that changed the pairing state.
+    reconciliation: Arc<watch::Sender<u64>>,
 }
 
 impl Writer {
@@ -184,9 +180,11 @@ impl Writer {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let number_events = Arc::new(watch::channel(0u64).0);
         let call_records = Arc::new(watch::channel(0u64).0);
+        let reconciliation = Arc::new(watch::channel(0u64).0);
         let signals = Signals {
             number_events: Arc::clone(&number_events),
             call_records: Arc::clone(&call_records),
+            reconciliation: Arc::clone(&reconciliation),
         };
         std::thread::Builder::new()
             .name("ocx-sqlite-writer".into())
@@ -195,6 +193,7 @@ impl Writer {
             tx,
             number_events,
             call_records,
+            reconciliation,
         })
     }
 
@@ -228,6 +227,11 @@ impl Writer {
     pub fn call_record_signal(&self) -> watch::Receiver<u64> {
         self.call_records.subscribe()
     }
+
+    /// A receiver that changes after each commit that changed the pairing state.
+    pub fn reconciliation_signal(&self) -> watch::Receiver<u64> {
+        self.reconciliation.subscribe()
+    }
 }
 
 /// The wake-up channels the writer bumps after commits.
@@ -236,6 +240,8 @@ struct Signals {
     number_events: Arc<watch::Sender<u64>>,
     /// Call records created or revised.
     call_records: Arc<watch::Sender<u64>>,
+    /// The pairing state changed.
+    reconciliation: Arc<watch::Sender<u64>>,
 }
 
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, signals: &Signals) {
@@ -265,6 +271,11 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Box<dyn Job>>, signals: 
         }
         if touched.call_records {
             signals.call_records.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        if touched.reconciliation {
+            signals
+                .reconciliation
+                .send_modify(|v| *v = v.wrapping_add(1));
         }
         if touched.checkpoint {
             truncate_wal(&conn);
@@ -377,6 +388,7 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<Touched, S
             Ok(t) => {
                 touched.number_events |= t.number_events;
                 touched.call_records |= t.call_records;
+                touched.reconciliation |= t.reconciliation;
                 touched.checkpoint |= t.checkpoint;
                 "RELEASE job"
             }

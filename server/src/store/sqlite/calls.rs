@@ -151,8 +151,11 @@ pub fn ingest(conn: &Connection, records: Vec<CallRecord>) -> StoreResult<Vec<In
                 r.update_time = now;
                 let id = stored.as_ref().map(|s| s.0);
                 put(conn, id, &r)?;
-                if let Some((_, _, _, owner, correlation_id)) = &stored {
+                if let Some((id, _, _, owner, correlation_id)) = &stored {
                     touched.note(owner, &r.call_id, correlation_id);
+                    if *correlation_id != r.correlation_id {
+                        touched.refreshed_record(*id);
+                    }
                 }
                 touched.note(&carrier_id, &r.call_id, &r.correlation_id);
                 if id.is_some() {

@@ -92,6 +92,11 @@ pub fn report(
             Some(_) if outcome == DurationOutcome::Unchanged => {}
             Some((old, (_, id))) => {
                 touched.note(carrier_id, &old.report.call_id, &old.report.correlation_id);
+                if (&old.report.call_id, &old.report.correlation_id)
+                    != (&r.call_id, &r.correlation_id)
+                {
+                    touched.refreshed_report(id);
+                }
                 let correction = old.corrections + 1;
                 execute_with(
                     conn,

@@ -42,7 +42,8 @@ use crate::domain::{
     ApiKey, AssignRequest, CallDuration, CallRecord, CallRecordFilter, Carrier, Consent,
     ConsentGrant, ConsentStatus, Discrepancy, DiscrepancyCursor, DiscrepancyKind, DurationOutcome,
     DurationReport, IngestOutcome, ItemOutcome, Micros, NumberEvent, NumberFilter, NumberUpload,
-    Page, PhoneNumber, ReconciliationPeriod, ReconciliationSummary, UsageGrouping, UsageRow,
+    Page, PhoneNumber, ReconciliationChange, ReconciliationPeriod, ReconciliationSummary,
+    UsageGrouping, UsageRow,
 };
 use crate::domain::{AuditEvent, AuditFilter, EraseCounts, PurgeCounts, RetentionPolicy};
 use crate::store::rows::page;
@@ -125,6 +126,33 @@ impl SqliteStore {
         limit: usize,
     ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
         self.discrepancies_by(reconcile::reference_discrepancies, p, kind, after, limit)
+            .await
+    }
+
+    /// A tenant's usage by the set-based rules: the reference for [`Store::tenant_usage`].
+    pub async fn reference_usage(
+        &self,
+        tenant_id: &str,
+        window: (Micros, Micros),
+        grouping: UsageGrouping,
+    ) -> StoreResult<Vec<UsageRow>> {
+        self.usage_by(reconcile::reference_usage, tenant_id, window, grouping)
+            .await
+    }
+
+    /// A tenant's usage by `query` (the state's or the reference's), on the long lane.
+    async fn usage_by(
+        &self,
+        query: reconcile::UsageQuery,
+        tenant_id: &str,
+        window: (Micros, Micros),
+        grouping: UsageGrouping,
+    ) -> StoreResult<Vec<UsageRow>> {
+        let tenant_id = tenant_id.to_owned();
+        self.readers
+            .read_in(Lane::Long, move |conn| {
+                query(conn, &tenant_id, window.0, window.1, grouping)
+            })
             .await
     }
 
@@ -363,7 +391,14 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 let outcomes = calls::ingest(conn, records)?;
                 let changed = outcomes.iter().any(IngestOutcome::changed);
-                Ok((outcomes, Touched::call_records(changed)))
+                Ok((
+                    outcomes,
+                    Touched {
+                        call_records: changed,
+                        reconciliation: changed,
+                        ..Touched::default()
+                    },
+                ))
             })
             .await
     }
@@ -414,8 +449,18 @@ impl Store for SqliteStore {
         reports: Vec<DurationReport>,
     ) -> StoreResult<Vec<DurationOutcome>> {
         let carrier_id = carrier_id.to_owned();
-        self.write_once(move |conn| quiet(durations::report(conn, &carrier_id, &reports)?))
-            .await
+        self.write_once(move |conn| {
+            let outcomes = durations::report(conn, &carrier_id, &reports)?;
+            let changed = outcomes.iter().any(|o| *o != DurationOutcome::Unchanged);
+            Ok((
+                outcomes,
+                Touched {
+                    reconciliation: changed,
+                    ..Touched::default()
+                },
+            ))
+        })
+        .await
     }
 
     async fn list_call_durations(
@@ -449,17 +494,36 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn reconciliation_head(&self, carrier_id: &str) -> StoreResult<(i64, i64)> {
+        let carrier_id = carrier_id.to_owned();
+        self.readers
+            .read(move |conn| pairing::heads(conn, &carrier_id))
+            .await
+    }
+
+    async fn reconciliation_changes_after(
+        &self,
+        carrier_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<ReconciliationChange>> {
+        let carrier_id = carrier_id.to_owned();
+        self.readers
+            .read(move |conn| reconcile::changes_after(conn, &carrier_id, after, limit))
+            .await
+    }
+
+    fn reconciliation_signal(&self) -> watch::Receiver<u64> {
+        self.writer.reconciliation_signal()
+    }
+
     async fn tenant_usage(
         &self,
         tenant_id: &str,
         window: (Micros, Micros),
         grouping: UsageGrouping,
     ) -> StoreResult<Vec<UsageRow>> {
-        let tenant_id = tenant_id.to_owned();
-        self.readers
-            .read_in(Lane::Long, move |conn| {
-                reconcile::usage(conn, &tenant_id, window.0, window.1, grouping)
-            })
+        self.usage_by(reconcile::usage, tenant_id, window, grouping)
             .await
     }
 
@@ -505,6 +569,7 @@ impl Store for SqliteStore {
                             deleted,
                             Touched {
                                 checkpoint: deleted.0 > 0,
+                                reconciliation: deleted.0 > 0,
                                 ..Touched::default()
                             },
                         ))
@@ -537,6 +602,7 @@ impl Store for SqliteStore {
                 Touched {
                     number_events: appended,
                     checkpoint: true,
+                    reconciliation: true,
                     ..Touched::default()
                 },
             ))

@@ -138,6 +138,37 @@ pub fn purge_chunk(conn: &Connection, kind: Expiring, cutoff: Micros) -> StoreRe
             (gone.len() as i64, events)
         }
         Expiring::AuditEvents => (delete_before(conn, "audit_events", "time", cutoff)?, 0),
+        Expiring::ReconciliationRemovals => {
+            // Each carrier's floor moves to the last removal purged.
+            let purged: Vec<(String, i64)> = conn
+                .prepare_cached(
+                    "DELETE FROM recon_removed WHERE (carrier_id, sequence) IN
+                       (SELECT carrier_id, sequence FROM recon_removed INDEXED BY recon_removed_by_time
+                         WHERE remove_time < ?1 LIMIT ?2)
+                     RETURNING carrier_id, sequence",
+                )?
+                .query_map(params![cutoff, PURGE_CHUNK], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut floors: std::collections::BTreeMap<&str, i64> = Default::default();
+            for (carrier_id, sequence) in &purged {
+                let floor = floors.entry(carrier_id).or_default();
+                *floor = (*floor).max(*sequence);
+            }
+            for (carrier_id, floor) in floors {
+                conn.prepare_cached(
+                    "UPDATE carrier_heads SET recon_floor = max(recon_floor, ?2) WHERE carrier_id = ?1",
+                )?
+                .execute(params![carrier_id, floor])?;
+            }
+            let removals = purged.len() as i64;
+            let lines = conn
+                .prepare_cached(
+                    "DELETE FROM usage_lines
+                      WHERE NOT EXISTS (SELECT 1 FROM usage_sums WHERE line_id = usage_lines.id)",
+                )?
+                .execute([])? as i64;
+            (removals, lines)
+        }
     })
 }
 
@@ -150,15 +181,15 @@ fn delete_durations(conn: &Connection, ids: &[i64]) -> StoreResult<i64> {
         history += conn
             .prepare_cached("DELETE FROM call_duration_history WHERE duration_id = ?1")?
             .execute([id])? as i64;
-        let gone: Option<(String, String, String)> = conn
+        let gone: Option<(String, String, String, String)> = conn
             .prepare_cached(
                 "DELETE FROM call_durations WHERE id = ?1
-                 RETURNING carrier_id, call_id, correlation_id",
+                 RETURNING carrier_id, record_id, call_id, correlation_id",
             )?
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()?;
-        if let Some((carrier_id, call_id, correlation_id)) = gone {
-            touched.deleted_report(*id, &carrier_id, &call_id, &correlation_id);
+        if let Some((carrier_id, record_id, call_id, correlation_id)) = gone {
+            touched.deleted_report(*id, &carrier_id, &record_id, &call_id, &correlation_id);
         }
     }
     pairing::repair(conn, &touched)?;
@@ -198,6 +229,14 @@ pub fn erase_tenant(conn: &Connection, tenant_id: &str) -> StoreResult<(EraseCou
     }
     pairing::repair(conn, &touched)?;
     let call_records = gone.len() as i64;
+    // The tenant's usage lines name its numbers: they go, with their sums (all of them zero
+    // now that the tenant's records are gone).
+    conn.prepare_cached(
+        "DELETE FROM usage_sums WHERE line_id IN (SELECT id FROM usage_lines WHERE tenant_id = ?1)",
+    )?
+    .execute([tenant_id])?;
+    conn.prepare_cached("DELETE FROM usage_lines WHERE tenant_id = ?1")?
+        .execute([tenant_id])?;
 
     // Assigned numbers are unassigned (their carriers see an UNASSIGNED event); then no number
     // of the tenant holds a SIP URI or user id.

@@ -4,12 +4,14 @@
 //! matching rules (see `reconciliation.proto`) are written once, in [`pairs_cte`], and shared by
 //! the summary, the discrepancy listing and usage, so the three always agree.
 
+use std::collections::{BTreeMap, HashMap};
+
 use rusqlite::{Connection, named_params, params};
 
 use super::query;
 use crate::domain::{
-    Discrepancy, DiscrepancyCursor, DiscrepancyKind, Micros, ReconciliationSummary, UsageGrouping,
-    UsageRow,
+    CallDirection, Discrepancy, DiscrepancyCursor, DiscrepancyKind, Micros, ReconciliationChange,
+    ReconciliationSummary, UsageGrouping, UsageRow,
 };
 use crate::store::sql::Scope;
 use crate::store::{KeyedPage, StoreResult};
@@ -269,22 +271,56 @@ pub fn discrepancies(
     query::page(conn, sql, params, rows::discrepancy, limit)
 }
 
-/// Inserts `carrier_id`'s pairing items (`recon_items`, without their difference classes) as
-/// the set-based rules pair its stored records and reports; how many. The migration that adds
-/// the pairing state builds it with this, once.
+/// A carrier's reconciliation feed after position `after`, in order, at most `limit`: the
+/// entries whose last change is later (each as it now stands) and the entries removed later.
+pub fn changes_after(
+    conn: &Connection,
+    carrier_id: &str,
+    after: i64,
+    limit: usize,
+) -> StoreResult<Vec<ReconciliationChange>> {
+    let sql = "SELECT * FROM (
+                 SELECT i.sequence, CASE WHEN i.record_id IS NULL THEN 2 ELSE 1 END, 0,
+                        coalesce(p.call_id, d.call_id), coalesce(p.correlation_id, d.correlation_id),
+                        coalesce(d.record_id, ''), i.period_time, i.platform_us, i.carrier_us
+                   FROM recon_items i INDEXED BY recon_items_feed
+                   LEFT JOIN call_records p ON p.id = i.record_id
+                   LEFT JOIN call_durations d ON d.id = i.report_id
+                  WHERE i.carrier_id = ?1 AND i.sequence > ?2
+                  ORDER BY i.sequence LIMIT ?3)
+               UNION ALL
+               SELECT * FROM (
+                 SELECT sequence, entry, 1, CASE entry WHEN 1 THEN entry_key ELSE '' END, '',
+                        CASE entry WHEN 2 THEN entry_key ELSE '' END, period_time, NULL, NULL
+                   FROM recon_removed WHERE carrier_id = ?1 AND sequence > ?2
+                  ORDER BY sequence LIMIT ?3)
+               ORDER BY 1 LIMIT ?3";
+    query::all(
+        conn,
+        sql,
+        params![carrier_id, after, limit as i64],
+        rows::reconciliation_change,
+    )
+}
+
+/// Inserts `carrier_id`'s pairing items (`recon_items`, without their difference classes and
+/// usage lines, at negative placeholder positions) as the set-based rules pair its stored
+/// records and reports; how many. The migration that adds the pairing state builds it with
+/// this, once.
 pub(super) fn reference_items(conn: &Connection, carrier_id: &str) -> rusqlite::Result<usize> {
     let sql = format!(
         "INSERT INTO recon_items (carrier_id, record_id, report_id, kind, item_key, period_time,
-                                  platform_us, carrier_us, diff_us)
+                                  platform_us, carrier_us, diff_us, sequence)
         {},
         paired AS MATERIALIZED (SELECT did FROM pairs)
+        SELECT *, -row_number() OVER () FROM (
         SELECT :c, p.id, pairs.did, CASE WHEN pairs.did IS NULL THEN 2 ELSE 1 END, p.id,
                p.start_time, p.duration_us, d.duration_us, abs(p.duration_us - d.duration_us)
           FROM pw p LEFT JOIN pairs ON pairs.rid = p.id LEFT JOIN call_durations d ON d.id = pairs.did
         UNION ALL
         SELECT :c, NULL, d.id, 3, d.id, d.start_time, NULL, d.duration_us, NULL
           FROM call_durations d
-         WHERE d.carrier_id = :c AND d.id NOT IN (SELECT did FROM paired)",
+         WHERE d.carrier_id = :c AND d.id NOT IN (SELECT did FROM paired))",
         pairs_cte(Scope::Carrier)
     );
     conn.execute(
@@ -375,8 +411,130 @@ pub fn reference_discrepancies(
     query::page(conn, &sql, params, rows::discrepancy, limit)
 }
 
-/// A tenant's usage: each call's duration is its matched report's, else the platform's.
+/// A usage query: the tenant, the period's start and end, the grouping.
+pub(super) type UsageQuery =
+    fn(&Connection, &str, Micros, Micros, UsageGrouping) -> StoreResult<Vec<UsageRow>>;
+
+/// A tenant's usage from the pairing state: each call's duration is its paired report's, else
+/// the platform's. The whole days of the period come from the day sums of the tenant's lines,
+/// the whole hours at either edge from their hour sums, and the parts of an hour at either
+/// edge from the items of the tenant's records: a few hundred rows per line whatever the
+/// period, exact for any instants.
 pub fn usage(
+    conn: &Connection,
+    tenant_id: &str,
+    s: Micros,
+    e: Micros,
+    grouping: UsageGrouping,
+) -> StoreResult<Vec<UsageRow>> {
+    use crate::store::pairing::{DAY_US, HOUR_US};
+    let lines: HashMap<i64, (String, i64)> = conn
+        .prepare_cached("SELECT id, number, direction FROM usage_lines WHERE tenant_id = ?1")?
+        .query_map([tenant_id], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut groups: BTreeMap<(String, String, i64), (i64, i64, i64)> = BTreeMap::new();
+    let mut add = |line_id: i64, time: Micros, calls: i64, operator: i64, total: i64| {
+        let key = match grouping {
+            UsageGrouping::Day => (utc_day(time), String::new(), 0),
+            UsageGrouping::NumberAndDirection => match lines.get(&line_id) {
+                Some((number, direction)) => (String::new(), number.clone(), *direction),
+                None => return,
+            },
+        };
+        let g = groups.entry(key).or_default();
+        g.0 += calls;
+        g.1 += total;
+        g.2 += operator;
+    };
+    let line_ids = serde_json::to_string(&lines.keys().collect::<Vec<_>>())
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+    // [s, e) cut at whole units: the whole ones in the middle, the rest at either edge.
+    let whole = |s: Micros, e: Micros, unit: i64| {
+        let first = s.div_euclid(unit) + i64::from(s.rem_euclid(unit) != 0);
+        let last = e.div_euclid(unit);
+        (first < last).then_some((first, last))
+    };
+    // (level, unit, first, last) of the sums to read; the edges left to the items.
+    let mut ranges = Vec::new();
+    let mut edges_by_hour = Vec::new();
+    match whole(s, e, DAY_US) {
+        Some((d0, d1)) => {
+            ranges.push((1, DAY_US, d0, d1));
+            edges_by_hour.push((s, d0 * DAY_US));
+            edges_by_hour.push((d1 * DAY_US, e));
+        }
+        None => edges_by_hour.push((s, e)),
+    }
+    let mut edges = Vec::new();
+    for (s, e) in edges_by_hour {
+        match whole(s, e, HOUR_US) {
+            Some((h0, h1)) => {
+                ranges.push((0, HOUR_US, h0, h1));
+                edges.push((s, h0 * HOUR_US));
+                edges.push((h1 * HOUR_US, e));
+            }
+            None => edges.push((s, e)),
+        }
+    }
+    let mut sums = conn.prepare_cached(
+        "SELECT line_id, bucket, calls, operator_calls, total_us FROM usage_sums
+          WHERE line_id IN (SELECT value FROM json_each(?1)) AND level = ?2
+            AND bucket >= ?3 AND bucket < ?4",
+    )?;
+    for (level, unit, from, to) in ranges {
+        let rows = sums.query_map(params![line_ids, level, from, to], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+        for row in rows {
+            let (line, bucket, calls, operator, total) = row?;
+            add(line, bucket * unit, calls, operator, total);
+        }
+    }
+    let mut items = conn.prepare_cached(
+        "SELECT i.line_id, i.period_time, i.carrier_us IS NOT NULL,
+                coalesce(i.carrier_us, i.platform_us)
+           FROM call_records r INDEXED BY call_records_by_tenant
+           JOIN recon_items i ON i.record_id = r.id
+          WHERE r.tenant_id = ?1 AND r.start_time >= ?2 AND r.start_time < ?3",
+    )?;
+    for (s, e) in edges.into_iter().filter(|(s, e)| s < e) {
+        let rows = items.query_map(params![tenant_id, s, e], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        for row in rows {
+            let (line, time, operator, total) = row?;
+            if let Some(line) = line {
+                add(line, time, 1, operator, total);
+            }
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .filter(|(_, (calls, _, _))| *calls > 0)
+        .map(
+            |((day, number, direction), (calls, duration_us, operator_count))| UsageRow {
+                day,
+                number,
+                direction: CallDirection::from_code(direction as i32),
+                calls,
+                duration_us,
+                operator_count,
+            },
+        )
+        .collect())
+}
+
+/// `YYYY-MM-DD` of the UTC day of `time` (the date part of its RFC 3339 form).
+pub(crate) fn utc_day(time: Micros) -> String {
+    let seconds = time.div_euclid(crate::store::pairing::DAY_US) * 86_400;
+    let mut day = prost_types::Timestamp { seconds, nanos: 0 }.to_string();
+    day.truncate(10);
+    day
+}
+
+/// A tenant's usage by the set-based rules (the reference the usage sums are held to): each
+/// call's duration is its matched report's, else the platform's.
+pub fn reference_usage(
     conn: &Connection,
     tenant_id: &str,
     s: Micros,

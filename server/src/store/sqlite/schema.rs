@@ -248,8 +248,10 @@ CREATE INDEX numbers_by_number ON numbers(number, update_time);
         M::up("ALTER TABLE audit_events ADD COLUMN source TEXT NOT NULL DEFAULT '';"),
         // The pairing state of reconciliation, kept at write time (`pairing.rs`): an item per
         // platform record (with the report paired with it, if any) and per report paired with
-        // no record. Built here once from the stored records and reports by the set-based
-        // query, carrier by carrier.
+        // no record, each at the position of its last change in the carrier's reconciliation
+        // feed (with the removed ones), the hour aggregates beside them, and the tenants'
+        // usage per line and hour or day. Built here once from the stored records and reports
+        // by the set-based query, carrier by carrier.
         M::up_with_hook(
             r#"
 CREATE TABLE recon_items (
@@ -266,8 +268,30 @@ CREATE TABLE recon_items (
     carrier_us  INTEGER,
     -- |platform_us - carrier_us| for a pair, and its class (store::pairing::difference_class).
     diff_us     INTEGER,
-    diff_class  INTEGER
+    diff_class  INTEGER,
+    -- The record's usage line (usage_lines), for an item with a record.
+    line_id     INTEGER,
+    -- The item's position in the carrier's reconciliation feed: the last change of its
+    -- record's or lone report's entry (WatchReconciliation).
+    sequence    INTEGER NOT NULL
 );
+CREATE UNIQUE INDEX recon_items_feed ON recon_items(carrier_id, sequence);
+-- Entries gone from the feed (a lone report now paired, a record or report deleted or moved
+-- to another carrier): entry 1 is a record's, keyed by its call id; 2 a lone report's, keyed
+-- by the carrier's record id. Kept for the longer of the records' and the reports' retention
+-- after their removal; the carrier's recon_floor is the last position purged.
+CREATE TABLE recon_removed (
+    carrier_id  TEXT NOT NULL,
+    sequence    INTEGER NOT NULL,
+    entry       INTEGER NOT NULL,
+    entry_key   TEXT NOT NULL,
+    period_time INTEGER NOT NULL,
+    remove_time INTEGER NOT NULL,
+    PRIMARY KEY (carrier_id, sequence)
+) WITHOUT ROWID;
+CREATE INDEX recon_removed_by_time ON recon_removed(remove_time);
+ALTER TABLE carrier_heads ADD COLUMN recon_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE carrier_heads ADD COLUMN recon_floor INTEGER NOT NULL DEFAULT 0;
 -- Periods in time order, covering what the summary and the discrepancy pages read.
 CREATE INDEX recon_items_by_time
     ON recon_items(carrier_id, period_time, kind, item_key, diff_us, platform_us, carrier_us);
@@ -293,6 +317,27 @@ CREATE TABLE recon_classes (
     diff_class INTEGER NOT NULL,
     pairs      INTEGER NOT NULL,
     PRIMARY KEY (carrier_id, hour, diff_class)
+) WITHOUT ROWID;
+-- A tenant's line: one of its numbers in one direction (the callee of inbound calls, the
+-- caller of outbound ones), as tenant usage groups calls.
+CREATE TABLE usage_lines (
+    id        INTEGER PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    number    TEXT NOT NULL,
+    direction INTEGER NOT NULL,
+    UNIQUE (tenant_id, number, direction)
+);
+-- Per line and UTC hour (level 0) or UTC day (level 1): the calls, those whose duration is
+-- the carrier's report, and the durations summed as usage counts them. A row that comes to
+-- no call is deleted.
+CREATE TABLE usage_sums (
+    line_id        INTEGER NOT NULL,
+    level          INTEGER NOT NULL,
+    bucket         INTEGER NOT NULL,
+    calls          INTEGER NOT NULL,
+    operator_calls INTEGER NOT NULL,
+    total_us       INTEGER NOT NULL,
+    PRIMARY KEY (line_id, level, bucket)
 ) WITHOUT ROWID;
 "#,
             |tx: &rusqlite::Transaction| -> rusqlite_migration::HookResult {
