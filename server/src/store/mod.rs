@@ -7,6 +7,7 @@
 pub mod media;
 pub mod pairing;
 pub mod postgres;
+pub mod repair;
 pub mod request;
 pub mod retention;
 pub mod rows;

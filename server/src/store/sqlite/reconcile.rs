@@ -483,7 +483,13 @@ pub fn usage(
     )?;
     for (level, unit, from, to) in ranges {
         let rows = sums.query_map(params![line_ids, level, from, to], |r| {
-            Ok((r.get(0)?, r.get::<_, i64>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get(0)?,
+                r.get::<_, i64>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
         })?;
         for row in rows {
             let (line, bucket, calls, operator, total) = row?;

@@ -1,0 +1,477 @@
+//! What a write changes in the pairing state of reconciliation, decided without I/O and shared
+//! by both backends.
+//!
+//! A write notes the call ids and correlation ids of the rows it wrote or deleted, old and new
+//! ([`Touched`]). Before it commits, the backend reads the closed set of records and reports
+//! those ids reach, in [`ClosedSet`]'s steps, pairs it again ([`Pairing::of`]), reads the items
+//! stored for those rows and the feed heads of their carriers, and [`plan`] compares the two:
+//! an entry (a record's item, or a lone report's) that changed is written again at the next
+//! position of its carrier's reconciliation feed, one that is gone is recorded as removed at
+//! its own position, one that did not change is left as it is; the hour aggregates and the
+//! tenants' usage sums follow every item written or deleted ([`Deltas`]). A correlation-id
+//! group is re-paired only when a write touched it, never the period.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::domain::Micros;
+use crate::store::pairing::{DAY_US, HOUR_US, Item, Pairing, RecordFact, ReportFact};
+
+/// What a write touched, per carrier: call ids and correlation ids (empty ones are dropped),
+/// the rows it deleted, and the rows whose ids changed under an unchanged pairing.
+#[derive(Debug, Default)]
+pub struct Touched {
+    /// Carrier → (call ids, correlation ids).
+    keys: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>,
+    /// Records deleted, with their call ids: their entries go.
+    deleted_records: HashMap<i64, String>,
+    /// Reports deleted, with the carrier's record ids: their entries go.
+    deleted_reports: HashMap<i64, String>,
+    /// Records whose correlation id changed: their entries are written again even when their
+    /// pairing did not change, so a follower sees the new ids.
+    refreshed_records: HashSet<i64>,
+    /// Reports whose call id or correlation id changed (as `refreshed_records`).
+    refreshed_reports: HashSet<i64>,
+}
+
+impl Touched {
+    /// Notes a record or report of `carrier_id` with `call_id` and `correlation_id` (as it was,
+    /// or as it is now: note both when a write changes them).
+    pub fn note(&mut self, carrier_id: &str, call_id: &str, correlation_id: &str) {
+        let (calls, correlations) = self.keys.entry(carrier_id.to_owned()).or_default();
+        if !call_id.is_empty() {
+            calls.insert(call_id.to_owned());
+        }
+        if !correlation_id.is_empty() {
+            correlations.insert(correlation_id.to_owned());
+        }
+    }
+
+    /// Notes that record `id`'s correlation id changed.
+    pub fn refreshed_record(&mut self, id: i64) {
+        self.refreshed_records.insert(id);
+    }
+
+    /// Notes that report `id`'s call id or correlation id changed.
+    pub fn refreshed_report(&mut self, id: i64) {
+        self.refreshed_reports.insert(id);
+    }
+
+    /// Notes a deleted record (and its keys).
+    pub fn deleted_record(
+        &mut self,
+        id: i64,
+        carrier_id: &str,
+        call_id: &str,
+        correlation_id: &str,
+    ) {
+        self.deleted_records.insert(id, call_id.to_owned());
+        self.note(carrier_id, call_id, correlation_id);
+    }
+
+    /// Notes a deleted report (its carrier's `record_id`, and its keys).
+    pub fn deleted_report(
+        &mut self,
+        id: i64,
+        carrier_id: &str,
+        record_id: &str,
+        call_id: &str,
+        correlation_id: &str,
+    ) {
+        self.deleted_reports.insert(id, record_id.to_owned());
+        self.note(carrier_id, call_id, correlation_id);
+    }
+
+    /// Each touched carrier with its call ids and correlation ids, in carrier order (the order
+    /// a backend that locks carriers takes them in).
+    pub fn carriers(
+        &self,
+    ) -> impl Iterator<Item = (&String, &BTreeSet<String>, &BTreeSet<String>)> {
+        self.keys.iter().map(|(c, (calls, corr))| (c, calls, corr))
+    }
+
+    /// Whether the write touched nothing a pairing depends on.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.deleted_records.is_empty() && self.deleted_reports.is_empty()
+    }
+
+    /// Whether `item`'s record or report had its ids changed.
+    fn refreshed(&self, item: &Item) -> bool {
+        item.record
+            .is_some_and(|r| self.refreshed_records.contains(&r))
+            || item
+                .report
+                .is_some_and(|d| self.refreshed_reports.contains(&d))
+    }
+}
+
+/// A record's usage line: the tenant, the tenant-side number, the direction.
+pub type Line = (String, String, i64);
+
+/// An entry of a carrier's reconciliation feed: a record's item (with the report paired with
+/// it, if any), or a lone report's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Entry {
+    /// The item of the record with this row id.
+    Record(i64),
+    /// The item of the report with this row id, paired with no record.
+    Report(i64),
+}
+
+impl Entry {
+    /// The entry an item is.
+    pub fn of(item: &Item) -> Entry {
+        match item.record {
+            Some(record) => Entry::Record(record),
+            None => Entry::Report(item.report.unwrap_or_default()),
+        }
+    }
+
+    /// Its code in `recon_removed.entry`.
+    pub fn code(self) -> i64 {
+        match self {
+            Entry::Record(_) => 1,
+            Entry::Report(_) => 2,
+        }
+    }
+}
+
+/// An item as stored.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The row id.
+    pub id: i64,
+    /// Its carrier.
+    pub carrier_id: String,
+    /// The item.
+    pub item: Item,
+    /// Its record's usage line.
+    pub line_id: Option<i64>,
+}
+
+/// One carrier's closed set of touched rows, read in four steps (each a lookup the backend
+/// makes, then hands the rows to [`ClosedSet::add_records`] / [`ClosedSet::add_reports`]):
+/// 1. the records and reports carrying a touched call id;
+/// 2. every record and report of the touched correlation ids and of those rows' own
+///    ([`ClosedSet::widened`]): such a row may enter or leave stage 2 of the rules;
+/// 3. the records the reports read so far name ([`ClosedSet::named`]);
+/// 4. the reports naming any record read ([`ClosedSet::naming`]).
+///
+/// Steps 3 and 4 are both in stage 1 of the rules, so nothing further is reached. No call id
+/// is looked up twice.
+#[derive(Debug, Default)]
+pub struct ClosedSet {
+    /// Records by row id, with their usage lines.
+    pub records: HashMap<i64, (RecordFact, Line)>,
+    /// Reports by row id.
+    pub reports: HashMap<i64, ReportFact>,
+}
+
+impl ClosedSet {
+    /// Adds records read (a row already in the set is kept).
+    pub fn add_records(&mut self, rows: impl IntoIterator<Item = (RecordFact, Line)>) {
+        for row in rows {
+            self.records.entry(row.0.id).or_insert(row);
+        }
+    }
+
+    /// Adds reports read (a row already in the set is kept).
+    pub fn add_reports(&mut self, rows: impl IntoIterator<Item = ReportFact>) {
+        for row in rows {
+            self.reports.entry(row.id).or_insert(row);
+        }
+    }
+
+    /// Step 2's correlation ids: the touched ones and those of the rows read in step 1.
+    pub fn widened(&self, correlations: &BTreeSet<String>) -> Vec<String> {
+        let mut widened: BTreeSet<&str> = correlations.iter().map(String::as_str).collect();
+        widened.extend(
+            self.records
+                .values()
+                .map(|(r, _)| r.correlation_id.as_str()),
+        );
+        widened.extend(self.reports.values().map(|d| d.correlation_id.as_str()));
+        widened.remove("");
+        widened.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Step 3's call ids: those the reports name that no record read carries, and that step
+    /// 1 did not look up (`calls`).
+    pub fn named(&self, calls: &BTreeSet<String>) -> Vec<String> {
+        let have: BTreeSet<&str> = self
+            .records
+            .values()
+            .map(|(r, _)| r.call_id.as_str())
+            .collect();
+        let named: BTreeSet<&str> = self
+            .reports
+            .values()
+            .map(|d| d.call_id.as_str())
+            .filter(|c| !c.is_empty() && !calls.contains(*c) && !have.contains(c))
+            .collect();
+        named.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Step 4's call ids: those of the records read that step 1 did not look up.
+    pub fn naming(&self, calls: &BTreeSet<String>) -> Vec<String> {
+        let naming: BTreeSet<&str> = self
+            .records
+            .values()
+            .map(|(r, _)| r.call_id.as_str())
+            .filter(|c| !calls.contains(*c))
+            .collect();
+        naming.into_iter().map(str::to_owned).collect()
+    }
+
+    /// The pairing of the set.
+    pub fn pairing(&self) -> Pairing {
+        let records: Vec<RecordFact> = self.records.values().map(|(r, _)| r.clone()).collect();
+        let reports: Vec<ReportFact> = self.reports.values().cloned().collect();
+        Pairing::of(&records, &reports)
+    }
+}
+
+/// The keys of removed entries: a record's call id, a report's record id, from the rows read
+/// and deleted (a row in neither, say a record moved to another carrier and not read, is looked
+/// up by the backend).
+#[derive(Debug, Default)]
+pub struct Keys {
+    /// Record row id → call id.
+    pub records: HashMap<i64, String>,
+    /// Report row id → the carrier's record id.
+    pub reports: HashMap<i64, String>,
+}
+
+impl Keys {
+    /// The keys of the rows `touched` deleted.
+    pub fn deleted(touched: &Touched) -> Keys {
+        Keys {
+            records: touched.deleted_records.clone(),
+            reports: touched.deleted_reports.clone(),
+        }
+    }
+
+    /// Adds the keys of the rows of `set`.
+    pub fn add(&mut self, set: &ClosedSet) {
+        self.records.extend(
+            set.records
+                .iter()
+                .map(|(id, (r, _))| (*id, r.call_id.clone())),
+        );
+        self.reports
+            .extend(set.reports.iter().map(|(id, d)| (*id, d.record_id.clone())));
+    }
+
+    /// The key of `entry`, if known.
+    pub fn of(&self, entry: Entry) -> Option<&str> {
+        match entry {
+            Entry::Record(id) => self.records.get(&id),
+            Entry::Report(id) => self.reports.get(&id),
+        }
+        .map(String::as_str)
+    }
+}
+
+/// What an item adds to its carrier's hour in `recon_hours`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HourSums {
+    /// Records.
+    pub platform_count: i64,
+    /// Their durations.
+    pub platform_us: i64,
+    /// Pairs.
+    pub paired_count: i64,
+    /// Their reports' durations.
+    pub paired_carrier_us: i64,
+    /// Reports alone.
+    pub lone_count: i64,
+    /// Their durations.
+    pub lone_us: i64,
+}
+
+/// What an item with a record adds to its line's usage in one hour or day.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UsageSums {
+    /// Calls.
+    pub calls: i64,
+    /// Those whose duration is the carrier's report.
+    pub operator_calls: i64,
+    /// The durations usage counts: the report's where paired, else the platform's.
+    pub total_us: i64,
+}
+
+/// The level of `usage_sums` rows per UTC hour.
+pub const LEVEL_HOUR: i64 = 0;
+/// The level of `usage_sums` rows per UTC day.
+pub const LEVEL_DAY: i64 = 1;
+
+/// The changes a write makes to the aggregates. Ordered maps: a backend that writes them with
+/// row locks takes the locks in one order, so two writers never wait on each other in a
+/// circle.
+#[derive(Debug, Default)]
+pub struct Deltas {
+    /// (carrier, hour) → change.
+    pub hours: BTreeMap<(String, i64), HourSums>,
+    /// (carrier, hour, class) → change in pairs.
+    pub classes: BTreeMap<(String, i64, i64), i64>,
+    /// (line, level, bucket) → change.
+    pub usage: BTreeMap<(i64, i64, i64), UsageSums>,
+}
+
+impl Deltas {
+    /// Adds (`sign` 1) or takes away (`sign` -1) an item's contribution.
+    pub fn count(&mut self, carrier_id: &str, item: &Item, line_id: Option<i64>, sign: i64) {
+        let hour = item.period_time.div_euclid(HOUR_US);
+        let sums = self.hours.entry((carrier_id.to_owned(), hour)).or_default();
+        if let Some(p) = item.platform_us {
+            sums.platform_count += sign;
+            sums.platform_us += sign * p;
+        }
+        match (item.platform_us, item.carrier_us, item.difference_class()) {
+            (Some(_), Some(c), Some(class)) => {
+                sums.paired_count += sign;
+                sums.paired_carrier_us += sign * c;
+                *self
+                    .classes
+                    .entry((carrier_id.to_owned(), hour, class))
+                    .or_default() += sign;
+            }
+            (None, Some(c), _) => {
+                sums.lone_count += sign;
+                sums.lone_us += sign * c;
+            }
+            _ => {}
+        }
+        if let (Some(line), Some(p)) = (line_id, item.platform_us) {
+            let day = item.period_time.div_euclid(DAY_US);
+            for key in [(line, LEVEL_HOUR, hour), (line, LEVEL_DAY, day)] {
+                let u = self.usage.entry(key).or_default();
+                u.calls += sign;
+                u.operator_calls += sign * i64::from(item.carrier_us.is_some());
+                u.total_us += sign * item.carrier_us.unwrap_or(p);
+            }
+        }
+    }
+
+    /// Drops the changes that come to nothing.
+    pub fn trimmed(mut self) -> Deltas {
+        self.hours.retain(|_, d| *d != HourSums::default());
+        self.classes.retain(|_, n| *n != 0);
+        self.usage.retain(|_, u| *u != UsageSums::default());
+        self
+    }
+}
+
+/// An entry gone, at its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// Its carrier.
+    pub carrier_id: String,
+    /// The entry.
+    pub entry: Entry,
+    /// Its period time, as it was.
+    pub period_time: Micros,
+    /// Its position in the carrier's feed.
+    pub sequence: i64,
+}
+
+/// An item to write, at its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Insert {
+    /// Its carrier.
+    pub carrier_id: String,
+    /// The item.
+    pub item: Item,
+    /// Its record's usage line.
+    pub line_id: Option<i64>,
+    /// Its position in the carrier's feed.
+    pub sequence: i64,
+}
+
+/// What a write changes: the stored items to delete (by row id), the entries removed, the
+/// items to insert, the aggregates' changes and the carriers' new heads.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Row ids of stored items that changed or went.
+    pub deletes: Vec<i64>,
+    /// Entries gone.
+    pub removals: Vec<Removal>,
+    /// Items new or changed.
+    pub inserts: Vec<Insert>,
+    /// The aggregates' changes.
+    pub deltas: Deltas,
+    /// Each carrier's last position drawn (only carriers that drew one).
+    pub heads: BTreeMap<String, i64>,
+}
+
+impl Plan {
+    /// Whether any entry changed.
+    pub fn changed(&self) -> bool {
+        !self.deletes.is_empty() || !self.inserts.is_empty()
+    }
+}
+
+/// The carriers whose heads [`plan`] needs: those of the stored items and of the new ones.
+pub fn carriers<'a>(
+    old: &'a BTreeMap<(String, Entry), Stored>,
+    new: &'a BTreeMap<(String, Entry), (Item, Option<i64>)>,
+) -> BTreeSet<&'a str> {
+    old.keys()
+        .chain(new.keys())
+        .map(|(carrier, _)| carrier.as_str())
+        .collect()
+}
+
+/// Compares the pairing of the closed sets (`new`: each entry's item and usage line) with what
+/// is stored for their rows (`old`), given the carriers' current heads: what to delete, remove,
+/// insert and count. Removals take their positions first, then the items written, each in
+/// (carrier, entry) order.
+pub fn plan(
+    old: &BTreeMap<(String, Entry), Stored>,
+    new: &BTreeMap<(String, Entry), (Item, Option<i64>)>,
+    touched: &Touched,
+    heads: &BTreeMap<String, i64>,
+) -> Plan {
+    let unchanged = |stored: &Stored, (item, line_id): &(Item, Option<i64>)| {
+        stored.item == *item && stored.line_id == *line_id && !touched.refreshed(item)
+    };
+    let mut plan = Plan::default();
+    let next = |carrier_id: &str, drawn: &mut BTreeMap<String, i64>| {
+        let head = drawn
+            .entry(carrier_id.to_owned())
+            .or_insert_with(|| heads.get(carrier_id).copied().unwrap_or(0));
+        *head += 1;
+        *head
+    };
+    for (key, stored) in old {
+        let kept = new.get(key);
+        if kept.is_some_and(|n| unchanged(stored, n)) {
+            continue;
+        }
+        plan.deletes.push(stored.id);
+        plan.deltas
+            .count(&stored.carrier_id, &stored.item, stored.line_id, -1);
+        if kept.is_none() {
+            plan.removals.push(Removal {
+                carrier_id: key.0.clone(),
+                entry: key.1,
+                period_time: stored.item.period_time,
+                sequence: next(&key.0, &mut plan.heads),
+            });
+        }
+    }
+    for (key, pair) in new {
+        if old.get(key).is_some_and(|stored| unchanged(stored, pair)) {
+            continue;
+        }
+        let (item, line_id) = *pair;
+        plan.deltas.count(&key.0, &item, line_id, 1);
+        plan.inserts.push(Insert {
+            carrier_id: key.0.clone(),
+            item,
+            line_id,
+            sequence: next(&key.0, &mut plan.heads),
+        });
+    }
+    plan.deltas = std::mem::take(&mut plan.deltas).trimmed();
+    plan
+}
