@@ -84,6 +84,23 @@ pub enum ReconcileCommand {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         limit: Option<u32>,
     },
+    /// Follow reconciliation live: every entry as it stands, then each change as it is
+    /// committed (matched, mismatched, missing on either side, removed); reconnects by itself,
+    /// stop with Ctrl-C.
+    Follow {
+        /// Durations closer than this agree (e.g. 1s, 500ms, 2s) [default: 1s].
+        #[arg(long, value_parser = duration)]
+        tolerance: Option<prost_types::Duration>,
+        /// The carrier (required with a platform key).
+        #[arg(long, value_parser = crate::values::carrier_id)]
+        carrier: Option<String>,
+        /// Start after this sequence (0: every entry as it stands first).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Only the changes that are not MATCHED.
+        #[arg(long)]
+        disagreements: bool,
+    },
 }
 
 /// `--kind` of a discrepancy.
@@ -196,6 +213,23 @@ pub async fn reconcile(
                 ..Default::default()
             };
             print_all(format, limited(client.discrepancies(request), limit)).await?;
+        }
+        ReconcileCommand::Follow {
+            tolerance,
+            carrier,
+            after,
+            disagreements,
+        } => {
+            let carrier = carrier.unwrap_or_default();
+            let mut changes =
+                std::pin::pin!(client.follow_reconciliation(&carrier, after, tolerance));
+            while let Some(change) = changes.next().await {
+                let change = change?;
+                if disagreements && change.state() == pb::ReconciliationState::Matched {
+                    continue;
+                }
+                crate::output::print_reconciliation_change(format, &change)?;
+            }
         }
     }
     Ok(())

@@ -684,6 +684,44 @@ pub fn print_call_feed(format: Format, record: &pb::CallRecord) -> io::Result<()
     }
 }
 
+/// Prints one change of the reconciliation feed as it arrives: `sequence state start call_id
+/// record_id platform_s carrier_s` on one line (CSV and table alike, as for the call record
+/// feed), or a JSON line.
+pub fn print_reconciliation_change(
+    format: Format,
+    change: &pb::ReconciliationChange,
+) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match format {
+        Format::Json => writeln!(
+            out,
+            "{}",
+            json!({
+                "sequence": change.sequence,
+                "entry": enum_json(change.entry().as_str_name(), "RECONCILIATION_ENTRY_"),
+                "state": enum_json(change.state().as_str_name(), "RECONCILIATION_STATE_"),
+                "call_id": change.call_id,
+                "correlation_id": change.correlation_id,
+                "record_id": change.record_id,
+                "start_time": time_json(&change.start_time),
+                "platform_duration_seconds": seconds(&change.platform_duration),
+                "carrier_duration_seconds": seconds(&change.carrier_duration),
+            })
+        ),
+        Format::Table | Format::Csv => writeln!(
+            out,
+            "{:>8}  {:<19}  {:<20}  {:<36}  {:<20}  {:>10}  {:>10}",
+            change.sequence,
+            enum_cell(change.state().as_str_name(), "RECONCILIATION_STATE_"),
+            time_cell(&change.start_time),
+            text_cell(&change.call_id),
+            text_cell(&change.record_id),
+            seconds_cell(&change.platform_duration),
+            seconds_cell(&change.carrier_duration),
+        ),
+    }
+}
+
 /// A duration in seconds for a table: `61.25`, `-` when unset.
 fn seconds_cell(d: &Option<prost_types::Duration>) -> String {
     seconds(d).map_or_else(|| "-".to_owned(), |s| format!("{s:.3}"))

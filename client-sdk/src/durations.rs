@@ -8,7 +8,7 @@ use futures_util::{Stream, StreamExt, stream};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use crate::follow::{INITIAL_BACKOFF, MAX_BACKOFF, is_retryable};
+use crate::follow::{self, Feed, INITIAL_BACKOFF, MAX_BACKOFF, is_retryable};
 use ocx_api::pb;
 
 use crate::client::Client;
@@ -154,6 +154,46 @@ impl Client {
         req: pb::GetTenantUsageRequest,
     ) -> Result<pb::GetTenantUsageResponse> {
         Ok(read!(self, platform, get_tenant_usage, req))
+    }
+
+    /// Follows the carrier's reconciliation live (`WatchReconciliation`) forever, like
+    /// [`Client::follow_number_events`]: on a retryable failure (or the stream ending cleanly)
+    /// it reconnects with the same backoff and resumes after the last `sequence` it yielded,
+    /// dropping replays, so each change is seen exactly once and in order. From 0 it yields
+    /// every entry as it now stands, then each change as it is committed; apply them in order
+    /// with a [`ReconciliationView`] to hold the carrier's calls as they stand. `tolerance`
+    /// decides MATCHED against MISMATCHED (`None`: 1 s). Any other status (`OUT_OF_RANGE` when
+    /// the position was forgotten: follow from 0 again) is yielded as the last item.
+    pub fn follow_reconciliation(
+        &self,
+        carrier_id: &str,
+        after_sequence: i64,
+        tolerance: Option<prost_types::Duration>,
+    ) -> impl Stream<Item = Result<pb::ReconciliationChange>> + Send + 'static {
+        let client = self.clone();
+        let carrier = carrier_id.to_owned();
+        let feed = Feed {
+            name: "reconciliation",
+            carrier_id: carrier_id.to_owned(),
+            connect: move |after_sequence| {
+                let (client, carrier) = (client.clone(), carrier.clone());
+                async move {
+                    let request = client.request(pb::WatchReconciliationRequest {
+                        carrier_id: carrier,
+                        after_sequence,
+                        tolerance,
+                    });
+                    Ok(client
+                        .reconciliation_service()
+                        .watch_reconciliation(request)
+                        .await?
+                        .into_inner())
+                }
+            },
+            unpack: |message: pb::WatchReconciliationResponse| Ok(message.changes),
+            sequence: |change: &pb::ReconciliationChange| change.sequence,
+        };
+        follow::follow(feed, after_sequence)
     }
 
     /// A stub for CallDurationService on the shared channel.
@@ -807,5 +847,57 @@ mod tests {
             .await
             .expect("nothing to do");
         assert_eq!(totals, UploadTotals::default());
+    }
+}
+
+/// A follower's view of a carrier's reconciliation, built by applying the changes of
+/// [`Client::follow_reconciliation`] in order: every entry as it last stood, keyed by whose it
+/// is (a platform record's `call_id`, or a lone report's `record_id`); a REMOVED change drops
+/// its entry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReconciliationView {
+    /// (entry, key) → the entry's last change.
+    entries: std::collections::BTreeMap<(i32, String), pb::ReconciliationChange>,
+    /// The last sequence applied.
+    last_sequence: i64,
+}
+
+impl ReconciliationView {
+    /// An empty view (follow from 0 to fill it).
+    pub fn new() -> ReconciliationView {
+        ReconciliationView::default()
+    }
+
+    /// Applies one change (in feed order).
+    pub fn apply(&mut self, change: pb::ReconciliationChange) {
+        self.last_sequence = self.last_sequence.max(change.sequence);
+        let key = match change.entry() {
+            pb::ReconciliationEntry::CarrierReport => change.record_id.clone(),
+            _ => change.call_id.clone(),
+        };
+        let key = (change.entry, key);
+        if change.state() == pb::ReconciliationState::Removed {
+            self.entries.remove(&key);
+        } else {
+            self.entries.insert(key, change);
+        }
+    }
+
+    /// The last sequence applied: where to resume.
+    pub fn last_sequence(&self) -> i64 {
+        self.last_sequence
+    }
+
+    /// Every entry as it stands, platform records' first, each group by key.
+    pub fn entries(&self) -> impl Iterator<Item = &pb::ReconciliationChange> {
+        self.entries.values()
+    }
+
+    /// The entries that are not MATCHED: what `ListDiscrepancies` lists (for every period, at
+    /// the watch's tolerance).
+    pub fn discrepancies(&self) -> impl Iterator<Item = &pb::ReconciliationChange> {
+        self.entries
+            .values()
+            .filter(|c| c.state() != pb::ReconciliationState::Matched)
     }
 }

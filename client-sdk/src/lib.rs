@@ -33,9 +33,10 @@
 //! - `durations`: call durations ([`Client::report_call_durations`],
 //!   [`Client::upload_call_durations`], [`Client::call_durations`]), the [`DurationUploader`]
 //!   (any number of reports, batches in flight, retries), reconciliation
-//!   ([`Client::get_reconciliation_summary`], [`Client::discrepancies`]) and
-//!   [`Client::get_tenant_usage`].
-//! - `follow`: the one generic resuming follower behind both `follow_*` methods.
+//!   ([`Client::get_reconciliation_summary`], [`Client::discrepancies`],
+//!   [`Client::follow_reconciliation`] with a [`ReconciliationView`] to apply its changes to)
+//!   and [`Client::get_tenant_usage`].
+//! - `follow`: the one generic resuming follower behind every `follow_*` method.
 //! - [`pb`]: the generated types, re-exported from `ocx-api` so callers need no other crate.
 
 #[macro_use]
@@ -48,6 +49,6 @@ mod follow;
 mod paging;
 
 pub use client::{Client, DEFAULT_RETRY_BUDGET, TlsOptions, new_request_id};
-pub use durations::{DurationUploader, UploadTotals};
+pub use durations::{DurationUploader, ReconciliationView, UploadTotals};
 pub use error::{Error, FieldViolation, Result};
 pub use ocx_api::pb;

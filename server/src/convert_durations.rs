@@ -5,8 +5,8 @@ use prost_types::Duration;
 
 use crate::convert::{duration, duration_us, micros, not_ahead, timestamp};
 use crate::domain::{
-    CallDuration, Discrepancy, DurationReport, Micros, ReconciliationPeriod, ReconciliationSummary,
-    UsageRow, now_micros,
+    CallDuration, Discrepancy, DurationReport, Micros, ReconciliationChange, ReconciliationEntry,
+    ReconciliationPeriod, ReconciliationSummary, UsageRow, now_micros,
 };
 use crate::error::Violations;
 
@@ -170,6 +170,37 @@ pub fn discrepancy(d: Discrepancy) -> pb::Discrepancy {
         callee_number: d.callee_number,
         platform_duration: d.platform_duration_us.map(duration),
         carrier_duration: d.carrier_duration_us.map(duration),
+    }
+}
+
+/// A change of a carrier's reconciliation to the wire, its state under `tolerance_us`.
+pub fn change(c: ReconciliationChange, tolerance_us: i64) -> pb::ReconciliationChange {
+    let state = if c.removed {
+        pb::ReconciliationState::Removed
+    } else {
+        match (c.platform_duration_us, c.carrier_duration_us) {
+            (Some(p), Some(d)) if p.abs_diff(d) <= tolerance_us.unsigned_abs() => {
+                pb::ReconciliationState::Matched
+            }
+            (Some(_), Some(_)) => pb::ReconciliationState::Mismatched,
+            (Some(_), None) => pb::ReconciliationState::MissingOnCarrier,
+            (None, _) => pb::ReconciliationState::MissingOnPlatform,
+        }
+    };
+    let entry = match c.entry {
+        ReconciliationEntry::Record => pb::ReconciliationEntry::PlatformRecord,
+        ReconciliationEntry::Report => pb::ReconciliationEntry::CarrierReport,
+    };
+    pb::ReconciliationChange {
+        sequence: c.sequence,
+        entry: entry.into(),
+        state: state.into(),
+        call_id: c.call_id,
+        correlation_id: c.correlation_id,
+        record_id: c.record_id,
+        start_time: Some(timestamp(c.start_time)),
+        platform_duration: c.platform_duration_us.map(duration),
+        carrier_duration: c.carrier_duration_us.map(duration),
     }
 }
 

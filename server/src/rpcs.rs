@@ -145,6 +145,7 @@ pub const RPCS: &[Rpc] = &[
     rpc("CallDurationService",   "ListCallDurations",        CarrierAndPlatform, Unary,     "call_duration",   Long),
     rpc("ReconciliationService", "GetReconciliationSummary", CarrierAndPlatform, Unary,     "reconciliation",  Long),
     rpc("ReconciliationService", "ListDiscrepancies",        CarrierAndPlatform, Unary,     "reconciliation",  Long),
+    rpc("ReconciliationService", "WatchReconciliation",      CarrierAndPlatform, Streaming, "reconciliation",  Short),
     rpc("PlatformService",       "GrantConsent",             PlatformOnly,       Unary,     "consent",         Short),
     rpc("PlatformService",       "RevokeConsent",            PlatformOnly,       Unary,     "consent",         Short),
     rpc("PlatformService",       "AssignNumber",             PlatformOnly,       Unary,     "number",          Short),

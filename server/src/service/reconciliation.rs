@@ -1,10 +1,16 @@
 //! `ReconciliationService`: the platform's records against the carrier's reports.
 
+use std::pin::Pin;
+
+use futures_util::Stream;
 use ocx_api::pb;
 use ocx_api::pb::reconciliation_service_server::ReconciliationService;
 use tonic::{Request, Response, Status};
 
 use super::Ctx;
+use super::stream::{
+    FeedSender, check_cursor, feed, next_commit, read_size, send_or_stop, still_authorised,
+};
 use crate::auth::{self, Principal};
 use crate::convert::filter_enum;
 use crate::convert_durations;
@@ -116,6 +122,131 @@ impl ReconciliationService for Reconciliation {
                 .collect(),
             next_page_token,
         }))
+    }
+
+    type WatchReconciliationStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchReconciliationResponse, Status>> + Send>>;
+
+    #[tracing::instrument(skip_all, fields(rpc = "WatchReconciliation", carrier))]
+    async fn watch_reconciliation(
+        &self,
+        request: Request<pb::WatchReconciliationRequest>,
+    ) -> Result<Response<Self::WatchReconciliationStream>, Status> {
+        let principal = auth::principal(&request)?;
+        let items = crate::audit::StreamItems::of(&request);
+        let req = request.into_inner();
+        let carrier = self.ctx.carrier_scope(&principal, &req.carrier_id).await?;
+        tracing::Span::current().record("carrier", carrier.as_str());
+        let mut v = Violations::new();
+        if req.after_sequence < 0 {
+            v.add(
+                "after_sequence",
+                "after_sequence must be 0 (every entry as it stands) or a sequence you received",
+            );
+        }
+        let tolerance_us = convert_durations::tolerance(&req.tolerance, &mut v);
+        v.finish(Some(()))?;
+        let (head, floor) = self
+            .ctx
+            .store
+            .reconciliation_head(&carrier)
+            .await
+            .map_err(store_status)?;
+        check_cursor(req.after_sequence, head)?;
+        if req.after_sequence > 0 && req.after_sequence < floor {
+            return Err(Status::out_of_range(format!(
+                "after_sequence {} is behind {floor}: removals up to there were forgotten \
+                 (they are kept for the retention period); replay from 0",
+                req.after_sequence
+            )));
+        }
+        let (tx, rx) = feed(
+            self.ctx.limits.feed_buffer_bytes,
+            self.ctx.limits.stall_timeout,
+            std::sync::Arc::clone(&self.ctx.metrics),
+        );
+        tokio::spawn(watch_loop(
+            self.ctx.clone(),
+            principal.key_id().to_owned(),
+            carrier,
+            req.after_sequence,
+            tolerance_us,
+            tx,
+            items,
+        ));
+        Ok(Response::new(Box::pin(rx)))
+    }
+}
+
+/// Most changes read from the store per query while replaying (while the client keeps up).
+const CHANGE_BATCH: usize = 1000;
+/// Fewest changes read per query (while the client is slow).
+const CHANGE_BATCH_MIN: usize = 16;
+/// Most changes per message.
+const CHANGE_MESSAGE: usize = 256;
+/// Encoded bytes per change assumed until a watcher has sent its first message.
+const CHANGE_BYTES_GUESS: usize = 128;
+/// What a watcher tells its client when it ends it with UNAVAILABLE.
+const RESUME: &str = "reconnect with your last sequence";
+
+/// Feeds one watcher of a carrier's reconciliation, as the number-event watcher does: mark the
+/// commit signal seen, read what is new, send it, wait for the next commit (or shutdown, or
+/// the client leaving). The signal is marked seen before each read, so a commit that lands
+/// during the read wakes the next wait.
+async fn watch_loop(
+    ctx: Ctx,
+    key_id: String,
+    carrier: String,
+    mut after: i64,
+    tolerance_us: i64,
+    tx: FeedSender<pb::WatchReconciliationResponse>,
+    items: crate::audit::StreamItems,
+) {
+    let mut signal = ctx.store.reconciliation_signal();
+    let mut shutdown = ctx.shutdown.clone();
+    let mut change_bytes = CHANGE_BYTES_GUESS;
+    loop {
+        signal.borrow_and_update();
+        if !still_authorised(&ctx.keys, &key_id, &tx) {
+            return;
+        }
+        let limit = read_size(tx.free(), 0, change_bytes, CHANGE_BATCH_MIN, CHANGE_BATCH);
+        let changes = match ctx
+            .store
+            .reconciliation_changes_after(&carrier, after, limit)
+            .await
+        {
+            Ok(changes) => changes,
+            Err(e) => {
+                tx.end(store_status(e));
+                return;
+            }
+        };
+        let caught_up = changes.len() < limit;
+        let mut changes = changes.into_iter().peekable();
+        while changes.peek().is_some() {
+            let per_message = (tx.budget() / 4 / change_bytes).clamp(1, CHANGE_MESSAGE);
+            let message = pb::WatchReconciliationResponse {
+                changes: changes
+                    .by_ref()
+                    .take(per_message)
+                    .map(|c| convert_durations::change(c, tolerance_us))
+                    .collect(),
+            };
+            let count = message.changes.len();
+            after = message.changes.last().map_or(after, |c| c.sequence);
+            change_bytes = (prost::Message::encoded_len(&message) / count.max(1)).max(1);
+            if !send_or_stop(&tx, message, &mut shutdown, RESUME).await {
+                return; // the client went away or stalled, or the server is stopping
+            }
+            items.add(count);
+        }
+        if !caught_up {
+            continue;
+        }
+        if !next_commit(&mut signal, &mut shutdown, &tx, RESUME).await {
+            return;
+        }
     }
 }
 

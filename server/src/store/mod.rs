@@ -14,6 +14,7 @@ pub mod rows;
 pub mod rules;
 pub mod sql;
 pub mod sqlite;
+pub mod state;
 
 use async_trait::async_trait;
 use tokio::sync::watch;

@@ -775,6 +775,23 @@ fn rows() -> Vec<Row> {
                 })
             },
         },
+        Row {
+            rpc: "ReconciliationService/WatchReconciliation",
+            scope: CARRIER_OK,
+            platform: NAMED,
+            hides: true,
+            call: |c| {
+                Box::pin(async move {
+                    let changes = c.client.follow_reconciliation(&c.scope(), 0, None);
+                    let change = first(changes).await?;
+                    Ok(vec![
+                        change.call_id,
+                        change.correlation_id,
+                        change.record_id,
+                    ])
+                })
+            },
+        },
         // ----- PlatformService -----
         Row {
             rpc: "PlatformService/GrantConsent",

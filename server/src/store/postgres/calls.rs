@@ -219,6 +219,8 @@ struct Slot<'a> {
     version: i64,
     hash: i64,
     carrier_id: String,
+    /// The stored row's owner and correlation id (what the pairing state must re-pair).
+    stored: Option<(String, String)>,
     /// The batch's last write of this call id: the record and its feed sequence slot.
     write: Option<(&'a CallRecord, usize)>,
 }
@@ -284,8 +286,8 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
     let call_ids: Vec<&str> = distinct(records.iter().map(|r| r.call_id.as_str()));
     let stmt = tx
         .prepare_cached(
-            "SELECT call_id, id, version, content_hash, carrier_id FROM call_records
-             WHERE call_id = ANY($1)",
+            "SELECT call_id, id, version, content_hash, carrier_id, correlation_id
+               FROM call_records WHERE call_id = ANY($1)",
         )
         .await?;
     let mut slots: HashMap<String, Slot<'_>> = tx
@@ -300,6 +302,7 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
                 version,
                 hash: row.get(3),
                 carrier_id: row.get(4),
+                stored: Some((row.get(4), row.get(5))),
                 write: None,
             };
             (row.get(0), slot)
@@ -347,6 +350,7 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
                     version: r.version,
                     hash: r.content_hash,
                     carrier_id: carrier_id.clone(),
+                    stored: None,
                     write: Some((r, writes.len())),
                 });
                 writes.push(carrier_id.clone());
@@ -434,6 +438,23 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
         }
     }
     super::listen::notify(tx, super::listen::Channel::CallRecords).await?;
+    // The pairing state: the written records' keys as they were and as they are.
+    let mut touched = super::pairing::Touched::default();
+    for slot in slots.values() {
+        let Some((r, w)) = slot.write else {
+            continue;
+        };
+        touched.note(&writes[w], &r.call_id, &r.correlation_id);
+        if let (Some(id), Some((owner, correlation_id))) = (slot.id, &slot.stored) {
+            touched.note(owner, &r.call_id, correlation_id);
+            if *correlation_id != r.correlation_id {
+                touched.refreshed_record(id);
+            }
+        }
+    }
+    if super::pairing::repair(tx, &touched).await? {
+        super::listen::notify(tx, super::listen::Channel::Reconciliation).await?;
+    }
     Ok(outcomes)
 }
 

@@ -256,6 +256,24 @@ pub async fn report(
         )
         .await?;
     }
+    // The pairing state: the changed reports' keys as they were and as they are.
+    let mut touched = super::pairing::Touched::default();
+    for record_id in &changed {
+        let Some(slot) = slots.get(*record_id) else {
+            continue;
+        };
+        let now = &slot.content;
+        touched.note(carrier_id, &now.call_id, &now.correlation_id);
+        if let (Some(id), Some((_, stored))) = (slot.id, slot.replaced.first()) {
+            touched.note(carrier_id, &stored.call_id, &stored.correlation_id);
+            if (&stored.call_id, &stored.correlation_id) != (&now.call_id, &now.correlation_id) {
+                touched.refreshed_report(id);
+            }
+        }
+    }
+    if super::pairing::repair(tx, &touched).await? {
+        super::listen::notify(tx, super::listen::Channel::Reconciliation).await?;
+    }
     Ok(outcomes)
 }
 

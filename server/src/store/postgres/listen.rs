@@ -29,13 +29,16 @@ pub enum Channel {
     CallRecords,
     /// An API key was created or revoked.
     ApiKeys,
+    /// The pairing state of reconciliation changed.
+    Reconciliation,
 }
 
 impl Channel {
-    const ALL: [Channel; 3] = [
+    const ALL: [Channel; 4] = [
         Channel::NumberEvents,
         Channel::CallRecords,
         Channel::ApiKeys,
+        Channel::Reconciliation,
     ];
 
     fn name(self) -> &'static str {
@@ -43,6 +46,7 @@ impl Channel {
             Channel::NumberEvents => "ocx_number_events",
             Channel::CallRecords => "ocx_call_records",
             Channel::ApiKeys => "ocx_api_keys",
+            Channel::Reconciliation => "ocx_reconciliation",
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct Signals {
     pub call_records: watch::Sender<u64>,
     /// API keys were created or revoked.
     pub api_keys: watch::Sender<u64>,
+    /// The pairing state changed.
+    pub reconciliation: watch::Sender<u64>,
 }
 
 impl Signals {
@@ -72,6 +78,7 @@ impl Signals {
             number_events: watch::channel(0).0,
             call_records: watch::channel(0).0,
             api_keys: watch::channel(0).0,
+            reconciliation: watch::channel(0).0,
         }
     }
 
@@ -80,6 +87,7 @@ impl Signals {
             Channel::NumberEvents => &self.number_events,
             Channel::CallRecords => &self.call_records,
             Channel::ApiKeys => &self.api_keys,
+            Channel::Reconciliation => &self.reconciliation,
         }
     }
 

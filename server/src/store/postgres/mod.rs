@@ -57,6 +57,7 @@ mod carriers;
 mod durations;
 mod listen;
 mod numbers;
+pub mod pairing;
 mod privacy;
 mod query;
 mod reconcile;
@@ -102,6 +103,85 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// The summary by the set-based rules, computed from the records and reports themselves:
+    /// the reference the pairing state is held to (tests, `ocx-bench reconcile`).
+    pub async fn reference_summary(
+        &self,
+        p: ReconciliationPeriod,
+    ) -> StoreResult<ReconciliationSummary> {
+        self.db
+            .read(async |db| {
+                reconcile::reference_summary(db, &p.carrier_id, p.start, p.end, p.tolerance_us)
+                    .await
+            })
+            .await
+    }
+
+    /// A page of discrepancies by the set-based rules: the reference for
+    /// [`Store::list_discrepancies`].
+    pub async fn reference_discrepancies(
+        &self,
+        p: ReconciliationPeriod,
+        kind: Option<DiscrepancyKind>,
+        after: Option<DiscrepancyCursor>,
+        limit: usize,
+    ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
+        self.db
+            .read(async |db| {
+                reconcile::reference_discrepancies(
+                    db,
+                    &p.carrier_id,
+                    p.start,
+                    p.end,
+                    p.tolerance_us,
+                    kind,
+                    after,
+                    limit,
+                )
+                .await
+            })
+            .await
+    }
+
+    /// A tenant's usage by the set-based rules: the reference for [`Store::tenant_usage`].
+    pub async fn reference_usage(
+        &self,
+        tenant_id: &str,
+        window: (Micros, Micros),
+        grouping: UsageGrouping,
+    ) -> StoreResult<Vec<UsageRow>> {
+        self.db
+            .read(async |db| {
+                reconcile::reference_usage(db, tenant_id, window.0, window.1, grouping).await
+            })
+            .await
+    }
+
+    /// Every record and report of `carrier_id` as pairing reads them (for the tests that hold
+    /// the state to a pairing of every fact).
+    pub async fn pairing_facts(
+        &self,
+        carrier_id: &str,
+    ) -> StoreResult<(
+        Vec<crate::store::pairing::RecordFact>,
+        Vec<crate::store::pairing::ReportFact>,
+    )> {
+        self.db
+            .read(async |db| pairing::facts(db, carrier_id).await)
+            .await
+    }
+
+    /// Every item of `carrier_id`'s pairing state (for the tests that hold the state to a
+    /// pairing of every fact).
+    pub async fn pairing_items(
+        &self,
+        carrier_id: &str,
+    ) -> StoreResult<Vec<crate::store::pairing::Item>> {
+        self.db
+            .read(async |db| pairing::items(db, carrier_id).await)
+            .await
+    }
+
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`, with
     /// the usual libpq parameters), migrates it to the current schema, and starts listening
     /// for other replicas' changes.
@@ -399,21 +479,25 @@ impl Store for PgStore {
             .await
     }
 
-    async fn reconciliation_head(&self, _carrier_id: &str) -> StoreResult<(i64, i64)> {
-        Ok((0, 0))
+    async fn reconciliation_head(&self, carrier_id: &str) -> StoreResult<(i64, i64)> {
+        self.db
+            .read(async |db| pairing::heads(db, carrier_id).await)
+            .await
     }
 
     async fn reconciliation_changes_after(
         &self,
-        _carrier_id: &str,
-        _after: i64,
-        _limit: usize,
+        carrier_id: &str,
+        after: i64,
+        limit: usize,
     ) -> StoreResult<Vec<ReconciliationChange>> {
-        Ok(Vec::new())
+        self.db
+            .read(async |db| reconcile::changes_after(db, carrier_id, after, limit).await)
+            .await
     }
 
     fn reconciliation_signal(&self) -> watch::Receiver<u64> {
-        watch::channel(0).1
+        self.shared.signals.reconciliation.subscribe()
     }
 
     async fn tenant_usage(

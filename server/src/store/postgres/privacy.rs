@@ -121,6 +121,27 @@ pub async fn purge_expired(store: &Db, now: Micros) -> StoreResult<PurgeCounts> 
     .await)
 }
 
+/// Re-pairs what deleted records (rows of `id, carrier_id, call_id, correlation_id`) and
+/// reports (rows of `id, carrier_id, record_id, call_id, correlation_id`) were part of, and
+/// announces the change.
+async fn repair_deleted(
+    tx: &Transaction<'_>,
+    records: &[tokio_postgres::Row],
+    reports: &[tokio_postgres::Row],
+) -> PgResult<()> {
+    let mut touched = super::pairing::Touched::default();
+    for r in records {
+        touched.deleted_record(r.get(0), r.get(1), r.get(2), r.get(3));
+    }
+    for r in reports {
+        touched.deleted_report(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+    }
+    if super::pairing::repair(tx, &touched).await? {
+        super::listen::notify(tx, super::listen::Channel::Reconciliation).await?;
+    }
+    Ok(())
+}
+
 /// Deletes up to [`PURGE_CHUNK`] rows of `kind` older than `cutoff`; returns (rows, secondary
 /// rows) deleted: for reports their history rows, for released numbers their events. Each
 /// delete checks the age again on the row it deletes, so a row that a concurrent write made
@@ -132,10 +153,13 @@ async fn purge_chunk(tx: &Transaction<'_>, kind: Expiring, cutoff: Micros) -> Pg
                 .prepare_cached(
                     "DELETE FROM call_records WHERE id IN
                        (SELECT id FROM call_records WHERE start_time < $1 LIMIT $2)
-                       AND start_time < $1",
+                       AND start_time < $1
+                     RETURNING id, carrier_id, call_id, correlation_id",
                 )
                 .await?;
-            (count(tx.execute(&stmt, &[&cutoff, &PURGE_CHUNK]).await?), 0)
+            let gone = tx.query(&stmt, &[&cutoff, &PURGE_CHUNK]).await?;
+            repair_deleted(tx, &gone, &[]).await?;
+            (count(gone.len()), 0)
         }
         Expiring::CallDurations => {
             let stmt = tx
@@ -143,15 +167,12 @@ async fn purge_chunk(tx: &Transaction<'_>, kind: Expiring, cutoff: Micros) -> Pg
                     "DELETE FROM call_durations WHERE id IN
                        (SELECT id FROM call_durations WHERE start_time < $1 LIMIT $2)
                        AND start_time < $1
-                     RETURNING id",
+                     RETURNING id, carrier_id, record_id, call_id, correlation_id",
                 )
                 .await?;
-            let ids: Vec<i64> = tx
-                .query(&stmt, &[&cutoff, &PURGE_CHUNK])
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let gone = tx.query(&stmt, &[&cutoff, &PURGE_CHUNK]).await?;
+            repair_deleted(tx, &[], &gone).await?;
+            let ids: Vec<i64> = gone.iter().map(|r| r.get(0)).collect();
             let history = delete_history(tx, &ids).await?;
             (count(ids.len()), history)
         }
@@ -215,8 +236,37 @@ async fn purge_chunk(tx: &Transaction<'_>, kind: Expiring, cutoff: Micros) -> Pg
                 .await?;
             (count(tx.execute(&stmt, &[&cutoff, &PURGE_CHUNK]).await?), 0)
         }
-        // PostgreSQL keeps no pairing state yet.
-        Expiring::ReconciliationRemovals => (0, 0),
+        Expiring::ReconciliationRemovals => {
+            // Each carrier's floor moves to the last removal purged.
+            let stmt = tx
+                .prepare_cached(
+                    "WITH gone AS (
+                         DELETE FROM recon_removed WHERE (carrier_id, sequence) IN
+                           (SELECT carrier_id, sequence FROM recon_removed
+                             WHERE remove_time < $1 LIMIT $2)
+                         RETURNING carrier_id, sequence),
+                     floors AS (
+                         UPDATE carrier_heads AS h SET recon_floor = greatest(h.recon_floor, g.s)
+                           FROM (SELECT carrier_id, max(sequence) AS s FROM gone
+                                  GROUP BY carrier_id) g
+                          WHERE h.carrier_id = g.carrier_id)
+                     SELECT count(*) FROM gone",
+                )
+                .await?;
+            let removals: i64 = tx.query_one(&stmt, &[&cutoff, &PURGE_CHUNK]).await?.get(0);
+            // With the last chunk, the lines left with no call (one pass over the sums).
+            let lines = if removals < PURGE_CHUNK {
+                tx.execute(
+                    "DELETE FROM usage_lines l
+                      WHERE NOT EXISTS (SELECT 1 FROM usage_sums s WHERE s.line_id = l.id)",
+                    &[],
+                )
+                .await?
+            } else {
+                0
+            };
+            (removals, count(lines))
+        }
     })
 }
 
@@ -276,23 +326,30 @@ pub async fn erase_tenant(tx: &Transaction<'_>, tenant_id: &str) -> PgResult<Era
                                     OR (d.correlation_id != '' AND r.correlation_id = d.correlation_id)))
                  OR d.caller_number IN (SELECT number FROM numbers WHERE tenant_id = $1)
                  OR d.callee_number IN (SELECT number FROM numbers WHERE tenant_id = $1)
-             RETURNING d.id",
+             RETURNING d.id, d.carrier_id, d.record_id, d.call_id, d.correlation_id",
         )
         .await?;
-    let durations: Vec<i64> = tx
-        .query(&stmt, &[&tenant_id])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let reports = tx.query(&stmt, &[&tenant_id]).await?;
+    let durations: Vec<i64> = reports.iter().map(|r| r.get(0)).collect();
     delete_history(tx, &durations).await?;
-    let call_records = count(
-        tx.execute(
-            "DELETE FROM call_records WHERE tenant_id = $1",
+    let records = tx
+        .query(
+            "DELETE FROM call_records WHERE tenant_id = $1
+             RETURNING id, carrier_id, call_id, correlation_id",
             &[&tenant_id],
         )
-        .await?,
-    );
+        .await?;
+    let call_records = count(records.len());
+    repair_deleted(tx, &records, &reports).await?;
+    // The tenant's usage lines name its numbers: they go, with their sums (all of them zero
+    // now that the tenant's records are gone).
+    tx.execute("DELETE FROM usage_sums WHERE tenant_id = $1", &[&tenant_id])
+        .await?;
+    tx.execute(
+        "DELETE FROM usage_lines WHERE tenant_id = $1",
+        &[&tenant_id],
+    )
+    .await?;
 
     // Past events keep what happened (assigned, to what kind of assignee) but not to whom.
     // Rewritten here rather than with jsonb_set, so the snapshot stays the text the SQLite

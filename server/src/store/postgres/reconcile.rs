@@ -25,12 +25,13 @@ use deadpool_postgres::GenericClient;
 use super::pool::PgResult;
 use super::query;
 use crate::domain::{
-    Discrepancy, DiscrepancyCursor, DiscrepancyKind, Micros, ReconciliationSummary, UsageGrouping,
-    UsageRow,
+    Discrepancy, DiscrepancyCursor, DiscrepancyKind, Micros, ReconciliationChange,
+    ReconciliationSummary, UsageGrouping, UsageRow,
 };
 use crate::store::KeyedPage;
 use crate::store::rows;
 use crate::store::sql::Scope;
+use crate::store::state;
 
 /// The matching rules as CTEs, ending in `pairs(did, rid, ddur)`: one row per matched (report,
 /// platform record), one to one, with the report's duration. Parameters: `$1` (the carrier or
@@ -116,7 +117,7 @@ fn pairs_cte(scope: Scope) -> String {
     )
 }
 
-/// The query behind [`summary`]: `$1` the carrier, `$2` and `$3` the period (microseconds),
+/// The query behind [`reference_summary`]: `$1` the carrier, `$2` and `$3` the period (microseconds),
 /// `$4` the tolerance (microseconds); one row of seven counts and sums, as
 /// `sqlite::reconcile::summary_sql`.
 pub fn summary_sql() -> String {
@@ -138,8 +139,9 @@ pub fn summary_sql() -> String {
     )
 }
 
-/// The summary of one carrier's period.
-pub async fn summary(
+/// The summary of one carrier's period by the set-based rules (the reference the pairing state
+/// is held to).
+pub async fn reference_summary(
     db: &impl GenericClient,
     carrier_id: &str,
     start: Micros,
@@ -155,7 +157,7 @@ pub async fn summary(
     Ok(rows::summary_counts(&row)?.into())
 }
 
-/// The query behind [`discrepancies`]: `$1`..`$4` as [`summary_sql`], `$5` the kind code (or
+/// The query behind [`reference_discrepancies`]: `$1`..`$4` as [`summary_sql`], `$5` the kind code (or
 /// NULL for all), `$6`..`$8` the cursor (start time, kind code, row id; NULL for the first
 /// page), `$9` the row limit.
 fn discrepancies_sql() -> String {
@@ -186,9 +188,10 @@ fn discrepancies_sql() -> String {
     )
 }
 
-/// A page of discrepancies by (start time, kind, row id).
+/// A page of discrepancies by (start time, kind, row id), by the set-based rules (the
+/// reference).
 #[allow(clippy::too_many_arguments)]
-pub async fn discrepancies(
+pub async fn reference_discrepancies(
     db: &impl GenericClient,
     carrier_id: &str,
     start: Micros,
@@ -223,7 +226,7 @@ pub async fn discrepancies(
     Ok(rows::limited(page, limit))
 }
 
-/// The query behind [`usage`]: `$1` the tenant, `$2` and `$3` the period. Each call's
+/// The query behind [`reference_usage`]: `$1` the tenant, `$2` and `$3` the period. Each call's
 /// duration is its matched report's, else the platform's. Days are UTC days of the start time
 /// truncated to whole seconds (SQLite's `date(start_time / 1000000, 'unixepoch')`); grouped by
 /// day number and formatted per group, which orders as the `YYYY-MM-DD` text does.
@@ -253,8 +256,9 @@ fn usage_sql(grouping: UsageGrouping) -> String {
     )
 }
 
-/// A tenant's usage: each call's duration is its matched report's, else the platform's.
-pub async fn usage(
+/// A tenant's usage by the set-based rules (the reference): each call's duration is its
+/// matched report's, else the platform's.
+pub async fn reference_usage(
     db: &impl GenericClient,
     tenant_id: &str,
     start: Micros,
@@ -265,4 +269,265 @@ pub async fn usage(
         .query(usage_sql(grouping).as_str(), &[&tenant_id, &start, &end])
         .await?;
     query::decode_all(&found, rows::usage_row)
+}
+
+/// Inserts `carrier_id`'s pairing items (without their difference classes and usage lines, at
+/// negative placeholder positions) as the set-based rules pair its stored records and reports;
+/// how many. The migration that adds the pairing state builds it with this, once.
+pub async fn reference_items(db: &impl GenericClient, carrier_id: &str) -> PgResult<u64> {
+    let sql = format!(
+        "{},
+        items AS (
+            SELECT p.id AS rid, pairs.did, CASE WHEN pairs.did IS NULL THEN 2 ELSE 1 END AS kind,
+                   p.id AS key, p.start_time, p.duration_us AS pdur, pairs.ddur
+              FROM pw p LEFT JOIN pairs ON pairs.rid = p.id
+            UNION ALL
+            SELECT NULL, d.id, 3, d.id, d.start_time, NULL, d.duration_us
+              FROM call_durations d
+             WHERE d.carrier_id = $1
+               AND NOT EXISTS (SELECT 1 FROM pairs WHERE pairs.did = d.id))
+        INSERT INTO recon_items (carrier_id, record_id, report_id, kind, item_key, period_time,
+                                 platform_us, carrier_us, diff_us, sequence)
+        SELECT $1, rid, did, kind, key, start_time, pdur, ddur, abs(pdur - ddur),
+               -row_number() OVER ()
+          FROM items",
+        pairs_cte(Scope::Carrier)
+    );
+    Ok(db
+        .execute(sql.as_str(), &[&carrier_id, &i64::MIN, &i64::MAX])
+        .await?)
+}
+
+/// The summary of one carrier's period, from the pairing state (as
+/// `sqlite::reconcile::summary`): the whole hours from the hour aggregates (the pairs of the
+/// tolerance's own difference class counted one by one), the parts of an hour at either edge
+/// from the items. Exact for any period and any tolerance.
+pub async fn summary(
+    db: &impl GenericClient,
+    carrier_id: &str,
+    s: Micros,
+    e: Micros,
+    tol: i64,
+) -> PgResult<ReconciliationSummary> {
+    let hour = crate::store::pairing::HOUR_US;
+    let Some((h0, h1)) = state::whole(s, e, hour) else {
+        return Ok(items_summary(db, carrier_id, s, e, tol).await?.into());
+    };
+    let mut counts = items_summary(db, carrier_id, s, h0 * hour, tol).await?;
+    state::add(
+        &mut counts,
+        items_summary(db, carrier_id, h1 * hour, e, tol).await?,
+    );
+    let stmt = db
+        .prepare_cached(
+            "SELECT coalesce(sum(platform_count), 0)::BIGINT, coalesce(sum(platform_us), 0)::BIGINT,
+                    coalesce(sum(paired_count), 0)::BIGINT,
+                    coalesce(sum(paired_carrier_us), 0)::BIGINT,
+                    coalesce(sum(lone_count), 0)::BIGINT, coalesce(sum(lone_us), 0)::BIGINT
+               FROM recon_hours WHERE carrier_id = $1 AND hour >= $2 AND hour < $3",
+        )
+        .await?;
+    let row = db.query_one(&stmt, &[&carrier_id, &h0, &h1]).await?;
+    let sums = [
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    ];
+    let class = crate::store::pairing::difference_class(tol);
+    let stmt = db
+        .prepare_cached(
+            "SELECT coalesce(sum(pairs), 0)::BIGINT FROM recon_classes
+              WHERE carrier_id = $1 AND hour >= $2 AND hour < $3 AND diff_class > $4",
+        )
+        .await?;
+    let beyond: i64 = db
+        .query_one(&stmt, &[&carrier_id, &h0, &h1, &class])
+        .await?
+        .get(0);
+    let stmt = db
+        .prepare_cached(
+            "SELECT count(*) FROM recon_items
+              WHERE carrier_id = $1 AND kind = 1 AND diff_class = $2
+                AND period_time >= $3 AND period_time < $4 AND diff_us > $5",
+        )
+        .await?;
+    let at_edge: i64 = db
+        .query_one(
+            &stmt,
+            &[&carrier_id, &class, &(h0 * hour), &(h1 * hour), &tol],
+        )
+        .await?
+        .get(0);
+    state::add(&mut counts, state::whole_hours(sums, beyond, at_edge));
+    Ok(counts.into())
+}
+
+/// The summary counts of the items of `[s, e)` read one by one (one range of the items' index).
+async fn items_summary(
+    db: &impl GenericClient,
+    carrier_id: &str,
+    s: Micros,
+    e: Micros,
+    tol: i64,
+) -> PgResult<rows::SummaryCounts> {
+    let stmt = db
+        .prepare_cached(
+            "SELECT count(platform_us), coalesce(sum(platform_us), 0)::BIGINT,
+                    count(*) FILTER (WHERE kind = 1 AND diff_us <= $4),
+                    count(*) FILTER (WHERE kind = 1 AND diff_us > $4),
+                    coalesce(sum(carrier_us) FILTER (WHERE kind = 1), 0)::BIGINT,
+                    count(*) FILTER (WHERE kind = 3),
+                    coalesce(sum(carrier_us) FILTER (WHERE kind = 3), 0)::BIGINT
+               FROM recon_items
+              WHERE carrier_id = $1 AND period_time >= $2 AND period_time < $3",
+        )
+        .await?;
+    let row = db.query_one(&stmt, &[&carrier_id, &s, &e, &tol]).await?;
+    Ok(rows::summary_counts(&row)?)
+}
+
+/// A page of discrepancies by (start time, kind, row id), from the pairing state: a keyset
+/// range of the items' index from the cursor, skipping the pairs that agree.
+#[allow(clippy::too_many_arguments)]
+pub async fn discrepancies(
+    db: &impl GenericClient,
+    carrier_id: &str,
+    s: Micros,
+    e: Micros,
+    tol: i64,
+    kind: Option<DiscrepancyKind>,
+    after: Option<DiscrepancyCursor>,
+    limit: usize,
+) -> PgResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
+    let kind = kind.map(|k| i64::from(k.code()));
+    let (a_start, a_kind, a_key) = match after {
+        Some((s, k, id)) => (s, i64::from(k), id),
+        None => (s, i64::MIN, i64::MIN),
+    };
+    // The cursor is a row-value bound of the index (for the first page, the period's start).
+    let stmt = db
+        .prepare_cached(
+            "SELECT i.kind, i.period_time, i.item_key,
+                    coalesce(p.call_id, d.call_id), coalesce(p.correlation_id, d.correlation_id),
+                    coalesce(d.record_id, ''), coalesce(p.caller_number, d.caller_number),
+                    coalesce(p.callee_number, d.callee_number), i.platform_us, i.carrier_us
+               FROM recon_items i
+               LEFT JOIN call_records p ON p.id = i.record_id
+               LEFT JOIN call_durations d ON d.id = i.report_id
+              WHERE i.carrier_id = $1 AND i.period_time >= $2 AND i.period_time < $3
+                AND (i.period_time, i.kind, i.item_key) > ($6, $7, $8)
+                AND (i.kind <> 1 OR i.diff_us > $4)
+                AND ($5::BIGINT IS NULL OR i.kind = $5::BIGINT)
+              ORDER BY i.period_time, i.kind, i.item_key LIMIT $9",
+        )
+        .await?;
+    let found = db
+        .query(
+            &stmt,
+            &[
+                &carrier_id,
+                &s,
+                &e,
+                &tol,
+                &kind,
+                &a_start,
+                &a_kind,
+                &a_key,
+                &rows::fetch(limit),
+            ],
+        )
+        .await?;
+    let page = query::decode_all(&found, rows::discrepancy)?;
+    Ok(rows::limited(page, limit))
+}
+
+/// A tenant's usage from the pairing state (as `sqlite::reconcile::usage`).
+pub async fn usage(
+    db: &impl GenericClient,
+    tenant_id: &str,
+    s: Micros,
+    e: Micros,
+    grouping: UsageGrouping,
+) -> PgResult<Vec<UsageRow>> {
+    let stmt = db
+        .prepare_cached("SELECT id, number, direction FROM usage_lines WHERE tenant_id = $1")
+        .await?;
+    let lines = db
+        .query(&stmt, &[&tenant_id])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let mut usage = state::Usage::new(grouping, lines);
+    let cuts = state::Cuts::of(s, e);
+    let stmt = db
+        .prepare_cached(
+            "SELECT line_id, bucket, calls, operator_calls, total_us FROM usage_sums
+              WHERE tenant_id = $1 AND level = $2 AND bucket >= $3 AND bucket < $4",
+        )
+        .await?;
+    for (level, unit, first, last) in cuts.sums {
+        for r in db
+            .query(&stmt, &[&tenant_id, &level, &first, &last])
+            .await?
+        {
+            let bucket: i64 = r.get(1);
+            usage.add(r.get(0), bucket * unit, r.get(2), r.get(3), r.get(4));
+        }
+    }
+    let stmt = db
+        .prepare_cached(
+            "SELECT i.line_id, i.period_time, CASE WHEN i.carrier_us IS NULL THEN 0 ELSE 1 END::BIGINT,
+                    coalesce(i.carrier_us, i.platform_us)
+               FROM call_records r JOIN recon_items i ON i.record_id = r.id
+              WHERE r.tenant_id = $1 AND r.start_time >= $2 AND r.start_time < $3",
+        )
+        .await?;
+    for (s, e) in cuts.edges {
+        for r in db.query(&stmt, &[&tenant_id, &s, &e]).await? {
+            if let Some(line) = r.get::<_, Option<i64>>(0) {
+                usage.add(line, r.get(1), 1, r.get(2), r.get(3));
+            }
+        }
+    }
+    Ok(usage.rows())
+}
+
+/// A carrier's reconciliation feed after position `after`, in order, at most `limit` (as
+/// `sqlite::reconcile::changes_after`).
+pub async fn changes_after(
+    db: &impl GenericClient,
+    carrier_id: &str,
+    after: i64,
+    limit: usize,
+) -> PgResult<Vec<ReconciliationChange>> {
+    let sql = "SELECT * FROM (
+                 (SELECT i.sequence, CASE WHEN i.record_id IS NULL THEN 2 ELSE 1 END::BIGINT,
+                         0::BIGINT, coalesce(p.call_id, d.call_id),
+                         coalesce(p.correlation_id, d.correlation_id), coalesce(d.record_id, ''),
+                         i.period_time, i.platform_us, i.carrier_us
+                    FROM recon_items i
+                    LEFT JOIN call_records p ON p.id = i.record_id
+                    LEFT JOIN call_durations d ON d.id = i.report_id
+                   WHERE i.carrier_id = $1 AND i.sequence > $2
+                   ORDER BY i.sequence LIMIT $3)
+                 UNION ALL
+                 (SELECT sequence, entry, 1::BIGINT,
+                         CASE entry WHEN 1 THEN entry_key ELSE '' END, '',
+                         CASE entry WHEN 2 THEN entry_key ELSE '' END, period_time,
+                         NULL::BIGINT, NULL::BIGINT
+                    FROM recon_removed WHERE carrier_id = $1 AND sequence > $2
+                   ORDER BY sequence LIMIT $3)) c
+               ORDER BY 1 LIMIT $3";
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    query::all(
+        db,
+        sql,
+        &[&carrier_id, &after, &limit],
+        rows::reconciliation_change,
+    )
+    .await
 }

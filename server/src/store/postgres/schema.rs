@@ -9,7 +9,7 @@
 //! Migrations run in one transaction under an advisory lock, so replicas starting together
 //! migrate once. Append new migrations; never edit one that has shipped.
 
-use tokio_postgres::Client;
+use deadpool_postgres::Client;
 
 use super::pool::PgResult;
 
@@ -200,7 +200,82 @@ CREATE INDEX numbers_by_number ON numbers(number, update_time);
     // The client's address on each audit event (and on the per-minute summaries of calls
     // refused before a key was accepted).
     "ALTER TABLE audit_events ADD COLUMN source TEXT NOT NULL DEFAULT '';",
+    // The pairing state of reconciliation, kept at write time (`pairing.rs`), as on SQLite
+    // (see its migration for each table). Built once by [`PAIRING_STATE`]'s hook.
+    r#"
+CREATE TABLE recon_items (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    carrier_id  TEXT NOT NULL,
+    record_id   BIGINT UNIQUE,
+    report_id   BIGINT UNIQUE,
+    kind        BIGINT NOT NULL,
+    item_key    BIGINT NOT NULL,
+    period_time BIGINT NOT NULL,
+    platform_us BIGINT,
+    carrier_us  BIGINT,
+    diff_us     BIGINT,
+    diff_class  BIGINT,
+    line_id     BIGINT,
+    sequence    BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX recon_items_feed ON recon_items(carrier_id, sequence);
+CREATE INDEX recon_items_by_time ON recon_items(carrier_id, period_time, kind, item_key)
+    INCLUDE (diff_us, platform_us, carrier_us);
+CREATE INDEX recon_items_by_class ON recon_items(carrier_id, diff_class, period_time)
+    INCLUDE (diff_us) WHERE kind = 1;
+CREATE TABLE recon_removed (
+    carrier_id  TEXT NOT NULL,
+    sequence    BIGINT NOT NULL,
+    entry       BIGINT NOT NULL,
+    entry_key   TEXT NOT NULL,
+    period_time BIGINT NOT NULL,
+    remove_time BIGINT NOT NULL,
+    PRIMARY KEY (carrier_id, sequence)
+);
+CREATE INDEX recon_removed_by_time ON recon_removed(remove_time);
+ALTER TABLE carrier_heads ADD COLUMN recon_seq BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE carrier_heads ADD COLUMN recon_floor BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE recon_hours (
+    carrier_id        TEXT NOT NULL,
+    hour              BIGINT NOT NULL,
+    platform_count    BIGINT NOT NULL,
+    platform_us       BIGINT NOT NULL,
+    paired_count      BIGINT NOT NULL,
+    paired_carrier_us BIGINT NOT NULL,
+    lone_count        BIGINT NOT NULL,
+    lone_us           BIGINT NOT NULL,
+    PRIMARY KEY (carrier_id, hour)
+);
+CREATE TABLE recon_classes (
+    carrier_id TEXT NOT NULL,
+    hour       BIGINT NOT NULL,
+    diff_class BIGINT NOT NULL,
+    pairs      BIGINT NOT NULL,
+    PRIMARY KEY (carrier_id, hour, diff_class)
+);
+CREATE TABLE usage_lines (
+    id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    number    TEXT NOT NULL,
+    direction BIGINT NOT NULL,
+    UNIQUE (tenant_id, number, direction)
+);
+CREATE TABLE usage_sums (
+    tenant_id      TEXT NOT NULL,
+    level          BIGINT NOT NULL,
+    bucket         BIGINT NOT NULL,
+    line_id        BIGINT NOT NULL,
+    calls          BIGINT NOT NULL,
+    operator_calls BIGINT NOT NULL,
+    total_us       BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, level, bucket, line_id)
+);
+"#,
 ];
+
+/// The version of the migration that adds the pairing state: after it runs, the state is
+/// built from the stored records and reports ([`super::pairing::build`]).
+const PAIRING_STATE: usize = 4;
 
 /// Brings the database to the current schema; returns the version it was at.
 pub async fn migrate(client: &mut Client) -> PgResult<i64> {
@@ -232,6 +307,9 @@ pub async fn migrate(client: &mut Client) -> PgResult<i64> {
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.batch_execute(sql).await?;
+        if index + 1 == PAIRING_STATE {
+            super::pairing::build(&tx).await?;
+        }
         tx.execute(
             "INSERT INTO ocx_schema_version (version) VALUES ($1)",
             &[&(index as i64 + 1)],

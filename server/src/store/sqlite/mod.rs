@@ -129,6 +129,33 @@ impl SqliteStore {
             .await
     }
 
+    /// Every record and report of `carrier_id` as pairing reads them (for the tests that hold
+    /// the state to a pairing of every fact).
+    pub async fn pairing_facts(
+        &self,
+        carrier_id: &str,
+    ) -> StoreResult<(
+        Vec<crate::store::pairing::RecordFact>,
+        Vec<crate::store::pairing::ReportFact>,
+    )> {
+        let carrier_id = carrier_id.to_owned();
+        self.readers
+            .read(move |conn| pairing::facts(conn, &carrier_id))
+            .await
+    }
+
+    /// Every item of `carrier_id`'s pairing state (for the tests that hold the state to a
+    /// pairing of every fact).
+    pub async fn pairing_items(
+        &self,
+        carrier_id: &str,
+    ) -> StoreResult<Vec<crate::store::pairing::Item>> {
+        let carrier_id = carrier_id.to_owned();
+        self.readers
+            .read(move |conn| pairing::items(conn, &carrier_id))
+            .await
+    }
+
     /// A tenant's usage by the set-based rules: the reference for [`Store::tenant_usage`].
     pub async fn reference_usage(
         &self,

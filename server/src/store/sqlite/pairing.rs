@@ -156,28 +156,44 @@ fn apply_deltas(conn: &Connection, deltas: &Deltas) -> StoreResult<()> {
     for ((carrier_id, hour, class), n) in &deltas.classes {
         classes.execute(params![carrier_id, hour, class, n])?;
     }
+    // The rows are keyed by tenant first: each line's tenant.
+    let tenants: HashMap<i64, String> = conn
+        .prepare_cached(
+            "SELECT id, tenant_id FROM usage_lines WHERE id IN (SELECT value FROM json_each(?1))",
+        )?
+        .query_map(
+            [json_ids(deltas.usage.keys().map(|(line, _, _)| *line))],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
     let mut usage = conn.prepare_cached(
-        "INSERT INTO usage_sums (line_id, level, bucket, calls, operator_calls, total_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (line_id, level, bucket) DO UPDATE SET
+        "INSERT INTO usage_sums (tenant_id, level, bucket, line_id, calls, operator_calls,
+                                 total_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (tenant_id, level, bucket, line_id) DO UPDATE SET
              calls = calls + excluded.calls,
              operator_calls = operator_calls + excluded.operator_calls,
              total_us = total_us + excluded.total_us",
     )?;
     let mut emptied = conn.prepare_cached(
-        "DELETE FROM usage_sums WHERE line_id = ?1 AND level = ?2 AND bucket = ?3 AND calls = 0",
+        "DELETE FROM usage_sums
+          WHERE tenant_id = ?1 AND level = ?2 AND bucket = ?3 AND line_id = ?4 AND calls = 0",
     )?;
     for ((line, level, bucket), u) in &deltas.usage {
+        let Some(tenant_id) = tenants.get(line) else {
+            continue;
+        };
         usage.execute(params![
-            line,
+            tenant_id,
             level,
             bucket,
+            line,
             u.calls,
             u.operator_calls,
             u.total_us
         ])?;
         if u.calls < 0 {
-            emptied.execute(params![line, level, bucket])?;
+            emptied.execute(params![tenant_id, level, bucket, line])?;
         }
     }
     Ok(())
@@ -283,39 +299,58 @@ fn stored_items(
     Ok(found)
 }
 
-/// One carrier's closed set of touched keys, in [`ClosedSet`]'s four steps.
+/// One carrier's closed set of touched keys, in [`ClosedSet`]'s four steps. Each lookup
+/// skips the rows already in the set by row id, which the index holds: a row read once is not
+/// read from the table again.
 fn closed_set(
     conn: &Connection,
     carrier_id: &str,
     calls: &std::collections::BTreeSet<String>,
     correlations: &std::collections::BTreeSet<String>,
 ) -> StoreResult<ClosedSet> {
-    let records = (RECORD_COLUMNS, RECORDS_BY_CALL);
-    let reports = (REPORT_COLUMNS, REPORTS_BY_CALL);
+    let records = |set: &ClosedSet, sql: &str, keys: &[&String]| {
+        let have = json_ids(set.records.keys().copied());
+        fetch(
+            conn,
+            (RECORD_COLUMNS, sql),
+            carrier_id,
+            keys,
+            &have,
+            record_row,
+        )
+    };
+    let reports = |set: &ClosedSet, sql: &str, keys: &[&String]| {
+        let have = json_ids(set.reports.keys().copied());
+        fetch(
+            conn,
+            (REPORT_COLUMNS, sql),
+            carrier_id,
+            keys,
+            &have,
+            report_fact,
+        )
+    };
+    let calls: Vec<&String> = calls.iter().collect();
     let mut set = ClosedSet::default();
-    set.add_records(fetch(conn, records, carrier_id, calls, record_row)?);
-    set.add_reports(fetch(conn, reports, carrier_id, calls, report_fact)?);
+    set.add_records(records(&set, RECORDS_BY_CALL, &calls)?);
+    set.add_reports(reports(&set, REPORTS_BY_CALL, &calls)?);
     let widened = set.widened(correlations);
-    let by_correlation = (RECORD_COLUMNS, RECORDS_BY_CORRELATION);
-    set.add_records(fetch(
-        conn,
-        by_correlation,
-        carrier_id,
-        &widened,
-        record_row,
+    let widened: Vec<&String> = widened.iter().collect();
+    set.add_records(records(&set, RECORDS_BY_CORRELATION, &widened)?);
+    set.add_reports(reports(&set, REPORTS_BY_CORRELATION, &widened)?);
+    let called: std::collections::BTreeSet<String> = calls.into_iter().cloned().collect();
+    let named = set.named(&called);
+    set.add_records(records(
+        &set,
+        RECORDS_BY_CALL,
+        &named.iter().collect::<Vec<_>>(),
     )?);
-    let by_correlation = (REPORT_COLUMNS, REPORTS_BY_CORRELATION);
-    set.add_reports(fetch(
-        conn,
-        by_correlation,
-        carrier_id,
-        &widened,
-        report_fact,
+    let naming = set.naming(&called);
+    set.add_reports(reports(
+        &set,
+        REPORTS_BY_CALL,
+        &naming.iter().collect::<Vec<_>>(),
     )?);
-    let named = set.named(calls);
-    set.add_records(fetch(conn, records, carrier_id, &named, record_row)?);
-    let naming = set.naming(calls);
-    set.add_reports(fetch(conn, reports, carrier_id, &naming, report_fact)?);
     Ok(set)
 }
 
@@ -339,36 +374,41 @@ const RECORD_COLUMNS: &str = "id, call_id, correlation_id, start_time, duration_
 /// must probe (`INDEXED BY`, or a unary `+` that keeps the carrier's own index out): with an
 /// `IN` list the planner may otherwise pick the carrier's index and scan all of its rows.
 const RECORDS_BY_CALL: &str = "FROM call_records
-     WHERE call_id IN (SELECT value FROM json_each(?2)) AND +carrier_id = ?1";
+     WHERE call_id IN (SELECT value FROM json_each(?2)) AND +carrier_id = ?1
+       AND id NOT IN (SELECT value FROM json_each(?3))";
 /// A carrier's records with one of a list of correlation ids.
 const RECORDS_BY_CORRELATION: &str = "FROM call_records INDEXED BY call_records_by_correlation
-     WHERE carrier_id = ?1 AND correlation_id IN (SELECT value FROM json_each(?2))";
+     WHERE carrier_id = ?1 AND correlation_id IN (SELECT value FROM json_each(?2))
+       AND id NOT IN (SELECT value FROM json_each(?3))";
 /// The columns a report is read with.
 const REPORT_COLUMNS: &str = "id, call_id, correlation_id, start_time, duration_us, update_time,
     record_id";
 /// A carrier's reports with one of a list of call ids.
 const REPORTS_BY_CALL: &str = "FROM call_durations INDEXED BY call_durations_by_call
-     WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))";
+     WHERE carrier_id = ?1 AND call_id IN (SELECT value FROM json_each(?2))
+       AND id NOT IN (SELECT value FROM json_each(?3))";
 /// A carrier's reports with one of a list of correlation ids.
 const REPORTS_BY_CORRELATION: &str = "FROM call_durations INDEXED BY call_durations_by_correlation
-     WHERE carrier_id = ?1 AND correlation_id IN (SELECT value FROM json_each(?2))";
+     WHERE carrier_id = ?1 AND correlation_id IN (SELECT value FROM json_each(?2))
+       AND id NOT IN (SELECT value FROM json_each(?3))";
 
-/// Runs `SELECT columns` with one of the conditions above for `carrier_id` and `keys` (nothing
-/// for no keys), each row read by `read`.
-fn fetch<'k, T>(
+/// Runs `SELECT columns` with one of the conditions above for `carrier_id` and `keys`, but not
+/// the row ids of `skip` (a JSON array), each row read by `read`; nothing for no keys.
+fn fetch<T>(
     conn: &Connection,
     (columns, condition): (&str, &str),
     carrier_id: &str,
-    keys: impl IntoIterator<Item = &'k String>,
+    keys: &[&String],
+    skip: &str,
     read: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> StoreResult<Vec<T>> {
-    let mut keys = keys.into_iter().map(String::as_str).peekable();
-    if keys.peek().is_none() {
+    if keys.is_empty() {
         return Ok(Vec::new());
     }
     let mut stmt = conn.prepare_cached(&format!("SELECT {columns} {condition}"))?;
+    let keys = json_list(keys.iter().map(|k| k.as_str()));
     let rows = stmt
-        .query_map(params![carrier_id, json_list(keys)], read)?
+        .query_map(params![carrier_id, keys, skip], read)?
         .collect::<rusqlite::Result<Vec<T>>>()?;
     Ok(rows)
 }

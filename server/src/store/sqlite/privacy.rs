@@ -161,12 +161,15 @@ pub fn purge_chunk(conn: &Connection, kind: Expiring, cutoff: Micros) -> StoreRe
                 .execute(params![carrier_id, floor])?;
             }
             let removals = purged.len() as i64;
-            let lines = conn
-                .prepare_cached(
-                    "DELETE FROM usage_lines
-                      WHERE NOT EXISTS (SELECT 1 FROM usage_sums WHERE line_id = usage_lines.id)",
+            // With the last chunk, the lines left with no call (one pass over the sums).
+            let lines = if removals < PURGE_CHUNK {
+                conn.prepare_cached(
+                    "DELETE FROM usage_lines WHERE id NOT IN (SELECT line_id FROM usage_sums)",
                 )?
-                .execute([])? as i64;
+                .execute([])? as i64
+            } else {
+                0
+            };
             (removals, lines)
         }
     })
@@ -231,10 +234,8 @@ pub fn erase_tenant(conn: &Connection, tenant_id: &str) -> StoreResult<(EraseCou
     let call_records = gone.len() as i64;
     // The tenant's usage lines name its numbers: they go, with their sums (all of them zero
     // now that the tenant's records are gone).
-    conn.prepare_cached(
-        "DELETE FROM usage_sums WHERE line_id IN (SELECT id FROM usage_lines WHERE tenant_id = ?1)",
-    )?
-    .execute([tenant_id])?;
+    conn.prepare_cached("DELETE FROM usage_sums WHERE tenant_id = ?1")?
+        .execute([tenant_id])?;
     conn.prepare_cached("DELETE FROM usage_lines WHERE tenant_id = ?1")?
         .execute([tenant_id])?;
 

@@ -4,16 +4,17 @@
 //! matching rules (see `reconciliation.proto`) are written once, in [`pairs_cte`], and shared by
 //! the summary, the discrepancy listing and usage, so the three always agree.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use rusqlite::{Connection, named_params, params};
 
 use super::query;
 use crate::domain::{
-    CallDirection, Discrepancy, DiscrepancyCursor, DiscrepancyKind, Micros, ReconciliationChange,
+    Discrepancy, DiscrepancyCursor, DiscrepancyKind, Micros, ReconciliationChange,
     ReconciliationSummary, UsageGrouping, UsageRow,
 };
 use crate::store::sql::Scope;
+use crate::store::state;
 use crate::store::{KeyedPage, StoreResult};
 use crate::store::{StoreError, rows};
 
@@ -124,25 +125,15 @@ pub fn summary(
     tol: i64,
 ) -> StoreResult<ReconciliationSummary> {
     let hour = crate::store::pairing::HOUR_US;
-    // The whole hours inside [s, e): [h0, h1).
-    let h0 = s.div_euclid(hour) + i64::from(s.rem_euclid(hour) != 0);
-    let h1 = e.div_euclid(hour);
-    if h0 >= h1 {
+    let Some((h0, h1)) = state::whole(s, e, hour) else {
         return Ok(items_summary(conn, carrier_id, s, e, tol)?.into());
-    }
+    };
     let mut counts = items_summary(conn, carrier_id, s, h0 * hour, tol)?;
-    add(
+    state::add(
         &mut counts,
         items_summary(conn, carrier_id, h1 * hour, e, tol)?,
     );
-    let (platform_count, platform_us, paired, paired_us, lone, lone_us): (
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-    ) = query::first(
+    let sums: [i64; 6] = query::first(
         conn,
         "SELECT coalesce(sum(platform_count), 0), coalesce(sum(platform_us), 0),
                 coalesce(sum(paired_count), 0), coalesce(sum(paired_carrier_us), 0),
@@ -150,14 +141,14 @@ pub fn summary(
            FROM recon_hours WHERE carrier_id = ?1 AND hour >= ?2 AND hour < ?3",
         params![carrier_id, h0, h1],
         |r: &dyn rows::Row| {
-            Ok((
+            Ok([
                 r.col(0)?,
                 r.col(1)?,
                 r.col(2)?,
                 r.col(3)?,
                 r.col(4)?,
                 r.col(5)?,
-            ))
+            ])
         },
     )?
     .unwrap_or_default();
@@ -179,31 +170,8 @@ pub fn summary(
         |r: &dyn rows::Row| r.col(0),
     )?
     .unwrap_or_default();
-    let mismatched = beyond + at_edge;
-    add(
-        &mut counts,
-        rows::SummaryCounts {
-            platform_count,
-            platform_duration_us: platform_us,
-            matched: paired - mismatched,
-            mismatched,
-            paired_report_us: paired_us,
-            unmatched: lone,
-            unmatched_us: lone_us,
-        },
-    );
+    state::add(&mut counts, state::whole_hours(sums, beyond, at_edge));
     Ok(counts.into())
-}
-
-/// Adds `b`'s counts to `a`'s.
-fn add(a: &mut rows::SummaryCounts, b: rows::SummaryCounts) {
-    a.platform_count += b.platform_count;
-    a.platform_duration_us += b.platform_duration_us;
-    a.matched += b.matched;
-    a.mismatched += b.mismatched;
-    a.paired_report_us += b.paired_report_us;
-    a.unmatched += b.unmatched;
-    a.unmatched_us += b.unmatched_us;
 }
 
 /// The summary counts of the items of `[s, e)` read one by one: one range of the items'
@@ -427,62 +395,18 @@ pub fn usage(
     e: Micros,
     grouping: UsageGrouping,
 ) -> StoreResult<Vec<UsageRow>> {
-    use crate::store::pairing::{DAY_US, HOUR_US};
     let lines: HashMap<i64, (String, i64)> = conn
         .prepare_cached("SELECT id, number, direction FROM usage_lines WHERE tenant_id = ?1")?
         .query_map([tenant_id], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut groups: BTreeMap<(String, String, i64), (i64, i64, i64)> = BTreeMap::new();
-    let mut add = |line_id: i64, time: Micros, calls: i64, operator: i64, total: i64| {
-        let key = match grouping {
-            UsageGrouping::Day => (utc_day(time), String::new(), 0),
-            UsageGrouping::NumberAndDirection => match lines.get(&line_id) {
-                Some((number, direction)) => (String::new(), number.clone(), *direction),
-                None => return,
-            },
-        };
-        let g = groups.entry(key).or_default();
-        g.0 += calls;
-        g.1 += total;
-        g.2 += operator;
-    };
-    let line_ids = serde_json::to_string(&lines.keys().collect::<Vec<_>>())
-        .map_err(|e| StoreError::Internal(e.to_string()))?;
-    // [s, e) cut at whole units: the whole ones in the middle, the rest at either edge.
-    let whole = |s: Micros, e: Micros, unit: i64| {
-        let first = s.div_euclid(unit) + i64::from(s.rem_euclid(unit) != 0);
-        let last = e.div_euclid(unit);
-        (first < last).then_some((first, last))
-    };
-    // (level, unit, first, last) of the sums to read; the edges left to the items.
-    let mut ranges = Vec::new();
-    let mut edges_by_hour = Vec::new();
-    match whole(s, e, DAY_US) {
-        Some((d0, d1)) => {
-            ranges.push((1, DAY_US, d0, d1));
-            edges_by_hour.push((s, d0 * DAY_US));
-            edges_by_hour.push((d1 * DAY_US, e));
-        }
-        None => edges_by_hour.push((s, e)),
-    }
-    let mut edges = Vec::new();
-    for (s, e) in edges_by_hour {
-        match whole(s, e, HOUR_US) {
-            Some((h0, h1)) => {
-                ranges.push((0, HOUR_US, h0, h1));
-                edges.push((s, h0 * HOUR_US));
-                edges.push((h1 * HOUR_US, e));
-            }
-            None => edges.push((s, e)),
-        }
-    }
+    let mut usage = state::Usage::new(grouping, lines);
+    let cuts = state::Cuts::of(s, e);
     let mut sums = conn.prepare_cached(
         "SELECT line_id, bucket, calls, operator_calls, total_us FROM usage_sums
-          WHERE line_id IN (SELECT value FROM json_each(?1)) AND level = ?2
-            AND bucket >= ?3 AND bucket < ?4",
+          WHERE tenant_id = ?1 AND level = ?2 AND bucket >= ?3 AND bucket < ?4",
     )?;
-    for (level, unit, from, to) in ranges {
-        let rows = sums.query_map(params![line_ids, level, from, to], |r| {
+    for (level, unit, first, last) in cuts.sums {
+        let rows = sums.query_map(params![tenant_id, level, first, last], |r| {
             Ok((
                 r.get(0)?,
                 r.get::<_, i64>(1)?,
@@ -493,7 +417,7 @@ pub fn usage(
         })?;
         for row in rows {
             let (line, bucket, calls, operator, total) = row?;
-            add(line, bucket * unit, calls, operator, total);
+            usage.add(line, bucket * unit, calls, operator, total);
         }
     }
     let mut items = conn.prepare_cached(
@@ -503,39 +427,18 @@ pub fn usage(
            JOIN recon_items i ON i.record_id = r.id
           WHERE r.tenant_id = ?1 AND r.start_time >= ?2 AND r.start_time < ?3",
     )?;
-    for (s, e) in edges.into_iter().filter(|(s, e)| s < e) {
+    for (s, e) in cuts.edges {
         let rows = items.query_map(params![tenant_id, s, e], |r| {
             Ok((r.get::<_, Option<i64>>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
         for row in rows {
             let (line, time, operator, total) = row?;
             if let Some(line) = line {
-                add(line, time, 1, operator, total);
+                usage.add(line, time, 1, operator, total);
             }
         }
     }
-    Ok(groups
-        .into_iter()
-        .filter(|(_, (calls, _, _))| *calls > 0)
-        .map(
-            |((day, number, direction), (calls, duration_us, operator_count))| UsageRow {
-                day,
-                number,
-                direction: CallDirection::from_code(direction as i32),
-                calls,
-                duration_us,
-                operator_count,
-            },
-        )
-        .collect())
-}
-
-/// `YYYY-MM-DD` of the UTC day of `time` (the date part of its RFC 3339 form).
-pub(crate) fn utc_day(time: Micros) -> String {
-    let seconds = time.div_euclid(crate::store::pairing::DAY_US) * 86_400;
-    let mut day = prost_types::Timestamp { seconds, nanos: 0 }.to_string();
-    day.truncate(10);
-    day
+    Ok(usage.rows())
 }
 
 /// A tenant's usage by the set-based rules (the reference the usage sums are held to): each

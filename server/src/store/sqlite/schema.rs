@@ -329,15 +329,17 @@ CREATE TABLE usage_lines (
 );
 -- Per line and UTC hour (level 0) or UTC day (level 1): the calls, those whose duration is
 -- the carrier's report, and the durations summed as usage counts them. A row that comes to
--- no call is deleted.
+-- no call is deleted. Keyed by tenant and time first: a query reads one range, and a write's
+-- rows (calls of a few hours) sit on a few pages.
 CREATE TABLE usage_sums (
-    line_id        INTEGER NOT NULL,
+    tenant_id      TEXT NOT NULL,
     level          INTEGER NOT NULL,
     bucket         INTEGER NOT NULL,
+    line_id        INTEGER NOT NULL,
     calls          INTEGER NOT NULL,
     operator_calls INTEGER NOT NULL,
     total_us       INTEGER NOT NULL,
-    PRIMARY KEY (line_id, level, bucket)
+    PRIMARY KEY (tenant_id, level, bucket, line_id)
 ) WITHOUT ROWID;
 "#,
             |tx: &rusqlite::Transaction| -> rusqlite_migration::HookResult {
