@@ -151,9 +151,17 @@ pub fn lines() -> Vec<Line> {
         .collect()
 }
 
+/// Seconds between calls on average: 30 (the generator's default) up to 1,000,000 records,
+/// closer above, so that any run spans under a year (reconciliation and usage answer periods
+/// of at most 366 days): 10,000,000 records are 3 s apart.
+fn mean_gap_secs(records: u64) -> f64 {
+    (30_000_000.0 / records.max(1) as f64).min(30.0)
+}
+
 /// The generated records, in batches.
 pub fn record_batches(records: u64) -> impl Iterator<Item = Vec<pb::CallRecord>> {
-    let mut generator = CallRecordGenerator::new(SEED, lines(), START);
+    let mut generator =
+        CallRecordGenerator::new(SEED, lines(), START).with_mean_gap_secs(mean_gap_secs(records));
     let mut left = records;
     std::iter::from_fn(move || {
         let n = left.min(BATCH as u64);

@@ -156,6 +156,23 @@ impl Client {
         Ok(read!(self, platform, get_tenant_usage, req))
     }
 
+    /// One `WatchReconciliation` call, no reconnect: yields the messages (each 1 to 256 changes
+    /// in feed order) after `req.after_sequence`, then new ones as they are committed, until the
+    /// server ends the stream; a failure mid-stream is the last item. See
+    /// [`Client::follow_reconciliation`] for a follower that resumes by itself.
+    pub async fn watch_reconciliation(
+        &self,
+        req: pb::WatchReconciliationRequest,
+    ) -> Result<impl Stream<Item = Result<pb::WatchReconciliationResponse>> + Send + 'static> {
+        let request = self.request(req);
+        let messages = self
+            .reconciliation_service()
+            .watch_reconciliation(request)
+            .await?
+            .into_inner();
+        Ok(messages.map(|message| message.map_err(Error::from)))
+    }
+
     /// Follows the carrier's reconciliation live (`WatchReconciliation`) forever, like
     /// [`Client::follow_number_events`]: on a retryable failure (or the stream ending cleanly)
     /// it reconnects with the same backoff and resumes after the last `sequence` it yielded,

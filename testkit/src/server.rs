@@ -91,6 +91,31 @@ impl TestServer {
         }
     }
 
+    /// The database `dir/ocx.db` as it is (a fixture, say), whose platform key is
+    /// `platform_key`, served on `127.0.0.1:0` with `config`: opening it runs the migrations.
+    pub async fn open_in(
+        dir: Arc<tempfile::TempDir>,
+        config: ocx_server::Config,
+        platform_key: &str,
+    ) -> TestServer {
+        let db_path = dir.path().join("ocx.db");
+        let (addr, stop, task) = serve(
+            &db_path,
+            "127.0.0.1:0".parse().expect("addr"),
+            config.clone(),
+        )
+        .await;
+        TestServer {
+            addr,
+            platform_key: platform_key.to_owned(),
+            db_path,
+            dir,
+            config,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// `http://addr`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)

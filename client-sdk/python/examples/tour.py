@@ -13,7 +13,8 @@ carrier and, when its key is given, as the platform:
    unchanged);
 5. reconciliation: the summary's buckets add up, the upload moved exactly its calls from
    "missing on the carrier" to "matched", a wider tolerance only moves mismatches to matches,
-   the discrepancies listed are the summary's, and the platform sees the same summary.
+   the discrepancies listed are the summary's, the platform sees the same summary, and the
+   live feed (follow_reconciliation) starts with keyed entries in increasing sequence.
 
 Prints one line per step; exits 1 with the failed check's message if anything is off, so it
 doubles as a smoke test (``scripts/python-check.sh`` runs it against a fresh demo server).
@@ -39,7 +40,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ocx_client import Client, Follower, batches, paginate, pb
+from ocx_client import Client, Follower, ReconciliationView, batches, paginate, pb
 
 T = TypeVar("T")
 
@@ -411,6 +412,18 @@ def tour_reconciliation(
         seen_by_platform = (
             "; the platform sees the same; a carrier key on AdminService is PERMISSION_DENIED"
         )
+    # The live feed: from 0, entries as they stand, in increasing sequence, each keyed.
+    changes = take(carrier.follow_reconciliation(after_sequence=0), 5)
+    check(len(changes) == 5, f"the reconciliation feed ended after {len(changes)} changes")
+    sequences = [c.sequence for c in changes]
+    check(sequences == sorted(set(sequences)), f"feed sequences {sequences} do not increase")
+    view = ReconciliationView()
+    for change in changes:
+        keyed = change.call_id if change.entry == pb.RECONCILIATION_ENTRY_PLATFORM_RECORD else (
+            change.record_id
+        )
+        check(bool(keyed), f"change {change.sequence} has no key")
+        view.apply(change)
     print(
         f"reconciliation: {s.platform_count} platform calls, {s.carrier_count} reports: "
         f"{s.matched_count} matched + {s.mismatched_count} mismatched + "

@@ -23,6 +23,7 @@ import grpc
 from ocx_client import (
     Client,
     Follower,
+    ReconciliationView,
     UploadInterrupted,
     batches,
     follow,
@@ -300,6 +301,8 @@ class InProcessServer:
     def __init__(self, port: int = 0, start: bool = True) -> None:
         self.metadata: list[dict[str, str]] = []
         self.watch_calls: list[int] = []
+        #: ``(after_sequence, tolerance seconds, tolerance nanos)`` of each reconciliation watch.
+        self.reconciliation_calls: list[tuple[int, int, int]] = []
         #: Scripts of the upload calls, in call order (the last one for later calls).
         self.upload_scripts: list[tuple[str, int]] = [ACK_ALL]
         #: ``(call, batch_id, first item id)`` of each upload batch read.
@@ -337,6 +340,13 @@ class InProcessServer:
                 response_serializer=pb.UploadCallDurationsResponse.SerializeToString,
             ),
         }
+        reconciliation = {
+            "WatchReconciliation": grpc.unary_stream_rpc_method_handler(
+                self.watch_reconciliation,
+                request_deserializer=pb.WatchReconciliationRequest.FromString,
+                response_serializer=pb.WatchReconciliationResponse.SerializeToString,
+            ),
+        }
         platform = {
             "IngestCallRecords": grpc.stream_stream_rpc_method_handler(
                 self.ingest,
@@ -349,6 +359,9 @@ class InProcessServer:
                 grpc.method_handlers_generic_handler("ocx.v1.NumberService", numbers),
                 grpc.method_handlers_generic_handler("ocx.v1.CallDurationService", durations),
                 grpc.method_handlers_generic_handler("ocx.v1.PlatformService", platform),
+                grpc.method_handlers_generic_handler(
+                    "ocx.v1.ReconciliationService", reconciliation
+                ),
             )
         )
         self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
@@ -378,6 +391,43 @@ class InProcessServer:
         if first:
             context.abort(grpc.StatusCode.UNAVAILABLE, "shutting down")
         self.closing.wait(30)  # stays open, like a live stream
+
+    def watch_reconciliation(
+        self, request: pb.WatchReconciliationRequest, context: grpc.ServicerContext
+    ) -> Any:
+        """The first call: an entry alone, a lone report, then UNAVAILABLE. Later calls replay
+        from the start (as a careless server might): the report now pairs with the record (the
+        lone report's entry REMOVED, the record's MISMATCHED), then stay open."""
+        self.record(context)
+        self.reconciliation_calls.append(
+            (request.after_sequence, request.tolerance.seconds, request.tolerance.nanos)
+        )
+        record = pb.RECONCILIATION_ENTRY_PLATFORM_RECORD
+        report = pb.RECONCILIATION_ENTRY_CARRIER_REPORT
+        changes = [
+            pb.ReconciliationChange(
+                sequence=1, entry=record, state=pb.RECONCILIATION_STATE_MISSING_ON_CARRIER,
+                call_id="c1",
+            ),
+            pb.ReconciliationChange(
+                sequence=2, entry=report, state=pb.RECONCILIATION_STATE_MISSING_ON_PLATFORM,
+                record_id="r1",
+            ),
+        ]
+        if len(self.reconciliation_calls) == 1:
+            yield pb.WatchReconciliationResponse(changes=changes)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "shutting down")
+        changes += [
+            pb.ReconciliationChange(
+                sequence=3, entry=report, state=pb.RECONCILIATION_STATE_REMOVED, record_id="r1"
+            ),
+            pb.ReconciliationChange(
+                sequence=4, entry=record, state=pb.RECONCILIATION_STATE_MISMATCHED,
+                call_id="c1", record_id="r1",
+            ),
+        ]
+        yield pb.WatchReconciliationResponse(changes=changes)
+        self.closing.wait(30)
 
     def scripted_upload(
         self,
@@ -546,6 +596,21 @@ class InProcessTest(unittest.TestCase):
         events.close()
         self.assertEqual(sequences, [1, 2, 3, 4, 5])
         self.assertEqual(self.fake.watch_calls, [0, 3])
+
+    def test_follow_reconciliation_resumes_and_a_view_applies_removals(self) -> None:
+        view = ReconciliationView()
+        with self.assertLogs("ocx_client", "WARNING"):
+            changes = self.client.follow_reconciliation(tolerance=2.5, initial_backoff=0.01)
+            for _ in range(4):
+                view.apply(next(changes))
+        changes.close()
+        # Resumed after 2, its replay of 1 and 2 dropped; the tolerance sent each time.
+        self.assertEqual(self.fake.reconciliation_calls, [(0, 2, 500_000_000), (2, 2, 500_000_000)])
+        self.assertEqual(view.last_sequence, 4)
+        self.assertEqual([(c.call_id, c.record_id) for c in view.entries()], [("c1", "r1")])
+        self.assertEqual(
+            [c.state for c in view.discrepancies()], [pb.RECONCILIATION_STATE_MISMATCHED]
+        )
 
     def test_stop_ends_an_iteration_blocked_on_the_server(self) -> None:
         got: list[int] = []

@@ -12,7 +12,8 @@
 //! - the store: [`conformance`] (the suite every backend passes), run by [`store_sqlite`] and
 //!   [`store_postgres`]; [`deadline`] (a caller's deadline interrupts the query);
 //! - properties of the edge and of reconciliation: [`convert_property`],
-//!   [`reconcile_property`].
+//!   [`reconcile_property`]; the reconciliation feed under concurrent writers on both
+//!   backends: [`reconcile_watch`].
 
 use ocx_testkit::process::ServerBinary;
 
@@ -31,6 +32,7 @@ mod deadline;
 mod feeds;
 mod logs;
 mod reconcile_property;
+mod reconcile_watch;
 mod replicas;
 mod settings;
 mod shutdown;

@@ -13,6 +13,8 @@ mod layers;
 mod limits;
 mod matrix;
 mod metrics;
+mod migration;
+mod migration_check;
 mod numbers;
 mod privacy;
 mod restart;

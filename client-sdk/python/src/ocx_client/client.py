@@ -65,6 +65,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "Client",
     "Follower",
+    "ReconciliationView",
     "batches",
     "follow",
     "paginate",
@@ -242,6 +243,36 @@ class Follower(Generic[T]):
             )
             self._sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)
+
+
+class ReconciliationView:
+    """A follower's view of a carrier's reconciliation, built by applying the changes of
+    ``Client.follow_reconciliation`` in order: every entry as it last stood, keyed by whose it
+    is (a platform record's ``call_id``, or a lone report's ``record_id``); a REMOVED change
+    drops its entry."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[int, str], pb.ReconciliationChange] = {}
+        self.last_sequence = 0
+
+    def apply(self, change: pb.ReconciliationChange) -> None:
+        """Applies one change (in feed order)."""
+        self.last_sequence = max(self.last_sequence, change.sequence)
+        carrier_report = change.entry == pb.RECONCILIATION_ENTRY_CARRIER_REPORT
+        key = (change.entry, change.record_id if carrier_report else change.call_id)
+        if change.state == pb.RECONCILIATION_STATE_REMOVED:
+            self._entries.pop(key, None)
+        else:
+            self._entries[key] = change
+
+    def entries(self) -> list[pb.ReconciliationChange]:
+        """Every entry as it stands."""
+        return list(self._entries.values())
+
+    def discrepancies(self) -> list[pb.ReconciliationChange]:
+        """The entries that are not MATCHED: what ``list_discrepancies`` lists (for every
+        period, at the follow's tolerance)."""
+        return [c for c in self._entries.values() if c.state != pb.RECONCILIATION_STATE_MATCHED]
 
 
 def _cancel(call: Any) -> None:
@@ -593,6 +624,38 @@ class Client:
             lambda record: record.feed_sequence,
             after_sequence,
             name="call records",
+            **backoff,
+        )
+
+    def follow_reconciliation(
+        self,
+        after_sequence: int = 0,
+        *,
+        tolerance: DurationLike | None = None,
+        carrier_id: str = "",
+        **backoff: Any,
+    ) -> Follower[pb.ReconciliationChange]:
+        """The carrier's reconciliation live (``WatchReconciliation``): from 0, every entry as
+        it now stands, then each change as it is committed, until stopped; resumes and stops
+        like ``follow_number_events``. ``tolerance`` decides MATCHED against MISMATCHED (the
+        server's default is 1 s). Apply the changes in order to a ``ReconciliationView`` to
+        hold the carrier's calls as they stand. ``OUT_OF_RANGE`` (a position so old that
+        removals after it were forgotten) ends the follow: follow from 0 again."""
+
+        def open_stream(after: int) -> Iterable[pb.WatchReconciliationResponse]:
+            request = pb.WatchReconciliationRequest(carrier_id=carrier_id, after_sequence=after)
+            if tolerance is not None:
+                request.tolerance.CopyFrom(to_duration(tolerance))
+            return self.reconciliation_service.WatchReconciliation(  # type: ignore[no-any-return]
+                request, wait_for_ready=True
+            )
+
+        return follow(
+            open_stream,
+            lambda message: message.changes,
+            lambda change: change.sequence,
+            after_sequence,
+            name="reconciliation",
             **backoff,
         )
 
