@@ -2,7 +2,8 @@
 # Makes tests/fixtures/pre-pairing/: a database written by the release before the pairing state
 # of reconciliation (commit 9f35cb3), with the answers that release gave, for the migration test
 # (tests/tests/it/migration.rs). Runs that file's `make_the_pre_pairing_fixture` in a worktree
-# of the old commit, with its own target directory. Takes a few minutes (a debug build).
+# of the old commit, with its own target directory. Takes a few minutes (a debug build). Needs
+# the sqlite3 shell.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -16,4 +17,7 @@ out="$root/tests/fixtures/pre-pairing"
 rm -rf "$out"
 (cd "$worktree" && OCX_FIXTURE_OUT="$out" CARGO_TARGET_DIR="${OCX_FIXTURE_TARGET:-$worktree/target}" \
     cargo test -p ocx-e2e --test it migration::make_the_pre_pairing_fixture -- --ignored --exact)
+# One file: the write-ahead log folded in (the sqlite3 shell), the free pages dropped.
+sqlite3 "$out/ocx.db" 'PRAGMA wal_checkpoint(TRUNCATE); VACUUM;'
+rm -f "$out/ocx.db-wal" "$out/ocx.db-shm"
 ls -l "$out"

@@ -131,13 +131,13 @@ pub async fn answers(carrier: &Client, platform: &Client) -> Vec<String> {
         (T0 + 5 * hour + 17, T0 + 2 * 86_400 + 7 * hour + 3),
         (T0 + 20 * 60, T0 + 50 * 60),
     ];
-    let tolerances = [0, 500_000, 1_000_000, 3_000_000];
+    let tolerances: [i32; 4] = [0, 500_000, 1_000_000, 3_000_000];
     let mut out = Vec::new();
     for (s, e) in periods {
         for tolerance in tolerances {
             let tolerance = Some(prost_types::Duration {
-                seconds: 0,
-                nanos: tolerance * 1000,
+                seconds: i64::from(tolerance / 1_000_000),
+                nanos: (tolerance % 1_000_000) * 1000,
             });
             let summary = carrier
                 .get_reconciliation_summary(pb::GetReconciliationSummaryRequest {
@@ -196,8 +196,12 @@ async fn make_the_pre_pairing_fixture() {
     let answers = answers(&carrier, &platform).await;
     server.stop().await;
     std::fs::create_dir_all(&out).expect("out dir");
-    // The store is closed: its last connection folded the write-ahead log into the file.
+    // The database and its write-ahead log (the script folds the log into the file).
     std::fs::copy(&server.db_path, out.join("ocx.db")).expect("copy");
+    let wal = server.db_path.with_extension("db-wal");
+    if wal.exists() {
+        std::fs::copy(&wal, out.join("ocx.db-wal")).expect("copy the log");
+    }
     std::fs::write(out.join("platform.key"), &server.platform_key).expect("key");
     std::fs::write(out.join("answers.txt"), answers.join("\n") + "\n").expect("answers");
 }
