@@ -72,7 +72,18 @@ pub struct Item {
     pub platform_us: Option<i64>,
     /// The carrier's duration, if the item has a report.
     pub carrier_us: Option<i64>,
+    /// How a pair was made: [`STAGE_CALL_ID`] or [`STAGE_CORRELATION`]; [`STAGE_ALONE`] for an
+    /// item alone. A re-pairing reads it to know whether a row left a correlation group with
+    /// a partner (`store::repair::ClosedSet::widened`).
+    pub stage: i64,
 }
+
+/// An item alone: a record with no report, or a report with no record.
+pub const STAGE_ALONE: i64 = 0;
+/// A pair made by call id (rule 1).
+pub const STAGE_CALL_ID: i64 = 1;
+/// A pair made by correlation id (rule 2).
+pub const STAGE_CORRELATION: i64 = 2;
 
 impl Item {
     /// How far the two durations are apart, for a pair.
@@ -176,7 +187,7 @@ impl Pairing {
         let by_call: HashMap<&str, &RecordFact> =
             records.iter().map(|r| (r.call_id.as_str(), r)).collect();
         // Stage 1: the reports about each record, and the one that wins.
-        let mut winner: HashMap<i64, &ReportFact> = HashMap::new();
+        let mut winner: HashMap<i64, (&ReportFact, i64)> = HashMap::new();
         let mut named = HashSet::new();
         for d in reports {
             if d.call_id.is_empty() {
@@ -186,11 +197,11 @@ impl Pairing {
                 continue;
             };
             named.insert(r.id);
-            let better = winner.get(&r.id).is_none_or(|w| {
+            let better = winner.get(&r.id).is_none_or(|(w, _)| {
                 (d.update_time, d.record_id.as_str()) > (w.update_time, w.record_id.as_str())
             });
             if better {
-                winner.insert(r.id, d);
+                winner.insert(r.id, (d, STAGE_CALL_ID));
             }
         }
         // Stage 2: by correlation id, among the records no report names and the reports naming
@@ -211,20 +222,21 @@ impl Pairing {
             rs.sort_by_key(|r| (r.start_time, r.id));
             ds.sort_by_key(|d| (d.start_time, d.id));
             for (r, d) in rs.iter().zip(ds.iter()) {
-                winner.insert(r.id, d);
+                winner.insert(r.id, (d, STAGE_CORRELATION));
             }
         }
-        let paired: HashSet<i64> = winner.values().map(|d| d.id).collect();
+        let paired: HashSet<i64> = winner.values().map(|(d, _)| d.id).collect();
         let mut items: Vec<Item> = records
             .iter()
             .map(|r| {
                 let d = winner.get(&r.id);
                 Item {
                     record: Some(r.id),
-                    report: d.map(|d| d.id),
+                    report: d.map(|(d, _)| d.id),
                     period_time: r.start_time,
                     platform_us: Some(r.duration_us),
-                    carrier_us: d.map(|d| d.duration_us),
+                    carrier_us: d.map(|(d, _)| d.duration_us),
+                    stage: d.map_or(STAGE_ALONE, |(_, stage)| *stage),
                 }
             })
             .collect();
@@ -238,6 +250,7 @@ impl Pairing {
                 period_time: d.start_time,
                 platform_us: None,
                 carrier_us: Some(d.duration_us),
+                stage: STAGE_ALONE,
             })
             .collect();
         lone.sort_by_key(|i| i.report);

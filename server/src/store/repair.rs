@@ -20,8 +20,8 @@ use crate::store::pairing::{DAY_US, HOUR_US, Item, Pairing, RecordFact, ReportFa
 /// the rows it deleted, and the rows whose ids changed under an unchanged pairing.
 #[derive(Debug, Default)]
 pub struct Touched {
-    /// Carrier → (call ids, correlation ids).
-    keys: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>,
+    /// Carrier → its touched keys.
+    keys: BTreeMap<String, Keyed>,
     /// Records deleted, with their call ids: their entries go.
     deleted_records: HashMap<i64, String>,
     /// Reports deleted, with the carrier's record ids: their entries go.
@@ -33,16 +33,47 @@ pub struct Touched {
     refreshed_reports: HashSet<i64>,
 }
 
+/// One carrier's touched keys.
+#[derive(Debug, Default)]
+pub struct Keyed {
+    /// Call ids, as rows carry them now or carried them before the write.
+    pub calls: BTreeSet<String>,
+    /// Correlation ids whose groups are re-paired whatever the rows read say: those of rows as
+    /// they were before the write, and of rows with no call id (not found by one).
+    pub always: BTreeSet<String>,
+    /// Correlation ids of rows as they are now, found by their call ids in the closed set's
+    /// first step: their groups are re-paired if one of those rows may change them
+    /// ([`ClosedSet::widened`]).
+    pub current: BTreeSet<String>,
+}
+
 impl Touched {
-    /// Notes a record or report of `carrier_id` with `call_id` and `correlation_id` (as it was,
-    /// or as it is now: note both when a write changes them).
+    /// Notes a record or report of `carrier_id` with `call_id` and `correlation_id` as the
+    /// write leaves it.
     pub fn note(&mut self, carrier_id: &str, call_id: &str, correlation_id: &str) {
-        let (calls, correlations) = self.keys.entry(carrier_id.to_owned()).or_default();
+        let keyed = self.keys.entry(carrier_id.to_owned()).or_default();
         if !call_id.is_empty() {
-            calls.insert(call_id.to_owned());
+            keyed.calls.insert(call_id.to_owned());
         }
         if !correlation_id.is_empty() {
-            correlations.insert(correlation_id.to_owned());
+            let set = if call_id.is_empty() {
+                &mut keyed.always
+            } else {
+                &mut keyed.current
+            };
+            set.insert(correlation_id.to_owned());
+        }
+    }
+
+    /// Notes a record or report of `carrier_id` with `call_id` and `correlation_id` as it was
+    /// before the write (changed, moved to another carrier, or deleted).
+    pub fn note_old(&mut self, carrier_id: &str, call_id: &str, correlation_id: &str) {
+        let keyed = self.keys.entry(carrier_id.to_owned()).or_default();
+        if !call_id.is_empty() {
+            keyed.calls.insert(call_id.to_owned());
+        }
+        if !correlation_id.is_empty() {
+            keyed.always.insert(correlation_id.to_owned());
         }
     }
 
@@ -65,7 +96,7 @@ impl Touched {
         correlation_id: &str,
     ) {
         self.deleted_records.insert(id, call_id.to_owned());
-        self.note(carrier_id, call_id, correlation_id);
+        self.note_old(carrier_id, call_id, correlation_id);
     }
 
     /// Notes a deleted report (its carrier's `record_id`, and its keys).
@@ -78,15 +109,13 @@ impl Touched {
         correlation_id: &str,
     ) {
         self.deleted_reports.insert(id, record_id.to_owned());
-        self.note(carrier_id, call_id, correlation_id);
+        self.note_old(carrier_id, call_id, correlation_id);
     }
 
-    /// Each touched carrier with its call ids and correlation ids, in carrier order (the order
-    /// a backend that locks carriers takes them in).
-    pub fn carriers(
-        &self,
-    ) -> impl Iterator<Item = (&String, &BTreeSet<String>, &BTreeSet<String>)> {
-        self.keys.iter().map(|(c, (calls, corr))| (c, calls, corr))
+    /// Each touched carrier with its keys, in carrier order (the order a backend that locks
+    /// carriers takes them in).
+    pub fn carriers(&self) -> impl Iterator<Item = (&String, &Keyed)> {
+        self.keys.iter()
     }
 
     /// Whether the write touched nothing a pairing depends on.
@@ -181,15 +210,68 @@ impl ClosedSet {
         }
     }
 
-    /// Step 2's correlation ids: the touched ones and those of the rows read in step 1.
-    pub fn widened(&self, correlations: &BTreeSet<String>) -> Vec<String> {
-        let mut widened: BTreeSet<&str> = correlations.iter().map(String::as_str).collect();
+    /// Step 2's correlation ids, given the rows of step 1 (this set, so far) and the items
+    /// stored for them (`old`, keyed by carrier and entry). A correlation group is read whole
+    /// when a row of it may change its pairs:
+    /// - every one of `keyed.always` (rows as they were; rows with no call id);
+    /// - a row of step 1 in stage 2 now (no record has its call id, for a report; no report
+    ///   names it, for a record): it may take a partner, or shift the ranks;
+    /// - a row of step 1 that was paired by correlation before: leaving, it frees its partner
+    ///   and shifts the ranks.
+    ///
+    /// A row that was in stage 2 alone and leaves it changes nothing (it ranked after every
+    /// partner of its group, and so do the rows after it), and a row in stage 1 before and now
+    /// stays out of every group: such rows' groups are not read. The usual report, naming a
+    /// record no other report names, is one: it and its record leave stage 2, and its write
+    /// reads no correlation group. A correlation id of `keyed.current` that no row of step 1
+    /// carries is read too.
+    pub fn widened(
+        &self,
+        keyed: &Keyed,
+        old: &BTreeMap<(String, Entry), Stored>,
+        carrier_id: &str,
+    ) -> Vec<String> {
+        use crate::store::pairing::STAGE_CORRELATION;
+        let mut widened: BTreeSet<&str> = keyed.always.iter().map(String::as_str).collect();
+        let named: HashSet<&str> = self
+            .reports
+            .values()
+            .filter(|d| !d.call_id.is_empty())
+            .map(|d| d.call_id.as_str())
+            .collect();
+        let recorded: HashSet<&str> = self
+            .records
+            .values()
+            .map(|(r, _)| r.call_id.as_str())
+            .collect();
+        let by_correlation_before: HashSet<i64> = old
+            .iter()
+            .filter(|((carrier, _), s)| carrier == carrier_id && s.item.stage == STAGE_CORRELATION)
+            .flat_map(|(_, s)| [s.item.record, s.item.report])
+            .flatten()
+            .collect();
+        let mut carried: HashSet<&str> = HashSet::new();
+        for (r, _) in self.records.values() {
+            carried.insert(&r.correlation_id);
+            let in_stage_2 = !named.contains(r.call_id.as_str());
+            if in_stage_2 || by_correlation_before.contains(&r.id) {
+                widened.insert(&r.correlation_id);
+            }
+        }
+        for d in self.reports.values() {
+            carried.insert(&d.correlation_id);
+            let in_stage_2 = d.call_id.is_empty() || !recorded.contains(d.call_id.as_str());
+            if in_stage_2 || by_correlation_before.contains(&d.id) {
+                widened.insert(&d.correlation_id);
+            }
+        }
         widened.extend(
-            self.records
-                .values()
-                .map(|(r, _)| r.correlation_id.as_str()),
+            keyed
+                .current
+                .iter()
+                .map(String::as_str)
+                .filter(|k| !carried.contains(k)),
         );
-        widened.extend(self.reports.values().map(|d| d.correlation_id.as_str()));
         widened.remove("");
         widened.into_iter().map(str::to_owned).collect()
     }

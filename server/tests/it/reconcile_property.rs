@@ -1033,3 +1033,157 @@ impl<'a> Backend<'a> {
         .expect("reference usage")
     }
 }
+
+/// Upgrade in place on PostgreSQL: a database at the schema before the pairing state (version
+/// 3: the state's tables and columns dropped from one written by this code) builds the state
+/// when it migrates, and the state is a pairing of every fact; summary, every discrepancy page
+/// and usage equal the reference, and the feed from 0 holds every entry. (SQLite's upgrade is
+/// tested on a database the previous release wrote: `tests/tests/it/migration.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_builds_the_pairing_state_when_it_migrates() {
+    const DAY: i64 = 86_400 * SEC;
+    let Some(server) = TestPostgres::from_env() else {
+        return;
+    };
+    let url = server.fresh_schema("pairing_build").await;
+    let store = PgStore::connect(&url, PgOptions::default())
+        .await
+        .expect("connect");
+    let carrier = "build-tel";
+    store
+        .create_carrier(Carrier {
+            carrier_id: carrier.into(),
+            display_name: "b".into(),
+            create_time: now_micros(),
+        })
+        .await
+        .expect("carrier");
+    let base = 1_700_000_000 * SEC;
+    let tenants = [
+        "00000001-0000-4000-8000-000000000001",
+        "00000002-0000-4000-8000-000000000002",
+    ];
+    let records: Vec<CallRecord> = (0..120i64)
+        .map(|n| {
+            let rec = Rec {
+                call_id: format!("b{n}"),
+                correlation_id: if n % 3 == 0 {
+                    String::new()
+                } else {
+                    format!("k{}", n % 7)
+                },
+                start: base + n * DAY / 24,
+                dur: (60 + n % 11) * SEC,
+            };
+            let mut r = platform_record(carrier, &rec);
+            r.tenant_id = tenants[(n % 2) as usize].into();
+            r.direction = if n % 4 == 0 {
+                CallDirection::Inbound
+            } else {
+                CallDirection::Outbound
+            };
+            r
+        })
+        .collect();
+    store.ingest_call_records(records).await.expect("ingest");
+    let reports: Vec<DurationReport> = (0..110i64)
+        .filter(|n| n % 9 != 8)
+        .map(|n| DurationReport {
+            record_id: format!("r{n}"),
+            call_id: if n % 2 == 0 {
+                format!("b{n}")
+            } else {
+                String::new()
+            },
+            correlation_id: if n % 2 == 0 {
+                String::new()
+            } else {
+                format!("k{}", n % 7)
+            },
+            caller_number: "+441".into(),
+            callee_number: "+332".into(),
+            start_time: base + n * DAY / 24,
+            duration_us: (60 + n % 5) * SEC,
+        })
+        .collect();
+    store
+        .report_call_durations(carrier, reports)
+        .await
+        .expect("report");
+    drop(store);
+    // Back to version 3: no pairing state.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "DROP TABLE recon_items, recon_removed, recon_hours, recon_classes, usage_lines,
+                        usage_sums;
+             ALTER TABLE carrier_heads DROP COLUMN recon_seq, DROP COLUMN recon_floor;
+             DELETE FROM ocx_schema_version WHERE version = 4;",
+        )
+        .await
+        .expect("back to version 3");
+    let store = PgStore::connect(&url, PgOptions::default())
+        .await
+        .expect("migrates and builds");
+    let backend = Backend::Postgres(&store);
+    let (records, reports) = backend.facts(carrier).await;
+    assert_eq!(
+        backend.items(carrier).await,
+        Pairing::of(&records, &reports).items,
+        "the state built differs from a pairing of every fact"
+    );
+    let mut view = View::new();
+    let mut last = 0;
+    follow(&store, carrier, &mut last, 7, &mut view)
+        .await
+        .expect("follow");
+    assert_eq!(unpositioned(&view), expected_view(&records, &reports));
+    for (s, e, tol) in [
+        (base, base + 10 * DAY, SEC),
+        (base + DAY / 3, base + 3 * DAY + 7, 3 * SEC),
+    ] {
+        let p = ReconciliationPeriod {
+            carrier_id: carrier.into(),
+            start: s,
+            end: e,
+            tolerance_us: tol,
+        };
+        assert_eq!(
+            store
+                .reconciliation_summary(p.clone())
+                .await
+                .expect("summary"),
+            backend.reference_summary(p.clone()).await
+        );
+        let (mut after, mut after_ref) = (None, None);
+        loop {
+            let (page, more) = store
+                .list_discrepancies(p.clone(), None, after, 13)
+                .await
+                .expect("page");
+            let (reference, _) = backend
+                .reference_discrepancies(p.clone(), after_ref, 13)
+                .await;
+            assert_eq!(page, reference);
+            if !more {
+                break;
+            }
+            after = page.last().map(|(_, k)| *k);
+            after_ref = reference.last().map(|(_, k)| *k);
+        }
+        for tenant in tenants {
+            for grouping in [UsageGrouping::Day, UsageGrouping::NumberAndDirection] {
+                assert_eq!(
+                    store
+                        .tenant_usage(tenant, (s, e), grouping)
+                        .await
+                        .expect("usage"),
+                    backend.reference_usage(tenant, (s, e), grouping).await
+                );
+            }
+        }
+    }
+}

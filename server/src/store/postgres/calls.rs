@@ -446,7 +446,7 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
         };
         touched.note(&writes[w], &r.call_id, &r.correlation_id);
         if let (Some(id), Some((owner, correlation_id))) = (slot.id, &slot.stored) {
-            touched.note(owner, &r.call_id, correlation_id);
+            touched.note_old(owner, &r.call_id, correlation_id);
             if *correlation_id != r.correlation_id {
                 touched.refreshed_record(id);
             }

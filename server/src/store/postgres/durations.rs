@@ -265,7 +265,7 @@ pub async fn report(
         let now = &slot.content;
         touched.note(carrier_id, &now.call_id, &now.correlation_id);
         if let (Some(id), Some((_, stored))) = (slot.id, slot.replaced.first()) {
-            touched.note(carrier_id, &stored.call_id, &stored.correlation_id);
+            touched.note_old(carrier_id, &stored.call_id, &stored.correlation_id);
             if (&stored.call_id, &stored.correlation_id) != (&now.call_id, &now.correlation_id) {
                 touched.refreshed_report(id);
             }

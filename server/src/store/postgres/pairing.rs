@@ -26,17 +26,13 @@ pub async fn repair(db: &impl GenericClient, touched: &Touched) -> PgResult<bool
     if touched.is_empty() {
         return Ok(false);
     }
-    let touched_carriers: Vec<(&String, &BTreeSet<String>, &BTreeSet<String>)> =
-        touched.carriers().collect();
-    let carriers: Vec<&str> = touched_carriers
-        .iter()
-        .map(|(c, _, _)| c.as_str())
-        .collect();
+    let touched_carriers: Vec<(&String, &repair::Keyed)> = touched.carriers().collect();
+    let carriers: Vec<&str> = touched_carriers.iter().map(|(c, _)| c.as_str()).collect();
     let mut heads = lock_heads(db, &carriers).await?;
     let mut sets = Vec::new();
     let mut keys = Keys::deleted(touched);
-    for (carrier_id, calls, correlations) in touched_carriers {
-        let set = closed_set(db, carrier_id, calls, correlations).await?;
+    for (carrier_id, keyed) in touched_carriers {
+        let set = closed_set(db, carrier_id, keyed).await?;
         keys.add(&set);
         sets.push((carrier_id, set));
     }
@@ -157,21 +153,23 @@ async fn write_plan(db: &impl GenericClient, plan: &Plan, keys: &Keys) -> PgResu
             column(|i| i.item.difference_class()),
             column(|i| i.line_id),
             column(|i| Some(i.sequence)),
+            column(|i| Some(i.item.stage)),
         ];
         let stmt = db
             .prepare_cached(
                 "INSERT INTO recon_items (carrier_id, record_id, report_id, kind, item_key,
                                           period_time, platform_us, carrier_us, diff_us,
-                                          diff_class, line_id, sequence)
+                                          diff_class, line_id, sequence, stage)
                  SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[],
                                       $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], $8::BIGINT[],
-                                      $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::BIGINT[])",
+                                      $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::BIGINT[],
+                                      $13::BIGINT[])",
             )
             .await?;
-        let [c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11] = &columns;
+        let [c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12] = &columns;
         db.execute(
             &stmt,
-            &[&carriers, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11],
+            &[&carriers, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12],
         )
         .await?;
     }
@@ -375,11 +373,11 @@ async fn stored_items(
     let stmt = db
         .prepare_cached(
             "SELECT id, carrier_id, line_id, record_id, report_id, period_time, platform_us,
-                    carrier_us
+                    carrier_us, stage
                FROM recon_items WHERE record_id = ANY($1)
              UNION
              SELECT id, carrier_id, line_id, record_id, report_id, period_time, platform_us,
-                    carrier_us
+                    carrier_us, stage
                FROM recon_items WHERE report_id = ANY($2)",
         )
         .await?;
@@ -395,6 +393,7 @@ async fn stored_items(
                 period_time: r.get(5),
                 platform_us: r.get(6),
                 carrier_us: r.get(7),
+                stage: r.get(8),
             },
         };
         found.insert((stored.carrier_id.clone(), Entry::of(&stored.item)), stored);
@@ -414,14 +413,18 @@ const REPORT_COLUMNS: &str = "id, call_id, correlation_id, start_time, duration_
 async fn closed_set(
     db: &impl GenericClient,
     carrier_id: &str,
-    calls: &BTreeSet<String>,
-    correlations: &BTreeSet<String>,
+    keyed: &repair::Keyed,
 ) -> PgResult<ClosedSet> {
+    let calls = &keyed.calls;
     let mut set = ClosedSet::default();
     let called: Vec<&str> = calls.iter().map(String::as_str).collect();
     set.add_records(records(db, &set, carrier_id, "call_id", &called).await?);
     set.add_reports(reports(db, &set, carrier_id, "call_id", &called).await?);
-    let widened = set.widened(correlations);
+    // What step 1's rows were before the write decides which groups to read.
+    let mut first = Keys::default();
+    first.add(&set);
+    let old = stored_items(db, &first).await?;
+    let widened = set.widened(keyed, &old, carrier_id);
     let widened: Vec<&str> = widened.iter().map(String::as_str).collect();
     set.add_records(records(db, &set, carrier_id, "correlation_id", &widened).await?);
     set.add_reports(reports(db, &set, carrier_id, "correlation_id", &widened).await?);
@@ -539,7 +542,7 @@ pub async fn build(db: &impl GenericClient) -> PgResult<()> {
                     "SELECT i.id, i.record_id, i.report_id, i.period_time, i.platform_us,
                             i.carrier_us, r.tenant_id,
                             CASE r.direction WHEN 1 THEN r.callee_number ELSE r.caller_number END,
-                            r.direction, i.kind, i.item_key
+                            r.direction, i.kind, i.item_key, i.stage
                        FROM recon_items i LEFT JOIN call_records r ON r.id = i.record_id
                       WHERE i.carrier_id = $1
                         AND (i.period_time, i.kind, i.item_key) > ($2, $3, $4)
@@ -568,6 +571,7 @@ pub async fn build(db: &impl GenericClient) -> PgResult<()> {
                     period_time: r.get(3),
                     platform_us: r.get(4),
                     carrier_us: r.get(5),
+                    stage: r.get(11),
                 };
                 let tenant: Option<String> = r.get(6);
                 let line_id = tenant.and_then(|t| lines.get(&(t, r.get(7), r.get(8))).copied());
@@ -611,8 +615,8 @@ pub async fn build(db: &impl GenericClient) -> PgResult<()> {
 pub async fn items(db: &impl GenericClient, carrier_id: &str) -> PgResult<Vec<Item>> {
     Ok(db
         .query(
-            "SELECT record_id, report_id, period_time, platform_us, carrier_us FROM recon_items
-              WHERE carrier_id = $1
+            "SELECT record_id, report_id, period_time, platform_us, carrier_us, stage
+               FROM recon_items WHERE carrier_id = $1
               ORDER BY record_id IS NULL, record_id, report_id",
             &[&carrier_id],
         )
@@ -624,6 +628,7 @@ pub async fn items(db: &impl GenericClient, carrier_id: &str) -> PgResult<Vec<It
             period_time: r.get(2),
             platform_us: r.get(3),
             carrier_us: r.get(4),
+            stage: r.get(5),
         })
         .collect())
 }

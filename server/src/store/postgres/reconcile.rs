@@ -109,9 +109,9 @@ fn pairs_cte(scope: Scope) -> String {
                  SELECT 1 FROM call_records r
                   WHERE r.call_id = d.call_id AND r.carrier_id = d.carrier_id)),
         pairs AS MATERIALIZED (
-            SELECT did, rid, ddur FROM s1
+            SELECT did, rid, ddur, 1 AS st FROM s1
             UNION ALL
-            SELECT dc.id, rc.id, dc.duration_us FROM rc JOIN dc
+            SELECT dc.id, rc.id, dc.duration_us, 2 FROM rc JOIN dc
               ON dc.carrier_id = rc.carrier_id AND dc.correlation_id = rc.correlation_id
              AND dc.k = rc.k)"
     )
@@ -279,16 +279,17 @@ pub async fn reference_items(db: &impl GenericClient, carrier_id: &str) -> PgRes
         "{},
         items AS (
             SELECT p.id AS rid, pairs.did, CASE WHEN pairs.did IS NULL THEN 2 ELSE 1 END AS kind,
-                   p.id AS key, p.start_time, p.duration_us AS pdur, pairs.ddur
+                   p.id AS key, p.start_time, p.duration_us AS pdur, pairs.ddur,
+                   coalesce(pairs.st, 0) AS st
               FROM pw p LEFT JOIN pairs ON pairs.rid = p.id
             UNION ALL
-            SELECT NULL, d.id, 3, d.id, d.start_time, NULL, d.duration_us
+            SELECT NULL, d.id, 3, d.id, d.start_time, NULL, d.duration_us, 0
               FROM call_durations d
              WHERE d.carrier_id = $1
                AND NOT EXISTS (SELECT 1 FROM pairs WHERE pairs.did = d.id))
         INSERT INTO recon_items (carrier_id, record_id, report_id, kind, item_key, period_time,
-                                 platform_us, carrier_us, diff_us, sequence)
-        SELECT $1, rid, did, kind, key, start_time, pdur, ddur, abs(pdur - ddur),
+                                 platform_us, carrier_us, diff_us, stage, sequence)
+        SELECT $1, rid, did, kind, key, start_time, pdur, ddur, abs(pdur - ddur), st,
                -row_number() OVER ()
           FROM items",
         pairs_cte(Scope::Carrier)

@@ -216,7 +216,8 @@ CREATE TABLE recon_items (
     diff_us     BIGINT,
     diff_class  BIGINT,
     line_id     BIGINT,
-    sequence    BIGINT NOT NULL
+    sequence    BIGINT NOT NULL,
+    stage       BIGINT NOT NULL
 );
 CREATE UNIQUE INDEX recon_items_feed ON recon_items(carrier_id, sequence);
 CREATE INDEX recon_items_by_time ON recon_items(carrier_id, period_time, kind, item_key)

@@ -152,7 +152,7 @@ pub fn ingest(conn: &Connection, records: Vec<CallRecord>) -> StoreResult<Vec<In
                 let id = stored.as_ref().map(|s| s.0);
                 put(conn, id, &r)?;
                 if let Some((id, _, _, owner, correlation_id)) = &stored {
-                    touched.note(owner, &r.call_id, correlation_id);
+                    touched.note_old(owner, &r.call_id, correlation_id);
                     if *correlation_id != r.correlation_id {
                         touched.refreshed_record(*id);
                     }

@@ -91,7 +91,7 @@ pub fn report(
             None => insert(conn, carrier_id, r, now)?,
             Some(_) if outcome == DurationOutcome::Unchanged => {}
             Some((old, (_, id))) => {
-                touched.note(carrier_id, &old.report.call_id, &old.report.correlation_id);
+                touched.note_old(carrier_id, &old.report.call_id, &old.report.correlation_id);
                 if (&old.report.call_id, &old.report.correlation_id)
                     != (&r.call_id, &r.correlation_id)
                 {

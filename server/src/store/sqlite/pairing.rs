@@ -30,8 +30,8 @@ pub fn repair(conn: &Connection, touched: &Touched) -> StoreResult<bool> {
     let mut lines = Lines::default();
     let mut new: BTreeMap<(String, Entry), (Item, Option<i64>)> = BTreeMap::new();
     let mut keys = Keys::deleted(touched);
-    for (carrier_id, calls, correlations) in touched.carriers() {
-        let set = closed_set(conn, carrier_id, calls, correlations)?;
+    for (carrier_id, keyed) in touched.carriers() {
+        let set = closed_set(conn, carrier_id, keyed)?;
         for item in set.pairing().items {
             let line_id = match item.record.and_then(|r| set.records.get(&r)) {
                 Some((_, line)) => Some(lines.id(conn, line)?),
@@ -84,8 +84,9 @@ fn write_plan(conn: &Connection, plan: &Plan, keys: &Keys) -> StoreResult<()> {
     }
     let mut insert = conn.prepare_cached(
         "INSERT INTO recon_items (carrier_id, record_id, report_id, kind, item_key, period_time,
-                                  platform_us, carrier_us, diff_us, diff_class, line_id, sequence)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                  platform_us, carrier_us, diff_us, diff_class, line_id, sequence,
+                                  stage)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
     for i in &plan.inserts {
         let item = &i.item;
@@ -101,7 +102,8 @@ fn write_plan(conn: &Connection, plan: &Plan, keys: &Keys) -> StoreResult<()> {
             item.difference_us(),
             item.difference_class(),
             i.line_id,
-            i.sequence
+            i.sequence,
+            item.stage
         ])?;
     }
     apply_deltas(conn, &plan.deltas)?;
@@ -271,13 +273,13 @@ fn stored_items(
     for (sql, ids) in [
         (
             "SELECT id, carrier_id, line_id, record_id, report_id, period_time, platform_us,
-                    carrier_us
+                    carrier_us, stage
                FROM recon_items WHERE record_id IN (SELECT value FROM json_each(?1))",
             json_ids(records),
         ),
         (
             "SELECT id, carrier_id, line_id, record_id, report_id, period_time, platform_us,
-                    carrier_us
+                    carrier_us, stage
                FROM recon_items WHERE report_id IN (SELECT value FROM json_each(?1))",
             json_ids(reports),
         ),
@@ -305,8 +307,7 @@ fn stored_items(
 fn closed_set(
     conn: &Connection,
     carrier_id: &str,
-    calls: &std::collections::BTreeSet<String>,
-    correlations: &std::collections::BTreeSet<String>,
+    keyed: &repair::Keyed,
 ) -> StoreResult<ClosedSet> {
     let records = |set: &ClosedSet, sql: &str, keys: &[&String]| {
         let have = json_ids(set.records.keys().copied());
@@ -330,22 +331,28 @@ fn closed_set(
             report_fact,
         )
     };
-    let calls: Vec<&String> = calls.iter().collect();
+    let calls: Vec<&String> = keyed.calls.iter().collect();
     let mut set = ClosedSet::default();
     set.add_records(records(&set, RECORDS_BY_CALL, &calls)?);
     set.add_reports(reports(&set, REPORTS_BY_CALL, &calls)?);
-    let widened = set.widened(correlations);
+    // What step 1's rows were before the write decides which groups to read.
+    let old = stored_items(
+        conn,
+        set.records.keys().copied(),
+        set.reports.keys().copied(),
+    )?;
+    let widened = set.widened(keyed, &old, carrier_id);
     let widened: Vec<&String> = widened.iter().collect();
     set.add_records(records(&set, RECORDS_BY_CORRELATION, &widened)?);
     set.add_reports(reports(&set, REPORTS_BY_CORRELATION, &widened)?);
-    let called: std::collections::BTreeSet<String> = calls.into_iter().cloned().collect();
-    let named = set.named(&called);
+    let called = &keyed.calls;
+    let named = set.named(called);
     set.add_records(records(
         &set,
         RECORDS_BY_CALL,
         &named.iter().collect::<Vec<_>>(),
     )?);
-    let naming = set.naming(&called);
+    let naming = set.naming(called);
     set.add_reports(reports(
         &set,
         REPORTS_BY_CALL,
@@ -354,8 +361,8 @@ fn closed_set(
     Ok(set)
 }
 
-/// The item in columns `at..at + 5` of `r`: `record_id, report_id, period_time, platform_us,
-/// carrier_us`.
+/// The item in columns `at..at + 6` of `r`: `record_id, report_id, period_time, platform_us,
+/// carrier_us, stage`.
 fn item_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Item> {
     Ok(Item {
         record: r.get(at)?,
@@ -363,6 +370,7 @@ fn item_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Item> {
         period_time: r.get(at + 2)?,
         platform_us: r.get(at + 3)?,
         carrier_us: r.get(at + 4)?,
+        stage: r.get(at + 5)?,
     })
 }
 
@@ -463,7 +471,7 @@ pub(super) fn build(conn: &Connection) -> StoreResult<()> {
         )?;
         let mut read = conn.prepare(
             "SELECT i.id, i.record_id, i.report_id, i.period_time, i.platform_us, i.carrier_us,
-                    r.tenant_id,
+                    i.stage, r.tenant_id,
                     CASE r.direction WHEN 1 THEN r.callee_number ELSE r.caller_number END,
                     r.direction
                FROM recon_items i LEFT JOIN call_records r ON r.id = i.record_id
@@ -471,8 +479,8 @@ pub(super) fn build(conn: &Connection) -> StoreResult<()> {
               ORDER BY i.period_time, i.kind, i.item_key",
         )?;
         let rows = read.query_map([carrier_id], |r| {
-            let line: Option<Line> = match r.get::<_, Option<String>>(6)? {
-                Some(tenant) => Some((tenant, r.get(7)?, r.get(8)?)),
+            let line: Option<Line> = match r.get::<_, Option<String>>(7)? {
+                Some(tenant) => Some((tenant, r.get(8)?, r.get(9)?)),
                 None => None,
             };
             Ok((r.get::<_, i64>(0)?, item_at(r, 1)?, line))
@@ -505,7 +513,7 @@ pub(super) fn build(conn: &Connection) -> StoreResult<()> {
 /// state to a pairing of every fact).
 pub fn items(conn: &Connection, carrier_id: &str) -> StoreResult<Vec<Item>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT record_id, report_id, period_time, platform_us, carrier_us FROM recon_items
+        "SELECT record_id, report_id, period_time, platform_us, carrier_us, stage FROM recon_items
           WHERE carrier_id = ?1
           ORDER BY record_id IS NULL, record_id, report_id",
     )?;

@@ -90,9 +90,9 @@ fn pairs_cte(scope: Scope) -> String {
              WHERE NOT EXISTS (
                  SELECT 1 FROM call_records r WHERE r.call_id = d.call_id AND r.carrier_id = d.carrier_id)),
         pairs AS MATERIALIZED (
-            SELECT did, rid FROM s1 WHERE rn = 1
+            SELECT did, rid, 1 AS st FROM s1 WHERE rn = 1
             UNION ALL
-            SELECT dc.id, rc.id FROM rc JOIN dc
+            SELECT dc.id, rc.id, 2 FROM rc JOIN dc
               ON dc.carrier_id = rc.carrier_id AND dc.correlation_id = rc.correlation_id AND dc.k = rc.k)"
     )
 }
@@ -278,15 +278,16 @@ pub fn changes_after(
 pub(super) fn reference_items(conn: &Connection, carrier_id: &str) -> rusqlite::Result<usize> {
     let sql = format!(
         "INSERT INTO recon_items (carrier_id, record_id, report_id, kind, item_key, period_time,
-                                  platform_us, carrier_us, diff_us, sequence)
+                                  platform_us, carrier_us, diff_us, stage, sequence)
         {},
         paired AS MATERIALIZED (SELECT did FROM pairs)
         SELECT *, -row_number() OVER () FROM (
         SELECT :c, p.id, pairs.did, CASE WHEN pairs.did IS NULL THEN 2 ELSE 1 END, p.id,
-               p.start_time, p.duration_us, d.duration_us, abs(p.duration_us - d.duration_us)
+               p.start_time, p.duration_us, d.duration_us, abs(p.duration_us - d.duration_us),
+               coalesce(pairs.st, 0)
           FROM pw p LEFT JOIN pairs ON pairs.rid = p.id LEFT JOIN call_durations d ON d.id = pairs.did
         UNION ALL
-        SELECT :c, NULL, d.id, 3, d.id, d.start_time, NULL, d.duration_us, NULL
+        SELECT :c, NULL, d.id, 3, d.id, d.start_time, NULL, d.duration_us, NULL, 0
           FROM call_durations d
          WHERE d.carrier_id = :c AND d.id NOT IN (SELECT did FROM paired))",
         pairs_cte(Scope::Carrier)

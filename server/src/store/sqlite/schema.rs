@@ -273,7 +273,9 @@ CREATE TABLE recon_items (
     line_id     INTEGER,
     -- The item's position in the carrier's reconciliation feed: the last change of its
     -- record's or lone report's entry (WatchReconciliation).
-    sequence    INTEGER NOT NULL
+    sequence    INTEGER NOT NULL,
+    -- How a pair was made: 1 by call id, 2 by correlation id; 0 for an item alone.
+    stage       INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX recon_items_feed ON recon_items(carrier_id, sequence);
 -- Entries gone from the feed (a lone report now paired, a record or report deleted or moved
