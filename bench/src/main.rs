@@ -93,6 +93,9 @@ enum Cmd {
         /// a temporary one, e.g. to run other queries on it afterwards.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// Run on PostgreSQL instead, in a fresh schema of this database URL.
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Fairness on long reads: carrier B's small reconciliation summary alone, and beside
     /// carrier A's eight summary loops over RECORDS calls, with the server's per-carrier share of
@@ -200,7 +203,11 @@ fn main() -> anyhow::Result<()> {
             records,
             runs,
             keep,
-        } => runtime.block_on(reconcile::run(&Backend::Sqlite, records, runs.max(1), keep))?,
+            database,
+        } => {
+            let backend = database.map_or(Backend::Sqlite, Backend::Postgres);
+            runtime.block_on(reconcile::run(&backend, records, runs.max(1), keep))?
+        }
     };
     print_table(&figures);
     Ok(())

@@ -2,7 +2,7 @@
 //! the reads and writes of [`crate::store::repair`], which decides what a write changes. The
 //! SQLite writer is one thread, so a write's re-pairing never races another's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -30,8 +30,14 @@ pub fn repair(conn: &Connection, touched: &Touched) -> StoreResult<bool> {
     let mut lines = Lines::default();
     let mut new: BTreeMap<(String, Entry), (Item, Option<i64>)> = BTreeMap::new();
     let mut keys = Keys::deleted(touched);
+    // What is stored for the rows read: those of each set's first step read with it.
+    let mut old = BTreeMap::new();
+    let mut read: (HashSet<i64>, HashSet<i64>) = Default::default();
     for (carrier_id, keyed) in touched.carriers() {
-        let set = closed_set(conn, carrier_id, keyed)?;
+        let (set, first) = closed_set(conn, carrier_id, keyed)?;
+        read.0.extend(first.records);
+        read.1.extend(first.reports);
+        old.extend(first.old);
         for item in set.pairing().items {
             let line_id = match item.record.and_then(|r| set.records.get(&r)) {
                 Some((_, line)) => Some(lines.id(conn, line)?),
@@ -41,12 +47,18 @@ pub fn repair(conn: &Connection, touched: &Touched) -> StoreResult<bool> {
         }
         keys.add(&set);
     }
-    // What is stored for every row of those sets, and for the rows deleted.
-    let old = stored_items(
+    // And for every other row of those sets, and for the rows deleted.
+    old.extend(stored_items(
         conn,
-        keys.records.keys().copied(),
-        keys.reports.keys().copied(),
-    )?;
+        keys.records
+            .keys()
+            .copied()
+            .filter(|id| !read.0.contains(id)),
+        keys.reports
+            .keys()
+            .copied()
+            .filter(|id| !read.1.contains(id)),
+    )?);
     let mut heads = BTreeMap::new();
     for carrier_id in repair::carriers(&old, &new) {
         heads.insert(carrier_id.to_owned(), head(conn, carrier_id)?);
@@ -301,6 +313,16 @@ fn stored_items(
     Ok(found)
 }
 
+/// The rows of a closed set's first step, and what was stored for them.
+struct FirstStep {
+    /// The items stored for them, by carrier and entry.
+    old: BTreeMap<(String, Entry), Stored>,
+    /// The records' row ids.
+    records: Vec<i64>,
+    /// The reports' row ids.
+    reports: Vec<i64>,
+}
+
 /// One carrier's closed set of touched keys, in [`ClosedSet`]'s four steps. Each lookup
 /// skips the rows already in the set by row id, which the index holds: a row read once is not
 /// read from the table again.
@@ -308,7 +330,7 @@ fn closed_set(
     conn: &Connection,
     carrier_id: &str,
     keyed: &repair::Keyed,
-) -> StoreResult<ClosedSet> {
+) -> StoreResult<(ClosedSet, FirstStep)> {
     let records = |set: &ClosedSet, sql: &str, keys: &[&String]| {
         let have = json_ids(set.records.keys().copied());
         fetch(
@@ -336,12 +358,16 @@ fn closed_set(
     set.add_records(records(&set, RECORDS_BY_CALL, &calls)?);
     set.add_reports(reports(&set, REPORTS_BY_CALL, &calls)?);
     // What step 1's rows were before the write decides which groups to read.
-    let old = stored_items(
-        conn,
-        set.records.keys().copied(),
-        set.reports.keys().copied(),
-    )?;
-    let widened = set.widened(keyed, &old, carrier_id);
+    let first = FirstStep {
+        old: stored_items(
+            conn,
+            set.records.keys().copied(),
+            set.reports.keys().copied(),
+        )?,
+        records: set.records.keys().copied().collect(),
+        reports: set.reports.keys().copied().collect(),
+    };
+    let widened = set.widened(keyed, &first.old, carrier_id);
     let widened: Vec<&String> = widened.iter().collect();
     set.add_records(records(&set, RECORDS_BY_CORRELATION, &widened)?);
     set.add_reports(reports(&set, REPORTS_BY_CORRELATION, &widened)?);
@@ -358,7 +384,7 @@ fn closed_set(
         REPORTS_BY_CALL,
         &naming.iter().collect::<Vec<_>>(),
     )?);
-    Ok(set)
+    Ok((set, first))
 }
 
 /// The item in columns `at..at + 6` of `r`: `record_id, report_id, period_time, platform_us,
