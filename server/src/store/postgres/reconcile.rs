@@ -464,11 +464,24 @@ pub async fn usage(
         .collect();
     let mut usage = state::Usage::new(grouping, lines);
     let cuts = state::Cuts::of(s, e);
+    // Summed in the database per bucket (by day) or per line (by number), as on SQLite.
     let stmt = db
-        .prepare_cached(
-            "SELECT line_id, bucket, calls, operator_calls, total_us FROM usage_sums
-              WHERE tenant_id = $1 AND level = $2 AND bucket >= $3 AND bucket < $4",
-        )
+        .prepare_cached(match grouping {
+            UsageGrouping::Day => {
+                "SELECT 0::BIGINT, bucket, sum(calls)::BIGINT, sum(operator_calls)::BIGINT,
+                        sum(total_us)::BIGINT
+                   FROM usage_sums
+                  WHERE tenant_id = $1 AND level = $2 AND bucket >= $3 AND bucket < $4
+                  GROUP BY bucket"
+            }
+            UsageGrouping::NumberAndDirection => {
+                "SELECT line_id, min(bucket), sum(calls)::BIGINT, sum(operator_calls)::BIGINT,
+                        sum(total_us)::BIGINT
+                   FROM usage_sums
+                  WHERE tenant_id = $1 AND level = $2 AND bucket >= $3 AND bucket < $4
+                  GROUP BY line_id"
+            }
+        })
         .await?;
     for (level, unit, first, last) in cuts.sums {
         for r in db

@@ -402,10 +402,21 @@ pub fn usage(
         .collect::<rusqlite::Result<_>>()?;
     let mut usage = state::Usage::new(grouping, lines);
     let cuts = state::Cuts::of(s, e);
-    let mut sums = conn.prepare_cached(
-        "SELECT line_id, bucket, calls, operator_calls, total_us FROM usage_sums
-          WHERE tenant_id = ?1 AND level = ?2 AND bucket >= ?3 AND bucket < ?4",
-    )?;
+    // Summed in the database per bucket (by day) or per line (by number): a year by day is
+    // 366 rows out, not one per line and day.
+    let mut sums = conn.prepare_cached(match grouping {
+        UsageGrouping::Day => {
+            "SELECT 0, bucket, sum(calls), sum(operator_calls), sum(total_us) FROM usage_sums
+              WHERE tenant_id = ?1 AND level = ?2 AND bucket >= ?3 AND bucket < ?4
+              GROUP BY bucket"
+        }
+        UsageGrouping::NumberAndDirection => {
+            "SELECT line_id, min(bucket), sum(calls), sum(operator_calls), sum(total_us)
+               FROM usage_sums
+              WHERE tenant_id = ?1 AND level = ?2 AND bucket >= ?3 AND bucket < ?4
+              GROUP BY line_id"
+        }
+    })?;
     for (level, unit, first, last) in cuts.sums {
         let rows = sums.query_map(params![tenant_id, level, first, last], |r| {
             Ok((
