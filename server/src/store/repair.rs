@@ -385,6 +385,9 @@ pub struct UsageSums {
 pub const LEVEL_HOUR: i64 = 0;
 /// The level of `usage_sums` rows per UTC day.
 pub const LEVEL_DAY: i64 = 1;
+/// The level of a tenant's totals (line 0) per UTC hour, and per day: `LEVEL_HOUR` or
+/// `LEVEL_DAY` plus this. Usage by day reads these, one row per hour or day.
+pub const LEVEL_TOTALS: i64 = 2;
 
 /// The changes a write makes to the aggregates. Ordered maps: a backend that writes them with
 /// row locks takes the locks in one order, so two writers never wait on each other in a
@@ -432,6 +435,32 @@ impl Deltas {
                 u.total_us += sign * item.carrier_us.unwrap_or(p);
             }
         }
+    }
+
+    /// The changes to `usage_sums`, by (tenant, level, bucket, line), in key order: each line's,
+    /// and its tenant's totals (line 0, at `LEVEL_TOTALS` above). `tenants` names each line's
+    /// tenant; a line it does not name is left out.
+    pub fn usage_rows(
+        &self,
+        tenants: &HashMap<i64, String>,
+    ) -> BTreeMap<(String, i64, i64, i64), UsageSums> {
+        let mut rows: BTreeMap<(String, i64, i64, i64), UsageSums> = BTreeMap::new();
+        for ((line, level, bucket), u) in &self.usage {
+            let Some(tenant) = tenants.get(line) else {
+                continue;
+            };
+            for key in [
+                (tenant.clone(), *level, *bucket, *line),
+                (tenant.clone(), level + LEVEL_TOTALS, *bucket, 0),
+            ] {
+                let row = rows.entry(key).or_default();
+                row.calls += u.calls;
+                row.operator_calls += u.operator_calls;
+                row.total_us += u.total_us;
+            }
+        }
+        rows.retain(|_, u| *u != UsageSums::default());
+        rows
     }
 
     /// Drops the changes that come to nothing.

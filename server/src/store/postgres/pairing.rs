@@ -277,13 +277,7 @@ async fn apply_deltas(db: &impl GenericClient, deltas: &Deltas) -> PgResult<()> 
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        let rows: BTreeMap<(&str, i64, i64, i64), &repair::UsageSums> = deltas
-            .usage
-            .iter()
-            .filter_map(|((line, level, bucket), u)| {
-                Some(((tenants.get(line)?.as_str(), *level, *bucket, *line), u))
-            })
-            .collect();
+        let rows = deltas.usage_rows(&tenants);
         let mut c = (
             Vec::new(),
             Vec::new(),
@@ -293,11 +287,11 @@ async fn apply_deltas(db: &impl GenericClient, deltas: &Deltas) -> PgResult<()> 
             Vec::new(),
             Vec::new(),
         );
-        for ((tenant, level, bucket, line), u) in rows {
-            c.0.push(tenant);
-            c.1.push(level);
-            c.2.push(bucket);
-            c.3.push(line);
+        for ((tenant, level, bucket, line), u) in &rows {
+            c.0.push(tenant.as_str());
+            c.1.push(*level);
+            c.2.push(*bucket);
+            c.3.push(*line);
             c.4.push(u.calls);
             c.5.push(u.operator_calls);
             c.6.push(u.total_us);

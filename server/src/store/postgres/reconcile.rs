@@ -464,28 +464,33 @@ pub async fn usage(
         .collect();
     let mut usage = state::Usage::new(grouping, lines);
     let cuts = state::Cuts::of(s, e);
-    // Summed in the database per bucket (by day) or per line (by number), as on SQLite.
-    let stmt = db
-        .prepare_cached(match grouping {
-            UsageGrouping::Day => {
-                "SELECT 0::BIGINT, bucket, sum(calls)::BIGINT, sum(operator_calls)::BIGINT,
-                        sum(total_us)::BIGINT
-                   FROM usage_sums
+    // By day: the tenant's totals, one row per hour or day. By number: each line's rows,
+    // summed in the database per line (as on SQLite).
+    let (stmt, above) = match grouping {
+        UsageGrouping::Day => (
+            db.prepare_cached(
+                "SELECT 0::BIGINT, bucket, calls, operator_calls, total_us FROM usage_sums
                   WHERE tenant_id = $1 AND level = $2 AND bucket >= $3 AND bucket < $4
-                  GROUP BY bucket"
-            }
-            UsageGrouping::NumberAndDirection => {
+                    AND line_id = 0",
+            )
+            .await?,
+            crate::store::repair::LEVEL_TOTALS,
+        ),
+        UsageGrouping::NumberAndDirection => (
+            db.prepare_cached(
                 "SELECT line_id, min(bucket), sum(calls)::BIGINT, sum(operator_calls)::BIGINT,
                         sum(total_us)::BIGINT
                    FROM usage_sums
                   WHERE tenant_id = $1 AND level = $2 AND bucket >= $3 AND bucket < $4
-                  GROUP BY line_id"
-            }
-        })
-        .await?;
+                  GROUP BY line_id",
+            )
+            .await?,
+            0,
+        ),
+    };
     for (level, unit, first, last) in cuts.sums {
         for r in db
-            .query(&stmt, &[&tenant_id, &level, &first, &last])
+            .query(&stmt, &[&tenant_id, &(level + above), &first, &last])
             .await?
         {
             let bucket: i64 = r.get(1);

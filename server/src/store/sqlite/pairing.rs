@@ -193,10 +193,7 @@ fn apply_deltas(conn: &Connection, deltas: &Deltas) -> StoreResult<()> {
         "DELETE FROM usage_sums
           WHERE tenant_id = ?1 AND level = ?2 AND bucket = ?3 AND line_id = ?4 AND calls = 0",
     )?;
-    for ((line, level, bucket), u) in &deltas.usage {
-        let Some(tenant_id) = tenants.get(line) else {
-            continue;
-        };
+    for ((tenant_id, level, bucket, line), u) in deltas.usage_rows(&tenants) {
         usage.execute(params![
             tenant_id,
             level,

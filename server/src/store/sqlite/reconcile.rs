@@ -402,23 +402,29 @@ pub fn usage(
         .collect::<rusqlite::Result<_>>()?;
     let mut usage = state::Usage::new(grouping, lines);
     let cuts = state::Cuts::of(s, e);
-    // Summed in the database per bucket (by day) or per line (by number): a year by day is
-    // 366 rows out, not one per line and day.
-    let mut sums = conn.prepare_cached(match grouping {
-        UsageGrouping::Day => {
-            "SELECT 0, bucket, sum(calls), sum(operator_calls), sum(total_us) FROM usage_sums
-              WHERE tenant_id = ?1 AND level = ?2 AND bucket >= ?3 AND bucket < ?4
-              GROUP BY bucket"
-        }
-        UsageGrouping::NumberAndDirection => {
-            "SELECT line_id, min(bucket), sum(calls), sum(operator_calls), sum(total_us)
-               FROM usage_sums
-              WHERE tenant_id = ?1 AND level = ?2 AND bucket >= ?3 AND bucket < ?4
-              GROUP BY line_id"
-        }
-    })?;
+    // By day: the tenant's totals, one row per hour or day. By number: each line's rows,
+    // summed in the database per line.
+    let (mut sums, above) = match grouping {
+        UsageGrouping::Day => (
+            conn.prepare_cached(
+                "SELECT 0, bucket, calls, operator_calls, total_us FROM usage_sums
+                  WHERE tenant_id = ?1 AND level = ?2 AND bucket >= ?3 AND bucket < ?4
+                    AND line_id = 0",
+            )?,
+            crate::store::repair::LEVEL_TOTALS,
+        ),
+        UsageGrouping::NumberAndDirection => (
+            conn.prepare_cached(
+                "SELECT line_id, min(bucket), sum(calls), sum(operator_calls), sum(total_us)
+                   FROM usage_sums
+                  WHERE tenant_id = ?1 AND level = ?2 AND bucket >= ?3 AND bucket < ?4
+                  GROUP BY line_id",
+            )?,
+            0,
+        ),
+    };
     for (level, unit, first, last) in cuts.sums {
-        let rows = sums.query_map(params![tenant_id, level, first, last], |r| {
+        let rows = sums.query_map(params![tenant_id, level + above, first, last], |r| {
             Ok((
                 r.get(0)?,
                 r.get::<_, i64>(1)?,

@@ -329,10 +329,11 @@ CREATE TABLE usage_lines (
     direction INTEGER NOT NULL,
     UNIQUE (tenant_id, number, direction)
 );
--- Per line and UTC hour (level 0) or UTC day (level 1): the calls, those whose duration is
--- the carrier's report, and the durations summed as usage counts them. A row that comes to
--- no call is deleted. Keyed by tenant and time first: a query reads one range, and a write's
--- rows (calls of a few hours) sit on a few pages.
+-- Per line and UTC hour (level 0) or UTC day (level 1), and the tenant's totals (line 0) per
+-- hour (level 2) and day (level 3): the calls, those whose duration is the carrier's report,
+-- and the durations summed as usage counts them. A row that comes to no call is deleted.
+-- Keyed by tenant and time first: a query reads one range, and a write's rows (calls of a few
+-- hours) sit on a few pages.
 CREATE TABLE usage_sums (
     tenant_id      TEXT NOT NULL,
     level          INTEGER NOT NULL,
