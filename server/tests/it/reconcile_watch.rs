@@ -164,51 +164,38 @@ async fn follow_while_writing(store: Arc<dyn Store>) {
         let (t1, t2, n1, n2) = (t1.clone(), t2.clone(), n1.clone(), n2.clone());
         tokio::spawn(async move {
             let mut rng = Lcg(7);
+            // Call n (tenant 2's every fifth), lasting `seconds`, with correlation id `k`.
+            let record = |n: usize, seconds: i64, k: u64| {
+                let (t, number) = if n.is_multiple_of(5) {
+                    (&t2, &n2)
+                } else {
+                    (&t1, &n1)
+                };
+                let start = T0 + n as i64 * 60;
+                let mut r = call(
+                    &format!("c{n}"),
+                    pb::CallDirection::Outbound,
+                    number,
+                    "+33142685300",
+                    t,
+                    start,
+                );
+                r.correlation_id = format!("k{k}");
+                r.end_time = at(start + seconds);
+                r.duration = Some(prost_types::Duration { seconds, nanos: 0 });
+                r
+            };
             for b in 0..BATCHES {
-                let mut batch = Vec::new();
-                for i in 0..40 {
-                    let n = b * 40 + i;
-                    let (t, number) = if n.is_multiple_of(5) {
-                        (&t2, &n2)
-                    } else {
-                        (&t1, &n1)
-                    };
-                    let mut r = call(
-                        &format!("c{n}"),
-                        pb::CallDirection::Outbound,
-                        number,
-                        "+33142685300",
-                        t,
-                        T0 + n as i64 * 60,
-                    );
-                    r.correlation_id = format!("k{}", n % 97);
-                    r.duration = Some(prost_types::Duration {
-                        seconds: 60,
-                        nanos: 0,
-                    });
-                    batch.push(r);
-                }
+                let mut batch: Vec<pb::CallRecord> = (0..40)
+                    .map(|i| b * 40 + i)
+                    .map(|n| record(n, 60, n as u64 % 97))
+                    .collect();
                 if b > 0 {
                     // A revision of an earlier call: another duration and correlation id.
                     let n = rng.below((b * 40) as u64) as usize;
-                    let (t, number) = if n.is_multiple_of(5) {
-                        (&t2, &n2)
-                    } else {
-                        (&t1, &n1)
-                    };
-                    let mut r = call(
-                        &format!("c{n}"),
-                        pb::CallDirection::Outbound,
-                        number,
-                        "+33142685300",
-                        t,
-                        T0 + n as i64 * 60,
-                    );
+                    let k = rng.below(97);
+                    let mut r = record(n, 30 + rng.below(60) as i64, k);
                     r.version = 2 + b as i64;
-                    r.correlation_id = format!("k{}", rng.below(97));
-                    let seconds = 30 + rng.below(60) as i64;
-                    r.end_time = at(T0 + n as i64 * 60 + seconds);
-                    r.duration = Some(prost_types::Duration { seconds, nanos: 0 });
                     batch.push(r);
                 }
                 let ack = ingest(&platform, batch).await;

@@ -127,19 +127,7 @@ impl PgStore {
         limit: usize,
     ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
         self.db
-            .read(async |db| {
-                reconcile::reference_discrepancies(
-                    db,
-                    &p.carrier_id,
-                    p.start,
-                    p.end,
-                    p.tolerance_us,
-                    kind,
-                    after,
-                    limit,
-                )
-                .await
-            })
+            .read(async |db| reconcile::reference_discrepancies(db, &p, kind, after, limit).await)
             .await
     }
 
@@ -463,19 +451,7 @@ impl Store for PgStore {
         limit: usize,
     ) -> StoreResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
         self.db
-            .read(async |db| {
-                reconcile::discrepancies(
-                    db,
-                    &p.carrier_id,
-                    p.start,
-                    p.end,
-                    p.tolerance_us,
-                    kind,
-                    after,
-                    limit,
-                )
-                .await
-            })
+            .read(async |db| reconcile::discrepancies(db, &p, kind, after, limit).await)
             .await
     }
 

@@ -26,7 +26,7 @@ use super::pool::PgResult;
 use super::query;
 use crate::domain::{
     Discrepancy, DiscrepancyCursor, DiscrepancyKind, Micros, ReconciliationChange,
-    ReconciliationSummary, UsageGrouping, UsageRow,
+    ReconciliationPeriod, ReconciliationSummary, UsageGrouping, UsageRow,
 };
 use crate::store::KeyedPage;
 use crate::store::rows;
@@ -190,17 +190,14 @@ fn discrepancies_sql() -> String {
 
 /// A page of discrepancies by (start time, kind, row id), by the set-based rules (the
 /// reference).
-#[allow(clippy::too_many_arguments)]
 pub async fn reference_discrepancies(
     db: &impl GenericClient,
-    carrier_id: &str,
-    start: Micros,
-    end: Micros,
-    tolerance_us: Micros,
+    p: &ReconciliationPeriod,
     kind: Option<DiscrepancyKind>,
     after: Option<DiscrepancyCursor>,
     limit: usize,
 ) -> PgResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
+    let (carrier_id, start, end, tolerance_us) = (&p.carrier_id, p.start, p.end, p.tolerance_us);
     let kind = kind.map(|k| i64::from(k.code()));
     let (a_start, a_kind, a_key) = match after {
         Some((s, k, id)) => (Some(s), Some(i64::from(k)), Some(id)),
@@ -392,17 +389,14 @@ async fn items_summary(
 
 /// A page of discrepancies by (start time, kind, row id), from the pairing state: a keyset
 /// range of the items' index from the cursor, skipping the pairs that agree.
-#[allow(clippy::too_many_arguments)]
 pub async fn discrepancies(
     db: &impl GenericClient,
-    carrier_id: &str,
-    s: Micros,
-    e: Micros,
-    tol: i64,
+    p: &ReconciliationPeriod,
     kind: Option<DiscrepancyKind>,
     after: Option<DiscrepancyCursor>,
     limit: usize,
 ) -> PgResult<KeyedPage<Discrepancy, DiscrepancyCursor>> {
+    let (carrier_id, s, e, tol) = (&p.carrier_id, p.start, p.end, p.tolerance_us);
     let kind = kind.map(|k| i64::from(k.code()));
     let (a_start, a_kind, a_key) = match after {
         Some((s, k, id)) => (s, i64::from(k), id),
