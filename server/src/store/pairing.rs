@@ -174,7 +174,7 @@ pub fn difference_class(d: i64) -> i64 {
 /// subset, it is that subset's part of the whole pairing as long as the subset is closed: with
 /// each record it holds every report naming its call id; with each report naming a record's call
 /// id it holds that record; with any record or report in stage 2 it holds every record and
-/// report of the same correlation id. [`Pairing::closure_of`] says what to read for that.
+/// report of the same correlation id. `store::repair::ClosedSet` says what to read for that.
 #[derive(Debug, Default)]
 pub struct Pairing {
     /// Every item, records' first (by record id), then lone reports (by report id).
@@ -256,41 +256,6 @@ impl Pairing {
         lone.sort_by_key(|i| i.report);
         items.extend(lone);
         Pairing { items }
-    }
-
-    /// What a write that touched records or reports with `call_ids` and `correlation_ids` (the
-    /// old and the new values of each row it wrote or deleted) must re-pair: a set of call ids and
-    /// a set of correlation ids. The closed subset to pair again is every record and report
-    /// with one of those call ids or correlation ids, with the records named by those reports'
-    /// call ids and the reports naming those records' call ids.
-    ///
-    /// The correlation ids widen: a record whose call id is touched may enter or leave stage 2
-    /// (a report naming it came or went), and so may a report naming it; so their correlation
-    /// ids are re-paired too. `correlation_of_call` gives, for a call id, the correlation ids of
-    /// the record and the reports carrying it (as stored after the write).
-    pub fn closure_of<'a>(
-        call_ids: impl IntoIterator<Item = &'a str>,
-        correlation_ids: impl IntoIterator<Item = &'a str>,
-        correlation_of_call: impl Fn(&str) -> Vec<String>,
-    ) -> (HashSet<String>, HashSet<String>) {
-        let calls: HashSet<String> = call_ids
-            .into_iter()
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned)
-            .collect();
-        let mut correlations: HashSet<String> = correlation_ids
-            .into_iter()
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned)
-            .collect();
-        for call in &calls {
-            correlations.extend(
-                correlation_of_call(call)
-                    .into_iter()
-                    .filter(|c| !c.is_empty()),
-            );
-        }
-        (calls, correlations)
     }
 }
 
@@ -407,15 +372,5 @@ mod tests {
     fn empty_correlation_ids_never_pair() {
         let p = Pairing::of(&[rec(1, "a", "", 0, 60)], &[rep(11, "", "", 0, 60, 1)]);
         assert_eq!(pairs(&p), [(Some(1), None), (None, Some(11))]);
-    }
-
-    #[test]
-    fn a_touched_call_id_widens_to_the_correlation_ids_carrying_it() {
-        let (calls, corrs) = Pairing::closure_of(["a", ""], ["k", ""], |call| {
-            assert_eq!(call, "a");
-            vec!["x".into(), String::new()]
-        });
-        assert_eq!(calls, HashSet::from(["a".to_owned()]));
-        assert_eq!(corrs, HashSet::from(["k".to_owned(), "x".to_owned()]));
     }
 }

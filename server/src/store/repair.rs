@@ -210,6 +210,16 @@ impl ClosedSet {
         }
     }
 
+    /// The row ids of the records in the set.
+    pub fn record_ids(&self) -> Vec<i64> {
+        self.records.keys().copied().collect()
+    }
+
+    /// The row ids of the reports in the set.
+    pub fn report_ids(&self) -> Vec<i64> {
+        self.reports.keys().copied().collect()
+    }
+
     /// Step 2's correlation ids, given the rows of step 1 (this set, so far) and the items
     /// stored for them (`old`, keyed by carrier and entry). A correlation group is read whole
     /// when a row of it may change its pairs:

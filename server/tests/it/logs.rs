@@ -1,5 +1,5 @@
 //! The server's log through a whole scenario, at debug level, holds none of the scenario's
-//! phone numbers, SIP URIs or keys.
+//! phone numbers, SIP URIs or keys; and the migration that builds the pairing state logs it.
 
 use crate::OCX_SERVER;
 use futures_util::{StreamExt, stream};
@@ -170,5 +170,26 @@ async fn no_phone_number_sip_uri_or_key_reaches_the_log() {
         &wrong,
     ] {
         assert!(!log.contains(secret), "{secret:?} is in the log:\n{log}");
+    }
+}
+
+/// A database of the release before the pairing state (the migration test's fixture) opened by
+/// the binary: the migration builds the state and says so, carrier by carrier, before the
+/// server listens.
+#[tokio::test]
+async fn the_migration_that_builds_the_pairing_state_logs_each_carrier() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/pre-pairing/ocx.db");
+    std::fs::copy(&fixture, dir.path().join("ocx.db")).expect("copy the fixture");
+    let (_server, _endpoint, lines) = OCX_SERVER.start_watched(&[], dir.path(), &[], &[]);
+    let line =
+        ocx_testkit::process::wait_for_line(&lines, std::time::Duration::from_secs(30), |l| {
+            l.contains("reconciliation state built for a carrier")
+        })
+        .expect("no log line of the state being built");
+    // The fixture's one carrier: 1,500 records, and the reports paired with none.
+    for part in ["carrier=fixture-tel", "items=1536", "done=1 of=1"] {
+        assert!(line.contains(part), "{part} not in: {line}");
     }
 }

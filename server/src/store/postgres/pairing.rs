@@ -31,9 +31,15 @@ pub async fn repair(db: &impl GenericClient, touched: &Touched) -> PgResult<bool
     let mut heads = lock_heads(db, &carriers).await?;
     let mut sets = Vec::new();
     let mut keys = Keys::deleted(touched);
+    // What is stored for the rows read: those of each set's first step read with it.
+    let mut old = BTreeMap::new();
+    let mut read = Keys::default();
     for (carrier_id, keyed) in touched_carriers {
-        let set = closed_set(db, carrier_id, keyed).await?;
+        let (set, first) = closed_set(db, carrier_id, keyed).await?;
         keys.add(&set);
+        read.records.extend(first.keys.records);
+        read.reports.extend(first.keys.reports);
+        old.extend(first.old);
         sets.push((carrier_id, set));
     }
     let wanted: BTreeSet<Line> = sets
@@ -51,7 +57,22 @@ pub async fn repair(db: &impl GenericClient, touched: &Touched) -> PgResult<bool
             new.insert(((*carrier_id).clone(), Entry::of(&item)), (item, line_id));
         }
     }
-    let old = stored_items(db, &keys).await?;
+    // And for every other row of those sets, and for the rows deleted.
+    let rest = Keys {
+        records: keys
+            .records
+            .iter()
+            .filter(|(id, _)| !read.records.contains_key(id))
+            .map(|(id, key)| (*id, key.clone()))
+            .collect(),
+        reports: keys
+            .reports
+            .iter()
+            .filter(|(id, _)| !read.reports.contains_key(id))
+            .map(|(id, key)| (*id, key.clone()))
+            .collect(),
+    };
+    old.extend(stored_items(db, &rest).await?);
     // A stored item of a carrier the write did not name (not expected: a write notes the
     // carriers of every row it moves) is locked too before it is changed.
     let unlocked: Vec<&str> = repair::carriers(&old, &new)
@@ -402,97 +423,154 @@ const RECORD_COLUMNS: &str = "id, call_id, correlation_id, start_time, duration_
 const REPORT_COLUMNS: &str = "id, call_id, correlation_id, start_time, duration_us, update_time,
     record_id";
 
+/// The rows of a closed set's first step, and what was stored for them.
+struct FirstStep {
+    /// Their row ids (with their keys).
+    keys: Keys,
+    /// The items stored for them, by carrier and entry.
+    old: BTreeMap<(String, Entry), Stored>,
+}
+
 /// The closed set of one carrier's touched keys, in [`ClosedSet`]'s four steps; each lookup
 /// skips the rows already in the set.
 async fn closed_set(
     db: &impl GenericClient,
     carrier_id: &str,
     keyed: &repair::Keyed,
-) -> PgResult<ClosedSet> {
+) -> PgResult<(ClosedSet, FirstStep)> {
     let calls = &keyed.calls;
+    let records = (RECORD_COLUMNS, "call_records");
+    let reports = (REPORT_COLUMNS, "call_durations");
     let mut set = ClosedSet::default();
     let called: Vec<&str> = calls.iter().map(String::as_str).collect();
-    set.add_records(records(db, &set, carrier_id, "call_id", &called).await?);
-    set.add_reports(reports(db, &set, carrier_id, "call_id", &called).await?);
+    set.add_records(
+        fetch(
+            db,
+            records,
+            carrier_id,
+            "call_id",
+            &called,
+            &set.record_ids(),
+            record_row,
+        )
+        .await?,
+    );
+    set.add_reports(
+        fetch(
+            db,
+            reports,
+            carrier_id,
+            "call_id",
+            &called,
+            &set.report_ids(),
+            report_fact,
+        )
+        .await?,
+    );
     // What step 1's rows were before the write decides which groups to read.
-    let mut first = Keys::default();
-    first.add(&set);
-    let old = stored_items(db, &first).await?;
-    let widened = set.widened(keyed, &old, carrier_id);
+    let mut keys = Keys::default();
+    keys.add(&set);
+    let first = FirstStep {
+        old: stored_items(db, &keys).await?,
+        keys,
+    };
+    let widened = set.widened(keyed, &first.old, carrier_id);
     let widened: Vec<&str> = widened.iter().map(String::as_str).collect();
-    set.add_records(records(db, &set, carrier_id, "correlation_id", &widened).await?);
-    set.add_reports(reports(db, &set, carrier_id, "correlation_id", &widened).await?);
+    set.add_records(
+        fetch(
+            db,
+            records,
+            carrier_id,
+            "correlation_id",
+            &widened,
+            &set.record_ids(),
+            record_row,
+        )
+        .await?,
+    );
+    set.add_reports(
+        fetch(
+            db,
+            reports,
+            carrier_id,
+            "correlation_id",
+            &widened,
+            &set.report_ids(),
+            report_fact,
+        )
+        .await?,
+    );
     let named = set.named(calls);
     let named: Vec<&str> = named.iter().map(String::as_str).collect();
-    set.add_records(records(db, &set, carrier_id, "call_id", &named).await?);
+    set.add_records(
+        fetch(
+            db,
+            records,
+            carrier_id,
+            "call_id",
+            &named,
+            &set.record_ids(),
+            record_row,
+        )
+        .await?,
+    );
     let naming = set.naming(calls);
     let naming: Vec<&str> = naming.iter().map(String::as_str).collect();
-    set.add_reports(reports(db, &set, carrier_id, "call_id", &naming).await?);
-    Ok(set)
+    set.add_reports(
+        fetch(
+            db,
+            reports,
+            carrier_id,
+            "call_id",
+            &naming,
+            &set.report_ids(),
+            report_fact,
+        )
+        .await?,
+    );
+    Ok((set, first))
 }
 
-/// The carrier's records whose `column` (`call_id` or `correlation_id`) is one of `keys`, but
-/// not those in `set`.
-async fn records(
+/// The carrier's rows of `table` (read as `columns` by `read`) whose `column` (`call_id` or
+/// `correlation_id`) is one of `keys`, but not those of row ids `skip`; nothing for no keys.
+async fn fetch<T>(
     db: &impl GenericClient,
-    set: &ClosedSet,
+    (columns, table): (&str, &str),
     carrier_id: &str,
     column: &str,
     keys: &[&str],
-) -> PgResult<Vec<(RecordFact, Line)>> {
+    skip: &[i64],
+    read: fn(&tokio_postgres::Row) -> T,
+) -> PgResult<Vec<T>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let have: Vec<i64> = set.records.keys().copied().collect();
     let stmt = db
         .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM call_records
+            "SELECT {columns} FROM {table}
               WHERE carrier_id = $1 AND {column} = ANY($2) AND NOT (id = ANY($3))"
         ))
         .await?;
     Ok(db
-        .query(&stmt, &[&carrier_id, &keys, &have])
+        .query(&stmt, &[&carrier_id, &keys, &skip])
         .await?
         .iter()
-        .map(|r| {
-            (
-                RecordFact {
-                    id: r.get(0),
-                    call_id: r.get(1),
-                    correlation_id: r.get(2),
-                    start_time: r.get(3),
-                    duration_us: r.get(4),
-                },
-                (r.get(5), r.get(6), r.get(7)),
-            )
-        })
+        .map(read)
         .collect())
 }
 
-/// The carrier's reports whose `column` is one of `keys`, but not those in `set`.
-async fn reports(
-    db: &impl GenericClient,
-    set: &ClosedSet,
-    carrier_id: &str,
-    column: &str,
-    keys: &[&str],
-) -> PgResult<Vec<ReportFact>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let have: Vec<i64> = set.reports.keys().copied().collect();
-    let stmt = db
-        .prepare_cached(&format!(
-            "SELECT {REPORT_COLUMNS} FROM call_durations
-              WHERE carrier_id = $1 AND {column} = ANY($2) AND NOT (id = ANY($3))"
-        ))
-        .await?;
-    Ok(db
-        .query(&stmt, &[&carrier_id, &keys, &have])
-        .await?
-        .iter()
-        .map(report_fact)
-        .collect())
+/// A record's facts and usage line from [`RECORD_COLUMNS`].
+fn record_row(r: &tokio_postgres::Row) -> (RecordFact, Line) {
+    (
+        RecordFact {
+            id: r.get(0),
+            call_id: r.get(1),
+            correlation_id: r.get(2),
+            start_time: r.get(3),
+            duration_us: r.get(4),
+        },
+        (r.get(5), r.get(6), r.get(7)),
+    )
 }
 
 /// A report's facts from [`REPORT_COLUMNS`].
@@ -640,13 +718,7 @@ pub async fn facts(
         )
         .await?
         .iter()
-        .map(|r| RecordFact {
-            id: r.get(0),
-            call_id: r.get(1),
-            correlation_id: r.get(2),
-            start_time: r.get(3),
-            duration_us: r.get(4),
-        })
+        .map(|r| record_row(r).0)
         .collect();
     let reports = db
         .query(
