@@ -109,13 +109,13 @@ impl Ingest {
 }
 
 /// Ingests each record independently.
-pub fn ingest(conn: &Connection, records: Vec<CallRecord>) -> StoreResult<Vec<IngestOutcome>> {
+pub fn ingest(conn: &Connection, records: &[CallRecord]) -> StoreResult<Vec<IngestOutcome>> {
     let mut memo = Ingest::default();
     let mut touched = Touched::default();
     let mut outcomes = Vec::with_capacity(records.len());
     let now = now_micros();
-    for mut r in records {
-        let carrier_id = match memo.owner(conn, &r)? {
+    for r in records {
+        let carrier_id = match memo.owner(conn, r)? {
             Ok(carrier_id) => carrier_id,
             Err(reason) => {
                 outcomes.push(IngestOutcome::Rejected(reason));
@@ -141,11 +141,13 @@ pub fn ingest(conn: &Connection, records: Vec<CallRecord>) -> StoreResult<Vec<In
             stored
                 .as_ref()
                 .map(|(_, version, hash, owner, _)| (*version, *hash, owner.as_str())),
-            &r,
+            r,
         );
         let outcome = match refusal {
             Some(refusal) => refusal,
             None => {
+                // The input stays as it came: the job may run again (see `actor::run_group`).
+                let mut r = r.clone();
                 r.carrier_id = carrier_id.clone();
                 r.feed_sequence = memo.next_sequence(conn, &carrier_id)?;
                 r.update_time = now;

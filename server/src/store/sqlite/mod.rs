@@ -89,13 +89,14 @@ impl SqliteStore {
     async fn write_once<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> StoreResult<(T, Touched)> + Send + 'static,
+        F: FnMut(&rusqlite::Connection) -> StoreResult<(T, Touched)> + Send + 'static,
     {
         match crate::store::request::take_request() {
             None => self.writer.write(work).await,
             Some(key) => {
+                let mut work = work;
                 self.writer
-                    .write(move |conn| requests::once(conn, &key, work))
+                    .write(move |conn| requests::once(conn, &key, &mut work))
                     .await
             }
         }
@@ -230,7 +231,7 @@ fn quiet<T>(value: T) -> StoreResult<(T, Touched)> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_carrier(&self, carrier: Carrier) -> StoreResult<Carrier> {
-        self.write_once(move |conn| quiet(carriers::create(conn, carrier)?))
+        self.write_once(move |conn| quiet(carriers::create(conn, carrier.clone())?))
             .await
     }
 
@@ -252,7 +253,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_api_key(&self, key: ApiKey) -> StoreResult<ApiKey> {
-        self.write_once(move |conn| quiet(carriers::insert_key(conn, key)?))
+        self.write_once(move |conn| quiet(carriers::insert_key(conn, key.clone())?))
             .await
     }
 
@@ -416,7 +417,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<IngestOutcome>> {
         self.writer
             .write(move |conn| {
-                let outcomes = calls::ingest(conn, records)?;
+                let outcomes = calls::ingest(conn, &records)?;
                 let changed = outcomes.iter().any(IngestOutcome::changed);
                 Ok((
                     outcomes,
