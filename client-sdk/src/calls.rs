@@ -20,6 +20,23 @@ use pb::call_record_service_client::CallRecordServiceClient;
 /// records with 16 streams each and long text fields can pass tonic's 4 MiB default.
 const MAX_CALL_RECORD_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// The smallest period of whole UTC hours that holds `[start, end)`, as `GetQualitySummary`
+/// wants it: `start` down to its hour, `end` up to the next (an `end` on a whole hour stays).
+pub fn whole_hours(
+    start: &prost_types::Timestamp,
+    end: &prost_types::Timestamp,
+) -> (prost_types::Timestamp, prost_types::Timestamp) {
+    let floor = |t: &prost_types::Timestamp| t.seconds.div_euclid(3600) * 3600;
+    let start = floor(start);
+    let end = if end.nanos == 0 && end.seconds.rem_euclid(3600) == 0 {
+        end.seconds
+    } else {
+        floor(end) + 3600
+    };
+    let at = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
+    (at(start), at(end))
+}
+
 impl Client {
     /// Reads one record by the platform's `call_id`. `carrier_id`: empty for a carrier key,
     /// required for a platform key. Another carrier's record is `NOT_FOUND`.
@@ -40,6 +57,15 @@ impl Client {
         req: pb::ListCallRecordsRequest,
     ) -> Result<pb::ListCallRecordsResponse> {
         Ok(read!(self, call_record_service, list_call_records, req))
+    }
+
+    /// Call quality and traffic figures (`GetQualitySummary`): one row per time bucket and
+    /// group, in order. The period's ends must be on whole UTC hours: see [`whole_hours`].
+    pub async fn quality_summary(
+        &self,
+        req: pb::GetQualitySummaryRequest,
+    ) -> Result<Vec<pb::QualitySummaryRow>> {
+        Ok(read!(self, call_record_service, get_quality_summary, req).rows)
     }
 
     /// Every record matching `req`'s filters, in start-time order, page after page (following
@@ -212,6 +238,13 @@ mod tests {
 
     #[tonic::async_trait]
     impl CallRecordService for Scripted {
+        async fn get_quality_summary(
+            &self,
+            _: Request<pb::GetQualitySummaryRequest>,
+        ) -> Result<Response<pb::GetQualitySummaryResponse>, Status> {
+            Err(Status::unimplemented("not scripted"))
+        }
+
         async fn get_call_record(
             &self,
             request: Request<pb::GetCallRecordRequest>,

@@ -49,6 +49,7 @@ mod follow;
 mod paging;
 
 pub use client::{Client, DEFAULT_RETRY_BUDGET, TlsOptions, new_request_id};
+pub use calls::whole_hours;
 pub use durations::{DurationUploader, ReconciliationView, UploadTotals};
 pub use error::{Error, FieldViolation, Result};
 pub use ocx_api::pb;

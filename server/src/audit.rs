@@ -186,6 +186,7 @@ items!(
     ListCallDurationsResponse.call_durations,
     ListDiscrepanciesResponse.discrepancies,
     GetTenantUsageResponse.rows,
+    GetQualitySummaryResponse.rows,
 );
 
 /// A response whose audit event counts the items it carries.

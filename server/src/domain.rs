@@ -930,3 +930,61 @@ mod tests {
         );
     }
 }
+
+/// GetQualitySummary's time buckets (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QualityBucket {
+    /// The whole period as one bucket.
+    Whole,
+    /// Hours.
+    Hour,
+    /// Days.
+    Day,
+}
+
+coded_enum!(
+    /// A dimension GetQualitySummary groups and filters calls by.
+    QualityDimension {
+        TrunkFqdn = 1,
+        UsageCountryCode = 2,
+        DestinationContext = 3,
+        CallType = 4,
+        Direction = 5,
+        Codec = 6,
+    }
+);
+
+/// Which calls a quality summary counts: each non-empty list keeps the calls with one of its
+/// values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QualityFilter {
+    /// Trunk FQDNs.
+    pub trunk_fqdns: Vec<String>,
+    /// Usage countries.
+    pub usage_country_codes: Vec<String>,
+    /// Destination contexts.
+    pub destination_contexts: Vec<DestinationContext>,
+    /// Call types.
+    pub call_types: Vec<CallType>,
+    /// Directions.
+    pub directions: Vec<CallDirection>,
+    /// Codecs.
+    pub codecs: Vec<String>,
+}
+
+/// A quality summary's question, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityQuery {
+    /// One carrier, or every carrier (`None`, platform keys only).
+    pub carrier_id: Option<String>,
+    /// The period's first UTC hour (hours since the epoch), inclusive.
+    pub start_hour: i64,
+    /// The period's last UTC hour, exclusive.
+    pub end_hour: i64,
+    /// Bucket size.
+    pub bucket: QualityBucket,
+    /// Dimensions to group by, in sort order, each once.
+    pub group_by: Vec<QualityDimension>,
+    /// Which calls count.
+    pub filter: QualityFilter,
+}

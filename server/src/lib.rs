@@ -34,6 +34,7 @@ pub mod conn;
 pub mod convert;
 pub mod convert_calls;
 pub mod convert_durations;
+pub mod convert_quality;
 pub mod database;
 pub mod domain;
 pub mod error;

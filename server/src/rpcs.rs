@@ -140,6 +140,7 @@ pub const RPCS: &[Rpc] = &[
     rpc("CallRecordService",     "GetCallRecord",            CarrierAndPlatform, Unary,     "call_record",     Short),
     rpc("CallRecordService",     "ListCallRecords",          CarrierAndPlatform, Unary,     "call_record",     Long),
     rpc("CallRecordService",     "StreamCallRecords",        CarrierAndPlatform, Streaming, "call_record",     Short),
+    rpc("CallRecordService",     "GetQualitySummary",        CarrierAndPlatform, Unary,     "quality_summary", Long),
     rpc("CallDurationService",   "ReportCallDurations",      CarrierAndPlatform, Unary,     "call_duration",   Short),
     rpc("CallDurationService",   "UploadCallDurations",      CarrierAndPlatform, Streaming, "call_duration",   Short),
     rpc("CallDurationService",   "ListCallDurations",        CarrierAndPlatform, Unary,     "call_duration",   Long),

@@ -16,6 +16,7 @@ use super::stream::{
 use crate::auth;
 use crate::convert::{self, filter_enum};
 use crate::convert_calls;
+use crate::convert_quality;
 use crate::domain::{CallDirection, CallRecordFilter, CallType};
 use crate::error::{Violations, invalid, store_status};
 use crate::paging;
@@ -122,6 +123,33 @@ impl CallRecordService for CallRecords {
                 .map(|(r, _)| convert_calls::call_record(r))
                 .collect(),
             next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetQualitySummary"))]
+    async fn get_quality_summary(
+        &self,
+        request: Request<pb::GetQualitySummaryRequest>,
+    ) -> Result<Response<pb::GetQualitySummaryResponse>, Status> {
+        let principal = auth::principal(&request)?;
+        let req = request.into_inner();
+        // A platform key may ask for every carrier at once; otherwise the usual scope.
+        let carrier = match (&principal, req.carrier_id.is_empty()) {
+            (auth::Principal::Platform { .. }, true) => None,
+            _ => Some(self.ctx.carrier_scope(&principal, &req.carrier_id).await?),
+        };
+        let mut v = Violations::new();
+        let query = convert_quality::quality_query(&req, carrier, &mut v);
+        v.into_result()?;
+        let query = query.ok_or_else(|| Status::internal("a valid query was not built"))?;
+        let rows = self
+            .ctx
+            .store
+            .quality_summary(query)
+            .await
+            .map_err(store_status)?;
+        Ok(crate::audit::respond(pb::GetQualitySummaryResponse {
+            rows: rows.into_iter().map(convert_quality::quality_row).collect(),
         }))
     }
 

@@ -5,7 +5,9 @@
 //! conformance suite (`server/tests/it/conformance`), written against this trait alone.
 
 pub mod media;
+pub mod histogram;
 pub mod pairing;
+pub mod quality;
 pub mod postgres;
 pub mod repair;
 pub mod request;
@@ -269,6 +271,12 @@ pub trait Store: Send + Sync + 'static {
         window: (Micros, Micros),
         grouping: UsageGrouping,
     ) -> StoreResult<Vec<UsageRow>>;
+
+    /// A quality summary (GetQualitySummary), from the aggregates kept at ingest.
+    async fn quality_summary(
+        &self,
+        query: crate::domain::QualityQuery,
+    ) -> StoreResult<Vec<quality::QualityRow>>;
 
     /// Bytes the store takes on disk, if it can tell (for metrics).
     fn size_bytes(&self) -> Option<u64> {

@@ -17,6 +17,7 @@ mod migration;
 mod migration_check;
 mod numbers;
 mod privacy;
+mod quality;
 mod restart;
 mod storage_faults;
 mod tls;

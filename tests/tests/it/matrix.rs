@@ -640,6 +640,34 @@ fn rows() -> Vec<Row> {
                 })
             },
         },
+        Row {
+            rpc: "CallRecordService/GetQualitySummary",
+            scope: CARRIER_OK,
+            platform: NAMED,
+            hides: true,
+            call: |c| {
+                Box::pin(async move {
+                    let (from, to) = (c.window_from().expect("from"), c.window_to().expect("to"));
+                    let (start, end) = ocx_client::whole_hours(&from, &to);
+                    let rows = c
+                        .client
+                        .quality_summary(pb::GetQualitySummaryRequest {
+                            carrier_id: c.scope(),
+                            start_time: Some(start),
+                            end_time: Some(end),
+                            ..Default::default()
+                        })
+                        .await?;
+                    // Each carrier has exactly two calls: more would be another carrier's.
+                    let calls: i64 = rows.iter().map(|r| r.calls).sum();
+                    Ok(if calls == 2 {
+                        Vec::new()
+                    } else {
+                        vec![format!("UNEXPECTED quality summary calls {calls}, not 2")]
+                    })
+                })
+            },
+        },
         // ----- CallDurationService -----
         Row {
             rpc: "CallDurationService/ReportCallDurations",

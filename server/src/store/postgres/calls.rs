@@ -71,6 +71,11 @@ static COLUMNS: LazyLock<String> = LazyLock::new(|| {
         .join(", ")
 });
 
+/// The columns a call record is read with (`store::rows::call_record`), comma-separated.
+pub(super) fn columns() -> &'static str {
+    &COLUMNS
+}
+
 /// `$first::T1[], $first+1::T2[], ...` for the columns of [`COLUMN_TYPES`].
 fn array_params(first: usize) -> String {
     COLUMN_TYPES
@@ -427,6 +432,21 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
         let stmt = tx.prepare_cached(&INSERT).await?;
         tx.execute(&stmt, &inserts.params()).await?;
     }
+    // The quality aggregates: each revised record's version as stored goes out (read before
+    // it is replaced; the UPDATE below checks it is still the version decided against), each
+    // written one comes in.
+    let mut quality = crate::store::quality::Changes::default();
+    if !update_ids.is_empty() {
+        let sql = format!("SELECT {} FROM call_records WHERE id = ANY($1)", *COLUMNS);
+        for old in query::all(tx, &sql, &[&update_ids], rows::call_record).await? {
+            quality.record(&old.carrier_id, &old, -1);
+        }
+    }
+    for slot in slots.values() {
+        if let Some((r, w)) = slot.write {
+            quality.record(&writes[w], r, 1);
+        }
+    }
     if !update_ids.is_empty() {
         let stmt = tx.prepare_cached(&UPDATE).await?;
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&update_ids, &update_versions];
@@ -455,6 +475,7 @@ pub async fn ingest(tx: &Transaction<'_>, records: &[CallRecord]) -> PgResult<Ve
     if super::pairing::repair(tx, &touched).await? {
         super::listen::notify(tx, super::listen::Channel::Reconciliation).await?;
     }
+    super::quality::apply(tx, quality).await?;
     Ok(outcomes)
 }
 

@@ -59,6 +59,7 @@ mod listen;
 mod numbers;
 pub mod pairing;
 mod privacy;
+mod quality;
 mod query;
 mod reconcile;
 mod schema;
@@ -484,6 +485,15 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<UsageRow>> {
         self.db
             .read(async |db| reconcile::usage(db, tenant_id, window.0, window.1, grouping).await)
+            .await
+    }
+
+    async fn quality_summary(
+        &self,
+        query: crate::domain::QualityQuery,
+    ) -> StoreResult<Vec<crate::store::quality::QualityRow>> {
+        self.db
+            .read(async |db| quality::summary(db, &query).await)
             .await
     }
 

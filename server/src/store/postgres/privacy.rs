@@ -21,8 +21,10 @@ use crate::domain::{
     AuditEvent, AuditFilter, EraseCounts, Micros, NumberState, PhoneNumber, PurgeCounts,
     RetentionPolicy, now_micros,
 };
+use crate::domain::CallRecord;
 use crate::store::StoreError;
 use crate::store::StoreResult;
+use crate::store::CallRecordCursor;
 use crate::store::retention::{Expiring, PURGE_CHUNK};
 use crate::store::{rows, rules};
 
@@ -121,17 +123,19 @@ pub async fn purge_expired(store: &Db, now: Micros) -> StoreResult<PurgeCounts> 
     .await)
 }
 
-/// Re-pairs what deleted records (rows of `id, carrier_id, call_id, correlation_id`) and
-/// reports (rows of `id, carrier_id, record_id, call_id, correlation_id`) were part of, and
-/// announces the change.
+/// Re-pairs what deleted records (with their row ids) and reports (rows of `id, carrier_id,
+/// record_id, call_id, correlation_id`) were part of, announces the change, and takes the
+/// records out of the quality aggregates.
 async fn repair_deleted(
     tx: &Transaction<'_>,
-    records: &[tokio_postgres::Row],
+    records: &[(CallRecord, CallRecordCursor)],
     reports: &[tokio_postgres::Row],
 ) -> PgResult<()> {
     let mut touched = super::pairing::Touched::default();
-    for r in records {
-        touched.deleted_record(r.get(0), r.get(1), r.get(2), r.get(3));
+    let mut quality = crate::store::quality::Changes::default();
+    for (r, (_, id)) in records {
+        touched.deleted_record(*id, &r.carrier_id, &r.call_id, &r.correlation_id);
+        quality.record(&r.carrier_id, r, -1);
     }
     for r in reports {
         touched.deleted_report(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
@@ -139,7 +143,7 @@ async fn repair_deleted(
     if super::pairing::repair(tx, &touched).await? {
         super::listen::notify(tx, super::listen::Channel::Reconciliation).await?;
     }
-    Ok(())
+    super::quality::apply(tx, quality).await
 }
 
 /// Deletes up to [`PURGE_CHUNK`] rows of `kind` older than `cutoff`; returns (rows, secondary
@@ -149,15 +153,15 @@ async fn repair_deleted(
 async fn purge_chunk(tx: &Transaction<'_>, kind: Expiring, cutoff: Micros) -> PgResult<(i64, i64)> {
     Ok(match kind {
         Expiring::CallRecords => {
-            let stmt = tx
-                .prepare_cached(
-                    "DELETE FROM call_records WHERE id IN
-                       (SELECT id FROM call_records WHERE start_time < $1 LIMIT $2)
-                       AND start_time < $1
-                     RETURNING id, carrier_id, call_id, correlation_id",
-                )
-                .await?;
-            let gone = tx.query(&stmt, &[&cutoff, &PURGE_CHUNK]).await?;
+            let sql = format!(
+                "DELETE FROM call_records WHERE id IN
+                   (SELECT id FROM call_records WHERE start_time < $1 LIMIT $2)
+                   AND start_time < $1
+                 RETURNING {}, id",
+                super::calls::columns()
+            );
+            let gone =
+                query::all(tx, &sql, &[&cutoff, &PURGE_CHUNK], rows::call_record_listed).await?;
             repair_deleted(tx, &gone, &[]).await?;
             (count(gone.len()), 0)
         }
@@ -332,13 +336,11 @@ pub async fn erase_tenant(tx: &Transaction<'_>, tenant_id: &str) -> PgResult<Era
     let reports = tx.query(&stmt, &[&tenant_id]).await?;
     let durations: Vec<i64> = reports.iter().map(|r| r.get(0)).collect();
     delete_history(tx, &durations).await?;
-    let records = tx
-        .query(
-            "DELETE FROM call_records WHERE tenant_id = $1
-             RETURNING id, carrier_id, call_id, correlation_id",
-            &[&tenant_id],
-        )
-        .await?;
+    let sql = format!(
+        "DELETE FROM call_records WHERE tenant_id = $1 RETURNING {}, id",
+        super::calls::columns()
+    );
+    let records = query::all(tx, &sql, &[&tenant_id], rows::call_record_listed).await?;
     let call_records = count(records.len());
     repair_deleted(tx, &records, &reports).await?;
     // The tenant's usage lines name its numbers: they go, with their sums (all of them zero

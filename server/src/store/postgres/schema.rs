@@ -272,11 +272,38 @@ CREATE TABLE usage_sums (
     PRIMARY KEY (tenant_id, level, bucket, line_id)
 );
 "#,
+    // The quality aggregates (GetQualitySummary), as on SQLite: per carrier, group of calls and
+    // UTC hour (level 0) or day (1), the calls' figures (store::quality::Figures::encode).
+    r#"
+CREATE TABLE quality_groups (
+    id                  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    carrier_id          TEXT NOT NULL,
+    trunk_fqdn          TEXT NOT NULL,
+    usage_country_code  TEXT NOT NULL,
+    destination_context BIGINT NOT NULL,
+    call_type           BIGINT NOT NULL,
+    direction           BIGINT NOT NULL,
+    codec               TEXT NOT NULL,
+    UNIQUE (carrier_id, trunk_fqdn, usage_country_code, destination_context, call_type,
+            direction, codec)
+);
+CREATE TABLE quality_cells (
+    carrier_id TEXT NOT NULL,
+    level      BIGINT NOT NULL,
+    bucket     BIGINT NOT NULL,
+    group_id   BIGINT NOT NULL,
+    figures    BYTEA NOT NULL,
+    PRIMARY KEY (carrier_id, level, bucket, group_id)
+);
+"#,
 ];
 
 /// The version of the migration that adds the pairing state: after it runs, the state is
 /// built from the stored records and reports ([`super::pairing::build`]).
 const PAIRING_STATE: usize = 4;
+/// The version of the migration that adds the quality aggregates, built after it from the
+/// stored records ([`super::quality::build`]).
+const QUALITY_AGGREGATES: usize = 5;
 
 /// Brings the database to the current schema; returns the version it was at.
 pub async fn migrate(client: &mut Client) -> PgResult<i64> {
@@ -310,6 +337,9 @@ pub async fn migrate(client: &mut Client) -> PgResult<i64> {
         tx.batch_execute(sql).await?;
         if index + 1 == PAIRING_STATE {
             super::pairing::build(&tx).await?;
+        }
+        if index + 1 == QUALITY_AGGREGATES {
+            super::quality::build(&tx).await?;
         }
         tx.execute(
             "INSERT INTO ocx_schema_version (version) VALUES ($1)",

@@ -14,7 +14,7 @@ use crate::store::rules::{self, OwnerFact, OwnerQuestion};
 use crate::store::{CallRecordCursor, KeyedPage, StoreResult};
 use crate::store::{rows, sql};
 
-const COLUMNS: &str = "call_id, carrier_id, feed_sequence, version, content_hash, correlation_id, \
+pub(super) const COLUMNS: &str = "call_id, carrier_id, feed_sequence, version, content_hash, correlation_id, \
     tenant_id, call_type, direction, caller_number, callee_number, user_sip_uri, invite_time, \
     start_time, end_time, duration_us, final_sip_code, final_sip_phrase, q850_cause, successful, \
     destination_context, usage_country_code, trunk_fqdn, media_streams, quality, poor_due_to, \
@@ -121,6 +121,7 @@ impl Ingest {
 pub fn ingest(conn: &Connection, records: &[CallRecord]) -> StoreResult<Vec<IngestOutcome>> {
     let mut memo = Ingest::default();
     let mut touched = Touched::default();
+    let mut quality = crate::store::quality::Changes::default();
     let mut outcomes = Vec::with_capacity(records.len());
     let now = now_micros();
     for r in records {
@@ -161,7 +162,14 @@ pub fn ingest(conn: &Connection, records: &[CallRecord]) -> StoreResult<Vec<Inge
                 r.feed_sequence = memo.next_sequence(conn, &carrier_id)?;
                 r.update_time = now;
                 let id = stored.as_ref().map(|s| s.0);
+                if let Some((id, _, _, owner, _)) = &stored {
+                    let sql = format!("SELECT {COLUMNS} FROM call_records WHERE id = ?1");
+                    if let Some(old) = query::first(conn, &sql, [id], rows::call_record)? {
+                        quality.record(owner, &old, -1);
+                    }
+                }
                 put(conn, id, &r)?;
+                quality.record(&carrier_id, &r, 1);
                 if let Some((id, _, _, owner, correlation_id)) = &stored {
                     touched.note_old(owner, &r.call_id, correlation_id);
                     if *correlation_id != r.correlation_id {
@@ -188,6 +196,7 @@ pub fn ingest(conn: &Connection, records: &[CallRecord]) -> StoreResult<Vec<Inge
         head.execute(params![carrier_id, last])?;
     }
     pairing::repair(conn, &touched)?;
+    super::quality::apply(conn, quality)?;
     Ok(outcomes)
 }
 

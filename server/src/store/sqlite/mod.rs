@@ -25,6 +25,7 @@ mod durations;
 mod numbers;
 pub mod pairing;
 mod privacy;
+mod quality;
 mod query;
 mod reconcile;
 mod requests;
@@ -552,6 +553,16 @@ impl Store for SqliteStore {
         grouping: UsageGrouping,
     ) -> StoreResult<Vec<UsageRow>> {
         self.usage_by(reconcile::usage, tenant_id, window, grouping)
+            .await
+    }
+
+    async fn quality_summary(
+        &self,
+        query: crate::domain::QualityQuery,
+    ) -> StoreResult<Vec<crate::store::quality::QualityRow>> {
+        // Milliseconds for a month by day; a year by hour reads more: the long lane.
+        self.readers
+            .read_in(Lane::Long, move |conn| quality::summary(conn, &query))
             .await
     }
 

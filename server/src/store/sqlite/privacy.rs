@@ -83,27 +83,40 @@ fn delete_before(
     Ok(n as i64)
 }
 
+/// Deletes the call records `condition` selects, and takes them out of the pairing state and
+/// the quality aggregates; how many.
+fn delete_records(
+    conn: &Connection,
+    condition: &str,
+    p: impl rusqlite::Params,
+) -> StoreResult<usize> {
+    let sql = format!(
+        "DELETE FROM call_records WHERE {condition} RETURNING {COLUMNS}, id",
+        COLUMNS = super::calls::COLUMNS
+    );
+    let gone = query::all(conn, &sql, p, rows::call_record_listed)?;
+    let mut touched = Touched::default();
+    let mut quality = crate::store::quality::Changes::default();
+    for (r, (_, id)) in &gone {
+        touched.deleted_record(*id, &r.carrier_id, &r.call_id, &r.correlation_id);
+        quality.record(&r.carrier_id, r, -1);
+    }
+    pairing::repair(conn, &touched)?;
+    super::quality::apply(conn, quality)?;
+    Ok(gone.len())
+}
+
 /// Deletes up to [`PURGE_CHUNK`] rows of `kind` older than `cutoff`; returns (rows, secondary
 /// rows) deleted: for reports their history rows, for released numbers their events.
 pub fn purge_chunk(conn: &Connection, kind: Expiring, cutoff: Micros) -> StoreResult<(i64, i64)> {
     Ok(match kind {
         Expiring::CallRecords => {
-            let mut touched = Touched::default();
-            let gone: Vec<(i64, String, String, String)> = conn
-                .prepare_cached(
-                    "DELETE FROM call_records WHERE id IN
-                       (SELECT id FROM call_records WHERE start_time < ?1 LIMIT ?2)
-                     RETURNING id, carrier_id, call_id, correlation_id",
-                )?
-                .query_map(params![cutoff, PURGE_CHUNK], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            for (id, carrier_id, call_id, correlation_id) in &gone {
-                touched.deleted_record(*id, carrier_id, call_id, correlation_id);
-            }
-            pairing::repair(conn, &touched)?;
-            (gone.len() as i64, 0)
+            let gone = delete_records(
+                conn,
+                "id IN (SELECT id FROM call_records WHERE start_time < ?1 LIMIT ?2)",
+                params![cutoff, PURGE_CHUNK],
+            )?;
+            (gone as i64, 0)
         }
         Expiring::CallDurations => {
             let ids: Vec<i64> = conn
@@ -217,21 +230,7 @@ pub fn erase_tenant(conn: &Connection, tenant_id: &str) -> StoreResult<(EraseCou
         .query_map([tenant_id], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     delete_durations(conn, &durations)?;
-    let gone: Vec<(i64, String, String, String)> = conn
-        .prepare_cached(
-            "DELETE FROM call_records WHERE tenant_id = ?1
-             RETURNING id, carrier_id, call_id, correlation_id",
-        )?
-        .query_map([tenant_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut touched = Touched::default();
-    for (id, carrier_id, call_id, correlation_id) in &gone {
-        touched.deleted_record(*id, carrier_id, call_id, correlation_id);
-    }
-    pairing::repair(conn, &touched)?;
-    let call_records = gone.len() as i64;
+    let call_records = delete_records(conn, "tenant_id = ?1", [tenant_id])? as i64;
     // The tenant's usage lines name its numbers: they go, with their sums (all of them zero
     // now that the tenant's records are gone).
     conn.prepare_cached("DELETE FROM usage_sums WHERE tenant_id = ?1")?

@@ -350,6 +350,43 @@ CREATE TABLE usage_sums (
                     .map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))
             },
         ),
+        // The quality aggregates (GetQualitySummary): per carrier, group of calls and UTC hour
+        // or day, the figures of the calls that started then (store::quality). Built here once
+        // from the stored records.
+        M::up_with_hook(
+            r#"
+-- A carrier's group of calls: the dimensions GetQualitySummary groups and filters by
+-- (destination context, call type and direction by their codes; codec: the first the call's
+-- streams name).
+CREATE TABLE quality_groups (
+    id                  INTEGER PRIMARY KEY,
+    carrier_id          TEXT NOT NULL,
+    trunk_fqdn          TEXT NOT NULL,
+    usage_country_code  TEXT NOT NULL,
+    destination_context INTEGER NOT NULL,
+    call_type           INTEGER NOT NULL,
+    direction           INTEGER NOT NULL,
+    codec               TEXT NOT NULL,
+    UNIQUE (carrier_id, trunk_fqdn, usage_country_code, destination_context, call_type,
+            direction, codec)
+);
+-- Level 0: a UTC hour (hours since the epoch in bucket); 1: a UTC day. `figures` holds the
+-- counts, sums and histograms (store::quality::Figures::encode). A cell that comes to no call
+-- is deleted.
+CREATE TABLE quality_cells (
+    carrier_id TEXT NOT NULL,
+    level      INTEGER NOT NULL,
+    bucket     INTEGER NOT NULL,
+    group_id   INTEGER NOT NULL,
+    figures    BLOB NOT NULL,
+    PRIMARY KEY (carrier_id, level, bucket, group_id)
+) WITHOUT ROWID;
+"#,
+            |tx: &rusqlite::Transaction| -> rusqlite_migration::HookResult {
+                super::quality::build(tx)
+                    .map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))
+            },
+        ),
     ])
 }
 

@@ -1,0 +1,193 @@
+//! The quality aggregates (`quality_groups`, `quality_cells`) on SQLite: the reads and writes
+//! of [`crate::store::quality`], which decides what a call adds to its cells.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::calls::COLUMNS;
+use crate::domain::QualityQuery;
+use crate::store::quality::{Changes, Figures, Group, QualityRow, Summary, cuts};
+use crate::store::{StoreError, StoreResult, rows};
+
+/// Writes what `changes` adds to and takes from each cell: a cell that comes to no call is
+/// deleted.
+pub fn apply(conn: &Connection, changes: Changes) -> StoreResult<()> {
+    let mut groups: HashMap<(String, Group), i64> = HashMap::new();
+    let mut read = conn.prepare_cached(
+        "SELECT figures FROM quality_cells
+          WHERE carrier_id = ?1 AND level = ?2 AND bucket = ?3 AND group_id = ?4",
+    )?;
+    let mut write = conn.prepare_cached(
+        "INSERT INTO quality_cells (carrier_id, level, bucket, group_id, figures)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (carrier_id, level, bucket, group_id) DO UPDATE SET figures = excluded.figures",
+    )?;
+    let mut delete = conn.prepare_cached(
+        "DELETE FROM quality_cells
+          WHERE carrier_id = ?1 AND level = ?2 AND bucket = ?3 AND group_id = ?4",
+    )?;
+    for ((carrier_id, level, bucket, group), change) in changes.sorted() {
+        let key = (carrier_id, group);
+        let group_id = match groups.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = group_id(conn, &key.0, &key.1)?;
+                groups.insert(key.clone(), id);
+                id
+            }
+        };
+        let carrier_id = &key.0;
+        let stored: Option<Vec<u8>> = read
+            .query_row(params![carrier_id, level, bucket, group_id], |r| r.get(0))
+            .optional()?;
+        let mut figures = match stored {
+            Some(bytes) => Figures::decode(&bytes).ok_or_else(|| malformed(carrier_id))?,
+            None => Figures::default(),
+        };
+        figures.add(&change, 1);
+        if figures.calls() <= 0 {
+            delete.execute(params![carrier_id, level, bucket, group_id])?;
+        } else {
+            write.execute(params![
+                carrier_id,
+                level,
+                bucket,
+                group_id,
+                figures.encode()
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// The error for a cell that does not decode.
+fn malformed(carrier_id: &str) -> StoreError {
+    StoreError::Internal(format!(
+        "a quality cell of carrier {carrier_id} does not decode"
+    ))
+}
+
+/// The id of a carrier's group, created if new.
+fn group_id(conn: &Connection, carrier_id: &str, g: &Group) -> StoreResult<i64> {
+    let values = params![
+        carrier_id,
+        g.trunk_fqdn,
+        g.usage_country_code,
+        g.destination_context,
+        g.call_type,
+        g.direction,
+        g.codec
+    ];
+    let found: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM quality_groups
+              WHERE carrier_id = ?1 AND trunk_fqdn = ?2 AND usage_country_code = ?3
+                AND destination_context = ?4 AND call_type = ?5 AND direction = ?6 AND codec = ?7",
+        )?
+        .query_row(values, |r| r.get(0))
+        .optional()?;
+    match found {
+        Some(id) => Ok(id),
+        None => Ok(conn
+            .prepare_cached(
+                "INSERT INTO quality_groups (carrier_id, trunk_fqdn, usage_country_code,
+                                             destination_context, call_type, direction, codec)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+            )?
+            .query_row(values, |r| r.get(0))?),
+    }
+}
+
+/// A carrier's groups by id.
+fn groups(conn: &Connection, carrier_id: &str) -> StoreResult<HashMap<i64, Group>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, trunk_fqdn, usage_country_code, destination_context, call_type, direction,
+                codec
+           FROM quality_groups WHERE carrier_id = ?1",
+    )?;
+    let groups = stmt
+        .query_map([carrier_id], |r| {
+            Ok((
+                r.get(0)?,
+                Group {
+                    trunk_fqdn: r.get(1)?,
+                    usage_country_code: r.get(2)?,
+                    destination_context: r.get(3)?,
+                    call_type: r.get(4)?,
+                    direction: r.get(5)?,
+                    codec: r.get(6)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(groups)
+}
+
+/// The summary's rows: for one carrier, or for every carrier with cells.
+pub fn summary(conn: &Connection, q: &QualityQuery) -> StoreResult<Vec<QualityRow>> {
+    let carriers: Vec<String> = match &q.carrier_id {
+        Some(c) => vec![c.clone()],
+        None => conn
+            .prepare_cached("SELECT DISTINCT carrier_id FROM quality_groups")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    let mut summary = Summary::new(q);
+    let mut cells = conn.prepare_cached(
+        "SELECT bucket, group_id, figures FROM quality_cells
+          WHERE carrier_id = ?1 AND level = ?2 AND bucket >= ?3 AND bucket < ?4",
+    )?;
+    for carrier_id in &carriers {
+        let groups = groups(conn, carrier_id)?;
+        for (level, from, to) in cuts(q) {
+            let mut rows = cells.query(params![carrier_id, level, from, to])?;
+            while let Some(row) = rows.next()? {
+                let (bucket, group_id): (i64, i64) = (row.get(0)?, row.get(1)?);
+                let figures = row
+                    .get_ref(2)?
+                    .as_blob()
+                    .map_err(|_| malformed(carrier_id))?;
+                let group = groups.get(&group_id).ok_or_else(|| malformed(carrier_id))?;
+                summary
+                    .add(level, bucket, group, figures)
+                    .ok_or_else(|| malformed(carrier_id))?;
+            }
+        }
+    }
+    Ok(summary.rows())
+}
+
+/// Builds every carrier's cells (empty before) from the stored records: the migration that
+/// adds them runs it once, logging each carrier.
+pub(super) fn build(conn: &Connection) -> StoreResult<()> {
+    let carriers: Vec<String> = conn
+        .prepare("SELECT DISTINCT carrier_id FROM call_records")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let total = carriers.len();
+    for (n, carrier_id) in carriers.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let mut changes = Changes::default();
+        let mut records = 0_u64;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM call_records WHERE carrier_id = ?1"
+        ))?;
+        let mut rows = stmt.query([carrier_id])?;
+        while let Some(row) = rows.next()? {
+            let record = rows::call_record(row)?;
+            changes.record(carrier_id, &record, 1);
+            records += 1;
+        }
+        apply(conn, changes)?;
+        tracing::info!(
+            carrier = %carrier_id,
+            records,
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            done = n + 1,
+            of = total,
+            "quality aggregates built for a carrier"
+        );
+    }
+    Ok(())
+}
