@@ -48,8 +48,8 @@ mod events;
 mod follow;
 mod paging;
 
-pub use client::{Client, DEFAULT_RETRY_BUDGET, TlsOptions, new_request_id};
 pub use calls::whole_hours;
+pub use client::{Client, DEFAULT_RETRY_BUDGET, TlsOptions, new_request_id};
 pub use durations::{DurationUploader, ReconciliationView, UploadTotals};
 pub use error::{Error, FieldViolation, Result};
 pub use ocx_api::pb;

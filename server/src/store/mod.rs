@@ -4,11 +4,11 @@
 //! (shared by several replicas); the services never know which. Every backend passes one
 //! conformance suite (`server/tests/it/conformance`), written against this trait alone.
 
-pub mod media;
 pub mod histogram;
+pub mod media;
 pub mod pairing;
-pub mod quality;
 pub mod postgres;
+pub mod quality;
 pub mod repair;
 pub mod request;
 pub mod retention;

@@ -481,7 +481,9 @@ impl Total {
         (1..=5)
             .filter_map(|code| {
                 let n = self.get(count::POOR_DUE_TO + code as usize - 1);
-                QualityMetric::from_code(code).filter(|_| n != 0).map(|m| (m, n))
+                QualityMetric::from_code(code)
+                    .filter(|_| n != 0)
+                    .map(|m| (m, n))
             })
             .collect()
     }

@@ -31,6 +31,7 @@ mod crash_loop;
 mod deadline;
 mod feeds;
 mod logs;
+mod quality_property;
 mod reconcile_property;
 mod reconcile_watch;
 mod replicas;

@@ -185,20 +185,42 @@ async fn figures_worked_out_by_hand_and_what_a_revision_and_an_erasure_change() 
         .expect("summary");
     assert_eq!(rows.len(), 2, "{rows:#?}");
     let (s1, s2) = (&rows[0], &rows[1]);
-    assert_eq!((s1.trunk_fqdn.as_str(), s2.trunk_fqdn.as_str()), (SBC1, SBC2));
-    assert_eq!(s1.bucket_start_time, Some(Timestamp { seconds: day, nanos: 0 }));
+    assert_eq!(
+        (s1.trunk_fqdn.as_str(), s2.trunk_fqdn.as_str()),
+        (SBC1, SBC2)
+    );
+    assert_eq!(
+        s1.bucket_start_time,
+        Some(Timestamp {
+            seconds: day,
+            nanos: 0
+        })
+    );
 
     // sbc1: calls c1, c2, c3.
     assert_eq!(
-        (s1.calls, s1.answered_calls, s1.failed_calls, s1.user_failed_calls),
+        (
+            s1.calls,
+            s1.answered_calls,
+            s1.failed_calls,
+            s1.user_failed_calls
+        ),
         (3, 2, 1, 1)
     );
     same(s1.asr, 2.0 / 3.0, "ASR");
-    same(s1.ner, 1.0, "NER: the busy call is not the network's failure");
+    same(
+        s1.ner,
+        1.0,
+        "NER: the busy call is not the network's failure",
+    );
     same(s1.connected_minutes, 3.0, "60 s + 120 s");
     same(secs(&s1.acd), 90.0, "ACD");
     assert_eq!(s1.post_dial_delay_calls, 2);
-    same(secs(&s1.post_dial_delay_mean), 3.0, "PDD mean of 2 s and 4 s");
+    same(
+        secs(&s1.post_dial_delay_mean),
+        3.0,
+        "PDD mean of 2 s and 4 s",
+    );
     near(secs(&s1.post_dial_delay_p95), 4.0, "PDD p95: rank 2 of 2");
     assert_eq!(
         (s1.streams, s1.classified_streams, s1.poor_streams),
@@ -262,7 +284,13 @@ async fn figures_worked_out_by_hand_and_what_a_revision_and_an_erasure_change() 
         .expect("hourly");
     let keys: Vec<_> = hourly
         .iter()
-        .map(|r| (r.bucket_start_time.expect("bucket").seconds, r.trunk_fqdn.as_str(), r.calls))
+        .map(|r| {
+            (
+                r.bucket_start_time.expect("bucket").seconds,
+                r.trunk_fqdn.as_str(),
+                r.calls,
+            )
+        })
         .collect();
     assert_eq!(keys, [(h1, SBC1, 3), (h1, SBC2, 2), (h2, SBC2, 1)]);
 
@@ -295,7 +323,11 @@ async fn figures_worked_out_by_hand_and_what_a_revision_and_an_erasure_change() 
     let jitter = s1.jitter_ms.expect("jitter");
     same(jitter.mean, 15.0, "jitter mean of 10, 20, 15 ms");
     near(jitter.p50, 15.0, "jitter p50");
-    same(s1.mos.expect("mos").mean, (4.2 + 4.0 + 4.1) / 3.0, "MOS mean");
+    same(
+        s1.mos.expect("mos").mean,
+        (4.2 + 4.0 + 4.1) / 3.0,
+        "MOS mean",
+    );
 
     // Erasing tenant 3 takes c6 out of sbc2.
     platform.erase_tenant_data(&t3).await.expect("erase");
@@ -306,7 +338,12 @@ async fn figures_worked_out_by_hand_and_what_a_revision_and_an_erasure_change() 
         .expect("after the erasure");
     let s2 = &rows[1];
     assert_eq!(
-        (s2.calls, s2.answered_calls, s2.post_dial_delay_calls, s2.streams),
+        (
+            s2.calls,
+            s2.answered_calls,
+            s2.post_dial_delay_calls,
+            s2.streams
+        ),
         (2, 1, 0, 0)
     );
     same(s2.asr, 0.5, "ASR");
@@ -335,7 +372,12 @@ async fn figures_worked_out_by_hand_and_what_a_revision_and_an_erasure_change() 
     assert_eq!(denied.code(), Some(Code::PermissionDenied));
     for carrier_id in ["acme-tel", ""] {
         let all = platform
-            .quality_summary(request(carrier_id, whole_day, pb::TimeBucket::Unspecified, &[]))
+            .quality_summary(request(
+                carrier_id,
+                whole_day,
+                pb::TimeBucket::Unspecified,
+                &[],
+            ))
             .await
             .expect("platform");
         assert_eq!(all.len(), 1);
@@ -413,5 +455,11 @@ async fn invalid_questions_name_their_fields() {
         end_time: Some(end),
         ..Default::default()
     };
-    assert!(acme.client.quality_summary(fine).await.expect("ok").is_empty());
+    assert!(
+        acme.client
+            .quality_summary(fine)
+            .await
+            .expect("ok")
+            .is_empty()
+    );
 }

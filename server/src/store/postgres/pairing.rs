@@ -88,7 +88,10 @@ pub async fn repair(db: &impl GenericClient, touched: &Touched) -> PgResult<bool
 }
 
 /// Locks the heads of `carriers` (creating missing ones), in carrier order; their positions.
-pub(super) async fn lock_heads(db: &impl GenericClient, carriers: &[&str]) -> PgResult<BTreeMap<String, i64>> {
+pub(super) async fn lock_heads(
+    db: &impl GenericClient,
+    carriers: &[&str],
+) -> PgResult<BTreeMap<String, i64>> {
     let stmt = db
         .prepare_cached(
             "INSERT INTO carrier_heads AS h (carrier_id)

@@ -17,14 +17,14 @@ use super::pool::Db;
 use super::pool::PgResult;
 use super::query;
 use super::{numbers, requests};
+use crate::domain::CallRecord;
 use crate::domain::{
     AuditEvent, AuditFilter, EraseCounts, Micros, NumberState, PhoneNumber, PurgeCounts,
     RetentionPolicy, now_micros,
 };
-use crate::domain::CallRecord;
+use crate::store::CallRecordCursor;
 use crate::store::StoreError;
 use crate::store::StoreResult;
-use crate::store::CallRecordCursor;
 use crate::store::retention::{Expiring, PURGE_CHUNK};
 use crate::store::{rows, rules};
 
