@@ -19,7 +19,7 @@ pub fn quality_query(
     carrier_id: Option<String>,
     v: &mut Violations,
 ) -> Option<QualityQuery> {
-    let hours = period(&req.start_time, &req.end_time, v).and_then(|(start, end)| {
+    let hours = period(&req.start_time, &req.end_time, v).map(|(start, end)| {
         let mut on_hour = |t: i64, field: &str| {
             if t.rem_euclid(HOUR_US) != 0 {
                 v.add(
@@ -32,7 +32,7 @@ pub fn quality_query(
         };
         on_hour(start, "start_time");
         on_hour(end, "end_time");
-        Some((start.div_euclid(HOUR_US), end.div_euclid(HOUR_US)))
+        (start.div_euclid(HOUR_US), end.div_euclid(HOUR_US))
     });
     let bucket = match pb::TimeBucket::try_from(req.bucket) {
         Ok(pb::TimeBucket::Unspecified) => Some(QualityBucket::Whole),
