@@ -230,12 +230,12 @@ expect "$OUT/health-svc.json" 'd["status"] == "SERVING"' \
 
 call numbers "$CARRIER" '{"page_size": 5}' ocx.v1.NumberService/ListNumbers
 expect "$OUT/numbers.json" \
-    'len(d["phoneNumbers"]) == 5 and n(d["totalSize"]) == 20 and all(p["carrierId"] == "'$DEMO_CARRIER'" for p in d["phoneNumbers"])' \
-    "NumberService/ListNumbers (carrier key): a page of 5 of $DEMO_CARRIER's numbers, totalSize 20"
+    'len(d["phoneNumbers"]) == 5 and n(d["totalSize"]) == 26 and all(p["carrierId"] == "'$DEMO_CARRIER'" for p in d["phoneNumbers"])' \
+    "NumberService/ListNumbers (carrier key): a page of 5 of $DEMO_CARRIER's numbers, totalSize 26"
 call numbers-all "$CARRIER" '{"page_size": 100}' ocx.v1.NumberService/ListNumbers
 expect "$OUT/numbers-all.json" \
-    'len(d["phoneNumbers"]) == 20 and sum(p["state"] == "NUMBER_STATE_ASSIGNED" for p in d["phoneNumbers"]) == 5 and not d.get("nextPageToken")' \
-    "NumberService/ListNumbers page_size 100: all 20 numbers, 5 of them assigned, no next page"
+    'len(d["phoneNumbers"]) == 26 and sum(p["state"] == "NUMBER_STATE_ASSIGNED" for p in d["phoneNumbers"]) == 5 and not d.get("nextPageToken")' \
+    "NumberService/ListNumbers page_size 100: all 26 numbers, 5 of them assigned, no next page"
 call number "$CARRIER" '{"number": "+442079000000"}' ocx.v1.NumberService/GetNumber
 expect "$OUT/number.json" \
     'd["phoneNumber"]["number"] == "+442079000000" and d["phoneNumber"]["state"] == "NUMBER_STATE_ASSIGNED" and d["phoneNumber"]["sipUri"] == "sip:alice@contoso.example"' \
@@ -256,25 +256,25 @@ expect "$OUT/record.json" 'd["callRecord"]["callId"] == "'"$CALL_ID"'"' \
     "CallRecordService/GetCallRecord $CALL_ID: that record"
 
 # The two streams stay open after the replay; each is read for STREAM_SECONDS, then ended by its
-# deadline. The demo feed has 220 entries (200 calls, 20 revised); the numbers' events are 20
-# uploads and 5 assignments.
+# deadline. The demo feed has 2,200 entries (2,000 calls, 200 revised); the numbers' events are
+# 26 uploads and 5 assignments.
 stream_args=(-plaintext -max-time "$STREAM_SECONDS" -H "$CARRIER")
-grpcurl "${stream_args[@]}" -d '{"after_sequence": 215}' "$ADDR" ocx.v1.CallRecordService/StreamCallRecords \
+grpcurl "${stream_args[@]}" -d '{"after_sequence": 2195}' "$ADDR" ocx.v1.CallRecordService/StreamCallRecords \
     >"$OUT/feed.json" 2>"$OUT/feed.err" &
 feed_pid=$!
-grpcurl "${stream_args[@]}" -d '{"after_sequence": 20}' "$ADDR" ocx.v1.NumberService/WatchNumberEvents \
+grpcurl "${stream_args[@]}" -d '{"after_sequence": 26}' "$ADDR" ocx.v1.NumberService/WatchNumberEvents \
     >"$OUT/events.json" 2>"$OUT/events.err" &
 events_pid=$!
 wait "$feed_pid" || true
 wait "$events_pid" || true
 grep -q 'Code: DeadlineExceeded' "$OUT/feed.err" ||
     fail "CallRecordService/StreamCallRecords did not stay open: $(tr '\n' ' ' <"$OUT/feed.err")"
-expect "$OUT/feed.json" '[n(r["feedSequence"]) for m in msgs for r in m["callRecords"]] == [216, 217, 218, 219, 220] and all(r["callId"] for m in msgs for r in m["callRecords"])' \
-    "CallRecordService/StreamCallRecords after_sequence 215: feed entries 216..220, then stays open"
+expect "$OUT/feed.json" '[n(r["feedSequence"]) for m in msgs for r in m["callRecords"]] == [2196, 2197, 2198, 2199, 2200] and all(r["callId"] for m in msgs for r in m["callRecords"])' \
+    "CallRecordService/StreamCallRecords after_sequence 2195: feed entries 2196..2200, then stays open"
 grep -q 'Code: DeadlineExceeded' "$OUT/events.err" ||
     fail "NumberService/WatchNumberEvents did not stay open: $(tr '\n' ' ' <"$OUT/events.err")"
-expect "$OUT/events.json" '[n(m["event"]["sequence"]) for m in msgs] == [21, 22, 23, 24, 25] and all(m["event"]["type"] == "NUMBER_EVENT_TYPE_ASSIGNED" for m in msgs)' \
-    "NumberService/WatchNumberEvents after_sequence 20: the 5 assignments (21..25), then stays open"
+expect "$OUT/events.json" '[n(m["event"]["sequence"]) for m in msgs] == [27, 28, 29, 30, 31] and all(m["event"]["type"] == "NUMBER_EVENT_TYPE_ASSIGNED" for m in msgs)' \
+    "NumberService/WatchNumberEvents after_sequence 26: the 5 assignments (27..31), then stays open"
 
 call durations "$CARRIER" '{"page_size": 5}' ocx.v1.CallDurationService/ListCallDurations
 expect "$OUT/durations.json" \

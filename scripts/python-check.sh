@@ -184,14 +184,15 @@ finish_uploads() {
 }
 
 step "follow number events, ingest call records and upload durations across a server restart"
-# The demo has 25 events and the tour adds none. The follower replays 21..25, the server stops
-# gracefully (its streams end UNAVAILABLE) and starts again on the same port and data, and one
-# assignment adds event 26: the follower must reconnect by itself and get exactly 21..26. The
+# The demo has 31 events (26 numbers uploaded, 5 assigned) and the tour adds none. The follower
+# replays 27..31, the server stops gracefully (its streams end UNAVAILABLE) and starts again on
+# the same port and data, and one assignment adds event 32: the follower must reconnect by
+# itself and get exactly 27..32. The
 # uploads, paused meanwhile, must reconnect by themselves and wait for the server.
 follower_script=client-sdk/python/tests/restart_follow.py
-"$venv_python" "$follower_script" follow --after 20 --until 26 >"$tmp/follow.out" 2>"$tmp/follow.err" &
+"$venv_python" "$follower_script" follow --after 26 --until 32 >"$tmp/follow.out" 2>"$tmp/follow.err" &
 follower_pid=$!
-wait_until "the follower's replay" grep -q '^25 ' "$tmp/follow.out"
+wait_until "the follower's replay" grep -q '^31 ' "$tmp/follow.out"
 start_uploads graceful
 stop_server
 resume_uploads
@@ -204,8 +205,8 @@ wait "$follower_pid" || follower_status=$?
 follower_pid=
 cat "$tmp/follow.out" "$tmp/follow.err"
 [[ $follower_status -eq 0 ]] || fail "the follower failed (exit $follower_status)"
-grep -q 'reconnecting after sequence 25' "$tmp/follow.err" \
-  || fail "the follower did not report a reconnect after sequence 25"
+grep -q 'reconnecting after sequence 31' "$tmp/follow.err" \
+  || fail "the follower did not report a reconnect after sequence 31"
 finish_uploads
 
 step "ingest call records and upload durations across a server crash (SIGKILL)"

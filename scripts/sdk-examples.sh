@@ -28,7 +28,7 @@ example() {
 
 # --- mirror_numbers ------------------------------------------------------------------------------
 example mirror_numbers "$TMP/numbers.tsv" --until-caught-up
-grep -q '^caught up: 20 numbers (5 assigned)' "$TMP/mirror_numbers.out" ||
+grep -q '^caught up: 26 numbers (5 assigned)' "$TMP/mirror_numbers.out" ||
     fail "mirror_numbers: $(tail -n 3 "$TMP/mirror_numbers.out")"
 events=$(grep -c $'\t' "$TMP/mirror_numbers.out")
 ok "mirror_numbers: $(tail -n 1 "$TMP/mirror_numbers.out") ($events events applied)"

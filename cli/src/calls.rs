@@ -85,7 +85,7 @@ pub struct ListArgs {
 
 /// `--direction`
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum Direction {
+pub(crate) enum Direction {
     /// From the PSTN into the tenant.
     Inbound,
     /// From the tenant to the PSTN.
@@ -94,7 +94,7 @@ enum Direction {
 
 /// `--type` of a call.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum CallType {
+pub(crate) enum CallType {
     /// A user received a PSTN call.
     UserIn,
     /// A user placed a PSTN call.
@@ -113,6 +113,33 @@ enum CallType {
     VoiceAppIn,
     /// A voice application placed a call.
     VoiceAppOut,
+}
+
+impl Direction {
+    /// The wire value.
+    pub(crate) fn to_pb(self) -> pb::CallDirection {
+        match self {
+            Direction::Inbound => pb::CallDirection::Inbound,
+            Direction::Outbound => pb::CallDirection::Outbound,
+        }
+    }
+}
+
+impl CallType {
+    /// The wire value.
+    pub(crate) fn to_pb(self) -> pb::CallType {
+        match self {
+            CallType::UserIn => pb::CallType::UserIn,
+            CallType::UserOut => pb::CallType::UserOut,
+            CallType::ConferenceIn => pb::CallType::ConferenceIn,
+            CallType::ConferenceOut => pb::CallType::ConferenceOut,
+            CallType::Transfer => pb::CallType::Transfer,
+            CallType::Forwarding => pb::CallType::Forwarding,
+            CallType::EmergencyOut => pb::CallType::EmergencyOut,
+            CallType::VoiceAppIn => pb::CallType::VoiceAppIn,
+            CallType::VoiceAppOut => pb::CallType::VoiceAppOut,
+        }
+    }
 }
 
 /// `--quality`
@@ -154,23 +181,12 @@ pub async fn run(
 
 /// `ocx calls list`
 async fn list(client: &Client, format: Format, args: ListArgs) -> anyhow::Result<()> {
-    let direction = match args.direction {
-        None => pb::CallDirection::Unspecified,
-        Some(Direction::Inbound) => pb::CallDirection::Inbound,
-        Some(Direction::Outbound) => pb::CallDirection::Outbound,
-    };
-    let call_type = match args.call_type {
-        None => pb::CallType::Unspecified,
-        Some(CallType::UserIn) => pb::CallType::UserIn,
-        Some(CallType::UserOut) => pb::CallType::UserOut,
-        Some(CallType::ConferenceIn) => pb::CallType::ConferenceIn,
-        Some(CallType::ConferenceOut) => pb::CallType::ConferenceOut,
-        Some(CallType::Transfer) => pb::CallType::Transfer,
-        Some(CallType::Forwarding) => pb::CallType::Forwarding,
-        Some(CallType::EmergencyOut) => pb::CallType::EmergencyOut,
-        Some(CallType::VoiceAppIn) => pb::CallType::VoiceAppIn,
-        Some(CallType::VoiceAppOut) => pb::CallType::VoiceAppOut,
-    };
+    let direction = args
+        .direction
+        .map_or(pb::CallDirection::Unspecified, Direction::to_pb);
+    let call_type = args
+        .call_type
+        .map_or(pb::CallType::Unspecified, CallType::to_pb);
     let quality = match args.quality {
         None => pb::QualityVerdict::Unspecified,
         Some(Quality::Good) => pb::QualityVerdict::Good,

@@ -109,7 +109,7 @@ pub async fn generate(
         })
         .collect();
     let batches = Batches {
-        generator: CallRecordGenerator::within(seed, lines, range, args.count),
+        generator: CallRecordGenerator::within(seed, lines, range, args.count).with_incidents(),
         remaining: args.count,
         made: 0,
         batch_size: usize::from(args.batch),

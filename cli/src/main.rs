@@ -23,6 +23,7 @@ mod durations;
 mod export;
 mod generate;
 mod output;
+mod quality;
 mod upload;
 mod values;
 
@@ -100,6 +101,9 @@ enum Command {
     Reconcile(durations::ReconcileCommand),
     /// A tenant's calls and summed durations over a period (platform key).
     Usage(durations::UsageArgs),
+    /// Call quality and traffic figures per time bucket and group, as a table or a chart.
+    #[command(subcommand)]
+    Quality(quality::QualityCommand),
     /// How long personal data is kept, and purging what aged out (platform key).
     #[command(subcommand)]
     Retention(RetentionCommand),
@@ -506,6 +510,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Reconcile(command) => durations::reconcile(&client, format, command).await?,
         Command::Usage(args) => durations::usage(&client, format, args).await?,
+        Command::Quality(command) => quality::run(&client, format, command).await?,
         Command::Retention(command) => match command {
             RetentionCommand::Get => print_one(format, &client.get_retention_policy().await?)?,
             RetentionCommand::Set {

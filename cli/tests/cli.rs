@@ -579,3 +579,172 @@ async fn generated_calls_start_within_the_range_and_never_in_the_future() {
     }
     served.stop().await;
 }
+
+/// RFC 3339 (UTC, seconds) of `secs` since the epoch.
+fn rfc3339(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(u64::try_from(secs).expect("after 1970"));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quality_summary_of_the_demo_data_as_rows_and_as_a_chart() {
+    let served = Served {
+        server: TestServer::start_demo().await,
+    };
+    let key = std::fs::read_to_string(served.server.dir().join("demo-carrier.key"))
+        .expect("demo carrier key");
+    let key = key.trim();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let period = format!(
+        "--from {} --to {}",
+        rfc3339(now - 3 * 86_400),
+        rfc3339(now + 60)
+    );
+    let chart = served.server.dir().join("quality.svg");
+
+    // Hourly, per trunk, as JSON lines, with the chart.
+    let out = served
+        .ok(
+            key,
+            &format!(
+                "quality summary {period} --by hour --group-by trunk --output json --chart {}",
+                chart.display()
+            ),
+        )
+        .await;
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let calls: i64 = rows
+        .iter()
+        .map(|r| r["calls"].as_i64().expect("calls"))
+        .sum();
+    assert_eq!(calls, 2_000, "every demo call, once");
+    let trunks: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r["trunk"].as_str().expect("trunk"))
+        .collect();
+    assert_eq!(
+        trunks.iter().copied().collect::<Vec<_>>(),
+        ["sbc1.carrier.example", "sbc2.carrier.example"]
+    );
+    // The demo's incident: sbc2 degrades for four hours; sbc1 never does. The worst run of
+    // four hours, per trunk, by its poor-call rate.
+    let worst = |trunk: &str| {
+        let hours: std::collections::BTreeMap<&str, (i64, i64)> = rows
+            .iter()
+            .filter(|r| r["trunk"] == trunk)
+            .map(|r| {
+                let n = |f: &str| r[f].as_i64().expect("a count");
+                let bucket = r["bucket_start_time"].as_str().expect("bucket");
+                (bucket, (n("poor_calls"), n("good_calls") + n("poor_calls")))
+            })
+            .collect();
+        let hours: Vec<(i64, i64)> = hours.into_values().collect();
+        hours
+            .windows(4)
+            .map(|w| {
+                let (poor, classified) = w.iter().fold((0, 0), |a, h| (a.0 + h.0, a.1 + h.1));
+                poor as f64 / classified.max(1) as f64
+            })
+            .fold(0.0_f64, f64::max)
+    };
+    let (sbc1, sbc2) = (worst("sbc1.carrier.example"), worst("sbc2.carrier.example"));
+    assert!(sbc2 > 0.4, "sbc2's worst four hours: {sbc2}");
+    assert!(sbc1 < 0.3, "sbc1's worst four hours: {sbc1}");
+
+    // The chart: well-formed SVG, and in each of its two panels one line per trunk, named in
+    // the legend.
+    let svg = std::fs::read_to_string(&chart).expect("the chart was written");
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    // A series is a polyline 2 px wide through every bucket; the legend's samples and the
+    // axes' ticks have two points.
+    let mut series: std::collections::BTreeMap<&str, usize> = Default::default();
+    for n in doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "polyline")
+    {
+        let points = n
+            .attribute("points")
+            .unwrap_or_default()
+            .split_whitespace()
+            .count();
+        if n.attribute("stroke-width") == Some("2") && points > 2 {
+            *series
+                .entry(n.attribute("stroke").expect("a colour"))
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(series.len(), trunks.len(), "a colour per trunk: {series:?}");
+    assert!(
+        series.values().all(|n| *n == 2),
+        "a line per trunk in each panel: {series:?}"
+    );
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "text")
+        .filter_map(|n| n.text())
+        .collect();
+    for trunk in &trunks {
+        assert_eq!(
+            texts.iter().filter(|t| t.contains(trunk)).count(),
+            2,
+            "{trunk} in both legends"
+        );
+    }
+    assert!(texts.iter().any(|t| t.contains("Poor-call rate")));
+    assert!(texts.iter().any(|t| t.contains("ASR")));
+
+    // The other incident: calls on the French lines fail more often (a lower ASR); as a
+    // table, then as CSV.
+    let table = served
+        .ok(
+            key,
+            &format!("quality summary {period} --by none --group-by country"),
+        )
+        .await;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .expect("header")
+        .split_whitespace()
+        .collect();
+    assert_eq!(&header[..3], ["COUNTRY", "CALLS", "ANSWERED"]);
+    let asr = |country: &str| -> f64 {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(country))
+            .unwrap_or_else(|| panic!("no {country} row in {table}"));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        cells[header.iter().position(|h| *h == "ASR").expect("ASR column")]
+            .parse()
+            .expect("a number")
+    };
+    assert!(
+        asr("FR") + 0.1 < asr("GB"),
+        "FR {} against GB {}",
+        asr("FR"),
+        asr("GB")
+    );
+    let csv = served
+        .ok(
+            key,
+            &format!("quality summary {period} --by day --group-by country,codec --output csv --country FR"),
+        )
+        .await;
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .expect("header")
+            .starts_with("bucket,country,codec,calls,")
+    );
+    assert!(lines.all(|l| l.split(',').nth(1) == Some("FR")), "{csv}");
+    served.stop().await;
+}

@@ -27,6 +27,13 @@
 //!   least one metric of one stream is over a CQD threshold, and 5 % carry no metrics at all
 //!   (streams without metrics, or no streams). Half of the streams carry a MOS.
 //!
+//! With [`CallRecordGenerator::with_incidents`] (what `--demo` and `ocx calls generate` use),
+//! the traffic also has what a quality dashboard should show: trunk `sbc2.carrier.example`
+//! degrades from the 6th to the 10th hour after the generator's start (60 % of its connected
+//! calls poor, instead of 10 %), and calls on lines in France (+33) fail 35 % of the time
+//! instead of 12 % (a low ASR). Each choice still takes the same draws, so the records are the
+//! same as without incidents but for those outcomes.
+//!
 //! Times are whole milliseconds and metric durations whole milliseconds, so a record survives
 //! a round trip through a store that keeps microseconds unchanged.
 
@@ -95,6 +102,10 @@ pub struct CallRecordGenerator {
     count: u64,
     /// Mixed into the counter part of `call_id`s, so two seeds do not share id suffixes.
     salt: u64,
+    /// Where the time range starts (ms): incidents are placed from it.
+    origin_ms: i64,
+    /// Whether the traffic has the incidents of the module documentation.
+    incidents: bool,
 }
 
 /// Default mean gap between calls.
@@ -109,6 +120,16 @@ const DOMESTIC_SHARE: f64 = 0.8;
 const GOOD_SHARE: f64 = 0.85;
 /// Share of calls with at least one metric over a threshold.
 const POOR_SHARE: f64 = 0.10;
+/// With incidents: the degraded trunk's share of poor calls while it is degraded.
+const DEGRADED_POOR_SHARE: f64 = 0.60;
+/// With incidents: the trunk that degrades, and from when to when (ms after the start).
+const DEGRADED_TRUNK: u64 = 2;
+/// Hours after the start when the trunk degrades, and when it recovers.
+const DEGRADED_HOURS: (i64, i64) = (6, 10);
+/// With incidents: the share of calls that fail on lines in [`LOW_ASR_COUNTRY`].
+const LOW_ASR_FAILURE_SHARE: f64 = 0.35;
+/// With incidents: the calling code of the country whose calls fail more.
+const LOW_ASR_COUNTRY: &str = "33";
 /// Share of streams that carry a MOS.
 const MOS_SHARE: f64 = 0.5;
 
@@ -268,7 +289,16 @@ impl CallRecordGenerator {
             slots: None,
             count: 0,
             salt,
+            origin_ms: start_unix_secs.saturating_mul(1000),
+            incidents: false,
         }
+    }
+
+    /// Adds the incidents of the module documentation: a trunk degrading for a few hours, a
+    /// country with a low ASR.
+    pub fn with_incidents(mut self) -> Self {
+        self.incidents = true;
+        self
     }
 
     /// Like [`CallRecordGenerator::new`], but the first `count` records start within
@@ -360,7 +390,12 @@ impl CallRecordGenerator {
 
         let invite_ms = start_ms - self.rng.range_i64(1000, 8000);
         // Emergency calls are always put through.
-        let successful = emergency || !self.rng.chance(FAILURE_SHARE);
+        let failure_share = if self.incidents && line_code == Some(LOW_ASR_COUNTRY) {
+            LOW_ASR_FAILURE_SHARE
+        } else {
+            FAILURE_SHARE
+        };
+        let successful = emergency || !self.rng.chance(failure_share);
         let (duration_ms, final_sip_code, final_sip_phrase, q850_cause) = if successful {
             (self.connected_duration_ms(), 200, "OK", 16)
         } else {
@@ -377,8 +412,17 @@ impl CallRecordGenerator {
             self.rng.next_u64()
         );
         let call_id = self.call_id();
+        let since_start_h = (start_ms - self.origin_ms) / 3_600_000;
+        let degraded = self.incidents
+            && sbc == DEGRADED_TRUNK
+            && (DEGRADED_HOURS.0..DEGRADED_HOURS.1).contains(&since_start_h);
         let media_streams = if successful {
-            self.media_streams()
+            let poor_share = if degraded {
+                DEGRADED_POOR_SHARE
+            } else {
+                POOR_SHARE
+            };
+            self.media_streams(poor_share)
         } else {
             Vec::new()
         };
@@ -539,20 +583,22 @@ impl CallRecordGenerator {
         (secs.clamp(3.0, 7200.0) * 1000.0).round() as i64
     }
 
-    /// The streams of a connected call: good, poor or without metrics, per the shares above.
-    fn media_streams(&mut self) -> Vec<pb::MediaStream> {
+    /// The streams of a connected call: poor with `poor_share`, without metrics 5 % of the
+    /// time, good otherwise.
+    fn media_streams(&mut self, poor_share: f64) -> Vec<pb::MediaStream> {
+        let good_share = 1.0 - poor_share - (1.0 - GOOD_SHARE - POOR_SHARE);
         let codec = *self.rng.pick(CODECS);
         let directions = [
             pb::StreamDirection::CallerToCallee,
             pb::StreamDirection::CalleeToCaller,
         ];
         let roll = self.rng.f64();
-        if roll < GOOD_SHARE {
+        if roll < good_share {
             directions
                 .iter()
                 .map(|&d| self.good_stream(d, codec))
                 .collect()
-        } else if roll < GOOD_SHARE + POOR_SHARE {
+        } else if roll < good_share + poor_share {
             // One stream, or now and then both, over one or more thresholds.
             let both = self.rng.chance(0.2);
             let poor_index = self.rng.below(2) as usize;

@@ -85,21 +85,36 @@ pub async fn bootstrap_platform_key(
     Ok(ensure_platform_key(store, Some(&path)).await?.map(|_| path))
 }
 
-/// Call records for the demo numbers: 200 calls over the last two days (both directions,
-/// several call types, good, poor and unclassified quality), 20 of them revised with later
-/// quality data; and the carrier's duration reports for most of them.
+/// Calls in the demo data.
+const DEMO_CALLS: usize = 2_000;
+
+/// The demo numbers with their tenants and countries: twenty in the United Kingdom (five of
+/// them assigned), six in France.
+fn demo_numbers() -> Vec<(String, &'static str, &'static str)> {
+    let uk = (0..20).map(|i| (format!("+4420790{i:05}"), DEMO_TENANTS[i % 2], "GB"));
+    let fr = (0..6).map(|i| (format!("+3314268{i:04}"), DEMO_TENANTS[i % 2], "FR"));
+    uk.chain(fr).collect()
+}
+
+/// Call records for the demo numbers: 2,000 calls over the last two days (both directions,
+/// several call types, good, poor and unclassified quality, with the generator's incidents:
+/// a trunk degrading for four hours, the French lines' calls failing more often), 200 of them
+/// revised with later quality data; and the carrier's duration reports for most of the first
+/// 200.
 async fn seed_demo_calls(store: &dyn Store) -> anyhow::Result<()> {
-    let lines = (0..20)
-        .map(|i| Line {
-            tenant_id: DEMO_TENANTS[i % 2].into(),
-            number: format!("+4420790{i:05}"),
+    let lines = demo_numbers()
+        .into_iter()
+        .map(|(number, tenant, _)| Line {
+            tenant_id: tenant.into(),
+            number,
         })
         .collect();
     let now = now_micros() / 1_000_000;
     let start = now - 2 * 24 * 3600;
     // Within the two days, never after now: the server refuses calls that start in the future.
-    let mut generator = CallRecordGenerator::within(2026, lines, (start, now), 200);
-    let mut records: Vec<_> = generator.by_ref().take(200).collect();
+    let mut generator =
+        CallRecordGenerator::within(2026, lines, (start, now), DEMO_CALLS as u64).with_incidents();
+    let mut records: Vec<_> = generator.by_ref().take(DEMO_CALLS).collect();
     let revisions: Vec<_> = records
         .iter()
         .step_by(10)
@@ -155,7 +170,7 @@ async fn seed_demo_calls(store: &dyn Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seeds a demo carrier with two consenting tenants, twenty numbers (five of them assigned) and
+/// Seeds a demo carrier with two consenting tenants, twenty-six numbers (five of them assigned) and
 /// their call records, and writes the carrier's key to `<data_dir>/demo-carrier.key`. Does
 /// nothing if the demo carrier exists and its key file is there.
 pub async fn seed_demo(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()> {
@@ -174,7 +189,7 @@ pub async fn seed_demo(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()>
                     carrier_id: DEMO_CARRIER.into(),
                     tenant_id: (*tenant).into(),
                     status: ConsentStatus::Active,
-                    countries: vec!["GB".into(), "US".into()],
+                    countries: vec!["FR".into(), "GB".into(), "US".into()],
                     contact: Contact {
                         full_name: format!("Demo Admin {}", i + 1),
                         email: format!("admin{}@tenant{}.example", i + 1, i + 1),
@@ -183,14 +198,15 @@ pub async fn seed_demo(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()>
                 })
                 .await?;
         }
-        let uploads = (0..20)
-            .map(|i| NumberUpload {
-                number: format!("+4420790{:05}", i),
-                tenant_id: DEMO_TENANTS[i % 2].into(),
+        let uploads = demo_numbers()
+            .into_iter()
+            .map(|(number, tenant, country)| NumberUpload {
+                number,
+                tenant_id: tenant.into(),
                 capabilities: Capability::DEFAULTS.to_vec(),
                 civic_address_id: String::new(),
                 location_id: String::new(),
-                country_code: "GB".into(),
+                country_code: country.into(),
             })
             .collect();
         store.upload_numbers(DEMO_CARRIER, uploads).await?;

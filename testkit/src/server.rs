@@ -67,12 +67,33 @@ impl TestServer {
     /// A fresh database in `dir` (e.g. one the test mounted a small filesystem on), served on
     /// `127.0.0.1:0` with `config`.
     pub async fn start_in(dir: Arc<tempfile::TempDir>, config: ocx_server::Config) -> TestServer {
+        TestServer::start_seeded(dir, config, false).await
+    }
+
+    /// A fresh database with the demo data (`--demo`: the demo carrier, its tenants, numbers,
+    /// calls and reports; its key in `dir()/demo-carrier.key`), served on `127.0.0.1:0`.
+    pub async fn start_demo() -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        TestServer::start_seeded(dir, ocx_server::Config::default(), true).await
+    }
+
+    /// A fresh database in `dir`, with the demo data if `demo`, served with `config`.
+    async fn start_seeded(
+        dir: Arc<tempfile::TempDir>,
+        config: ocx_server::Config,
+        demo: bool,
+    ) -> TestServer {
         let db_path = dir.path().join("ocx.db");
         let store = SqliteStore::open(&db_path).expect("open store");
         let platform_key = ocx_server::bootstrap::ensure_platform_key(&store, None)
             .await
             .expect("bootstrap")
             .expect("a fresh database has no platform key");
+        if demo {
+            ocx_server::bootstrap::seed_demo(&store, dir.path())
+                .await
+                .expect("demo data");
+        }
         drop(store);
         let (addr, stop, task) = serve(
             &db_path,

@@ -30,7 +30,7 @@ async fn demo_start_writes_private_keys_and_serves_the_demo_data() {
         .list_numbers(pb::ListNumbersRequest::default())
         .await
         .expect("list");
-    assert_eq!(numbers.total_size, 20);
+    assert_eq!(numbers.total_size, 26);
     let assigned: Vec<_> = numbers
         .phone_numbers
         .iter()
@@ -78,5 +78,5 @@ async fn demo_start_writes_private_keys_and_serves_the_demo_data() {
         })
         .await
         .expect("list");
-    assert_eq!(numbers.total_size, 20);
+    assert_eq!(numbers.total_size, 26);
 }
