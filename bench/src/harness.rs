@@ -160,8 +160,28 @@ fn mean_gap_secs(records: u64) -> f64 {
 
 /// The generated records, in batches.
 pub fn record_batches(records: u64) -> impl Iterator<Item = Vec<pb::CallRecord>> {
-    let mut generator =
+    let generator =
         CallRecordGenerator::new(SEED, lines(), START).with_mean_gap_secs(mean_gap_secs(records));
+    batches(generator, records)
+}
+
+/// `records` generated records spread over `span_secs` from [`START`], with the generator's
+/// incidents (a trunk degrading for a few hours), in batches: for `ocx-bench quality`.
+pub fn record_batches_over(
+    records: u64,
+    span_secs: f64,
+) -> impl Iterator<Item = Vec<pb::CallRecord>> {
+    let generator = CallRecordGenerator::new(SEED, lines(), START)
+        .with_mean_gap_secs(span_secs / records.max(1) as f64)
+        .with_incidents();
+    batches(generator, records)
+}
+
+/// The first `records` of `generator`, in batches of [`BATCH`].
+fn batches(
+    mut generator: CallRecordGenerator,
+    records: u64,
+) -> impl Iterator<Item = Vec<pb::CallRecord>> {
     let mut left = records;
     std::iter::from_fn(move || {
         let n = left.min(BATCH as u64);

@@ -12,6 +12,7 @@ mod harness;
 mod ingest;
 mod latency;
 mod postgres;
+mod quality;
 mod reconcile;
 mod requests;
 
@@ -41,7 +42,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Every figure, in one table: `ingest`, `requests`, `latency` and `reconcile` in turn.
+    /// Every figure, in one table: `ingest`, `requests`, `latency`, `reconcile` and `quality`
+    /// in turn.
     All {
         /// The small mode CI runs: 5,000 records, 2,000 requests, 2 s of feed latency at
         /// 1,000 records/s, one run per query. Its figures only show that the benchmark works.
@@ -93,6 +95,20 @@ enum Cmd {
         /// a temporary one, e.g. to run other queries on it afterwards.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// Run on PostgreSQL instead, in a fresh schema of this database URL.
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Call quality analytics: RECORDS call records over 30 days ingested (with the quality
+    /// aggregates kept), then `GetQualitySummary` over the 30 days by day grouped by trunk
+    /// (target: under 50 ms), and beside it the same answer recomputed from the records.
+    Quality {
+        /// Call records to ingest.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Times to run the query (the table shows the fastest, and the median).
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
         /// Run on PostgreSQL instead, in a fresh schema of this database URL.
         #[arg(long)]
         database: Option<String>,
@@ -163,6 +179,14 @@ fn main() -> anyhow::Result<()> {
             synchronous,
             long_reads_per_carrier,
         } => return runtime.block_on(serve(&database, synchronous, long_reads_per_carrier)),
+        Cmd::Quality {
+            records,
+            runs,
+            database,
+        } => {
+            let backend = database.map_or(Backend::Sqlite, Backend::Postgres);
+            runtime.block_on(quality::run(&backend, records.max(1), runs.max(1)))?
+        }
         Cmd::Fairness { records } => runtime.block_on(fairness::run(records.max(1000)))?,
         Cmd::Replay {
             endpoint,
@@ -224,6 +248,7 @@ async fn all(backend: &Backend, small: bool) -> anyhow::Result<Vec<Figure>> {
     figures.extend(requests::run(backend, requests, 64).await?);
     figures.extend(latency::run(backend, rate, seconds).await?);
     figures.extend(reconcile::run(backend, records, runs, None).await?);
+    figures.extend(quality::run(backend, records, runs.max(3)).await?);
     Ok(figures)
 }
 

@@ -355,6 +355,23 @@ impl Changes {
     }
 }
 
+/// The question answered from `changes` holding every call's figures (each call added once,
+/// as [`Changes::record`] does while the records are read): the reference the aggregates kept
+/// at write time are held to (the property test, `ocx-bench quality`).
+pub fn recomputed(q: &QualityQuery, changes: Changes) -> Vec<QualityRow> {
+    let cells = changes.sorted();
+    let mut summary = Summary::new(q);
+    for (level, from, to) in cuts(q) {
+        for ((_, l, bucket, group), figures) in &cells {
+            if *l == level && (from..to).contains(bucket) {
+                // Encoded here, so it always decodes.
+                let _ = summary.add(level, *bucket, group, &figures.encode());
+            }
+        }
+    }
+    summary.rows()
+}
+
 /// The ranges of cells a query reads: (level, first bucket, bucket after the last).
 pub fn cuts(q: &QualityQuery) -> Vec<(i32, i64, i64)> {
     let (start, end) = (q.start_hour, q.end_hour);

@@ -104,6 +104,17 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// A quality summary recomputed from the records of its period themselves, not read from
+    /// the aggregates: the reference they are held to (`ocx-bench quality`).
+    pub async fn reference_quality(
+        &self,
+        q: crate::domain::QualityQuery,
+    ) -> StoreResult<Vec<crate::store::quality::QualityRow>> {
+        self.db
+            .read(async |db| quality::reference(db, &q).await)
+            .await
+    }
+
     /// The summary by the set-based rules, computed from the records and reports themselves:
     /// the reference the pairing state is held to (tests, `ocx-bench reconcile`).
     pub async fn reference_summary(

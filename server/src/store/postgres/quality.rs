@@ -263,6 +263,49 @@ pub async fn summary(db: &impl GenericClient, q: &QualityQuery) -> PgResult<Vec<
     Ok(summary.rows())
 }
 
+/// The question answered from the records themselves, every record of the period read and
+/// aggregated: the reference (see [`crate::store::quality::recomputed`]).
+pub async fn reference(db: &impl GenericClient, q: &QualityQuery) -> PgResult<Vec<QualityRow>> {
+    let carriers: Vec<String> = match &q.carrier_id {
+        Some(c) => vec![c.clone()],
+        None => db
+            .query("SELECT carrier_id FROM carriers", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    };
+    let hour = crate::store::pairing::HOUR_US;
+    let (from, to) = (q.start_hour * hour, q.end_hour * hour);
+    let sql = format!(
+        "SELECT {}, id FROM call_records
+          WHERE carrier_id = $1 AND start_time >= $2 AND start_time < $3 AND id > $4
+          ORDER BY id LIMIT 10000",
+        super::calls::columns()
+    );
+    let mut changes = Changes::default();
+    for carrier_id in &carriers {
+        let mut after = 0_i64;
+        loop {
+            let rows = super::query::all(
+                db,
+                &sql,
+                &[carrier_id, &from, &to, &after],
+                crate::store::rows::call_record_listed,
+            )
+            .await?;
+            let Some((_, (_, last))) = rows.last() else {
+                break;
+            };
+            after = *last;
+            for (record, _) in &rows {
+                changes.record(carrier_id, record, 1);
+            }
+        }
+    }
+    Ok(crate::store::quality::recomputed(q, changes))
+}
+
 /// Builds every carrier's cells (empty before) from the stored records, 10,000 at a time: the
 /// migration that adds them runs it once, logging each carrier.
 pub async fn build(db: &impl GenericClient) -> PgResult<()> {

@@ -109,6 +109,17 @@ impl SqliteStore {
         self.readers.interrupted()
     }
 
+    /// A quality summary recomputed from the records of its period themselves, not read from
+    /// the aggregates: the reference they are held to (`ocx-bench quality`).
+    pub async fn reference_quality(
+        &self,
+        q: crate::domain::QualityQuery,
+    ) -> StoreResult<Vec<crate::store::quality::QualityRow>> {
+        self.readers
+            .read_in(Lane::Long, move |conn| quality::reference(conn, &q))
+            .await
+    }
+
     /// The summary by the set-based rules, computed from the records and reports themselves:
     /// the reference the pairing state is held to (tests, `ocx-bench reconcile`).
     pub async fn reference_summary(

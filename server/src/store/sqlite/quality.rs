@@ -158,6 +158,31 @@ pub fn summary(conn: &Connection, q: &QualityQuery) -> StoreResult<Vec<QualityRo
     Ok(summary.rows())
 }
 
+/// The question answered from the records themselves, every record of the period read and
+/// aggregated: the reference (see [`crate::store::quality::recomputed`]).
+pub fn reference(conn: &Connection, q: &QualityQuery) -> StoreResult<Vec<QualityRow>> {
+    let carriers: Vec<String> = match &q.carrier_id {
+        Some(c) => vec![c.clone()],
+        None => conn
+            .prepare_cached("SELECT carrier_id FROM carriers")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    let mut changes = Changes::default();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM call_records INDEXED BY call_records_by_start
+          WHERE carrier_id = ?1 AND start_time >= ?2 AND start_time < ?3"
+    ))?;
+    let hour = crate::store::pairing::HOUR_US;
+    for carrier_id in &carriers {
+        let mut rows = stmt.query(params![carrier_id, q.start_hour * hour, q.end_hour * hour])?;
+        while let Some(row) = rows.next()? {
+            changes.record(carrier_id, &rows::call_record(row)?, 1);
+        }
+    }
+    Ok(crate::store::quality::recomputed(q, changes))
+}
+
 /// Builds every carrier's cells (empty before) from the stored records: the migration that
 /// adds them runs it once, logging each carrier.
 pub(super) fn build(conn: &Connection) -> StoreResult<()> {
