@@ -106,10 +106,7 @@ pub async fn run(backend: &Backend, records: u64, runs: u32) -> anyhow::Result<V
     let mut figures = vec![
         Figure::info(
             format!("record ingest with the quality aggregates ({records} records){db}"),
-            format!(
-                "{} records/s",
-                human(records as f64 / ingest.as_secs_f64())
-            ),
+            format!("{} records/s", human(records as f64 / ingest.as_secs_f64())),
         ),
         Figure::value(
             format!(

@@ -349,7 +349,10 @@ async fn run_case(
         for r in stored_records(store, carrier).await {
             changes.record(carrier, &r, 1);
         }
-        let expected: Vec<_> = recomputed(&q, changes).into_iter().map(quality_row).collect();
+        let expected: Vec<_> = recomputed(&q, changes)
+            .into_iter()
+            .map(quality_row)
+            .collect();
         prop_assert_eq!(
             answered,
             expected,
@@ -419,4 +422,136 @@ fn the_quality_aggregates_follow_every_write_on_postgres() {
             .expect("connect")
     });
     run(&runtime, &store, 25);
+}
+
+/// Questions over `hours` hours from `base_hour` that the built aggregates must answer as the
+/// records do: every bucket, with and without groups, and one filter.
+fn build_questions(carrier: &str, base_hour: i64, hours: i64) -> Vec<QualityQuery> {
+    let mut questions = Vec::new();
+    for (period, bucket, group) in [
+        ((0, hours - 1), 0, vec![]),
+        ((0, hours - 1), 1, vec![1]),
+        ((3, hours - 2), 2, vec![1, 6, 3]),
+        ((5, 40), 2, vec![4, 5, 2]),
+    ] {
+        questions.push(query(
+            carrier,
+            base_hour,
+            &(period, bucket, group, (None, None, None)),
+        ));
+    }
+    questions.push(query(
+        carrier,
+        base_hour,
+        &((0, hours - 1), 2, vec![6], (Some(1), None, Some(1))),
+    ));
+    questions
+}
+
+/// Holds `store`'s answers to [`build_questions`] to the ones recomputed from its records.
+async fn holds_to_the_records(
+    store: &dyn Store,
+    reference: impl AsyncFn(QualityQuery) -> Vec<ocx_server::store::quality::QualityRow>,
+    questions: Vec<QualityQuery>,
+) {
+    let rows = |r: Vec<ocx_server::store::quality::QualityRow>| -> Vec<_> {
+        r.into_iter().map(quality_row).collect()
+    };
+    for q in questions {
+        let built = store.quality_summary(q.clone()).await.expect("summary");
+        assert!(
+            !built.is_empty() || q.filter != QualityFilter::default(),
+            "{q:?} found calls"
+        );
+        assert_eq!(rows(built), rows(reference(q.clone()).await), "{q:?}");
+    }
+}
+
+/// A database written by the release before the quality aggregates (the migration fixture,
+/// made by `scripts/make-migration-fixture.sh`) opens on this code, which builds them in its
+/// migration: every answer equals the one recomputed from its records.
+#[test]
+fn sqlite_builds_the_quality_aggregates_when_it_migrates() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/pre-pairing/ocx.db"
+    );
+    std::fs::copy(fixture, dir.path().join("ocx.db")).expect("copy the fixture");
+    let store = SqliteStore::open(&dir.path().join("ocx.db")).expect("migrates and builds");
+    runtime.block_on(async {
+        let first = stored_records(&store, "fixture-tel").await;
+        let start = first.iter().map(|r| r.start_time).min().expect("records");
+        let end = first.iter().map(|r| r.start_time).max().expect("records");
+        let hours = (end - start) / HOUR_US + 2;
+        holds_to_the_records(
+            &store,
+            async |q| store.reference_quality(q).await.expect("reference"),
+            build_questions("fixture-tel", start.div_euclid(HOUR_US), hours),
+        )
+        .await;
+    });
+}
+
+/// The same on PostgreSQL: records ingested, the schema taken back to before the aggregates
+/// (version 4), opened again: the migration builds them.
+#[test]
+fn postgres_builds_the_quality_aggregates_when_it_migrates() {
+    let runtime = runtime();
+    let Some(server) = TestPostgres::from_env() else {
+        return;
+    };
+    runtime.block_on(async {
+        let url = server.fresh_schema("quality_build").await;
+        let store = PgStore::connect(&url, PgOptions::default())
+            .await
+            .expect("connect");
+        let carrier = "build-tel";
+        store
+            .create_carrier(Carrier {
+                carrier_id: carrier.into(),
+                display_name: "b".into(),
+                create_time: now_micros(),
+            })
+            .await
+            .expect("carrier");
+        let base = 1_700_006_400_000_000 + 7 * HOUR_US;
+        let mut runner = TestRunner::new(ProptestConfig {
+            rng_seed: RngSeed::Fixed(17),
+            ..ProptestConfig::default()
+        });
+        let plans = proptest::strategy::ValueTree::current(
+            &vec(record_plan(), 300)
+                .new_tree(&mut runner)
+                .expect("plans"),
+        );
+        let records: Vec<CallRecord> = plans
+            .iter()
+            .enumerate()
+            .map(|(n, plan)| record(carrier, format!("b{n}"), 1, plan, base))
+            .collect();
+        store.ingest_call_records(records).await.expect("ingest");
+        drop(store);
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        client
+            .batch_execute(
+                "DROP TABLE quality_groups, quality_cells;
+                 DELETE FROM ocx_schema_version WHERE version = 5;",
+            )
+            .await
+            .expect("back to version 4");
+        let store = PgStore::connect(&url, PgOptions::default())
+            .await
+            .expect("migrates and builds");
+        holds_to_the_records(
+            &store,
+            async |q| store.reference_quality(q).await.expect("reference"),
+            build_questions(carrier, base / HOUR_US, 61),
+        )
+        .await;
+    });
 }
