@@ -14,7 +14,10 @@ carrier and, when its key is given, as the platform:
 5. reconciliation: the summary's buckets add up, the upload moved exactly its calls from
    "missing on the carrier" to "matched", a wider tolerance only moves mismatches to matches,
    the discrepancies listed are the summary's, the platform sees the same summary, and the
-   live feed (follow_reconciliation) starts with keyed entries in increasing sequence.
+   live feed (follow_reconciliation) starts with keyed entries in increasing sequence;
+6. quality: the figures per trunk over the whole period (``quality_summary``) count every call
+   once, add up (answered and failed, good, poor and unclassified), and their rates and
+   percentiles are in range; by day they add up to the same.
 
 Prints one line per step; exits 1 with the failed check's message if anything is off, so it
 doubles as a smoke test (``scripts/python-check.sh`` runs it against a fresh demo server).
@@ -40,7 +43,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ocx_client import Client, Follower, ReconciliationView, batches, paginate, pb
+from ocx_client import Client, Follower, ReconciliationView, batches, paginate, pb, to_timestamp
 
 T = TypeVar("T")
 
@@ -433,6 +436,36 @@ def tour_reconciliation(
     )
 
 
+@step("quality")
+def tour_quality(carrier: Client, start: dt.datetime, end: dt.datetime) -> None:
+    listed = sum(1 for _ in carrier.list_call_records(start_time_from=to_timestamp(start)))
+    rows = carrier.quality_summary(start, end, bucket="none", group_by=["trunk"])
+    trunks = [r.trunk_fqdn for r in rows]
+    check(trunks == sorted(trunks), f"the rows are not in trunk order: {trunks}")
+    calls = sum(r.calls for r in rows)
+    check(calls == listed, f"the summary counts {calls} calls, the listing {listed}")
+    for r in rows:
+        label = r.trunk_fqdn or "(no trunk)"
+        check(r.answered_calls + r.failed_calls == r.calls, f"{label}: answered + failed")
+        check(
+            r.good_calls + r.poor_calls + r.unclassified_calls == r.calls,
+            f"{label}: good + poor + unclassified",
+        )
+        check(0.0 <= r.asr <= r.ner <= 1.0, f"{label}: ASR {r.asr} and NER {r.ner}")
+        jitter = r.jitter_ms
+        check(
+            jitter.streams == 0 or jitter.p50 <= jitter.p90 <= jitter.p99,
+            f"{label}: jitter percentiles out of order",
+        )
+    daily = carrier.quality_summary(start, end, bucket="day")
+    check(sum(r.calls for r in daily) == calls, "by day the calls add up to a different total")
+    worst = max(rows, key=lambda r: r.poor_call_rate)
+    print(
+        f"quality: {calls} calls on {len(rows)} trunks over {len(daily)} days; the worst trunk "
+        f"{worst.trunk_fqdn} has a poor-call rate of {worst.poor_call_rate:.1%}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the tour; 0 if every check passed, 1 otherwise."""
     global STEP_TIMEOUT_SECONDS
@@ -449,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         "--events",
         type=int,
         default=22,
-        help="number events to read before resuming after the last (default 22; the demo has 25)",
+        help="number events to read before resuming after the last (default 22; the demo has 31)",
     )
     parser.add_argument(
         "--step-timeout",
@@ -479,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         tour_call_records(carrier, start, end)
         created, before = tour_durations(carrier, start, end)
         tour_reconciliation(carrier, platform, carrier_id, start, end, created, before)
+        tour_quality(carrier, start, end)
     except (CheckFailed, ValueError) as failure:
         print(f"FAILED: {failure}", file=sys.stderr)
         return 1

@@ -31,6 +31,7 @@ from ocx_client import (
     pb,
     to_duration,
     to_timestamp,
+    whole_hours,
 )
 from ocx_client.retry import backoff_delays
 
@@ -232,6 +233,14 @@ class HelpersTest(unittest.TestCase):
         self.assertEqual(to_duration(1.5).ToTimedelta(), dt.timedelta(seconds=1.5))
         self.assertEqual(to_duration(dt.timedelta(minutes=2)).seconds, 120)
 
+    def test_whole_hours_widens_a_period_to_whole_utc_hours(self) -> None:
+        at = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.timezone.utc)
+        start, end = whole_hours(at + dt.timedelta(minutes=30), at + dt.timedelta(hours=2))
+        self.assertEqual(start.ToDatetime(tzinfo=dt.timezone.utc), at)
+        self.assertEqual(end.ToDatetime(tzinfo=dt.timezone.utc), at + dt.timedelta(hours=2))
+        _, end = whole_hours(at, at + dt.timedelta(hours=2, seconds=1))
+        self.assertEqual(end.ToDatetime(tzinfo=dt.timezone.utc), at + dt.timedelta(hours=3))
+
     def test_messages_live_in_the_package_and_pickle(self) -> None:
         summary = pb.ReconciliationSummary(matched_count=3, agreement_rate=0.5)
         self.assertTrue(type(summary).__module__.startswith("ocx_client._gen.ocx.v1."))
@@ -312,6 +321,8 @@ class InProcessServer:
         self.report_ids: list[str] = []
         self.report_failures = 2
         self.number_gets = 0
+        #: Each GetQualitySummary request.
+        self.quality_requests: list[pb.GetQualitySummaryRequest] = []
         #: Set on stop(): streams that stay open end.
         self.closing = threading.Event()
         self.lock = threading.Lock()
@@ -347,6 +358,13 @@ class InProcessServer:
                 response_serializer=pb.WatchReconciliationResponse.SerializeToString,
             ),
         }
+        call_records = {
+            "GetQualitySummary": grpc.unary_unary_rpc_method_handler(
+                self.quality_summary,
+                request_deserializer=pb.GetQualitySummaryRequest.FromString,
+                response_serializer=pb.GetQualitySummaryResponse.SerializeToString,
+            ),
+        }
         platform = {
             "IngestCallRecords": grpc.stream_stream_rpc_method_handler(
                 self.ingest,
@@ -359,6 +377,7 @@ class InProcessServer:
                 grpc.method_handlers_generic_handler("ocx.v1.NumberService", numbers),
                 grpc.method_handlers_generic_handler("ocx.v1.CallDurationService", durations),
                 grpc.method_handlers_generic_handler("ocx.v1.PlatformService", platform),
+                grpc.method_handlers_generic_handler("ocx.v1.CallRecordService", call_records),
                 grpc.method_handlers_generic_handler(
                     "ocx.v1.ReconciliationService", reconciliation
                 ),
@@ -370,6 +389,19 @@ class InProcessServer:
 
     def record(self, context: grpc.ServicerContext) -> None:
         self.metadata.append(dict(context.invocation_metadata()))
+
+    def quality_summary(
+        self, request: pb.GetQualitySummaryRequest, context: grpc.ServicerContext
+    ) -> Any:
+        """Keeps the request; answers one row per grouped dimension, echoing the period."""
+        self.record(context)
+        self.quality_requests.append(request)
+        return pb.GetQualitySummaryResponse(
+            rows=[
+                pb.QualitySummaryRow(bucket_start_time=request.start_time, calls=d)
+                for d in request.group_by
+            ]
+        )
 
     def get_number(self, request: pb.GetNumberRequest, context: grpc.ServicerContext) -> Any:
         """UNAVAILABLE for the first two calls (a read is retried like a write)."""
@@ -588,6 +620,31 @@ class InProcessTest(unittest.TestCase):
         self.assertEqual(len(self.fake.report_ids), 1)
 
     # Followers.
+
+    def test_quality_summary_asks_for_whole_hours_buckets_groups_and_filters(self) -> None:
+        at = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.timezone.utc)
+        rows = self.client.quality_summary(
+            at + dt.timedelta(minutes=5),
+            at + dt.timedelta(days=1, minutes=5),
+            bucket="hour",
+            group_by=["trunk", pb.QUALITY_DIMENSION_CODEC],
+            trunk_fqdns=["sbc1.example"],
+        )
+        request = self.fake.quality_requests[-1]
+        self.assertEqual(request.start_time.ToDatetime(tzinfo=dt.timezone.utc), at)
+        self.assertEqual(
+            request.end_time.ToDatetime(tzinfo=dt.timezone.utc),
+            at + dt.timedelta(days=1, hours=1),
+        )
+        self.assertEqual(request.bucket, pb.TIME_BUCKET_HOUR)
+        self.assertEqual(
+            list(request.group_by),
+            [pb.QUALITY_DIMENSION_TRUNK_FQDN, pb.QUALITY_DIMENSION_CODEC],
+        )
+        self.assertEqual(list(request.filter.trunk_fqdns), ["sbc1.example"])
+        self.assertEqual([r.calls for r in rows], [1, 6])
+        with self.assertRaises(KeyError):
+            self.client.quality_summary(at, at, bucket="week")
 
     def test_follow_resumes_over_a_real_unavailable(self) -> None:
         events = self.client.follow_number_events(initial_backoff=0.01)

@@ -48,6 +48,7 @@ from ocx_client.client import (
     paginate,
     to_duration,
     to_timestamp,
+    whole_hours,
 )
 from ocx_client.retry import (
     DEFAULT_RETRY_BUDGET,
@@ -87,5 +88,6 @@ __all__ = [
     "pb",
     "to_duration",
     "to_timestamp",
+    "whole_hours",
 ]
 __version__ = "0.2.0"

@@ -105,6 +105,37 @@ def to_duration(value: DurationLike) -> duration_pb2.Duration:
     return duration
 
 
+def whole_hours(
+    start: TimeLike, end: TimeLike
+) -> tuple[timestamp_pb2.Timestamp, timestamp_pb2.Timestamp]:
+    """The smallest period of whole UTC hours that holds ``[start, end)``, as
+    ``GetQualitySummary`` wants it: ``start`` down to its hour, ``end`` up to the next (an
+    ``end`` on a whole hour stays)."""
+    first, last = to_timestamp(start), to_timestamp(end)
+    down = first.seconds - first.seconds % 3600
+    up = last.seconds if last.seconds % 3600 == 0 and last.nanos == 0 else (
+        last.seconds - last.seconds % 3600 + 3600
+    )
+    return timestamp_pb2.Timestamp(seconds=down), timestamp_pb2.Timestamp(seconds=up)
+
+
+#: ``quality_summary``'s names for the time buckets.
+QUALITY_BUCKETS = {
+    "none": pb.TIME_BUCKET_UNSPECIFIED,
+    "hour": pb.TIME_BUCKET_HOUR,
+    "day": pb.TIME_BUCKET_DAY,
+}
+#: ``quality_summary``'s names for the dimensions (as ``ocx quality summary --group-by``).
+QUALITY_DIMENSIONS = {
+    "trunk": pb.QUALITY_DIMENSION_TRUNK_FQDN,
+    "country": pb.QUALITY_DIMENSION_USAGE_COUNTRY_CODE,
+    "destination": pb.QUALITY_DIMENSION_DESTINATION_CONTEXT,
+    "type": pb.QUALITY_DIMENSION_CALL_TYPE,
+    "direction": pb.QUALITY_DIMENSION_DIRECTION,
+    "codec": pb.QUALITY_DIMENSION_CODEC,
+}
+
+
 def paginate(rpc: Callable[[Any], Any], request: Any, items_field: str) -> Iterator[Any]:
     """Yields every item of a list RPC, following ``next_page_token`` to the last page.
 
@@ -791,6 +822,37 @@ class Client:
             in_flight=in_flight,
             retry_budget=self.retry_budget if retry_budget is None else retry_budget,
         )
+
+    # Quality.
+
+    def quality_summary(
+        self,
+        start: TimeLike,
+        end: TimeLike,
+        *,
+        bucket: str = "day",
+        group_by: Iterable[str | int] = (),
+        carrier_id: str = "",
+        **filters: Any,
+    ) -> list[pb.QualitySummaryRow]:
+        """Call quality and traffic figures (``GetQualitySummary``) of ``[start, end)``,
+        widened to whole UTC hours: one row per time bucket (``"none"``, ``"hour"`` or
+        ``"day"``) and group, in order. ``group_by`` names dimensions (``"trunk"``,
+        ``"country"``, ``"destination"``, ``"type"``, ``"direction"``, ``"codec"``) or gives
+        ``QualityDimension`` values; ``filters`` are ``QualityFilter`` fields, e.g.
+        ``trunk_fqdns=["sbc1.example"]``. A platform key may leave ``carrier_id`` empty for
+        every carrier together."""
+        first, last = whole_hours(start, end)
+        request = pb.GetQualitySummaryRequest(
+            carrier_id=carrier_id,
+            start_time=first,
+            end_time=last,
+            bucket=QUALITY_BUCKETS[bucket],
+            group_by=[QUALITY_DIMENSIONS[d] if isinstance(d, str) else d for d in group_by],
+            filter=pb.QualityFilter(**filters),
+        )
+        response = self.call_record_service.GetQualitySummary(request)
+        return list(response.rows)
 
     # Reconciliation.
 
