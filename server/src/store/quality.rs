@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::histogram::{Accumulator, Histogram, read_varint, unzigzag, varint, zigzag};
 use super::pairing::{DAY_US, HOUR_US};
+use super::{StoreError, StoreResult};
 use crate::domain::{
     CallDirection, CallRecord, CallType, DestinationContext, Micros, QualityBucket,
     QualityDimension, QualityFilter, QualityMetric, QualityQuery, QualityVerdict,
@@ -358,7 +359,7 @@ impl Changes {
 /// The question answered from `changes` holding every call's figures (each call added once,
 /// as [`Changes::record`] does while the records are read): the reference the aggregates kept
 /// at write time are held to (the property test, `ocx-bench quality`).
-pub fn recomputed(q: &QualityQuery, changes: Changes) -> Vec<QualityRow> {
+pub fn recomputed(q: &QualityQuery, changes: Changes) -> StoreResult<Vec<QualityRow>> {
     let cells = changes.sorted();
     let mut summary = Summary::new(q);
     for (level, from, to) in cuts(q) {
@@ -529,6 +530,11 @@ impl Total {
     }
 }
 
+/// The most rows a summary answers with: a year by day for ten groups, or a month by hour for
+/// five, fit; a question that would give more (a year by hour by every dimension, say) is
+/// refused before it holds more memory, with words on how to ask a smaller one.
+pub const MAX_ROWS: usize = 5_000;
+
 /// A summary being added up from cells.
 #[derive(Debug)]
 pub struct Summary<'q> {
@@ -536,6 +542,8 @@ pub struct Summary<'q> {
     query: &'q QualityQuery,
     /// (bucket start, sort key) → the group and its total.
     rows: BTreeMap<(Micros, Vec<SortPart>), (Group, Total)>,
+    /// Whether a row beyond [`MAX_ROWS`] was left out.
+    too_many: bool,
 }
 
 impl<'q> Summary<'q> {
@@ -544,6 +552,7 @@ impl<'q> Summary<'q> {
         Summary {
             query,
             rows: BTreeMap::new(),
+            too_many: false,
         }
     }
 
@@ -563,16 +572,29 @@ impl<'q> Summary<'q> {
             QualityBucket::Day => start.div_euclid(DAY_US) * DAY_US,
         };
         let (projected, key) = group.projected(&self.query.group_by);
+        let key = (bucket_start, key);
+        if !self.rows.contains_key(&key) && self.rows.len() >= MAX_ROWS {
+            self.too_many = true;
+            return Some(());
+        }
         self.rows
-            .entry((bucket_start, key))
+            .entry(key)
             .or_insert_with(|| (projected, Total::default()))
             .1
             .add_encoded(figures)
     }
 
-    /// The rows with calls, in order.
-    pub fn rows(self) -> Vec<QualityRow> {
-        self.rows
+    /// The rows with calls, in order; INVALID_ARGUMENT when there would be more than
+    /// [`MAX_ROWS`].
+    pub fn rows(self) -> StoreResult<Vec<QualityRow>> {
+        if self.too_many {
+            return Err(StoreError::InvalidArgument(format!(
+                "the summary would have more than {MAX_ROWS} rows: ask for a shorter period, \
+                 larger time buckets or fewer group_by dimensions"
+            )));
+        }
+        Ok(self
+            .rows
             .into_iter()
             .filter(|(_, (_, t))| t.calls() > 0)
             .map(|((bucket_start, _), (group, total))| QualityRow {
@@ -580,7 +602,7 @@ impl<'q> Summary<'q> {
                 group,
                 total,
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -597,4 +619,68 @@ pub fn group_enums(
         CallType::from_code(g.call_type),
         DestinationContext::from_code(g.destination_context),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(bucket: QualityBucket) -> QualityQuery {
+        QualityQuery {
+            carrier_id: None,
+            start_hour: 0,
+            end_hour: 24 * 400,
+            bucket,
+            group_by: vec![QualityDimension::TrunkFqdn],
+            filter: QualityFilter::default(),
+        }
+    }
+
+    #[test]
+    fn a_summary_of_more_than_max_rows_is_refused_with_words() {
+        let one = Figures {
+            counts: {
+                let mut c = [0; count::ALL];
+                c[count::CALLS] = 1;
+                c
+            },
+            ..Figures::default()
+        }
+        .encode();
+        let q = query(QualityBucket::Hour);
+        let fill = |hours: i64| {
+            let mut summary = Summary::new(&q);
+            for hour in 0..hours {
+                summary
+                    .add(LEVEL_HOUR, hour, &Group::default(), &one)
+                    .expect("decodes");
+            }
+            summary.rows()
+        };
+        assert_eq!(fill(MAX_ROWS as i64).expect("fits").len(), MAX_ROWS);
+        let refused = fill(MAX_ROWS as i64 + 1).expect_err("too many");
+        assert!(
+            matches!(&refused, StoreError::InvalidArgument(m) if m.contains("fewer group_by")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn cuts_read_whole_days_from_day_cells_and_the_edges_from_hours() {
+        let mut q = query(QualityBucket::Day);
+        (q.start_hour, q.end_hour) = (24 * 10 + 5, 24 * 13 + 2);
+        assert_eq!(
+            cuts(&q),
+            [
+                (LEVEL_DAY, 11, 13),
+                (LEVEL_HOUR, 24 * 10 + 5, 24 * 11),
+                (LEVEL_HOUR, 24 * 13, 24 * 13 + 2)
+            ]
+        );
+        (q.start_hour, q.end_hour) = (24 * 10 + 5, 24 * 10 + 9);
+        assert_eq!(cuts(&q), [(LEVEL_HOUR, 24 * 10 + 5, 24 * 10 + 9)]);
+        q.bucket = QualityBucket::Hour;
+        (q.start_hour, q.end_hour) = (0, 24 * 3);
+        assert_eq!(cuts(&q), [(LEVEL_HOUR, 0, 72)]);
+    }
 }

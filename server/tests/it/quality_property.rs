@@ -350,6 +350,7 @@ async fn run_case(
             changes.record(carrier, &r, 1);
         }
         let expected: Vec<_> = recomputed(&q, changes)
+            .expect("rows")
             .into_iter()
             .map(quality_row)
             .collect();

@@ -155,7 +155,7 @@ pub fn summary(conn: &Connection, q: &QualityQuery) -> StoreResult<Vec<QualityRo
             }
         }
     }
-    Ok(summary.rows())
+    summary.rows()
 }
 
 /// The question answered from the records themselves, every record of the period read and
@@ -180,7 +180,7 @@ pub fn reference(conn: &Connection, q: &QualityQuery) -> StoreResult<Vec<Quality
             changes.record(carrier_id, &rows::call_record(row)?, 1);
         }
     }
-    Ok(crate::store::quality::recomputed(q, changes))
+    crate::store::quality::recomputed(q, changes)
 }
 
 /// Builds every carrier's cells (empty before) from the stored records: the migration that
