@@ -315,6 +315,18 @@ expect "$OUT/usage.json" \
     'len(d["rows"]) > 0 and n(d.get("callCount")) > 0 and sum(n(r.get("callCount")) for r in d["rows"]) == n(d["callCount"])' \
     "PlatformService/GetTenantUsage $TENANT by day: $(value "$OUT/usage.json" 'len(d["rows"])') rows, $(value "$OUT/usage.json" 'n(d.get("callCount"))') calls (the rows add up)"
 
+# Quality and traffic per trunk, over whole hours holding the demo's two days: every call once.
+read -r QFROM QTO < <(python3 -c '
+from datetime import datetime, timedelta, timezone
+hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+f = "%Y-%m-%dT%H:%M:%SZ"
+print((hour - timedelta(days=3)).strftime(f), (hour + timedelta(hours=1)).strftime(f))')
+call quality "$CARRIER" "{\"start_time\": \"$QFROM\", \"end_time\": \"$QTO\",
+  \"group_by\": [\"QUALITY_DIMENSION_TRUNK_FQDN\"]}" ocx.v1.CallRecordService/GetQualitySummary
+expect "$OUT/quality.json" \
+    '[r["trunkFqdn"] for r in d["rows"]] == ["sbc1.carrier.example", "sbc2.carrier.example"] and sum(n(r.get("calls")) for r in d["rows"]) == 2000 and all(0 <= r.get("asr", 0) <= 1 for r in d["rows"])' \
+    "CallRecordService/GetQualitySummary by trunk: $(value "$OUT/quality.json" 'sum(n(r.get("calls")) for r in d["rows"])') calls on 2 trunks, ASR $(value "$OUT/quality.json" '", ".join("%.2f" % r.get("asr", 0) for r in d["rows"])')"
+
 # --- refusals ----------------------------------------------------------------------------------
 refused "without a key" "" ocx.v1.NumberService/ListNumbers Unauthenticated
 refused "with an unknown key" "authorization: Bearer ocx_not-a-real-key" ocx.v1.ConsentService/ListConsents Unauthenticated
