@@ -317,6 +317,70 @@ impl Figures {
     }
 }
 
+/// Two encoded cells added up, encoded (a cell and a change to it): the counts summed, each
+/// histogram's bins merged in order, bins that come to nothing dropped; without decoding into
+/// maps (SQLite's writer runs it inside its UPSERT, see `sqlite::quality`). `None` if either is
+/// malformed.
+pub fn merge_encoded(mut a: &[u8], mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    for _ in 0..count::ALL {
+        let sum = unzigzag(read_varint(&mut a)?) + unzigzag(read_varint(&mut b)?);
+        varint(&mut out, zigzag(sum));
+    }
+    let mut bins_a: Vec<(i64, i64)> = Vec::new();
+    let mut bins_b: Vec<(i64, i64)> = Vec::new();
+    let mut merged: Vec<(i64, i64)> = Vec::new();
+    for _ in 0..METRICS {
+        read_bins(&mut a, &mut bins_a)?;
+        read_bins(&mut b, &mut bins_b)?;
+        merged.clear();
+        let (mut i, mut j) = (0, 0);
+        while i < bins_a.len() || j < bins_b.len() {
+            let next = match (bins_a.get(i), bins_b.get(j)) {
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    (i, j) = (i + 1, j + 1);
+                    (x.0, x.1 + y.1)
+                }
+                (Some(x), Some(y)) if x.0 < y.0 => {
+                    i += 1;
+                    *x
+                }
+                (Some(x), None) => {
+                    i += 1;
+                    *x
+                }
+                (_, Some(y)) => {
+                    j += 1;
+                    *y
+                }
+                (None, None) => break,
+            };
+            if next.1 != 0 {
+                merged.push(next);
+            }
+        }
+        varint(&mut out, merged.len() as u64);
+        let mut last = 0_i64;
+        for (bin, n) in &merged {
+            varint(&mut out, zigzag(bin - last));
+            varint(&mut out, zigzag(*n));
+            last = *bin;
+        }
+    }
+    (a.is_empty() && b.is_empty()).then_some(out)
+}
+
+/// Reads one encoded histogram's bins (absolute, in order) into `bins`.
+fn read_bins(input: &mut &[u8], bins: &mut Vec<(i64, i64)>) -> Option<()> {
+    bins.clear();
+    let mut bin = 0_i64;
+    for _ in 0..read_varint(input)? {
+        bin += unzigzag(read_varint(input)?);
+        bins.push((bin, unzigzag(read_varint(input)?)));
+    }
+    Some(())
+}
+
 /// A cell's key: carrier, level, bucket (hours or days since the epoch), group.
 pub type CellKey = (String, i32, i64, Group);
 
@@ -663,6 +727,66 @@ mod tests {
             matches!(&refused, StoreError::InvalidArgument(m) if m.contains("fewer group_by")),
             "{refused:?}"
         );
+    }
+
+    #[test]
+    fn merging_encoded_cells_is_adding_their_figures() {
+        let stream = |jitter_us: i64, mos: f64| crate::domain::MediaStream {
+            average_jitter_us: Some(jitter_us),
+            mos: Some(mos),
+            ..Default::default()
+        };
+        let call = |n: i64| {
+            let mut r = crate::domain::CallRecord {
+                call_id: format!("c{n}"),
+                correlation_id: String::new(),
+                version: 1,
+                carrier_id: "c".into(),
+                tenant_id: String::new(),
+                call_type: crate::domain::CallType::UserIn,
+                direction: crate::domain::CallDirection::Inbound,
+                caller_number: String::new(),
+                callee_number: String::new(),
+                user_sip_uri: String::new(),
+                invite_time: Some(0),
+                start_time: 1_000_000 * n,
+                end_time: 1_000_000 * n,
+                duration_us: 60_000_000 + n,
+                final_sip_code: 200,
+                final_sip_phrase: String::new(),
+                q850_cause: 16,
+                successful: n % 3 != 0,
+                destination_context: None,
+                usage_country_code: String::new(),
+                trunk_fqdn: String::new(),
+                media_streams: vec![stream(1_000 * n, 4.0), stream(5_000, 1.0 + n as f64 / 10.0)],
+                quality: QualityVerdict::Good,
+                poor_due_to: Vec::new(),
+                content_hash: 0,
+                feed_sequence: 0,
+                update_time: 0,
+            };
+            (r.quality, r.poor_due_to) = crate::quality::classify(&r.media_streams);
+            Figures::of(&r)
+        };
+        let (mut a, mut b) = (Figures::default(), Figures::default());
+        for n in 0..20 {
+            a.add(&call(n), 1);
+        }
+        for n in 10..35 {
+            b.add(&call(n), 1);
+        }
+        let mut sum = a.clone();
+        sum.add(&b, 1);
+        assert_eq!(merge_encoded(&a.encode(), &b.encode()), Some(sum.encode()));
+        // Taking a change away: negative counts, bins that come to nothing dropped.
+        let mut minus = Figures::default();
+        minus.add(&b, -1);
+        assert_eq!(
+            merge_encoded(&sum.encode(), &minus.encode()),
+            Some(a.encode())
+        );
+        assert_eq!(merge_encoded(&a.encode(), &a.encode()[..5]), None);
     }
 
     #[test]

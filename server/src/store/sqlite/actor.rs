@@ -159,6 +159,8 @@ pub fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Conn
     conn.pragma_update(None, "journal_size_limit", WAL_RESTART_BYTES as i64)?;
     // Deleted personal data is overwritten with zeros, not left in free space.
     conn.pragma_update(None, "secure_delete", "ON")?;
+    // The quality cells' UPSERT merges a cell with its change in SQLite.
+    super::quality::register_merge(&conn)?;
     Ok(conn)
 }
 

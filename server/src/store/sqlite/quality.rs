@@ -7,25 +7,43 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::calls::COLUMNS;
 use crate::domain::QualityQuery;
-use crate::store::quality::{Changes, Figures, Group, QualityRow, Summary, cuts};
+use crate::store::quality::{Changes, Group, QualityRow, Summary, cuts};
 use crate::store::{StoreError, StoreResult, rows};
 
-/// Writes what `changes` adds to and takes from each cell: a cell that comes to no call is
-/// deleted.
+/// The SQL function the cells' UPSERT merges with: `ocx_quality_merge(stored, change)` (see
+/// [`crate::store::quality::merge_encoded`]). Registered on the write connection.
+pub const MERGE_FUNCTION: &str = "ocx_quality_merge";
+
+/// Registers [`MERGE_FUNCTION`] on `conn`.
+pub fn register_merge(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        MERGE_FUNCTION,
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let (stored, change) = (ctx.get_raw(0).as_blob()?, ctx.get_raw(1).as_blob()?);
+            crate::store::quality::merge_encoded(stored, change).ok_or_else(|| {
+                rusqlite::Error::UserFunctionError("a quality cell does not decode".into())
+            })
+        },
+    )
+}
+
+/// Writes what `changes` adds to and takes from each cell: one UPSERT per cell, merging in
+/// SQLite (no read first); a cell that a change took calls from is deleted if it comes to none.
 pub fn apply(conn: &Connection, changes: Changes) -> StoreResult<()> {
     let mut groups: HashMap<(String, Group), i64> = HashMap::new();
-    let mut read = conn.prepare_cached(
-        "SELECT figures FROM quality_cells
-          WHERE carrier_id = ?1 AND level = ?2 AND bucket = ?3 AND group_id = ?4",
-    )?;
-    let mut write = conn.prepare_cached(
-        "INSERT INTO quality_cells (carrier_id, level, bucket, group_id, figures)
-         VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (carrier_id, level, bucket, group_id) DO UPDATE SET figures = excluded.figures",
-    )?;
-    let mut delete = conn.prepare_cached(
+    let mut upsert = conn.prepare_cached(&format!(
+        "INSERT INTO quality_cells (carrier_id, level, bucket, group_id, calls, figures)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (carrier_id, level, bucket, group_id) DO UPDATE SET
+             calls = calls + excluded.calls,
+             figures = {MERGE_FUNCTION}(figures, excluded.figures)"
+    ))?;
+    let mut emptied = conn.prepare_cached(
         "DELETE FROM quality_cells
-          WHERE carrier_id = ?1 AND level = ?2 AND bucket = ?3 AND group_id = ?4",
+          WHERE carrier_id = ?1 AND level = ?2 AND bucket = ?3 AND group_id = ?4 AND calls <= 0",
     )?;
     for ((carrier_id, level, bucket, group), change) in changes.sorted() {
         let key = (carrier_id, group);
@@ -38,24 +56,16 @@ pub fn apply(conn: &Connection, changes: Changes) -> StoreResult<()> {
             }
         };
         let carrier_id = &key.0;
-        let stored: Option<Vec<u8>> = read
-            .query_row(params![carrier_id, level, bucket, group_id], |r| r.get(0))
-            .optional()?;
-        let mut figures = match stored {
-            Some(bytes) => Figures::decode(&bytes).ok_or_else(|| malformed(carrier_id))?,
-            None => Figures::default(),
-        };
-        figures.add(&change, 1);
-        if figures.calls() <= 0 {
-            delete.execute(params![carrier_id, level, bucket, group_id])?;
-        } else {
-            write.execute(params![
-                carrier_id,
-                level,
-                bucket,
-                group_id,
-                figures.encode()
-            ])?;
+        upsert.execute(params![
+            carrier_id,
+            level,
+            bucket,
+            group_id,
+            change.calls(),
+            change.encode()
+        ])?;
+        if change.calls() < 0 {
+            emptied.execute(params![carrier_id, level, bucket, group_id])?;
         }
     }
     Ok(())

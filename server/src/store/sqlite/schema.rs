@@ -371,13 +371,14 @@ CREATE TABLE quality_groups (
             direction, codec)
 );
 -- Level 0: a UTC hour (hours since the epoch in bucket); 1: a UTC day. `figures` holds the
--- counts, sums and histograms (store::quality::Figures::encode). A cell that comes to no call
--- is deleted.
+-- counts, sums and histograms (store::quality::Figures::encode); `calls` its count of calls,
+-- apart, so that a cell that comes to none is found and deleted.
 CREATE TABLE quality_cells (
     carrier_id TEXT NOT NULL,
     level      INTEGER NOT NULL,
     bucket     INTEGER NOT NULL,
     group_id   INTEGER NOT NULL,
+    calls      INTEGER NOT NULL,
     figures    BLOB NOT NULL,
     PRIMARY KEY (carrier_id, level, bucket, group_id)
 ) WITHOUT ROWID;
