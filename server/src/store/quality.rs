@@ -218,39 +218,46 @@ impl Figures {
     /// What the call `r` adds to its cells.
     pub fn of(r: &CallRecord) -> Figures {
         let mut f = Figures::default();
-        let c = &mut f.counts;
-        c[count::CALLS] = 1;
+        f.add_call(r, 1);
+        f
+    }
+
+    /// Adds the call `r` `sign` times (1 to add it, -1 to take it away), straight into these
+    /// figures (a write adds each call to two cells: no figures of its own in between).
+    pub fn add_call(&mut self, r: &CallRecord, sign: i64) {
+        let (c, histograms) = (&mut self.counts, &mut self.histograms);
+        c[count::CALLS] += sign;
         if r.successful {
-            c[count::ANSWERED] = 1;
-            c[count::CONNECTED_US] = r.duration_us;
+            c[count::ANSWERED] += sign;
+            c[count::CONNECTED_US] += r.duration_us * sign;
             if let Some(invite) = r.invite_time.filter(|i| *i <= r.start_time) {
-                c[count::PDD_CALLS] = 1;
-                c[count::PDD_US] = r.start_time - invite;
-                f.histograms[Metric::PostDialDelay as usize].add(
+                c[count::PDD_CALLS] += sign;
+                c[count::PDD_US] += (r.start_time - invite) * sign;
+                histograms[Metric::PostDialDelay as usize].add(
                     (r.start_time - invite) as f64,
                     Metric::PostDialDelay.floor(),
-                    1,
+                    sign,
                 );
             }
         } else if user_failure(r.q850_cause, r.final_sip_code) {
-            c[count::USER_FAILED] = 1;
+            c[count::USER_FAILED] += sign;
         }
         match r.quality {
-            QualityVerdict::Good => c[count::GOOD_CALLS] = 1,
-            QualityVerdict::Poor => c[count::POOR_CALLS] = 1,
-            QualityVerdict::Unclassified => c[count::UNCLASSIFIED_CALLS] = 1,
+            QualityVerdict::Good => c[count::GOOD_CALLS] += sign,
+            QualityVerdict::Poor => c[count::POOR_CALLS] += sign,
+            QualityVerdict::Unclassified => c[count::UNCLASSIFIED_CALLS] += sign,
         }
         for m in &r.poor_due_to {
-            c[count::POOR_DUE_TO + m.code() as usize - 1] = 1;
+            c[count::POOR_DUE_TO + m.code() as usize - 1] += sign;
         }
         for s in &r.media_streams {
-            c[count::STREAMS] += 1;
+            c[count::STREAMS] += sign;
             let (verdict, _) = crate::quality::classify(std::slice::from_ref(s));
             match verdict {
-                QualityVerdict::Good => c[count::CLASSIFIED_STREAMS] += 1,
+                QualityVerdict::Good => c[count::CLASSIFIED_STREAMS] += sign,
                 QualityVerdict::Poor => {
-                    c[count::CLASSIFIED_STREAMS] += 1;
-                    c[count::POOR_STREAMS] += 1;
+                    c[count::CLASSIFIED_STREAMS] += sign;
+                    c[count::POOR_STREAMS] += sign;
                 }
                 QualityVerdict::Unclassified => {}
             }
@@ -265,16 +272,16 @@ impl Figures {
             for (metric, value) in values {
                 let Some(v) = value else { continue };
                 let i = metric as usize;
-                c[count::METRIC_STREAMS + i] += 1;
-                c[count::METRIC_SUMS + i] += if metric.is_duration() {
-                    v as i64
-                } else {
-                    nano(v)
-                };
-                f.histograms[i].add(v, metric.floor(), 1);
+                c[count::METRIC_STREAMS + i] += sign;
+                c[count::METRIC_SUMS + i] += sign
+                    * if metric.is_duration() {
+                        v as i64
+                    } else {
+                        nano(v)
+                    };
+                histograms[i].add(v, metric.floor(), sign);
             }
         }
-        f
     }
 
     /// Adds `other` `sign` times (1 to add a call, -1 to take it away).
@@ -394,7 +401,6 @@ pub struct Changes {
 impl Changes {
     /// Adds (`sign` 1) or takes away (-1) the call `r` of `carrier_id` in its hour and its day.
     pub fn record(&mut self, carrier_id: &str, r: &CallRecord, sign: i64) {
-        let figures = Figures::of(r);
         let group = Group::of(r);
         for (level, bucket) in [
             (LEVEL_HOUR, r.start_time.div_euclid(HOUR_US)),
@@ -403,7 +409,7 @@ impl Changes {
             self.cells
                 .entry((carrier_id.to_owned(), level, bucket, group.clone()))
                 .or_default()
-                .add(&figures, sign);
+                .add_call(r, sign);
         }
     }
 
