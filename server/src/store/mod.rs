@@ -39,6 +39,12 @@ pub type KeyedPage<T, K> = (Vec<(T, K)>, bool);
 /// record served.
 pub type CallRecordCursor = (Micros, i64);
 
+impl From<quality::TooManyRows> for StoreError {
+    fn from(e: quality::TooManyRows) -> StoreError {
+        StoreError::InvalidArgument(e.to_string())
+    }
+}
+
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -260,7 +260,7 @@ pub async fn summary(db: &impl GenericClient, q: &QualityQuery) -> PgResult<Vec<
             }
         }
     }
-    summary.rows().map_err(PgError::Store)
+    Ok(summary.rows().map_err(StoreError::from)?)
 }
 
 /// The question answered from the records themselves, every record of the period read and
@@ -303,7 +303,7 @@ pub async fn reference(db: &impl GenericClient, q: &QualityQuery) -> PgResult<Ve
             }
         }
     }
-    crate::store::quality::recomputed(q, changes).map_err(PgError::Store)
+    Ok(crate::store::quality::recomputed(q, changes).map_err(StoreError::from)?)
 }
 
 /// Builds every carrier's cells (empty before) from the stored records, 10,000 at a time: the

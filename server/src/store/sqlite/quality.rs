@@ -165,7 +165,7 @@ pub fn summary(conn: &Connection, q: &QualityQuery) -> StoreResult<Vec<QualityRo
             }
         }
     }
-    summary.rows()
+    Ok(summary.rows()?)
 }
 
 /// The question answered from the records themselves, every record of the period read and
@@ -190,7 +190,7 @@ pub fn reference(conn: &Connection, q: &QualityQuery) -> StoreResult<Vec<Quality
             changes.record(carrier_id, &rows::call_record(row)?, 1);
         }
     }
-    crate::store::quality::recomputed(q, changes)
+    Ok(crate::store::quality::recomputed(q, changes)?)
 }
 
 /// Builds every carrier's cells (empty before) from the stored records: the migration that
