@@ -1,5 +1,5 @@
 //! Call records (the port of `sqlite::calls`): ingestion (ownership, create / revise /
-//! duplicate / stale), reads, the feed.
+//! duplicate / stale), reads, the feed, and the quality aggregates built or recomputed from them.
 //!
 //! A batch is ingested set-based, in a fixed number of round trips whatever its size: one
 //! lookup of the named carriers, one of the tenant-side numbers, one of the stored call ids;
@@ -566,4 +566,101 @@ pub async fn head(db: &impl GenericClient, carrier_id: &str) -> PgResult<i64> {
     Ok(query::first(db, sql, &[&carrier_id], rows::int)
         .await?
         .unwrap_or(0))
+}
+
+/// The question answered from the records themselves, every record of the period read and
+/// aggregated: the reference (see [`crate::store::quality::recomputed`]).
+pub async fn quality_reference(
+    db: &impl GenericClient,
+    q: &crate::domain::QualityQuery,
+) -> PgResult<Vec<crate::store::quality::QualityRow>> {
+    let carriers: Vec<String> = match &q.carrier_id {
+        Some(c) => vec![c.clone()],
+        None => db
+            .query("SELECT carrier_id FROM carriers", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    };
+    let hour = crate::store::pairing::HOUR_US;
+    let (from, to) = (q.start_hour * hour, q.end_hour * hour);
+    let sql = format!(
+        "SELECT {}, id FROM call_records
+          WHERE carrier_id = $1 AND start_time >= $2 AND start_time < $3 AND id > $4
+          ORDER BY id LIMIT 10000",
+        columns()
+    );
+    let mut changes = crate::store::quality::Changes::default();
+    for carrier_id in &carriers {
+        let mut after = 0_i64;
+        loop {
+            let rows = query::all(
+                db,
+                &sql,
+                &[carrier_id, &from, &to, &after],
+                crate::store::rows::call_record_listed,
+            )
+            .await?;
+            let Some((_, (_, last))) = rows.last() else {
+                break;
+            };
+            after = *last;
+            for (record, _) in &rows {
+                changes.record(carrier_id, record, 1);
+            }
+        }
+    }
+    Ok(crate::store::quality::recomputed(q, changes).map_err(StoreError::from)?)
+}
+
+/// Builds every carrier's cells (empty before) from the stored records, 10,000 at a time: the
+/// migration that adds them runs it once, logging each carrier.
+pub async fn build_quality(db: &impl GenericClient) -> PgResult<()> {
+    let carriers: Vec<String> = db
+        .query(
+            "SELECT DISTINCT carrier_id FROM call_records ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let total = carriers.len();
+    let sql = format!(
+        "SELECT {}, id FROM call_records WHERE carrier_id = $1 AND id > $2 ORDER BY id LIMIT 10000",
+        columns()
+    );
+    for (n, carrier_id) in carriers.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let (mut after, mut records) = (0_i64, 0_u64);
+        loop {
+            let rows = query::all(
+                db,
+                &sql,
+                &[carrier_id, &after],
+                crate::store::rows::call_record_listed,
+            )
+            .await?;
+            let Some((_, (_, last))) = rows.last() else {
+                break;
+            };
+            after = *last;
+            let mut changes = crate::store::quality::Changes::default();
+            for (record, _) in &rows {
+                changes.record(carrier_id, record, 1);
+            }
+            records += rows.len() as u64;
+            super::quality::apply(db, changes).await?;
+        }
+        tracing::info!(
+            carrier = %carrier_id,
+            records,
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            done = n + 1,
+            of = total,
+            "quality aggregates built for a carrier"
+        );
+    }
+    Ok(())
 }

@@ -111,7 +111,7 @@ impl PgStore {
         q: crate::domain::QualityQuery,
     ) -> StoreResult<Vec<crate::store::quality::QualityRow>> {
         self.db
-            .read(async |db| quality::reference(db, &q).await)
+            .read(async |db| calls::quality_reference(db, &q).await)
             .await
     }
 

@@ -339,7 +339,7 @@ pub async fn migrate(client: &mut Client) -> PgResult<i64> {
             super::pairing::build(&tx).await?;
         }
         if index + 1 == QUALITY_AGGREGATES {
-            super::quality::build(&tx).await?;
+            super::calls::build_quality(&tx).await?;
         }
         tx.execute(
             "INSERT INTO ocx_schema_version (version) VALUES ($1)",

@@ -1,10 +1,12 @@
-//! Call records: ingestion (ownership, create / revise / duplicate / stale), reads, the feed.
+//! Call records: ingestion (ownership, create / revise / duplicate / stale), reads, the feed, and
+//! the quality aggregates built (at migration) or recomputed (the reference) from them.
 
 use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::pairing::{self, Touched};
+use super::quality;
 use super::query;
 use crate::domain::{
     CallRecord, CallRecordFilter, DestinationContext, IngestOutcome, QualityMetric, Refusal,
@@ -251,4 +253,66 @@ pub fn feed(
 pub fn head(conn: &Connection, carrier_id: &str) -> StoreResult<i64> {
     let sql = "SELECT call_record_seq FROM carrier_heads WHERE carrier_id = ?1";
     Ok(query::first(conn, sql, [carrier_id], rows::int)?.unwrap_or(0))
+}
+
+/// The question answered from the records themselves, every record of the period read and
+/// aggregated: the reference (see [`quality::recomputed`]).
+pub fn quality_reference(
+    conn: &Connection,
+    q: &crate::domain::QualityQuery,
+) -> StoreResult<Vec<crate::store::quality::QualityRow>> {
+    let carriers: Vec<String> = match &q.carrier_id {
+        Some(c) => vec![c.clone()],
+        None => conn
+            .prepare_cached("SELECT carrier_id FROM carriers")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    let mut changes = crate::store::quality::Changes::default();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM call_records INDEXED BY call_records_by_start
+          WHERE carrier_id = ?1 AND start_time >= ?2 AND start_time < ?3"
+    ))?;
+    let hour = crate::store::pairing::HOUR_US;
+    for carrier_id in &carriers {
+        let mut rows = stmt.query(params![carrier_id, q.start_hour * hour, q.end_hour * hour])?;
+        while let Some(row) = rows.next()? {
+            changes.record(carrier_id, &rows::call_record(row)?, 1);
+        }
+    }
+    Ok(crate::store::quality::recomputed(q, changes)?)
+}
+
+/// Builds every carrier's cells (empty before) from the stored records: the migration that
+/// adds them runs it once, logging each carrier.
+pub(super) fn build_quality(conn: &Connection) -> StoreResult<()> {
+    let carriers: Vec<String> = conn
+        .prepare("SELECT DISTINCT carrier_id FROM call_records")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let total = carriers.len();
+    for (n, carrier_id) in carriers.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let mut changes = crate::store::quality::Changes::default();
+        let mut records = 0_u64;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM call_records WHERE carrier_id = ?1"
+        ))?;
+        let mut rows = stmt.query([carrier_id])?;
+        while let Some(row) = rows.next()? {
+            let record = rows::call_record(row)?;
+            changes.record(carrier_id, &record, 1);
+            records += 1;
+        }
+        quality::apply(conn, changes)?;
+        tracing::info!(
+            carrier = %carrier_id,
+            records,
+            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            done = n + 1,
+            of = total,
+            "quality aggregates built for a carrier"
+        );
+    }
+    Ok(())
 }

@@ -116,7 +116,7 @@ impl SqliteStore {
         q: crate::domain::QualityQuery,
     ) -> StoreResult<Vec<crate::store::quality::QualityRow>> {
         self.readers
-            .read_in(Lane::Long, move |conn| quality::reference(conn, &q))
+            .read_in(Lane::Long, move |conn| calls::quality_reference(conn, &q))
             .await
     }
 

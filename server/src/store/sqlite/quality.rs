@@ -5,10 +5,9 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::calls::COLUMNS;
 use crate::domain::QualityQuery;
 use crate::store::quality::{Changes, Group, QualityRow, Summary, cuts};
-use crate::store::{StoreError, StoreResult, rows};
+use crate::store::{StoreError, StoreResult};
 
 /// The SQL function the cells' UPSERT merges with: `ocx_quality_merge(stored, change)` (see
 /// [`crate::store::quality::merge_encoded`]). Registered on the write connection.
@@ -166,63 +165,4 @@ pub fn summary(conn: &Connection, q: &QualityQuery) -> StoreResult<Vec<QualityRo
         }
     }
     Ok(summary.rows()?)
-}
-
-/// The question answered from the records themselves, every record of the period read and
-/// aggregated: the reference (see [`crate::store::quality::recomputed`]).
-pub fn reference(conn: &Connection, q: &QualityQuery) -> StoreResult<Vec<QualityRow>> {
-    let carriers: Vec<String> = match &q.carrier_id {
-        Some(c) => vec![c.clone()],
-        None => conn
-            .prepare_cached("SELECT carrier_id FROM carriers")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?,
-    };
-    let mut changes = Changes::default();
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM call_records INDEXED BY call_records_by_start
-          WHERE carrier_id = ?1 AND start_time >= ?2 AND start_time < ?3"
-    ))?;
-    let hour = crate::store::pairing::HOUR_US;
-    for carrier_id in &carriers {
-        let mut rows = stmt.query(params![carrier_id, q.start_hour * hour, q.end_hour * hour])?;
-        while let Some(row) = rows.next()? {
-            changes.record(carrier_id, &rows::call_record(row)?, 1);
-        }
-    }
-    Ok(crate::store::quality::recomputed(q, changes)?)
-}
-
-/// Builds every carrier's cells (empty before) from the stored records: the migration that
-/// adds them runs it once, logging each carrier.
-pub(super) fn build(conn: &Connection) -> StoreResult<()> {
-    let carriers: Vec<String> = conn
-        .prepare("SELECT DISTINCT carrier_id FROM call_records")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let total = carriers.len();
-    for (n, carrier_id) in carriers.iter().enumerate() {
-        let started = std::time::Instant::now();
-        let mut changes = Changes::default();
-        let mut records = 0_u64;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM call_records WHERE carrier_id = ?1"
-        ))?;
-        let mut rows = stmt.query([carrier_id])?;
-        while let Some(row) = rows.next()? {
-            let record = rows::call_record(row)?;
-            changes.record(carrier_id, &record, 1);
-            records += 1;
-        }
-        apply(conn, changes)?;
-        tracing::info!(
-            carrier = %carrier_id,
-            records,
-            took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            done = n + 1,
-            of = total,
-            "quality aggregates built for a carrier"
-        );
-    }
-    Ok(())
 }

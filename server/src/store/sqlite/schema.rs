@@ -384,7 +384,7 @@ CREATE TABLE quality_cells (
 ) WITHOUT ROWID;
 "#,
             |tx: &rusqlite::Transaction| -> rusqlite_migration::HookResult {
-                super::quality::build(tx)
+                super::calls::build_quality(tx)
                     .map_err(|e| rusqlite_migration::HookError::Hook(e.to_string()))
             },
         ),
