@@ -15,6 +15,7 @@ use ocx_api::pb;
 
 use crate::figures::{Figure, Target, human};
 use crate::harness::{Backend, CARRIER, START, Server, record_batches_over, setup, timestamp};
+use crate::reconcile::timed;
 
 /// The period: 30 days.
 const DAYS: i64 = 30;
@@ -51,14 +52,7 @@ pub async fn run(backend: &Backend, records: u64, runs: u32) -> anyhow::Result<V
         filter: None,
     };
     eprintln!("GetQualitySummary, {runs} runs ...");
-    let mut times = Vec::new();
-    let mut rows = Vec::new();
-    for _ in 0..runs {
-        let started = Instant::now();
-        rows = carrier.quality_summary(request.clone()).await?;
-        times.push(started.elapsed());
-    }
-    times.sort();
+    let (times, rows) = timed(runs, || carrier.quality_summary(request.clone())).await?;
     let counted: i64 = rows.iter().map(|r| r.calls).sum();
     if counted != records as i64 {
         bail!("the summary counted {counted} calls of {records}");
@@ -76,7 +70,7 @@ pub async fn run(backend: &Backend, records: u64, runs: u32) -> anyhow::Result<V
         group_by: vec![ocx_server::domain::QualityDimension::TrunkFqdn],
         filter: Default::default(),
     };
-    let (mut reference_times, reference) = match backend {
+    let (reference_times, reference) = match backend {
         Backend::Sqlite => {
             let store = ocx_server::store::sqlite::SqliteStore::open(&database)?;
             timed(runs.min(3), || store.reference_quality(query.clone())).await?
@@ -87,7 +81,6 @@ pub async fn run(backend: &Backend, records: u64, runs: u32) -> anyhow::Result<V
             timed(runs.min(3), || store.reference_quality(query.clone())).await?
         }
     };
-    reference_times.sort();
     let reference: Vec<pb::QualitySummaryRow> = reference
         .into_iter()
         .map(ocx_server::convert_quality::quality_row)
@@ -133,20 +126,4 @@ pub async fn run(backend: &Backend, records: u64, runs: u32) -> anyhow::Result<V
         ));
     }
     Ok(figures)
-}
-
-/// Runs `call` `runs` times: the times, and the last answer.
-async fn timed<F, Fut, T>(runs: u32, call: F) -> anyhow::Result<(Vec<Duration>, T)>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ocx_server::store::StoreResult<T>>,
-{
-    let mut times = Vec::new();
-    let mut last = None;
-    for _ in 0..runs.max(1) {
-        let started = Instant::now();
-        last = Some(call().await.map_err(|e| anyhow::anyhow!("{e}"))?);
-        times.push(started.elapsed());
-    }
-    Ok((times, last.ok_or_else(|| anyhow::anyhow!("no run"))?))
 }

@@ -491,10 +491,11 @@ fn shell_summary(
 }
 
 /// Runs `call` `runs` times; returns each time and the last result.
-async fn timed<F, Fut, T>(runs: u32, call: F) -> anyhow::Result<(Vec<Duration>, T)>
+pub async fn timed<F, Fut, T, E>(runs: u32, call: F) -> anyhow::Result<(Vec<Duration>, T)>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ocx_client::Result<T>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
 {
     let mut times = Vec::new();
     let mut last = None;

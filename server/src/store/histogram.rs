@@ -65,16 +65,6 @@ impl Histogram {
         }
     }
 
-    /// Whether no value is counted.
-    pub fn is_empty(&self) -> bool {
-        self.bins.is_empty()
-    }
-
-    /// The bins and their counts, in increasing order of value.
-    pub fn bins(&self) -> impl Iterator<Item = (i32, i64)> + '_ {
-        self.bins.iter().map(|(b, n)| (*b, *n))
-    }
-
     /// Appends the histogram to `out`: the number of bins, then each bin's distance from the
     /// one before and its count, as LEB128 varints (zigzag for the distances).
     pub fn encode(&self, out: &mut Vec<u8>) {

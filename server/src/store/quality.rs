@@ -1,5 +1,5 @@
 //! Call quality and traffic aggregates for GetQualitySummary, shared by both backends and free
-//! of I/O: what one call adds to its cells ([`Figures::of`]), what a write changes
+//! of I/O: what one call adds to its cells ([`Figures::add_call`]), what a write changes
 //! ([`Changes`]), and a summary's rows from the cells a query reads ([`Summary`]).
 //!
 //! A cell is one carrier's calls of one group (trunk, usage country, destination context, call
@@ -214,8 +214,9 @@ pub fn user_failure(q850_cause: i32, final_sip_code: i32) -> bool {
 }
 
 impl Figures {
-    /// What the call `r` adds to its cells.
-    pub fn of(r: &CallRecord) -> Figures {
+    /// What the call `r` adds to its cells (the tests' way to build a cell).
+    #[cfg(test)]
+    fn of(r: &CallRecord) -> Figures {
         let mut f = Figures::default();
         f.add_call(r, 1);
         f
