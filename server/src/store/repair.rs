@@ -45,6 +45,25 @@ pub struct Keyed {
     /// first step: their groups are re-paired if one of those rows may change them
     /// ([`ClosedSet::widened`]).
     pub current: BTreeSet<String>,
+    /// Records the write itself stored for this carrier, by call id, with their usage lines:
+    /// the closed set's first step takes them as stored instead of reading them back.
+    pub written: HashMap<String, (RecordFact, Line)>,
+}
+
+impl Keyed {
+    /// The call ids the closed set's first step must read records by: those of no record in
+    /// [`Keyed::written`] (a call id names at most one record).
+    pub fn unwritten_calls(&self) -> Vec<&String> {
+        self.calls
+            .iter()
+            .filter(|c| !self.written.contains_key(*c))
+            .collect()
+    }
+
+    /// The records the write stored, as the closed set's first step would have read them.
+    pub fn written_records(&self) -> impl Iterator<Item = (RecordFact, Line)> + '_ {
+        self.written.values().cloned()
+    }
 }
 
 impl Touched {
@@ -63,6 +82,19 @@ impl Touched {
             };
             set.insert(correlation_id.to_owned());
         }
+    }
+
+    /// Notes a record the write stored for `carrier_id` (after [`Touched::note`]), with its
+    /// usage line: the last write of a call id wins, and a record another carrier stored
+    /// earlier in the same write is no longer theirs.
+    pub fn wrote_record(&mut self, carrier_id: &str, fact: RecordFact, line: Line) {
+        for (other, keyed) in &mut self.keys {
+            if other != carrier_id {
+                keyed.written.remove(&fact.call_id);
+            }
+        }
+        let keyed = self.keys.entry(carrier_id.to_owned()).or_default();
+        keyed.written.insert(fact.call_id.clone(), (fact, line));
     }
 
     /// Notes a record or report of `carrier_id` with `call_id` and `correlation_id` as it was

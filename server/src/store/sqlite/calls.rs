@@ -12,6 +12,7 @@ use crate::domain::{
     CallRecord, CallRecordFilter, DestinationContext, IngestOutcome, QualityMetric, Refusal,
     now_micros,
 };
+use crate::store::pairing::RecordFact;
 use crate::store::rules::{self, OwnerFact, OwnerQuestion};
 use crate::store::{CallRecordCursor, KeyedPage, StoreResult};
 use crate::store::{rows, sql};
@@ -179,6 +180,19 @@ pub fn ingest(conn: &Connection, records: &[CallRecord]) -> StoreResult<Vec<Inge
                     }
                 }
                 touched.note(&carrier_id, &r.call_id, &r.correlation_id);
+                let fact = RecordFact {
+                    id: id.unwrap_or_else(|| conn.last_insert_rowid()),
+                    call_id: r.call_id.clone(),
+                    correlation_id: r.correlation_id.clone(),
+                    start_time: r.start_time,
+                    duration_us: r.duration_us,
+                };
+                let line = (
+                    r.tenant_id.clone(),
+                    r.tenant_number().to_owned(),
+                    r.direction.code().into(),
+                );
+                touched.wrote_record(&carrier_id, fact, line);
                 if id.is_some() {
                     IngestOutcome::Revised(carrier_id)
                 } else {

@@ -352,7 +352,9 @@ fn closed_set(
     };
     let calls: Vec<&String> = keyed.calls.iter().collect();
     let mut set = ClosedSet::default();
-    set.add_records(records(&set, RECORDS_BY_CALL, &calls)?);
+    // The records this write stored are taken as stored: only the others are read.
+    set.add_records(keyed.written_records());
+    set.add_records(records(&set, RECORDS_BY_CALL, &keyed.unwritten_calls())?);
     set.add_reports(reports(&set, REPORTS_BY_CALL, &calls)?);
     // What step 1's rows were before the write decides which groups to read.
     let first = FirstStep {
