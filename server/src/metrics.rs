@@ -2,7 +2,8 @@
 //! requests by service, method and code; latency histograms; rows stored by ingest; open
 //! streams; connections (open, accepted, refused at the cap, closed by the server, accept
 //! errors); the bytes the feeds hold for their readers and the feeds ended for stalling; the
-//! database's size.
+//! entries the feeds send and how old they are when sent (the feeds' lag); the database's size.
+//! `deploy/grafana/ocx.json` charts them.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -52,6 +53,38 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// A feed's labels.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedLabels {
+    /// [`Feed::label`]: `call_records`, `number_events` or `reconciliation`.
+    pub feed: String,
+}
+
+/// The server's feeds, as the metrics name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// `StreamCallRecords`.
+    CallRecords,
+    /// `WatchNumberEvents`.
+    NumberEvents,
+    /// `WatchReconciliation`.
+    Reconciliation,
+}
+
+impl Feed {
+    /// Every feed.
+    pub const ALL: [Feed; 3] = [Feed::CallRecords, Feed::NumberEvents, Feed::Reconciliation];
+
+    /// The `feed` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Feed::CallRecords => "call_records",
+            Feed::NumberEvents => "number_events",
+            Feed::Reconciliation => "reconciliation",
+        }
+    }
+}
+
 /// A configured limit's labels.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
@@ -86,6 +119,13 @@ pub struct Metrics {
     feed_buffered_bytes: Gauge,
     /// Feeds ended because their client took nothing for `--stall-timeout`.
     feeds_stalled: Counter,
+    /// Entries sent on feeds, by feed.
+    feed_entries: Family<FeedLabels, Counter>,
+    /// For each message a feed sends, seconds from when its newest entry was stored to the
+    /// sending: near zero for a follower that keeps up, the time it is behind for one that
+    /// replays or lags. Call records and number events only: a reconciliation entry carries no
+    /// time of its own.
+    feed_lag: Family<FeedLabels, Histogram>,
     /// The limits the server runs with, by name.
     limits: Family<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Connections open now (each holds one of the cap's permits).
@@ -128,6 +168,13 @@ impl Metrics {
         let database_bytes = Gauge::default();
         let feed_buffered_bytes = Gauge::default();
         let feeds_stalled = Counter::default();
+        let feed_entries = Family::<FeedLabels, Counter>::default();
+        let feed_lag = Family::<FeedLabels, Histogram>::new_with_constructor(|| {
+            // 1 ms to ~9 hours.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.001, 2.0, 25,
+            ))
+        });
         let limits = Family::<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register(
             "grpc_requests",
@@ -165,6 +212,16 @@ impl Metrics {
             feeds_stalled.clone(),
         );
         registry.register(
+            "feed_entries_sent",
+            "Entries sent on feeds (call records, number events, reconciliation changes), by feed",
+            feed_entries.clone(),
+        );
+        registry.register(
+            "feed_lag_seconds",
+            "For each feed message: seconds from its newest entry's storing to its sending, by feed (call records and number events)",
+            feed_lag.clone(),
+        );
+        registry.register(
             "limit",
             "The limits the server runs with, by name (the settings of the README's limits table)",
             limits.clone(),
@@ -199,11 +256,21 @@ impl Metrics {
             "Failed accepts of a connection (for example at the open-file limit)",
             accept_errors.clone(),
         );
-        // Both reasons appear from the start, at 0, so a rate over them is defined.
+        // Both reasons and every feed appear from the start, at 0, so a rate over them is
+        // defined.
         for reason in [CLOSED_HANDSHAKE, CLOSED_IDLE] {
             let _ = connections_closed.get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             });
+        }
+        for feed in Feed::ALL {
+            let labels = FeedLabels {
+                feed: feed.label().to_owned(),
+            };
+            let _ = feed_entries.get_or_create(&labels);
+            if feed != Feed::Reconciliation {
+                let _ = feed_lag.get_or_create(&labels);
+            }
         }
         Metrics {
             registry,
@@ -214,6 +281,8 @@ impl Metrics {
             database_bytes,
             feed_buffered_bytes,
             feeds_stalled,
+            feed_entries,
+            feed_lag,
             limits,
             connections_open,
             connections_accepted,
@@ -307,6 +376,28 @@ impl Metrics {
     /// Counts a feed ended for stalling.
     pub fn feed_stalled(&self) {
         self.feeds_stalled.inc();
+    }
+
+    /// Counts `entries` sent in one message of `feed`, whose newest entry was stored at
+    /// `newest_stored` (µs since the epoch), if entries of that feed carry the time.
+    pub fn feed_sent(
+        &self,
+        feed: Feed,
+        entries: usize,
+        newest_stored: Option<crate::domain::Micros>,
+    ) {
+        let labels = FeedLabels {
+            feed: feed.label().to_owned(),
+        };
+        self.feed_entries
+            .get_or_create(&labels)
+            .inc_by(entries as u64);
+        if let Some(stored) = newest_stored {
+            let age_us = crate::domain::now_micros().saturating_sub(stored).max(0);
+            self.feed_lag
+                .get_or_create(&labels)
+                .observe(age_us as f64 / 1e6);
+        }
     }
 
     /// The text exposition, with the database size read now.

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::Ctx;
 use super::stream::{
-    FeedSender, check_cursor, feed, next_commit, read_size, send_or_stop, still_authorised,
+    FeedSender, Tally, check_cursor, feed, next_commit, read_size, send_or_stop, still_authorised,
 };
 use crate::auth;
 use crate::convert::{self, filter_enum};
@@ -19,6 +19,7 @@ use crate::convert_calls;
 use crate::convert_quality;
 use crate::domain::{CallDirection, CallRecordFilter, CallType};
 use crate::error::{Violations, invalid, store_status};
+use crate::metrics::Feed;
 use crate::paging;
 
 /// Most records read from the store per feed query (while the client keeps up).
@@ -283,16 +284,23 @@ async fn send_all(
     let mut records = records.into_iter().peekable();
     while records.peek().is_some() {
         let per_message = (tx.budget() / 4 / *record_bytes).clamp(1, FEED_MESSAGE);
+        let mut newest = None;
         let message = pb::StreamCallRecordsResponse {
             call_records: records
                 .by_ref()
                 .take(per_message)
+                .inspect(|r| newest = newest.max(Some(r.update_time)))
                 .map(convert_calls::call_record)
                 .collect(),
         };
         let count = message.call_records.len();
         *record_bytes = (prost::Message::encoded_len(&message) / count.max(1)).max(1);
-        if !send_or_stop(tx, message, shutdown, RESUME).await {
+        let tally = Tally {
+            feed: Feed::CallRecords,
+            entries: count,
+            newest_stored: newest,
+        };
+        if !send_or_stop(tx, (message, tally), shutdown, RESUME).await {
             return false;
         }
         items.add(count);

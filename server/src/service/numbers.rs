@@ -10,13 +10,14 @@ use tonic::{Request, Response, Status};
 
 use super::batch::{accept, batch_len, item_violations};
 use super::stream::{
-    FeedSender, check_cursor, feed, next_commit, read_size, send_or_stop, still_authorised,
+    FeedSender, Tally, check_cursor, feed, next_commit, read_size, send_or_stop, still_authorised,
 };
 use super::{Ctx, request_key};
 use crate::auth;
 use crate::convert;
 use crate::domain::{ItemOutcome, NumberFilter};
 use crate::error::{Violations, invalid, refusal, store_status};
+use crate::metrics::Feed;
 use crate::paging;
 use crate::store::request::with_request;
 
@@ -285,11 +286,17 @@ async fn watch_loop(
         let caught_up = events.len() < limit;
         for event in events {
             after = event.sequence;
+            let stored = event.event_time;
             let message = pb::WatchNumberEventsResponse {
                 event: Some(convert::number_event(event)),
             };
             event_bytes = prost::Message::encoded_len(&message).max(1);
-            if !send_or_stop(&tx, message, &mut shutdown, RESUME).await {
+            let tally = Tally {
+                feed: Feed::NumberEvents,
+                entries: 1,
+                newest_stored: Some(stored),
+            };
+            if !send_or_stop(&tx, (message, tally), &mut shutdown, RESUME).await {
                 return; // the client went away or stalled, or the server is stopping
             }
             items.add(1);

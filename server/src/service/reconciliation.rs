@@ -9,13 +9,14 @@ use tonic::{Request, Response, Status};
 
 use super::Ctx;
 use super::stream::{
-    FeedSender, check_cursor, feed, next_commit, read_size, send_or_stop, still_authorised,
+    FeedSender, Tally, check_cursor, feed, next_commit, read_size, send_or_stop, still_authorised,
 };
 use crate::auth::{self, Principal};
 use crate::convert::filter_enum;
 use crate::convert_durations;
 use crate::domain::{DiscrepancyKind, ReconciliationPeriod};
 use crate::error::{Violations, invalid, store_status};
+use crate::metrics::Feed;
 use crate::paging;
 
 /// The reconciliation service.
@@ -236,7 +237,12 @@ async fn watch_loop(
             let count = message.changes.len();
             after = message.changes.last().map_or(after, |c| c.sequence);
             change_bytes = (prost::Message::encoded_len(&message) / count.max(1)).max(1);
-            if !send_or_stop(&tx, message, &mut shutdown, RESUME).await {
+            let tally = Tally {
+                feed: Feed::Reconciliation,
+                entries: count,
+                newest_stored: None,
+            };
+            if !send_or_stop(&tx, (message, tally), &mut shutdown, RESUME).await {
                 return; // the client went away or stalled, or the server is stopping
             }
             items.add(count);

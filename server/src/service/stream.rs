@@ -101,6 +101,17 @@ impl<T> FeedShared<T> {
     }
 }
 
+/// What a feed message carries, for the metrics ([`Metrics::feed_sent`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tally {
+    /// The feed.
+    pub feed: crate::metrics::Feed,
+    /// Its entries.
+    pub entries: usize,
+    /// When its newest entry was stored, if the feed's entries carry the time.
+    pub newest_stored: Option<crate::domain::Micros>,
+}
+
 /// What became of a message given to [`FeedSender::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sent {
@@ -125,7 +136,10 @@ impl<T> FeedSender<T> {
     /// Queues `message` once it fits in the budget (at once into an empty queue, whatever its
     /// size). Waits while the queue is full, at most until the client has taken nothing for the
     /// stall timeout, counted from when the queue became full to this message.
-    pub(crate) async fn send(&self, message: T) -> Sent
+    ///
+    /// `tally` is counted in the metrics as the message is queued (before the client can take
+    /// it, so a scrape after the client has it counts it).
+    pub(crate) async fn send(&self, message: T, tally: Option<Tally>) -> Sent
     where
         T: prost::Message,
     {
@@ -140,6 +154,11 @@ impl<T> FeedSender<T> {
                 }
                 if state.queue.is_empty() || state.bytes + size <= self.shared.budget {
                     if let Some(message) = message.take() {
+                        if let Some(t) = tally {
+                            self.shared
+                                .metrics
+                                .feed_sent(t.feed, t.entries, t.newest_stored);
+                        }
                         self.push(state, Ok(message), size);
                     }
                     return Sent::Queued;
@@ -323,12 +342,12 @@ pub(crate) fn check_cursor(after: i64, head: i64) -> Result<(), Status> {
 /// [`FeedSender::stall`]). Returns whether the stream should go on.
 pub(crate) async fn send_or_stop<T: prost::Message>(
     tx: &FeedSender<T>,
-    message: T,
+    (message, tally): (T, Tally),
     shutdown: &mut watch::Receiver<bool>,
     resume: &str,
 ) -> bool {
     tokio::select! {
-        sent = tx.send(message) => match sent {
+        sent = tx.send(message, Some(tally)) => match sent {
             Sent::Queued => true,
             Sent::Gone => false,
             Sent::Stalled => {
@@ -566,10 +585,16 @@ mod tests {
     async fn a_feed_queue_holds_at_most_its_budget_and_a_large_message_alone() {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let (tx, mut rx) = feed(100, Duration::from_secs(3600), metrics);
-        assert_eq!(tx.send(message(40)).now_or_never(), Some(Sent::Queued));
-        assert_eq!(tx.send(message(40)).now_or_never(), Some(Sent::Queued));
+        assert_eq!(
+            tx.send(message(40), None).now_or_never(),
+            Some(Sent::Queued)
+        );
+        assert_eq!(
+            tx.send(message(40), None).now_or_never(),
+            Some(Sent::Queued)
+        );
         assert_eq!(tx.free(), 20);
-        let mut third = Box::pin(tx.send(message(40)));
+        let mut third = Box::pin(tx.send(message(40), None));
         assert!(
             (&mut third).now_or_never().is_none(),
             "over the budget: waits"
@@ -588,7 +613,7 @@ mod tests {
             "empty: the client waits"
         );
         assert_eq!(
-            tx.send(message(500)).now_or_never(),
+            tx.send(message(500), None).now_or_never(),
             Some(Sent::Queued),
             "larger than the budget, into an empty queue"
         );
@@ -599,9 +624,9 @@ mod tests {
     async fn a_full_feed_queue_stalls_is_freed_and_ends_with_unavailable() {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let (tx, mut rx) = feed(100, Duration::from_millis(50), metrics);
-        assert_eq!(tx.send(message(60)).await, Sent::Queued);
+        assert_eq!(tx.send(message(60), None).await, Sent::Queued);
         // The client takes nothing: the next message waits out the stall timeout.
-        assert_eq!(tx.send(message(60)).await, Sent::Stalled);
+        assert_eq!(tx.send(message(60), None).await, Sent::Stalled);
         tx.stall("reconnect with your last sequence");
         assert_eq!(tx.free(), 100, "the queued message was dropped");
         drop(tx);
@@ -623,8 +648,8 @@ mod tests {
     async fn a_feed_sender_sees_its_client_leave() {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let (tx, rx) = feed(100, Duration::from_secs(3600), metrics);
-        assert_eq!(tx.send(message(80)).await, Sent::Queued);
-        let mut blocked = Box::pin(tx.send(message(80)));
+        assert_eq!(tx.send(message(80), None).await, Sent::Queued);
+        let mut blocked = Box::pin(tx.send(message(80), None));
         assert!((&mut blocked).now_or_never().is_none());
         drop(rx);
         assert_eq!(blocked.await, Sent::Gone);

@@ -6,6 +6,7 @@ mod auth;
 mod call_records;
 mod contention;
 mod contract;
+mod dashboard;
 mod decode;
 mod durations;
 mod idempotency;

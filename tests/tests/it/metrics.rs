@@ -8,7 +8,7 @@ use ocx_testkit::{call, carrier, consent, ingest, numbers, provision, tenant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `GET /metrics` over plain HTTP/1.1; the body.
-async fn scrape(addr: std::net::SocketAddr) -> String {
+pub(crate) async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: ocx\r\nConnection: close\r\n\r\n")
@@ -27,7 +27,7 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 }
 
 /// The value of the sample `name` whose labels include every `labels` pair.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter(|line| {
@@ -44,34 +44,72 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .and_then(|value| value.parse().ok())
 }
 
+/// A server on loopback with its metrics endpoint, on a fresh SQLite file.
+pub(crate) struct MetricsServer {
+    /// The gRPC endpoint.
+    pub endpoint: String,
+    /// The platform key.
+    pub key: String,
+    /// Where `/metrics` is served.
+    pub metrics_addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl MetricsServer {
+    pub(crate) async fn start() -> MetricsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("ocx.db")).expect("store");
+        let key = ocx_server::bootstrap::ensure_platform_key(&store, None)
+            .await
+            .expect("bootstrap")
+            .expect("key");
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let (endpoint, metrics_addr) = (
+            format!("http://{}", grpc.local_addr().expect("addr")),
+            metrics.local_addr().expect("addr"),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(ocx_server::run_with_metrics(
+            grpc,
+            Some(metrics),
+            Arc::new(store),
+            ocx_server::Config::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        MetricsServer {
+            endpoint,
+            key,
+            metrics_addr,
+            stop,
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server; it must stop cleanly.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.await.expect("join").expect("server");
+    }
+}
+
 #[tokio::test]
 async fn a_scrape_after_a_scenario_counts_calls_rows_streams_and_bytes() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&dir.path().join("ocx.db")).expect("store");
-    let key = ocx_server::bootstrap::ensure_platform_key(&store, None)
-        .await
-        .expect("bootstrap")
-        .expect("key");
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let (endpoint, metrics_addr) = (
-        format!("http://{}", grpc.local_addr().expect("addr")),
-        metrics.local_addr().expect("addr"),
+    let server = MetricsServer::start().await;
+    let (endpoint, key, metrics_addr) = (
+        server.endpoint.clone(),
+        server.key.clone(),
+        server.metrics_addr,
     );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(ocx_server::run_with_metrics(
-        grpc,
-        Some(metrics),
-        Arc::new(store),
-        ocx_server::Config::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
     let platform = Client::connect(endpoint.clone(), key)
         .await
         .expect("connect");
@@ -172,7 +210,6 @@ async fn a_scrape_after_a_scenario_counts_calls_rows_streams_and_bytes() {
     let bytes = sample(&text, "ocx_database_bytes", &[]).expect("database size");
     assert!(bytes > 10_000.0, "{bytes}");
 
-    let _ = stop.send(());
     drop(_watch);
-    server.await.expect("join").expect("server");
+    server.stop().await;
 }
