@@ -4,6 +4,7 @@
 #
 #   eval "$(scripts/pg-cluster.sh start)"   # exports OCX_TEST_POSTGRES and OCX_PG_DIR
 #   scripts/pg-cluster.sh stop "$OCX_PG_DIR" # stops it and removes the directory
+#   scripts/pg-cluster.sh bin                 # the directory of the PostgreSQL programs
 #
 # `start` prints shell assignments on stdout and everything else on stderr.
 set -euo pipefail
@@ -37,6 +38,10 @@ free_port() {
 }
 
 case "${1:-}" in
+bin)
+    # The directory of the PostgreSQL programs (installing them if missing).
+    pg_bin
+    ;;
 start)
     bin=$(pg_bin)
     dir=$(mktemp -d /tmp/ocx-pg.XXXXXX)
@@ -66,7 +71,7 @@ stop)
     rm -rf "$dir"
     ;;
 *)
-    echo "usage: $0 start | stop DIR" >&2
+    echo "usage: $0 start | stop DIR | bin" >&2
     exit 2
     ;;
 esac

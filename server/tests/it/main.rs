@@ -29,6 +29,7 @@ mod convert_property;
 mod crash;
 mod crash_loop;
 mod deadline;
+mod failover;
 mod feeds;
 mod logs;
 mod quality_property;

@@ -38,11 +38,11 @@ const CHANGES_BEFORE_KILL: usize = 20;
 const BOUND: Duration = Duration::from_secs(60);
 
 /// What one follower saw: (sequence, number or call id), in order.
-type Seen = Vec<(i64, String)>;
+pub(crate) type Seen = Vec<(i64, String)>;
 
 /// Follows `feed` until it has yielded `target` (once the target is known) or `stop` fires;
 /// returns what it saw.
-fn collect<T: Send + 'static>(
+pub(crate) fn collect<T: Send + 'static>(
     feed: impl Stream<Item = ocx_client::Result<T>> + Send + 'static,
     entry: fn(&T) -> (i64, String),
     mut target: watch::Receiver<i64>,
@@ -69,12 +69,12 @@ fn collect<T: Send + 'static>(
     })
 }
 
-fn event_entry(e: &pb::NumberEvent) -> (i64, String) {
+pub(crate) fn event_entry(e: &pb::NumberEvent) -> (i64, String) {
     let number = e.phone_number.as_ref().map(|n| n.number.clone());
     (e.sequence, number.unwrap_or_default())
 }
 
-fn record_entry(r: &pb::CallRecord) -> (i64, String) {
+pub(crate) fn record_entry(r: &pb::CallRecord) -> (i64, String) {
     (r.feed_sequence, r.call_id.clone())
 }
 
@@ -175,21 +175,29 @@ async fn report(carrier: Client, batches: Vec<Vec<pb::CallDurationReport>>) -> B
     acked
 }
 
-fn reports_for(batch: &[pb::CallRecord]) -> Vec<pb::CallDurationReport> {
+pub(crate) fn reports_for(batch: &[pb::CallRecord]) -> Vec<pb::CallDurationReport> {
     batch
         .iter()
         .map(|r| report_for(r, format!("report-{}", r.call_id)))
         .collect()
 }
 
-/// The carrier's rows as the database holds them: (sequence, key) in sequence order.
-async fn stored(url: &str, sql: &str) -> Seen {
+/// A carrier's number events as the database holds them: (sequence, number), for [`stored`].
+pub(crate) const STORED_EVENTS: &str = "SELECT sequence, number FROM number_events e
+   CROSS JOIN LATERAL (SELECT (e.snapshot::jsonb)->>'number' AS number) n
+  WHERE carrier_id = $1 ORDER BY sequence";
+/// A carrier's call-record feed as the database holds it: (sequence, call id), for [`stored`].
+pub(crate) const STORED_RECORDS: &str =
+    "SELECT feed_sequence, call_id FROM call_records WHERE carrier_id = $1 ORDER BY feed_sequence";
+
+/// `carrier`'s rows as the database holds them: (sequence, key) in sequence order.
+pub(crate) async fn stored(url: &str, sql: &str, carrier: &str) -> Seen {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect to PostgreSQL");
     tokio::spawn(connection);
     client
-        .query(sql, &[&CARRIER])
+        .query(sql, &[&carrier])
         .await
         .expect("query")
         .iter()
@@ -197,7 +205,7 @@ async fn stored(url: &str, sql: &str) -> Seen {
         .collect()
 }
 
-fn assert_gapless(what: &str, seen: &Seen) {
+pub(crate) fn assert_gapless(what: &str, seen: &Seen) {
     let sequences: Vec<i64> = seen.iter().map(|s| s.0).collect();
     let expected: Vec<i64> = (1..=seen.len() as i64).collect();
     assert_eq!(sequences, expected, "{what}: sequences 1..=n without a gap");
@@ -460,18 +468,8 @@ async fn two_replicas_serve_as_one_and_survive_a_sigkill() {
     churn_a.await.expect("A's assignments");
 
     // Every write is done: the database's heads are the followers' targets.
-    let events = stored(
-        &url,
-        "SELECT sequence, number FROM number_events e
-           CROSS JOIN LATERAL (SELECT (e.snapshot::jsonb)->>'number' AS number) n
-          WHERE carrier_id = $1 ORDER BY sequence",
-    )
-    .await;
-    let records = stored(
-        &url,
-        "SELECT feed_sequence, call_id FROM call_records WHERE carrier_id = $1 ORDER BY feed_sequence",
-    )
-    .await;
+    let events = stored(&url, STORED_EVENTS, CARRIER).await;
+    let records = stored(&url, STORED_RECORDS, CARRIER).await;
     eprintln!(
         "{} number events, {} feed entries; B acknowledged {} of {BATCHES} ingest batches and {} \
          number changes before SIGKILL; B's watcher had seen {} events, its feed {} records",
