@@ -41,10 +41,18 @@ fn report_batches(records: u64) -> Vec<((), Vec<pb::CallDurationReport>)> {
 /// Ingests the generated records over one `IngestCallRecords` stream, timed from opening the
 /// stream to the last acknowledgement; checks every record was created.
 pub async fn ingest_records(platform: &Client, records: u64) -> anyhow::Result<Duration> {
+    ingest_batches(platform, record_batches(records).collect()).await
+}
+
+/// Ingests `batches` over one `IngestCallRecords` stream, timed from opening the stream to the
+/// last acknowledgement; checks every record was created.
+async fn ingest_batches(
+    platform: &Client,
+    batches: Vec<Vec<pb::CallRecord>>,
+) -> anyhow::Result<Duration> {
+    let records: usize = batches.iter().map(Vec::len).sum();
     let started = Instant::now();
-    let acks = platform
-        .ingest_call_records(stream::iter(record_batches(records)))
-        .await?;
+    let acks = platform.ingest_call_records(stream::iter(batches)).await?;
     let mut acks = std::pin::pin!(acks);
     let mut created = 0_i64;
     while let Some(ack) = acks.next().await {
@@ -55,6 +63,141 @@ pub async fn ingest_records(platform: &Client, records: u64) -> anyhow::Result<D
         bail!("{created} of {records} records were created");
     }
     Ok(elapsed)
+}
+
+/// Batches per turn of the interleaved runs (100,000 records or reports).
+const TURN: usize = 100;
+
+/// Who runs in one turn of R1 and the cost of durability.
+#[derive(Clone, Copy)]
+enum Side {
+    /// OCX, as it runs (`synchronous=FULL`).
+    Ocx,
+    /// OCX on a server that does not sync at each commit.
+    Normal,
+    /// rusqlite straight into the same schema.
+    Limit,
+}
+
+/// R1 and the cost of durability: the same records through OCX, through OCX without a sync at
+/// each commit, and by rusqlite straight into the schema at `baseline`, in turns of [`TURN`]
+/// batches each, the order rotating from turn to turn. Run one after the other, the three
+/// ingests took minutes apart, and this machine's disk and neighbours drifted between them
+/// (R2, which this issue's changes do not touch, ranged 0.63–0.99 in consecutive runs);
+/// in turns, each side meets the same conditions, on databases of the same size. The time
+/// each side took in all: OCX, OCX without syncs, the limit.
+async fn r1_in_turns(
+    ocx: &Client,
+    normal: &Client,
+    baseline: std::path::PathBuf,
+    records: u64,
+) -> anyhow::Result<(Duration, Duration, Duration)> {
+    let batches: Vec<Vec<pb::CallRecord>> = record_batches(records).collect();
+    let mut domain = converted(batches.iter(), |r| {
+        ocx_server::convert_calls::call_record_in(r, "r")
+    })?
+    .into_iter();
+    let mut conn = Some(ocx_server::store::sqlite::baseline::open(&baseline)?);
+    let (mut took, mut sequence) = ([Duration::ZERO; 3], 1_i64);
+    for (turn, slice) in batches.chunks(TURN).enumerate() {
+        let mut part: Vec<_> = domain.by_ref().take(slice.len()).collect();
+        for k in 0..3 {
+            match [Side::Ocx, Side::Normal, Side::Limit][(turn + k) % 3] {
+                Side::Ocx => took[0] += ingest_batches(ocx, slice.to_vec()).await?,
+                Side::Normal => took[1] += ingest_batches(normal, slice.to_vec()).await?,
+                Side::Limit => {
+                    let (c, mut batches) = (conn.take(), std::mem::take(&mut part));
+                    let (c, elapsed, next) = tokio::task::spawn_blocking(move || {
+                        let c = c.ok_or_else(|| anyhow::anyhow!("no baseline connection"))?;
+                        let started = Instant::now();
+                        let mut sequence = sequence;
+                        for batch in &mut batches {
+                            ocx_server::store::sqlite::baseline::insert_call_records(
+                                &c, batch, CARRIER, sequence,
+                            )?;
+                            sequence += batch.len() as i64;
+                        }
+                        anyhow::Ok((c, started.elapsed(), sequence))
+                    })
+                    .await??;
+                    (conn, took[2], sequence) = (Some(c), took[2] + elapsed, next);
+                }
+            }
+        }
+    }
+    Ok((took[0], took[1], took[2]))
+}
+
+/// R2: the reports through OCX's `UploadCallDurations` and by the store's INSERT straight into
+/// the schema at `baseline` (which holds the records), in turns of [`TURN`] batches, the order
+/// alternating (see [`r1_in_turns`]). The time each side took in all: OCX, the limit.
+async fn r2_in_turns(
+    platform: &Client,
+    baseline: std::path::PathBuf,
+    reports: &[((), Vec<pb::CallDurationReport>)],
+) -> anyhow::Result<(Duration, Duration)> {
+    let mut domain = converted(reports.iter().map(|(_, b)| b), |r| {
+        ocx_server::convert_durations::report_in(r, "r")
+    })?
+    .into_iter();
+    let mut conn = Some(ocx_server::store::sqlite::baseline::open(&baseline)?);
+    let mut took = [Duration::ZERO; 2];
+    for (turn, slice) in reports.chunks(TURN).enumerate() {
+        let mut part: Vec<_> = domain.by_ref().take(slice.len()).collect();
+        for k in 0..2 {
+            if (turn + k) % 2 == 0 {
+                let count: usize = slice.iter().map(|(_, b)| b.len()).sum();
+                let started = Instant::now();
+                let totals = DurationUploader::new(platform, CARRIER)
+                    .run(stream::iter(slice.to_vec()), |(), _| {})
+                    .await?;
+                took[0] += started.elapsed();
+                if totals.created != count as u64 {
+                    bail!("{} of {count} reports were created", totals.created);
+                }
+            } else {
+                let (c, batches) = (conn.take(), std::mem::take(&mut part));
+                let (c, elapsed) = tokio::task::spawn_blocking(move || {
+                    let c = c.ok_or_else(|| anyhow::anyhow!("no baseline connection"))?;
+                    let started = Instant::now();
+                    for batch in &batches {
+                        ocx_server::store::sqlite::baseline::insert_call_durations(
+                            &c, batch, CARRIER,
+                        )?;
+                    }
+                    anyhow::Ok((c, started.elapsed()))
+                })
+                .await??;
+                (conn, took[1]) = (Some(c), took[1] + elapsed);
+            }
+        }
+    }
+    Ok((took[0], took[1]))
+}
+
+/// R7: the fastest of [`REPLAYS`] replays of the feed, and of the prepared SELECT over the same
+/// rows, alternating.
+async fn replays(
+    backend: &Backend,
+    server: &Server,
+    platform: &Client,
+    database: &std::path::Path,
+    records: u64,
+) -> anyhow::Result<(Duration, Duration)> {
+    eprintln!("replaying the feed, {REPLAYS} times each way ...");
+    let (mut replayed, mut selected) = (Duration::MAX, Duration::MAX);
+    for _ in 0..REPLAYS {
+        replayed = replayed.min(replay(platform, records).await?);
+        let select = match backend {
+            Backend::Sqlite => {
+                let path = database.to_owned();
+                tokio::task::spawn_blocking(move || select_all(&path, records)).await??
+            }
+            Backend::Postgres(_) => select_all_postgres(&server.database, records).await?,
+        };
+        selected = selected.min(select);
+    }
+    Ok((replayed, selected))
 }
 
 /// The whole feed replayed to a client over `StreamCallRecords`.
@@ -210,90 +353,57 @@ pub async fn run(backend: &Backend, records: u64) -> anyhow::Result<Vec<Figure>>
     let database = dir.path().join("ocx.db");
     let server = Server::start(backend, &database).await?;
     let (platform, _carrier) = setup(&server).await?;
-    eprintln!("ingesting {records} call records through OCX ...");
-    let ocx = ingest_records(&platform, records).await?;
-    let peak = server.peak_rss_mib();
-
-    eprintln!("replaying the feed, {REPLAYS} times each way ...");
-    let (mut replayed, mut selected) = (Duration::MAX, Duration::MAX);
-    for _ in 0..REPLAYS {
-        replayed = replayed.min(replay(&platform, records).await?);
-        let select = match backend {
-            Backend::Sqlite => {
-                let path = database.clone();
-                tokio::task::spawn_blocking(move || select_all(&path, records)).await??
-            }
-            Backend::Postgres(_) => select_all_postgres(&server.database, records).await?,
-        };
-        selected = selected.min(select);
-    }
-
-    // R2: the carrier's duration reports for those calls over `UploadCallDurations`.
-    eprintln!("uploading duration reports through OCX ...");
     let reports = report_batches(records);
     let report_count: usize = reports.iter().map(|(_, b)| b.len()).sum();
-    let started = Instant::now();
-    let totals = DurationUploader::new(&platform, CARRIER)
-        .run(stream::iter(reports.clone()), |(), _| {})
-        .await?;
-    let upload = started.elapsed();
-    if totals.created != report_count as u64 {
-        bail!("{} of {report_count} reports were created", totals.created);
-    }
-    let peak_after_replay = server.peak_rss_mib();
-    drop(server);
     if backend.is_postgres() {
+        eprintln!("ingesting {records} call records through OCX ...");
+        let ocx = ingest_records(&platform, records).await?;
+        let replays = replays(backend, &server, &platform, &database, records).await?;
+        eprintln!("uploading duration reports through OCX ...");
+        let started = Instant::now();
+        let totals = DurationUploader::new(&platform, CARRIER)
+            .run(stream::iter(reports.clone()), |(), _| {})
+            .await?;
+        let upload = started.elapsed();
+        if totals.created != report_count as u64 {
+            bail!("{} of {report_count} reports were created", totals.created);
+        }
+        let peak = server.peak_rss_mib();
         return Ok(postgres_figures(
             records,
             ocx,
             report_count,
             upload,
-            (replayed, selected),
-            peak_after_replay,
+            replays,
+            peak,
         ));
     }
 
-    // The cost of durability: the same ingest on a server that does not sync at each commit.
-    eprintln!("ingesting the same records with synchronous=NORMAL ...");
     let normal_server = Server::start_with(
         &dir.path().join("normal.db").display().to_string(),
         "normal",
     )?;
     let (normal_platform, _) = setup(&normal_server).await?;
-    let normal = ingest_records(&normal_platform, records).await?;
+    let baseline_path = dir.path().join("baseline.db");
+    eprintln!(
+        "ingesting {records} call records through OCX, through OCX with synchronous=NORMAL, \
+         and with rusqlite directly, in turns of {} ...",
+        TURN * BATCH
+    );
+    let (ocx, normal, baseline) =
+        r1_in_turns(&platform, &normal_platform, baseline_path.clone(), records).await?;
+    let peak = server.peak_rss_mib();
     drop(normal_server);
 
-    eprintln!("inserting the same records with rusqlite directly ...");
-    let mut domain = converted(record_batches(records), |r| {
-        ocx_server::convert_calls::call_record_in(r, "r")
-    })?;
-    let baseline_path = dir.path().join("baseline.db");
-    let baseline = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
-        let conn = ocx_server::store::sqlite::baseline::open(&baseline_path)?;
-        let started = Instant::now();
-        let mut sequence = 1;
-        for batch in &mut domain {
-            ocx_server::store::sqlite::baseline::insert_call_records(
-                &conn, batch, CARRIER, sequence,
-            )?;
-            sequence += batch.len() as i64;
-        }
-        Ok(started.elapsed())
-    })
-    .await??;
-    let converted = converted(reports.iter().map(|(_, b)| b), |r| {
-        ocx_server::convert_durations::report_in(r, "r")
-    })?;
-    let durations_path = dir.path().join("baseline.db");
-    let report_baseline = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
-        let conn = ocx_server::store::sqlite::baseline::open(&durations_path)?;
-        let started = Instant::now();
-        for batch in &converted {
-            ocx_server::store::sqlite::baseline::insert_call_durations(&conn, batch, CARRIER)?;
-        }
-        Ok(started.elapsed())
-    })
-    .await??;
+    let (replayed, selected) = replays(backend, &server, &platform, &database, records).await?;
+
+    // R2: the carrier's duration reports for those calls over `UploadCallDurations`.
+    eprintln!(
+        "uploading duration reports through OCX and inserting them directly, in turns of {} ...",
+        TURN * BATCH
+    );
+    let (upload, report_baseline) = r2_in_turns(&platform, baseline_path, &reports).await?;
+    drop(server);
 
     let per_second = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
     let mut figures = vec![
