@@ -240,7 +240,11 @@ async fn every_metric_the_dashboard_queries_is_in_a_scrape_of_a_running_server()
     let feed = |name: &str, feed: &str| {
         crate::metrics::sample(&text, name, &[("feed", feed)]).unwrap_or_default()
     };
-    assert_eq!(feed("ocx_feed_entries_sent_total", "call_records"), 5.0, "{text}");
+    assert_eq!(
+        feed("ocx_feed_entries_sent_total", "call_records"),
+        5.0,
+        "{text}"
+    );
     assert!(feed("ocx_feed_entries_sent_total", "number_events") >= 1.0);
     assert!(feed("ocx_feed_entries_sent_total", "reconciliation") >= 1.0);
     assert!(feed("ocx_feed_lag_seconds_count", "call_records") >= 1.0);
