@@ -110,7 +110,7 @@ step "pip install ./client-sdk/python into a fresh venv ($("$python" --version))
 "$python" -m venv "$tmp/venv"
 venv_python=$tmp/venv/bin/python
 "$venv_python" -m pip install --quiet --disable-pip-version-check \
-  -c client-sdk/python/constraints.txt ./client-sdk/python
+  -c client-sdk/python/constraints.txt "./client-sdk/python[otel]"
 "$venv_python" -c 'import grpc, google.protobuf, ocx_client
 print("ocx_client", ocx_client.__version__, "grpcio", grpc.__version__,
       "protobuf", google.protobuf.__version__)'

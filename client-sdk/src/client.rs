@@ -568,11 +568,17 @@ impl Client {
 
     // ----- plumbing -----
 
-    /// Wraps a message in a request carrying the `authorization` header.
+    /// Wraps a message in a request carrying the `authorization` header and, when the call is
+    /// made inside an OpenTelemetry span (through the `opentelemetry` API, or `tracing` with
+    /// `tracing-opentelemetry`), that span's W3C `traceparent`: the server's spans for the
+    /// call then join the caller's trace.
     pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         if let Some(value) = &self.authorization {
             request.metadata_mut().insert(AUTHORIZATION, value.clone());
+        }
+        if let Some(value) = traceparent() {
+            request.metadata_mut().insert("traceparent", value);
         }
         request
     }
@@ -609,6 +615,26 @@ fn parse_key(key: String) -> Result<Option<MetadataValue<Ascii>>> {
     })?;
     value.set_sensitive(true);
     Ok(Some(value))
+}
+
+/// `00-<trace id>-<span id>-<flags>` (W3C Trace Context) of the current OpenTelemetry span, if
+/// there is a valid one.
+fn traceparent() -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    use opentelemetry::trace::TraceContextExt;
+    let context = opentelemetry::Context::current();
+    let span = context.span();
+    let parent = span.span_context();
+    if !parent.is_valid() {
+        return None;
+    }
+    format!(
+        "00-{}-{}-{:02x}",
+        parent.trace_id(),
+        parent.span_id(),
+        parent.trace_flags().to_u8()
+    )
+    .parse()
+    .ok()
 }
 
 #[cfg(test)]

@@ -147,7 +147,18 @@ where
         let ready = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, ready);
         let gate = self.gate.clone();
-        Box::pin(async move { Ok(gate.pass(inner, request).await) })
+        // The call's span (see `telemetry`): the handler and the store run inside it.
+        let path = request.uri().path().trim_start_matches('/');
+        let span = if rpcs::in_package(path) {
+            crate::telemetry::rpc_span(rpcs::find(path), request.headers())
+        } else {
+            tracing::Span::none()
+        };
+        let call = {
+            let span = span.clone();
+            async move { Ok(gate.pass(inner, request, span).await) }
+        };
+        Box::pin(tracing::Instrument::instrument(call, span))
     }
 }
 
@@ -170,6 +181,9 @@ struct Pending {
     latency: Option<Duration>,
     /// Where the call is counted.
     metrics: Arc<Metrics>,
+    /// The call's span: it ends when the event is recorded and the call's future is done (a
+    /// stream's when the stream ends).
+    span: tracing::Span,
 }
 
 impl Pending {
@@ -179,6 +193,7 @@ impl Pending {
             event.outcome = code_name(outcome).to_owned();
             event.item_count = count;
             self.count_call(&event);
+            crate::telemetry::record_outcome(&self.span, outcome, count);
             self.audit.record(event).await;
         }
     }
@@ -197,6 +212,7 @@ impl Pending {
             event.outcome = code_name(self.outcome).to_owned();
             event.item_count = self.count;
             self.count_call(&event);
+            crate::telemetry::record_outcome(&self.span, self.outcome, self.count);
             self.audit.record_now(event);
         }
     }
@@ -210,7 +226,12 @@ impl Drop for Pending {
 
 impl Gate {
     /// Runs one call through the gate.
-    async fn pass<S>(&self, mut inner: S, mut request: http::Request<Body>) -> http::Response<Body>
+    async fn pass<S>(
+        &self,
+        mut inner: S,
+        mut request: http::Request<Body>,
+        span: tracing::Span,
+    ) -> http::Response<Body>
     where
         S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
     {
@@ -251,6 +272,7 @@ impl Gate {
             started: Instant::now(),
             latency: None,
             metrics: Arc::clone(&self.metrics),
+            span,
         };
         // Before anything else is looked at: a flood from one address is turned away for the
         // price of a counter.
@@ -279,6 +301,7 @@ impl Gate {
             Principal::Platform { .. } => None,
             Principal::Carrier { carrier_id, .. } => Some(carrier_id.clone()),
         };
+        crate::telemetry::record_caller(&pending.span, carrier.as_deref());
         if let Some(event) = pending.event.as_mut() {
             event.resource_kind = method.resource_kind.to_owned();
             event.key_id = principal.key_id().to_owned();
@@ -723,7 +746,10 @@ mod tests {
                 panic!("a malformed test request for {path}");
             };
             let before = self.handlers.reached();
-            let response = self.gate.pass(self.handlers.clone(), request).await;
+            let response = self
+                .gate
+                .pass(self.handlers.clone(), request, tracing::Span::none())
+                .await;
             // A refusal's status is in its headers; a response without one is a handler's OK.
             let status = Status::from_header_map(response.headers());
             drop(response);

@@ -49,6 +49,7 @@ pub mod rpcs;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub mod telemetry;
 pub mod web;
 
 use std::future::Future;

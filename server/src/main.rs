@@ -15,6 +15,9 @@ use ocx_server::limits::Limits;
 use ocx_server::store::postgres::PgOptions;
 use ocx_server::{Config, TlsConfig};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// mimalloc instead of the system allocator: a feed replay allocates and frees a dozen strings
 /// per record across threads, and glibc's malloc was a fifth of its CPU; with mimalloc replay
@@ -41,6 +44,12 @@ struct Cli {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9090). Off unless set.
     #[arg(long, env = "OCX_METRICS_LISTEN", global = true)]
     metrics_listen: Option<SocketAddr>,
+    /// Export OpenTelemetry traces, OTLP over gRPC, to this collector (e.g.
+    /// http://127.0.0.1:4317): a span per call, joined to the caller's trace by its
+    /// `traceparent` metadata, with the store's transactions and commits under it. Off unless
+    /// set.
+    #[arg(long, env = "OCX_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
     /// Address to listen on.
     #[arg(
         long,
@@ -330,15 +339,28 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = settings()?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
+    let log = match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
+    };
+    // The log takes what RUST_LOG lets through; the traces take the calls' spans whatever it
+    // says (see `telemetry`).
+    let (traces_layer, traces) = match cli.otlp_endpoint.as_deref() {
+        Some(endpoint) => {
+            let (layer, traces) = ocx_server::telemetry::layer(endpoint)
+                .with_context(|| format!("starting the trace exporter to {endpoint}"))?;
+            (Some(layer), Some(traces))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(traces_layer)
+        .init();
+    if let Some(endpoint) = cli.otlp_endpoint.as_deref() {
+        tracing::info!(endpoint, "exporting traces");
     }
     let config = cli.config()?;
     raise_open_file_limit();
@@ -411,7 +433,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = signalled.wait_for(|s| *s).await;
         tokio::time::sleep(timeout).await;
     };
-    tokio::select! {
+    let served = tokio::select! {
         served = ocx_server::run_with(listener, store, config, shutdown) => {
             tracing::info!("stopped");
             served
@@ -420,7 +442,12 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!(timeout = ?timeout, "calls still running after the shutdown timeout; exiting");
             std::process::exit(1);
         }
+    };
+    // Every span ended: send the last ones before the process exits.
+    if let Some(traces) = traces {
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
     }
+    served
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

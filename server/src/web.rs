@@ -20,13 +20,16 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Headers a gRPC-Web client sends.
-const REQUEST_HEADERS: [&str; 6] = [
+const REQUEST_HEADERS: [&str; 8] = [
     "authorization",
     "content-type",
     "grpc-timeout",
     "x-grpc-web",
     "x-user-agent",
     "x-request-id",
+    // W3C Trace Context: a browser's span joins the server's (see `telemetry`).
+    "traceparent",
+    "tracestate",
 ];
 
 /// Headers a browser client must be allowed to read: the call's status and its details.

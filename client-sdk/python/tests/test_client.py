@@ -576,6 +576,29 @@ class InProcessTest(unittest.TestCase):
         for metadata in self.fake.metadata:
             self.assertEqual(metadata.get("authorization"), "Bearer ocx_k1_secret")
 
+    def test_a_call_in_an_opentelemetry_span_carries_its_traceparent(self) -> None:
+        try:
+            from opentelemetry import context, trace
+        except ImportError:
+            self.skipTest("opentelemetry-api is not installed (the otel extra)")
+        caller = trace.SpanContext(
+            trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
+            span_id=0x00F067AA0BA902B7,
+            is_remote=True,
+            trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+        )
+        token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(caller)))
+        try:
+            self.client.number_service.GetNumber(pb.GetNumberRequest(number="+442079000000"))
+        finally:
+            context.detach(token)
+        self.client.number_service.GetNumber(pb.GetNumberRequest(number="+442079000000"))
+        inside, outside = self.fake.metadata
+        self.assertEqual(
+            inside.get("traceparent"), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        )
+        self.assertNotIn("traceparent", outside)
+
     # Unary calls: retried within the budget.
 
     def test_a_write_gets_a_request_id_and_is_retried_under_it(self) -> None:

@@ -22,7 +22,6 @@ pub struct Admin {
 
 #[tonic::async_trait]
 impl AdminService for Admin {
-    #[tracing::instrument(skip_all, fields(rpc = "CreateCarrier"))]
     async fn create_carrier(
         &self,
         request: Request<pb::CreateCarrierRequest>,
@@ -54,7 +53,6 @@ impl AdminService for Admin {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "ListCarriers"))]
     async fn list_carriers(
         &self,
         request: Request<pb::ListCarriersRequest>,
@@ -78,7 +76,6 @@ impl AdminService for Admin {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "CreateApiKey"))]
     async fn create_api_key(
         &self,
         request: Request<pb::CreateApiKeyRequest>,
@@ -129,7 +126,6 @@ impl AdminService for Admin {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "RevokeApiKey"))]
     async fn revoke_api_key(
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
@@ -154,7 +150,6 @@ impl AdminService for Admin {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "ListApiKeys"))]
     async fn list_api_keys(
         &self,
         request: Request<pb::ListApiKeysRequest>,
@@ -191,7 +186,6 @@ impl AdminService for Admin {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "GetRetentionPolicy"))]
     async fn get_retention_policy(
         &self,
         _request: Request<pb::GetRetentionPolicyRequest>,
@@ -207,7 +201,6 @@ impl AdminService for Admin {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "SetRetentionPolicy"))]
     async fn set_retention_policy(
         &self,
         request: Request<pb::SetRetentionPolicyRequest>,
@@ -225,7 +218,6 @@ impl AdminService for Admin {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "PurgeExpiredData"))]
     async fn purge_expired_data(
         &self,
         request: Request<pb::PurgeExpiredDataRequest>,
@@ -253,7 +245,6 @@ impl AdminService for Admin {
         Ok(response)
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "EraseTenantData"))]
     async fn erase_tenant_data(
         &self,
         request: Request<pb::EraseTenantDataRequest>,
@@ -281,7 +272,6 @@ impl AdminService for Admin {
         Ok(response)
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "ListAuditEvents"))]
     async fn list_audit_events(
         &self,
         request: Request<pb::ListAuditEventsRequest>,

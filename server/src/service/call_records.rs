@@ -44,7 +44,6 @@ pub struct CallRecords {
 
 #[tonic::async_trait]
 impl CallRecordService for CallRecords {
-    #[tracing::instrument(skip_all, fields(rpc = "GetCallRecord"))]
     async fn get_call_record(
         &self,
         request: Request<pb::GetCallRecordRequest>,
@@ -73,7 +72,6 @@ impl CallRecordService for CallRecords {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "ListCallRecords"))]
     async fn list_call_records(
         &self,
         request: Request<pb::ListCallRecordsRequest>,
@@ -127,7 +125,6 @@ impl CallRecordService for CallRecords {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "GetQualitySummary"))]
     async fn get_quality_summary(
         &self,
         request: Request<pb::GetQualitySummaryRequest>,
@@ -157,7 +154,6 @@ impl CallRecordService for CallRecords {
     type StreamCallRecordsStream =
         Pin<Box<dyn Stream<Item = Result<pb::StreamCallRecordsResponse, Status>> + Send>>;
 
-    #[tracing::instrument(skip_all, fields(rpc = "StreamCallRecords", carrier))]
     async fn stream_call_records(
         &self,
         request: Request<pb::StreamCallRecordsRequest>,

@@ -19,7 +19,6 @@ pub struct Consents {
 
 #[tonic::async_trait]
 impl ConsentService for Consents {
-    #[tracing::instrument(skip_all, fields(rpc = "ListConsents"))]
     async fn list_consents(
         &self,
         request: Request<pb::ListConsentsRequest>,

@@ -92,7 +92,6 @@ async fn report_batch(
 
 #[tonic::async_trait]
 impl CallDurationService for Durations {
-    #[tracing::instrument(skip_all, fields(rpc = "ReportCallDurations"))]
     async fn report_call_durations(
         &self,
         request: Request<pb::ReportCallDurationsRequest>,
@@ -123,7 +122,6 @@ impl CallDurationService for Durations {
     type UploadCallDurationsStream =
         Pin<Box<dyn Stream<Item = Result<pb::UploadCallDurationsResponse, Status>> + Send>>;
 
-    #[tracing::instrument(skip_all, fields(rpc = "UploadCallDurations"))]
     async fn upload_call_durations(
         &self,
         request: Request<Streaming<pb::UploadCallDurationsRequest>>,
@@ -162,17 +160,13 @@ impl CallDurationService for Durations {
             }
         };
         let budget = self.ctx.limits.upload_buffer_bytes;
-        tokio::spawn(super::stream::pipeline(
-            request.into_inner(),
-            tx,
-            shutdown,
-            budget,
-            handle,
+        // In the call's span: its writes are traced under it (see `telemetry`).
+        tokio::spawn(tracing::Instrument::in_current_span(
+            super::stream::pipeline(request.into_inner(), tx, shutdown, budget, handle),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "ListCallDurations"))]
     async fn list_call_durations(
         &self,
         request: Request<pb::ListCallDurationsRequest>,

@@ -68,7 +68,6 @@ fn number_result(
 
 #[tonic::async_trait]
 impl NumberService for Numbers {
-    #[tracing::instrument(skip_all, fields(rpc = "UploadNumbers", carrier))]
     async fn upload_numbers(
         &self,
         request: Request<pb::UploadNumbersRequest>,
@@ -114,7 +113,6 @@ impl NumberService for Numbers {
         Ok(crate::audit::respond(response))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "ReleaseNumbers", carrier))]
     async fn release_numbers(
         &self,
         request: Request<pb::ReleaseNumbersRequest>,
@@ -147,7 +145,6 @@ impl NumberService for Numbers {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "GetNumber"))]
     async fn get_number(
         &self,
         request: Request<pb::GetNumberRequest>,
@@ -171,7 +168,6 @@ impl NumberService for Numbers {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "ListNumbers"))]
     async fn list_numbers(
         &self,
         request: Request<pb::ListNumbersRequest>,
@@ -213,7 +209,6 @@ impl NumberService for Numbers {
     type WatchNumberEventsStream =
         Pin<Box<dyn Stream<Item = Result<pb::WatchNumberEventsResponse, Status>> + Send>>;
 
-    #[tracing::instrument(skip_all, fields(rpc = "WatchNumberEvents", carrier))]
     async fn watch_number_events(
         &self,
         request: Request<pb::WatchNumberEventsRequest>,

@@ -96,7 +96,6 @@ pub struct Platform {
 
 #[tonic::async_trait]
 impl PlatformService for Platform {
-    #[tracing::instrument(skip_all, fields(rpc = "GrantConsent"))]
     async fn grant_consent(
         &self,
         request: Request<pb::GrantConsentRequest>,
@@ -148,7 +147,6 @@ impl PlatformService for Platform {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "RevokeConsent"))]
     async fn revoke_consent(
         &self,
         request: Request<pb::RevokeConsentRequest>,
@@ -172,7 +170,6 @@ impl PlatformService for Platform {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "AssignNumber"))]
     async fn assign_number(
         &self,
         request: Request<pb::AssignNumberRequest>,
@@ -207,7 +204,6 @@ impl PlatformService for Platform {
     type IngestCallRecordsStream =
         Pin<Box<dyn Stream<Item = Result<pb::IngestCallRecordsResponse, Status>> + Send>>;
 
-    #[tracing::instrument(skip_all, fields(rpc = "IngestCallRecords"))]
     async fn ingest_call_records(
         &self,
         request: Request<Streaming<pb::IngestCallRecordsRequest>>,
@@ -231,17 +227,13 @@ impl PlatformService for Platform {
             }
         };
         let budget = self.ctx.limits.upload_buffer_bytes;
-        tokio::spawn(super::stream::pipeline(
-            request.into_inner(),
-            tx,
-            shutdown,
-            budget,
-            handle,
+        // In the call's span: its writes are traced under it (see `telemetry`).
+        tokio::spawn(tracing::Instrument::in_current_span(
+            super::stream::pipeline(request.into_inner(), tx, shutdown, budget, handle),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "GetTenantUsage"))]
     async fn get_tenant_usage(
         &self,
         request: Request<pb::GetTenantUsageRequest>,
@@ -277,7 +269,6 @@ impl PlatformService for Platform {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "UnassignNumber"))]
     async fn unassign_number(
         &self,
         request: Request<pb::UnassignNumberRequest>,

@@ -50,7 +50,6 @@ impl Reconciliation {
 
 #[tonic::async_trait]
 impl ReconciliationService for Reconciliation {
-    #[tracing::instrument(skip_all, fields(rpc = "GetReconciliationSummary"))]
     async fn get_reconciliation_summary(
         &self,
         request: Request<pb::GetReconciliationSummaryRequest>,
@@ -80,7 +79,6 @@ impl ReconciliationService for Reconciliation {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "ListDiscrepancies"))]
     async fn list_discrepancies(
         &self,
         request: Request<pb::ListDiscrepanciesRequest>,
@@ -128,7 +126,6 @@ impl ReconciliationService for Reconciliation {
     type WatchReconciliationStream =
         Pin<Box<dyn Stream<Item = Result<pb::WatchReconciliationResponse, Status>> + Send>>;
 
-    #[tracing::instrument(skip_all, fields(rpc = "WatchReconciliation", carrier))]
     async fn watch_reconciliation(
         &self,
         request: Request<pb::WatchReconciliationRequest>,

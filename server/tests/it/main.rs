@@ -41,3 +41,4 @@ mod shutdown;
 mod store_postgres;
 mod store_sqlite;
 mod stream_order;
+mod traces;

@@ -24,6 +24,11 @@ import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from ocx_client import pb
+
+try:  # optional (pip install "ocx-client[otel]"): the caller's span goes with each call
+    from opentelemetry import propagate as _propagate
+except ImportError:  # pragma: no cover - exercised where opentelemetry is not installed
+    _propagate = None
 from ocx_client._gen.ocx.v1 import (
     admin_pb2_grpc,
     call_durations_pb2_grpc,
@@ -341,6 +346,17 @@ class _CallDetails(
     """``grpc.ClientCallDetails`` with the metadata replaced."""
 
 
+def _trace_metadata() -> list[tuple[str, str]]:
+    """The W3C ``traceparent`` (and ``tracestate``) of the current OpenTelemetry span, when
+    ``opentelemetry-api`` is installed and the call is made inside a span: the server's spans
+    for the call then join the caller's trace. Nothing otherwise."""
+    if _propagate is None:
+        return []
+    carrier: dict[str, str] = {}
+    _propagate.inject(carrier)
+    return [(k, v) for k, v in carrier.items() if k in ("traceparent", "tracestate")]
+
+
 class _BearerAuth(
     grpc.UnaryUnaryClientInterceptor,
     grpc.UnaryStreamClientInterceptor,
@@ -360,7 +376,7 @@ class _BearerAuth(
     def _details(
         self, details: grpc.ClientCallDetails, timeout: float | None = None
     ) -> grpc.ClientCallDetails:
-        metadata = [*(details.metadata or ()), self._header]
+        metadata = [*(details.metadata or ()), self._header, *_trace_metadata()]
         return _CallDetails(
             details.method,
             details.timeout if timeout is None else timeout,

@@ -21,17 +21,34 @@ macro_rules! transaction {
     ($store:expr, |$tx:ident| $body:expr) => {{
         let mut attempt = 0u32;
         loop {
-            let result: $crate::store::postgres::pool::PgResult<_> = async {
-                let mut client = $store.client().await?;
-                let $tx = client.transaction().await?;
-                let value = $crate::store::postgres::pool::pg_result({
-                    let $tx = &$tx;
-                    $body
-                })?;
-                $tx.commit().await?;
-                Ok(value)
-            }
-            .await;
+            let result: $crate::store::postgres::pool::PgResult<_> =
+                ::tracing::Instrument::instrument(
+                    async {
+                        let mut client = $store.client().await?;
+                        let $tx = client.transaction().await?;
+                        let value = $crate::store::postgres::pool::pg_result({
+                            let $tx = &$tx;
+                            $body
+                        })?;
+                        ::tracing::Instrument::instrument(
+                            $tx.commit(),
+                            ::tracing::debug_span!("store.commit", db.system = "postgresql"),
+                        )
+                        .await?;
+                        Ok(value)
+                    },
+                    // Only a call's work is traced (see the SQLite writer's).
+                    if ::tracing::Span::current().is_none() {
+                        ::tracing::Span::none()
+                    } else {
+                        ::tracing::debug_span!(
+                            "store.transaction",
+                            db.system = "postgresql",
+                            ocx.attempt = attempt + 1
+                        )
+                    },
+                )
+                .await;
             match result {
                 Ok(value) => break Ok(value),
                 Err(e)
@@ -188,9 +205,16 @@ impl Db {
         &self,
         read: impl AsyncFnOnce(&deadpool_postgres::Client) -> PgResult<T>,
     ) -> StoreResult<T> {
-        let mut guard = CancelOnDrop(Some(self.client().await?));
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!("store.read", db.system = "postgresql")
+        };
+        let mut guard = CancelOnDrop(Some(
+            tracing::Instrument::instrument(self.client(), span.clone()).await?,
+        ));
         let result = match &guard.0 {
-            Some(client) => read(client).await,
+            Some(client) => tracing::Instrument::instrument(read(client), span).await,
             None => Err(StoreError::Internal("a read lost its connection".into()).into()),
         };
         // Finished: the connection goes back to the pool as usual.

@@ -76,6 +76,9 @@ trait Job: Send {
     fn run(&mut self, conn: &Connection) -> Result<Touched, ()>;
     /// Delivers the result once the group's commit is known.
     fn finish(self: Box<Self>, commit: Result<(), String>);
+    /// The span of the call that asked for the write: the job's transaction and commit spans
+    /// are its children (see `telemetry`).
+    fn span(&self) -> &tracing::Span;
 }
 
 /// A job built from a closure; keeps the closure's result until the commit is known.
@@ -87,6 +90,8 @@ struct ClosureJob<T, F> {
     result: Option<StoreResult<(T, Touched)>>,
     /// Where the caller waits.
     reply: oneshot::Sender<StoreResult<T>>,
+    /// The caller's span.
+    span: tracing::Span,
 }
 
 impl<T, F> Job for ClosureJob<T, F>
@@ -115,6 +120,10 @@ where
         };
         // The caller may have gone away (cancelled request); the write stands regardless.
         let _ = self.reply.send(result);
+    }
+
+    fn span(&self) -> &tracing::Span {
+        &self.span
     }
 }
 
@@ -212,6 +221,7 @@ impl Writer {
             work,
             result: None,
             reply,
+            span: tracing::Span::current(),
         });
         self.tx
             .send(job)
@@ -400,7 +410,18 @@ fn run_group(conn: &Connection, group: &mut [Box<dyn Job>]) -> Result<Touched, S
             run_jobs(conn, group, true)?.unwrap_or_default()
         }
     };
-    match conn.execute_batch("COMMIT") {
+    // One commit span per job, each under its own call's span: the commit is all of theirs.
+    let commits: Vec<tracing::Span> = group
+        .iter()
+        .filter(|job| !job.span().is_none())
+        .map(|job| {
+            tracing::debug_span!(parent: job.span(), "store.commit", db.system = "sqlite",
+                ocx.group_jobs = group.len())
+        })
+        .collect();
+    let committed = conn.execute_batch("COMMIT");
+    drop(commits);
+    match committed {
         Ok(()) => Ok(touched),
         Err(e) => {
             // A failed fsync leaves the file in a state that retrying on the same connection
@@ -445,7 +466,16 @@ fn run_jobs(
             execute("SAVEPOINT job")?;
         }
         let changes = conn.total_changes();
-        match run_job(conn, job) {
+        // Only a call's work is traced: a background write (the audit log's, retention's)
+        // would start a trace of its own at each commit.
+        let transaction = if job.span().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(parent: job.span(), "store.transaction", db.system = "sqlite")
+        };
+        let ran = transaction.in_scope(|| run_job(conn, job));
+        drop(transaction);
+        match ran {
             Ok(t) => {
                 touched.number_events |= t.number_events;
                 touched.call_records |= t.call_records;
@@ -549,11 +579,17 @@ impl Readers {
         let (tx, rx) = oneshot::channel();
         let interrupted = Arc::clone(&self.interrupted);
         let slot = Arc::clone(&running);
+        let caller = tracing::Span::current();
         let job: ReadJob = Box::new(move |conn: &mut Option<Connection>| {
             if tx.is_closed() {
                 return;
             }
-            let result = run_read(conn, &slot, query);
+            let span = if caller.is_none() {
+                tracing::Span::none()
+            } else {
+                tracing::debug_span!(parent: &caller, "store.read", db.system = "sqlite")
+            };
+            let result = span.in_scope(|| run_read(conn, &slot, query));
             if matches!(result, Err(StoreError::Cancelled(_))) {
                 interrupted.send_modify(|n| *n += 1);
             }
@@ -739,6 +775,7 @@ mod tests {
             work,
             result: None,
             reply,
+            span: tracing::Span::none(),
         };
         (Box::new(job), rx)
     }
