@@ -96,6 +96,9 @@ CONF
 port = $p2
 hot_standby = on
 synchronous_standby_names = ''
+# When streaming from the primary fails, the standby waits this long before it tries again,
+# and a promotion asked for meanwhile can wait as long (5 s by default).
+wal_retrieve_retry_interval = '100ms'
 CONF
     as_owner "$bin/pg_ctl" -D "$dir/standby" -l "$dir/standby.log" -w -t 60 start >&2 ||
         { cat "$dir/standby.log" >&2; exit 1; }
@@ -117,8 +120,10 @@ CONF
 kill-primary)
     dir=${2:?usage: pg-failover.sh kill-primary DIR}
     pid=$(postmaster "$dir/primary") || { echo "pg-failover: no primary runs" >&2; exit 1; }
-    # The postmaster and its children at once: no backend gets to finish anything.
-    children=$(pgrep -P "$pid" || true)
+    # The postmaster is stopped first, so that it forks no backend while its children are
+    # listed; then all of them at once: no backend gets to finish anything.
+    kill -STOP "$pid"
+    children=$(ps -o pid= --ppid "$pid" | tr -d ' ' || true)
     # shellcheck disable=SC2086
     kill -KILL "$pid" $children
     while alive "$pid"; do sleep 0.01; done

@@ -147,18 +147,7 @@ where
         let ready = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, ready);
         let gate = self.gate.clone();
-        // The call's span (see `telemetry`): the handler and the store run inside it.
-        let path = request.uri().path().trim_start_matches('/');
-        let span = if rpcs::in_package(path) {
-            crate::telemetry::rpc_span(rpcs::find(path), request.headers())
-        } else {
-            tracing::Span::none()
-        };
-        let call = {
-            let span = span.clone();
-            async move { Ok(gate.pass(inner, request, span).await) }
-        };
-        Box::pin(tracing::Instrument::instrument(call, span))
+        Box::pin(async move { Ok(gate.pass(inner, request).await) })
     }
 }
 
@@ -226,12 +215,7 @@ impl Drop for Pending {
 
 impl Gate {
     /// Runs one call through the gate.
-    async fn pass<S>(
-        &self,
-        mut inner: S,
-        mut request: http::Request<Body>,
-        span: tracing::Span,
-    ) -> http::Response<Body>
+    async fn pass<S>(&self, mut inner: S, mut request: http::Request<Body>) -> http::Response<Body>
     where
         S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
     {
@@ -272,7 +256,9 @@ impl Gate {
             started: Instant::now(),
             latency: None,
             metrics: Arc::clone(&self.metrics),
-            span,
+            // Made once the key is accepted: a call refused before is summed per address,
+            // not traced, so a flood of them cannot crowd out the calls' spans.
+            span: tracing::Span::none(),
         };
         // Before anything else is looked at: a flood from one address is turned away for the
         // price of a counter.
@@ -301,6 +287,8 @@ impl Gate {
             Principal::Platform { .. } => None,
             Principal::Carrier { carrier_id, .. } => Some(carrier_id.clone()),
         };
+        // The call's span (see `telemetry`): the handler and the store run inside it.
+        pending.span = crate::telemetry::rpc_span(method, request.headers());
         crate::telemetry::record_caller(&pending.span, carrier.as_deref());
         if let Some(event) = pending.event.as_mut() {
             event.resource_kind = method.resource_kind.to_owned();
@@ -371,7 +359,7 @@ impl Gate {
             request.extensions_mut().insert(items.clone());
         }
         let has_deadline = request.headers().contains_key("grpc-timeout");
-        let call = inner.call(request);
+        let call = tracing::Instrument::instrument(inner.call(request), pending.span.clone());
         let response = if streaming || has_deadline {
             call.await
         } else {
@@ -746,10 +734,7 @@ mod tests {
                 panic!("a malformed test request for {path}");
             };
             let before = self.handlers.reached();
-            let response = self
-                .gate
-                .pass(self.handlers.clone(), request, tracing::Span::none())
-                .await;
+            let response = self.gate.pass(self.handlers.clone(), request).await;
             // A refusal's status is in its headers; a response without one is a handler's OK.
             let status = Status::from_header_map(response.headers());
             drop(response);

@@ -13,7 +13,7 @@
 //! the log.
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceState, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -90,14 +90,11 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// The span of one call of `method` (`None`: a path the server does not have), a child of the
-/// caller's span if `headers` carry a valid `traceparent`. The gate fills in the carrier, the
-/// status code and the item count ([`record_caller`], [`record_outcome`]).
-pub fn rpc_span(method: Option<&Rpc>, headers: &http::HeaderMap) -> Span {
-    let (service, name) = match method {
-        Some(m) => (m.service, m.method),
-        None => ("(unknown)", "(unknown)"),
-    };
+/// The span of one call of `method`, a child of the caller's span if `headers` carry a valid
+/// `traceparent`. The gate fills in the carrier, the status code and the item count
+/// ([`record_caller`], [`record_outcome`]).
+pub fn rpc_span(method: &Rpc, headers: &http::HeaderMap) -> Span {
+    let (service, name) = (method.service, method.method);
     let path = format!("{}.{service}/{name}", crate::rpcs::PACKAGE);
     let span = tracing::info_span!(
         "rpc",
@@ -113,10 +110,22 @@ pub fn rpc_span(method: Option<&Rpc>, headers: &http::HeaderMap) -> Span {
         ocx.role = Empty,
         ocx.item_count = Empty,
     );
-    let parent = TraceContextPropagator::new()
+    let extracted = TraceContextPropagator::new()
         .extract_with_context(&opentelemetry::Context::new(), &Headers(headers));
-    // Fails only when no OpenTelemetry layer is installed (traces off): nothing to join.
-    let _ = span.set_parent(parent);
+    // The caller's trace and span, without its `tracestate`: that is the caller's free text,
+    // and every span of the call would carry it on to the collector.
+    let caller = extracted.span().span_context().clone();
+    let parent = opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+        caller.trace_id(),
+        caller.span_id(),
+        caller.trace_flags(),
+        caller.is_remote(),
+        TraceState::default(),
+    ));
+    if caller.is_valid() {
+        // Fails only when no OpenTelemetry layer is installed (traces off): nothing to join.
+        let _ = span.set_parent(parent);
+    }
     span
 }
 

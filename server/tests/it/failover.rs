@@ -1,11 +1,11 @@
 //! Failover of the database under two `ocx-server` replicas: a PostgreSQL primary with a
 //! synchronous streaming standby (`scripts/pg-failover.sh`), both replicas on the multi-host URL
 //! (`postgres://h1:p1,h2:p2/db?target_session_attrs=read-write`). Writers go through both
-//! replicas at once (call-record ingest, number assignments, duration reports), and a carrier
-//! follows the call-record feed on one replica and its number events on the other. At a seeded
-//! moment (after so many ingest batches and assignments were acknowledged) the primary's
-//! postmaster and every backend are SIGKILLed and the standby is promoted; the writers retry
-//! what was not acknowledged, every 10 ms, through the same replicas. Then:
+//! replicas at once (call-record ingest, number assignments, duration uploads and reports), and
+//! a carrier follows the call-record feed on one replica and its number events on the other. At
+//! a seeded moment (after so many ingest batches and assignments were acknowledged) the
+//! primary's postmaster and every backend are SIGKILLed and the standby is promoted; the
+//! writers retry what was not acknowledged, every 10 ms, through the same replicas. Then:
 //! - every write is stored exactly once: each call record and report once, and each number's
 //!   version counts its acknowledged assignments (a doubled one would count twice);
 //! - the database's feed and number events run 1..=n without a gap, and the followers saw
@@ -133,17 +133,28 @@ fn draw(seed: u64, n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// When the attempt that was acknowledged was sent, and when its answer came.
+#[derive(Debug, Clone, Copy)]
+struct Acked {
+    sent: Instant,
+    at: Instant,
+}
+
 /// Runs `attempt` until it succeeds (each attempt at most [`ATTEMPT`], then [`RETRY_PAUSE`]),
-/// for at most [`BOUND`]; the answer and when it came.
-async fn until_acknowledged<T, F, Fut>(what: &str, attempt: F) -> (T, Instant)
+/// for at most [`BOUND`]; the answer, and when the attempt that got it was sent and answered.
+async fn until_acknowledged<T, F, Fut>(what: &str, attempt: F) -> (T, Acked)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
     let started = Instant::now();
     loop {
+        let sent = Instant::now();
         let error = match tokio::time::timeout(ATTEMPT, attempt()).await {
-            Ok(Ok(answer)) => return (answer, Instant::now()),
+            Ok(Ok(answer)) => {
+                let at = Instant::now();
+                return (answer, Acked { sent, at });
+            }
             Ok(Err(e)) => e,
             Err(_) => format!("no answer within {ATTEMPT:?}"),
         };
@@ -177,7 +188,7 @@ async fn ingest_all(
     replicas: [Client; 2],
     batches: Vec<Vec<pb::CallRecord>>,
     progress: watch::Sender<usize>,
-) -> Vec<(pb::IngestCallRecordsResponse, Instant)> {
+) -> Vec<(pb::IngestCallRecordsResponse, Acked)> {
     let mut acks = Vec::new();
     for (i, batch) in batches.into_iter().enumerate() {
         let client = &replicas[i % 2];
@@ -211,7 +222,7 @@ async fn assign_all(
     replicas: [Client; 2],
     requests: Vec<pb::AssignNumberRequest>,
     progress: watch::Sender<usize>,
-) -> Vec<(pb::PhoneNumber, Instant)> {
+) -> Vec<(pb::PhoneNumber, Acked)> {
     let mut answers = Vec::new();
     for (k, request) in requests.into_iter().enumerate() {
         let client = &replicas[k % 2];
@@ -231,26 +242,61 @@ async fn assign_all(
     answers
 }
 
-/// Reports the durations, alternating replicas, each batch until acknowledged.
+/// How a batch of duration reports was answered: (created, unchanged, rejected).
+type Reported = (i32, i32, i32);
+
+/// Sends the `i`th batch of duration reports once: even batches over `UploadCallDurations`
+/// (the batch alone on the stream), odd ones with `ReportCallDurations`.
+async fn report_once(
+    client: &Client,
+    i: usize,
+    batch: Vec<pb::CallDurationReport>,
+) -> Result<Reported, String> {
+    if i % 2 == 1 {
+        let answer = client
+            .report_call_durations(CARRIER, batch)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        return Ok((
+            answer.created_count,
+            answer.unchanged_count,
+            answer.rejected_count,
+        ));
+    }
+    let acks = client
+        .upload_call_durations(CARRIER, stream::iter(vec![batch]))
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    match Box::pin(acks).next().await {
+        Some(Ok(ack)) => Ok((ack.created_count, ack.unchanged_count, ack.rejected_count)),
+        Some(Err(e)) => Err(format!("{e:?}")),
+        None => Err("the stream ended with no acknowledgement".into()),
+    }
+}
+
+/// Uploads and reports the durations, alternating replicas, each batch until acknowledged,
+/// and each once its calls' batch was ingested (as a carrier reports calls that happened): so
+/// the reports too are under way when the primary dies. Publishes how many are acknowledged.
 async fn report_all(
     replicas: [Client; 2],
     batches: Vec<Vec<pb::CallDurationReport>>,
-) -> Vec<(pb::ReportCallDurationsResponse, Instant)> {
+    mut ingested: watch::Receiver<usize>,
+    progress: watch::Sender<usize>,
+) -> Vec<(Reported, Acked)> {
     let mut answers = Vec::new();
     for (i, batch) in batches.into_iter().enumerate() {
+        ingested
+            .wait_for(|n| *n > i)
+            .await
+            .expect("the ingest writer publishes its progress");
         let client = &replicas[i % 2];
         let answer = until_acknowledged(&format!("report batch {i}"), || {
-            let (client, batch) = (client.clone(), batch.clone());
-            async move {
-                client
-                    .report_call_durations(CARRIER, batch)
-                    .await
-                    .map_err(|e| format!("{e:?}"))
-            }
+            report_once(client, i, batch.clone())
         })
         .await;
-        assert_eq!(answer.0.rejected_count, 0, "{:?}", answer.0);
+        assert_eq!(answer.0.2, 0, "batch {i}: none rejected");
         answers.push(answer);
+        progress.send_replace(i + 1);
     }
     answers
 }
@@ -327,13 +373,19 @@ async fn failover(seed: u64) {
         (0..ASSIGNMENTS).map(|k| assignment(&numbers, k)).collect();
     let (ingested_tx, mut ingested) = watch::channel(0);
     let (assigned_tx, mut assigned) = watch::channel(0);
+    let (reported_tx, reported) = watch::channel(0);
     let ingest = tokio::spawn(ingest_all(platform.clone(), batches.clone(), ingested_tx));
     let assign = tokio::spawn(assign_all(
         platform.clone(),
         assignments.clone(),
         assigned_tx,
     ));
-    let report = tokio::spawn(report_all(carrier.clone(), reports.clone()));
+    let report = tokio::spawn(report_all(
+        carrier.clone(),
+        reports.clone(),
+        ingested.clone(),
+        reported_tx,
+    ));
 
     // The seeded moment: so many ingest batches and assignments acknowledged.
     let after_batches = 3 + (draw(seed, 0) % (BATCHES as u64 / 2)) as usize;
@@ -346,7 +398,8 @@ async fn failover(seed: u64) {
         .await
         .expect("assignments acknowledged before the kill")
         .expect("assignment progress");
-    let (batches_before, assignments_before) = (*ingested.borrow(), *assigned.borrow());
+    let (batches_before, assignments_before, reports_before) =
+        (*ingested.borrow(), *assigned.borrow(), *reported.borrow());
     let killing = Instant::now();
     cluster.verb("kill-primary").await;
     let killed = Instant::now();
@@ -357,18 +410,21 @@ async fn failover(seed: u64) {
     let assign = assign.await.expect("assignments");
     let report = report.await.expect("reports");
     assert!(
-        batches_before < BATCHES && assignments_before < ASSIGNMENTS,
+        batches_before < BATCHES && assignments_before < ASSIGNMENTS && reports_before < BATCHES,
         "the kill came while writes were still to be made ({batches_before} batches, \
-         {assignments_before} assignments acknowledged)"
+         {assignments_before} assignments, {reports_before} report batches acknowledged)"
     );
+    // The first write sent after the kill and acknowledged: one committed before the kill can
+    // have its answer arrive after it, and says nothing of the new primary.
     let first_again = ingest
         .iter()
         .map(|a| a.1)
         .chain(assign.iter().map(|a| a.1))
         .chain(report.iter().map(|a| a.1))
-        .filter(|at| *at > killed)
+        .filter(|a| a.sent > killed)
+        .map(|a| a.at)
         .min()
-        .expect("writes acknowledged after the kill");
+        .expect("writes sent after the kill and acknowledged");
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     // pg_ctl notices the promotion a moment after the new primary takes writes, so a write
     // may be acknowledged "before" it returns: signed.
@@ -380,7 +436,7 @@ async fn failover(seed: u64) {
     eprintln!(
         "failover seed {seed}: killed after {batches_before} of {BATCHES} ingest batches and \
          {assignments_before} of {ASSIGNMENTS} assignments (seeded: at least {after_batches} and \
-         {after_assignments}); kill {:.0} ms; promoted {:.0} ms \
+         {after_assignments}), {reports_before} of {BATCHES} report batches; kill {:.0} ms; promoted {:.0} ms \
          after the kill; first write acknowledged again {:.0} ms after the kill ({:.0} ms after \
          the promotion)",
         ms(killed - killing),
@@ -474,12 +530,15 @@ async fn failover(seed: u64) {
             "a resent batch is unchanged"
         );
     }
-    for batch in &reports {
-        let answer = carrier[1]
-            .report_call_durations(CARRIER, batch.clone())
+    for (i, batch) in reports.iter().enumerate() {
+        let answer = report_once(&carrier[(i + 1) % 2], i, batch.clone())
             .await
             .expect("resend reports");
-        assert_eq!(answer.unchanged_count, batch.len() as i32, "{answer:?}");
+        assert_eq!(
+            answer,
+            (0, batch.len() as i32, 0),
+            "resent reports are unchanged"
+        );
     }
     for (k, request) in assignments.iter().enumerate() {
         let again = platform[k % 2]

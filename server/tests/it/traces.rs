@@ -198,6 +198,15 @@ async fn each_call_is_a_span_in_the_callers_trace_with_the_store_under_it_and_no
         .get_number(CARRIER, &numbers[1])
         .await
         .expect("a number");
+    // Refused before a key is accepted: summed in the audit trail, not traced.
+    let stranger = platform
+        .with_key("ocx_0123456789abcdef_not-a-key")
+        .expect("client");
+    let refused = stranger
+        .get_number(CARRIER, &numbers[1])
+        .with_context(cx.clone())
+        .await;
+    assert!(refused.is_err());
 
     // SIGTERM: the server sends every span before it exits.
     let (status, _) = sigterm_and_wait(server, Duration::from_secs(60)).await;
@@ -316,6 +325,13 @@ async fn each_call_is_a_span_in_the_callers_trace_with_the_store_under_it_and_no
     assert_eq!(
         attribute(untraced, "rpc.grpc.status_code").as_deref(),
         Some("0")
+    );
+
+    assert!(
+        spans
+            .iter()
+            .all(|s| attribute(s, "rpc.grpc.status_code").as_deref() != Some("16")),
+        "a call refused for its key is not traced"
     );
 
     // Nothing exported is personal data or a secret: no number, SIP URI, tenant id, key.

@@ -190,8 +190,11 @@ impl PgStore {
             .parse()
             .map_err(|e| StoreError::Internal(format!("the database URL does not read: {e}")))?;
         config.application_name("ocx-server");
+        // Per host tried: with a multi-host URL, a first host that is down without refusing
+        // (its machine gone, packets dropped) costs each new connection this long before the
+        // next host is tried, and the pool's wait for a connection (below) covers two.
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
+            config.connect_timeout(Duration::from_secs(5));
         }
         // A dead database host is noticed in about a minute, not the system's two hours.
         config.keepalives_idle(Duration::from_secs(30));
@@ -206,7 +209,7 @@ impl PgStore {
             .max_size(options.pool_size.max(1))
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(Duration::from_secs(30)))
-            .create_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(15)))
             .build()
             .map_err(|e| StoreError::Internal(format!("building the connection pool: {e}")))?;
         {

@@ -32,7 +32,11 @@ macro_rules! transaction {
                         })?;
                         ::tracing::Instrument::instrument(
                             $tx.commit(),
-                            ::tracing::debug_span!("store.commit", db.system = "postgresql"),
+                            if ::tracing::Span::current().is_none() {
+                                ::tracing::Span::none()
+                            } else {
+                                ::tracing::debug_span!("store.commit", db.system = "postgresql")
+                            },
                         )
                         .await?;
                         Ok(value)
