@@ -4,44 +4,15 @@
 #
 #   eval "$(scripts/pg-cluster.sh start)"   # exports OCX_TEST_POSTGRES and OCX_PG_DIR
 #   scripts/pg-cluster.sh stop "$OCX_PG_DIR" # stops it and removes the directory
-#   scripts/pg-cluster.sh bin                 # the directory of the PostgreSQL programs
 #
 # `start` prints shell assignments on stdout and everything else on stderr.
 set -euo pipefail
 
-pg_bin() {
-    local initdb
-    initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1 || true)
-    if [[ -z "$initdb" ]]; then
-        echo "pg-cluster: installing PostgreSQL from the machine's packages" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        if ! apt-get install -y --no-install-recommends postgresql >&2; then
-            apt-get update >&2
-            apt-get install -y --no-install-recommends postgresql >&2
-        fi
-        initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)
-    fi
-    dirname "$initdb"
-}
-
-# Runs a PostgreSQL program as the cluster's owner (initdb refuses to run as root).
-as_owner() {
-    if [[ $(id -u) -eq 0 ]]; then
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=pg-common.sh
+source "$here/pg-common.sh"
 
 case "${1:-}" in
-bin)
-    # The directory of the PostgreSQL programs (installing them if missing).
-    pg_bin
-    ;;
 start)
     bin=$(pg_bin)
     dir=$(mktemp -d /tmp/ocx-pg.XXXXXX)
@@ -71,7 +42,7 @@ stop)
     rm -rf "$dir"
     ;;
 *)
-    echo "usage: $0 start | stop DIR | bin" >&2
+    echo "usage: $0 start | stop DIR" >&2
     exit 2
     ;;
 esac

@@ -23,29 +23,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-
-pg_bin() {
-    local initdb
-    initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1 || true)
-    if [[ -z "$initdb" ]]; then
-        # pg-cluster.sh knows how to install the packages; it prints the directory.
-        bash "$here/pg-cluster.sh" bin
-    else
-        dirname "$initdb"
-    fi
-}
-
-as_owner() {
-    if [[ $(id -u) -eq 0 ]]; then
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=pg-common.sh
+source "$here/pg-common.sh"
 
 # The postmaster's pid of the data directory $1, if it runs.
 postmaster() {
