@@ -198,6 +198,14 @@ impl PgStore {
         }
         // A dead database host is noticed in about a minute, not the system's two hours.
         config.keepalives_idle(Duration::from_secs(30));
+        // A host that stops answering mid-query (its machine gone: no reset ever comes) fails
+        // the connection once sent data has gone unacknowledged this long, instead of after
+        // the kernel's retransmissions (about 15 minutes); the pool then drops it, and the
+        // next connection finds the new primary. It bounds no query's run time: the database
+        // acknowledges a query as it receives it.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(10));
+        }
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
