@@ -15,14 +15,9 @@ source "$here/pg-common.sh"
 case "${1:-}" in
 start)
     bin=$(pg_bin)
-    dir=$(mktemp -d /tmp/ocx-pg.XXXXXX)
-    if [[ $(id -u) -eq 0 ]]; then
-        id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
-        chown postgres "$dir"
-    fi
+    dir=$(owned_tmpdir ocx-pg)
     port=$(free_port)
-    as_owner "$bin/initdb" -D "$dir/data" -A trust -U ocx --no-sync >"$dir/initdb.log" 2>&1 ||
-        { cat "$dir/initdb.log" >&2; exit 1; }
+    init_cluster "$bin" "$dir/data" "$dir/initdb.log"
     # Defaults stay as shipped (fsync on, synchronous_commit on): what is measured and tested
     # is a durable configuration. Only the connection limit is raised, for several replicas'
     # pools and the tests' stores at once.

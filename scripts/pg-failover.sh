@@ -39,15 +39,10 @@ alive() {
 case "${1:-}" in
 start)
     bin=$(pg_bin)
-    dir=$(mktemp -d /tmp/ocx-failover.XXXXXX)
-    if [[ $(id -u) -eq 0 ]]; then
-        id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
-        chown postgres "$dir"
-    fi
+    dir=$(owned_tmpdir ocx-failover)
     p1=$(free_port)
     p2=$(free_port)
-    as_owner "$bin/initdb" -D "$dir/primary" -A trust -U ocx --no-sync >"$dir/initdb.log" 2>&1 ||
-        { cat "$dir/initdb.log" >&2; exit 1; }
+    init_cluster "$bin" "$dir/primary" "$dir/initdb.log"
     as_owner tee -a "$dir/primary/pg_hba.conf" > /dev/null <<HBA
 host replication ocx 127.0.0.1/32 trust
 HBA

@@ -160,7 +160,7 @@ fn enum_cell(proto_name: &str, prefix: &str) -> String {
 
 /// A timestamp as RFC 3339 with the precision it has (seconds, milli-, micro- or nanoseconds:
 /// `…:14.363Z`, not `…:14.363000000Z`), or `None` if unset.
-fn rfc3339(ts: &Option<prost_types::Timestamp>) -> Option<String> {
+pub fn rfc3339(ts: &Option<prost_types::Timestamp>) -> Option<String> {
     let ts = (*ts)?;
     let time = SystemTime::try_from(ts).ok()?;
     let text = match ts.nanos {
@@ -439,7 +439,7 @@ pub const CALL_RECORD_COLUMNS: &[&str] = &[
 ];
 
 /// A duration in seconds (fractional), or `None` if unset.
-fn seconds(d: &Option<prost_types::Duration>) -> Option<f64> {
+pub fn seconds(d: &Option<prost_types::Duration>) -> Option<f64> {
     d.as_ref()
         .map(|d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
 }

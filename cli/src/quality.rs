@@ -10,7 +10,7 @@ use ocx_client::{Client, pb};
 use serde_json::json;
 
 use crate::calls::{CallType, Direction};
-use crate::output::{Format, enum_name, write_table};
+use crate::output::{self, Format, enum_name, write_table};
 
 /// `ocx quality ...`
 #[derive(Debug, Subcommand)]
@@ -193,20 +193,14 @@ pub async fn run(client: &Client, format: Format, command: QualityCommand) -> an
     }
 }
 
-/// A duration in seconds.
+/// A duration in seconds, 0 if unset ([`output::seconds`]).
 fn secs(d: &Option<prost_types::Duration>) -> f64 {
-    d.map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
+    output::seconds(d).unwrap_or_default()
 }
 
 /// The row's bucket as RFC 3339 (UTC).
 fn bucket(r: &pb::QualitySummaryRow) -> String {
-    r.bucket_start_time
-        .and_then(|t| {
-            let t = std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(u64::try_from(t.seconds).ok()?);
-            Some(humantime::format_rfc3339_seconds(t).to_string())
-        })
-        .unwrap_or_default()
+    output::rfc3339(&r.bucket_start_time).unwrap_or_default()
 }
 
 /// The figures of a row, as (heading, value) for tables and CSV.

@@ -288,7 +288,8 @@ impl Gate {
             Principal::Carrier { carrier_id, .. } => Some(carrier_id.clone()),
         };
         // The call's span (see `telemetry`): the handler and the store run inside it.
-        pending.span = crate::telemetry::rpc_span(method, request.headers());
+        let path = pending.event.as_ref().map_or("", |e| e.rpc.as_str());
+        pending.span = crate::telemetry::rpc_span(method, path, request.headers());
         crate::telemetry::record_caller(&pending.span, carrier.as_deref());
         if let Some(event) = pending.event.as_mut() {
             event.resource_kind = method.resource_kind.to_owned();

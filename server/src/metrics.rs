@@ -64,15 +64,15 @@ pub struct FeedLabels {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feed {
     /// `StreamCallRecords`.
-    CallRecords,
+    CallRecords = 0,
     /// `WatchNumberEvents`.
-    NumberEvents,
+    NumberEvents = 1,
     /// `WatchReconciliation`.
-    Reconciliation,
+    Reconciliation = 2,
 }
 
 impl Feed {
-    /// Every feed.
+    /// Every feed, each at its own index.
     pub const ALL: [Feed; 3] = [Feed::CallRecords, Feed::NumberEvents, Feed::Reconciliation];
 
     /// The `feed` label.
@@ -119,13 +119,13 @@ pub struct Metrics {
     feed_buffered_bytes: Gauge,
     /// Feeds ended because their client took nothing for `--stall-timeout`.
     feeds_stalled: Counter,
-    /// Entries sent on feeds, by feed.
-    feed_entries: Family<FeedLabels, Counter>,
-    /// For each message a feed sends, seconds from when its newest entry was stored to the
-    /// sending: near zero for a follower that keeps up, the time it is behind for one that
-    /// replays or lags. Call records and number events only: a reconciliation entry carries no
-    /// time of its own.
-    feed_lag: Family<FeedLabels, Histogram>,
+    /// Per feed, in [`Feed::ALL`]'s order: the entries it sent (`ocx_feed_entries_sent`), and
+    /// for each message it sent, seconds from when its newest entry was stored to the sending
+    /// (`ocx_feed_lag_seconds`): near zero for a follower that keeps up, the time it is behind
+    /// for one that replays or lags. Call records and number events only: a reconciliation
+    /// entry carries no time of its own. Resolved from their families once, so counting a
+    /// message looks nothing up.
+    feeds: [(Counter, Option<Histogram>); 3],
     /// The limits the server runs with, by name.
     limits: Family<LimitLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Connections open now (each holds one of the cap's permits).
@@ -263,15 +263,15 @@ impl Metrics {
                 reason: reason.to_owned(),
             });
         }
-        for feed in Feed::ALL {
+        let feeds = Feed::ALL.map(|feed| {
             let labels = FeedLabels {
                 feed: feed.label().to_owned(),
             };
-            let _ = feed_entries.get_or_create(&labels);
-            if feed != Feed::Reconciliation {
-                let _ = feed_lag.get_or_create(&labels);
-            }
-        }
+            let entries = feed_entries.get_or_create(&labels).clone();
+            let lag =
+                (feed != Feed::Reconciliation).then(|| feed_lag.get_or_create(&labels).clone());
+            (entries, lag)
+        });
         Metrics {
             registry,
             requests,
@@ -281,8 +281,7 @@ impl Metrics {
             database_bytes,
             feed_buffered_bytes,
             feeds_stalled,
-            feed_entries,
-            feed_lag,
+            feeds,
             limits,
             connections_open,
             connections_accepted,
@@ -386,17 +385,11 @@ impl Metrics {
         entries: usize,
         newest_stored: Option<crate::domain::Micros>,
     ) {
-        let labels = FeedLabels {
-            feed: feed.label().to_owned(),
-        };
-        self.feed_entries
-            .get_or_create(&labels)
-            .inc_by(entries as u64);
-        if let Some(stored) = newest_stored {
+        let (sent, lag) = &self.feeds[feed as usize];
+        sent.inc_by(entries as u64);
+        if let (Some(lag), Some(stored)) = (lag, newest_stored) {
             let age_us = crate::domain::now_micros().saturating_sub(stored).max(0);
-            self.feed_lag
-                .get_or_create(&labels)
-                .observe(age_us as f64 / 1e6);
+            lag.observe(age_us as f64 / 1e6);
         }
     }
 

@@ -12,6 +12,8 @@
 //! are exported, and only this crate's ([`layer`]): log events, which may carry more, stay in
 //! the log.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceState, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
@@ -74,6 +76,7 @@ where
         .with_filter(filter_fn(|meta| {
             meta.is_span() && meta.target().starts_with("ocx_server")
         }));
+    EXPORTING.store(true, Ordering::Relaxed);
     Ok((layer, Traces { provider }))
 }
 
@@ -90,22 +93,29 @@ impl Extractor for Headers<'_> {
     }
 }
 
-/// The span of one call of `method`, a child of the caller's span if `headers` carry a valid
-/// `traceparent`. The gate fills in the carrier, the status code and the item count
-/// ([`record_caller`], [`record_outcome`]).
-pub fn rpc_span(method: &Rpc, headers: &http::HeaderMap) -> Span {
-    let (service, name) = (method.service, method.method);
-    let path = format!("{}.{service}/{name}", crate::rpcs::PACKAGE);
+/// Whether [`layer`] was installed: traces are exported.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The span of one call of `method` (`path`: [`Rpc::path`]), a child of the caller's span if
+/// `headers` carry a valid `traceparent`. The gate fills in the carrier, the status code and
+/// the item count ([`record_caller`], [`record_outcome`]).
+///
+/// With traces off it is the log's span only (the method and the carrier, which each of the
+/// call's log lines carries): no attribute for a collector, no header read, on every call.
+pub fn rpc_span(method: &Rpc, path: &str, headers: &http::HeaderMap) -> Span {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return tracing::info_span!("rpc", rpc = path, carrier = Empty);
+    }
     let span = tracing::info_span!(
         "rpc",
-        otel.name = %path,
+        otel.name = path,
         otel.kind = "server",
         otel.status_code = Empty,
         rpc.system = "grpc",
-        rpc.service = %format_args!("{}.{service}", crate::rpcs::PACKAGE),
-        rpc.method = name,
+        rpc.service = %format_args!("{}.{}", crate::rpcs::PACKAGE, method.service),
+        rpc.method = method.method,
         rpc.grpc.status_code = Empty,
-        rpc = %path,
+        rpc = path,
         carrier = Empty,
         ocx.role = Empty,
         ocx.item_count = Empty,
@@ -123,7 +133,7 @@ pub fn rpc_span(method: &Rpc, headers: &http::HeaderMap) -> Span {
         TraceState::default(),
     ));
     if caller.is_valid() {
-        // Fails only when no OpenTelemetry layer is installed (traces off): nothing to join.
+        // The layer is installed (`EXPORTING`): this cannot fail.
         let _ = span.set_parent(parent);
     }
     span

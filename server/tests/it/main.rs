@@ -7,13 +7,15 @@
 //!   feeds and uploads, stalled feeds ended), [`abuse`] (stream caps per key, carrier and
 //!   server, refusals summed, the address rate, the long-read share, streams past a
 //!   connection's limit refused),
-//!   [`crash_loop`], [`backup`], [`replicas`];
+//!   [`crash_loop`], [`backup`], [`replicas`], [`failover`] (the database's primary killed
+//!   under two replicas, its synchronous standby promoted), [`traces`] (the spans a collector
+//!   receives);
 //! - one stream's batches answered in batch order on both backends: [`stream_order`];
 //! - the store: [`conformance`] (the suite every backend passes), run by [`store_sqlite`] and
 //!   [`store_postgres`]; [`deadline`] (a caller's deadline interrupts the query);
-//! - properties of the edge and of reconciliation: [`convert_property`],
-//!   [`reconcile_property`]; the reconciliation feed under concurrent writers on both
-//!   backends: [`reconcile_watch`].
+//! - properties of the edge, of reconciliation and of the quality aggregates:
+//!   [`convert_property`], [`reconcile_property`], [`quality_property`]; the reconciliation
+//!   feed under concurrent writers on both backends: [`reconcile_watch`].
 
 use ocx_testkit::process::ServerBinary;
 
